@@ -1,0 +1,97 @@
+//! [`Headers`]: an ordered list of header fields with case-insensitive lookup.
+
+/// HTTP header fields, in the order they were sent or added.
+///
+/// Names compare case-insensitively. A name may appear more than once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// No fields.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    /// The first value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Adds a field, keeping any others of the same name.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.fields.push((name.into(), value.into()));
+    }
+
+    /// Sets `name` to `value`, replacing any fields of that name.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        self.remove(&name);
+        self.fields.push((name, value.into()));
+    }
+
+    /// Removes every field named `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.fields.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
+    /// All fields as `(name, value)`, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Headers {
+        Headers {
+            fields: iter
+                .into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Headers;
+
+    #[test]
+    fn lookup_ignores_case_and_insert_replaces() {
+        let mut headers: Headers = [("Content-Type", "text/plain"), ("X-A", "1"), ("x-a", "2")]
+            .into_iter()
+            .collect();
+        assert_eq!(headers.get("content-type"), Some("text/plain"));
+        assert_eq!(headers.get_all("X-a").collect::<Vec<_>>(), ["1", "2"]);
+        headers.insert("X-A", "3");
+        assert_eq!(headers.get_all("x-a").collect::<Vec<_>>(), ["3"]);
+        assert_eq!(headers.len(), 2);
+    }
+}

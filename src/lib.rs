@@ -1,0 +1,138 @@
+//! FastAPI-style background tasks on a small, synchronous, thread-pool HTTP
+//! server.
+//!
+//! A handler answers the client at once and leaves slow follow-up work (sending
+//! an email, processing an upload, writing an audit line) to run *after the
+//! response has been sent*, on a dedicated background pool.
+//!
+//! ```no_run
+//! use afterward::{App, BackgroundTasks, Json, Path, Server};
+//! use serde_json::{json, Value};
+//! use std::io::Write;
+//!
+//! fn write_notification(email: &str, message: &str) -> std::io::Result<()> {
+//!     let mut log = std::fs::OpenOptions::new().create(true).append(true).open("log.txt")?;
+//!     writeln!(log, "notification for {email}: {message}")
+//! }
+//!
+//! fn send_notification(Path(email): Path<String>, tasks: BackgroundTasks) -> Json<Value> {
+//!     tasks.add_task(move || write_notification(&email, "some notification"));
+//!     Json(json!({"message": "Notification sent in the background"}))
+//! }
+//!
+//! let app = App::new().post("/send-notification/{email}", send_notification);
+//! Server::builder().address("127.0.0.1:8000").build(app)?.run()?;
+//! # Ok::<(), afterward::Error>(())
+//! ```
+//!
+//! # Background tasks: the semantics
+//!
+//! - **A task is any `FnOnce() + Send + 'static`** returning `()` or
+//!   `Result<(), E: Display>`; the closure captures its arguments, as FastAPI's
+//!   `add_task(func, *args)` passes them. A future works too
+//!   ([`BackgroundTasks::add_async_task`]), driven to completion on the pool
+//!   without an async runtime. Name a task with [`BackgroundTask::named`].
+//! - **One list per request.** Every [`BackgroundTasks`] obtained during one
+//!   request (by the handler, its dependencies, their sub-dependencies) is the
+//!   same list, and every task in it runs, in the order added. (This is what
+//!   FastAPI does too; we make it an invariant you can rely on.)
+//! - **Tasks start only after the response is sent.** The server hands the list
+//!   to the pool only after writing and flushing the response, so the client
+//!   never waits for a task.
+//! - **One request's tasks run in order on one background thread**; different
+//!   requests' tasks run in parallel across the pool.
+//! - **A failing or panicking task does not stop the next.** It is logged with
+//!   its name and the request id and counted; the request's later tasks still
+//!   run. (Starlette skips them; we deliberately do not.)
+//! - **A response can carry its own tasks** ([`Response::with_background`],
+//!   Starlette's `BackgroundTask`). They run after the request's list and never
+//!   replace it. (FastAPI silently drops the injected tasks in that case.)
+//! - **A handler that panics** answers `500` with `{"detail": ...}`; the worker
+//!   thread survives; the request's tasks are discarded, logged and counted.
+//!   So are the tasks of a request rejected before its handler ran (a `422`
+//!   from an extractor, say).
+//! - **Nothing is lost silently.** A task added after its request's list was
+//!   dispatched, or still queued when the shutdown deadline passes, is not run:
+//!   it is logged with its name and request id and counted as
+//!   [`discarded`](Stats::discarded). When the server is idle,
+//!   `scheduled == completed + failed + panicked + discarded`.
+//!
+//! # The pool and its limits
+//!
+//! A fixed number of named threads (`afterward-bg-N`) read a bounded queue of
+//! request task lists. When the queue is full, the request worker that has just
+//! responded waits for room: backpressure slows new requests down, and nothing
+//! is dropped. Every limit is set on the [`ServerBuilder`], which documents its
+//! defaults. [`ServerHandle::stats`] reads the counters at any time, and
+//! [`ServerHandle::wait_idle`] waits until no work is left.
+//!
+//! # Shutdown
+//!
+//! [`ServerHandle::shutdown`] (or a [`Stopper`] for [`Server::run`]) stops taking
+//! requests, lets those in flight finish and dispatch their tasks, and drains
+//! the queue until the deadline. The [`ShutdownReport`] lists every task not
+//! run by then, and each is logged.
+//!
+//! # Handlers and extractors
+//!
+//! A handler is a function whose arguments are extractors ([`FromRequest`]) and
+//! whose return value is an [`IntoResponse`]: [`Path`], [`Query`], [`Json`],
+//! [`RawBody`], [`Headers`], [`State`], [`BackgroundTasks`], and your own
+//! dependencies through [`Depends`] and [`Dependency`] (resolved once per
+//! request, as FastAPI caches them). Bad input answers a `4xx` with a JSON
+//! `{"detail": ...}` body: `422` for invalid input, `413` for a body over the
+//! limit, `404` and `405` from the router.
+//!
+//! # Testing
+//!
+//! [`testing::TestServer`] serves an app on `127.0.0.1:0` inside the test
+//! process and waits for background work deterministically.
+//!
+//! # Panic handling
+//!
+//! Handler and task panics are caught, logged and counted; the threads that ran
+//! them carry on. The process's panic hook still runs first, so the default
+//! hook also prints the panic to standard error.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod block_on;
+mod de;
+mod engine;
+mod error;
+mod extract;
+mod handler;
+mod headers;
+mod http_error;
+mod json;
+mod method;
+mod percent;
+mod pool;
+mod request;
+mod response;
+mod routing;
+mod server;
+mod state;
+mod stats;
+mod tasks;
+pub mod testing;
+
+pub use crate::error::Error;
+pub use crate::extract::{Dependency, Depends, FromRequest, Path, Query, RawBody};
+pub use crate::handler::Handler;
+pub use crate::headers::Headers;
+pub use crate::http_error::HttpError;
+pub use crate::json::Json;
+pub use crate::method::Method;
+pub use crate::pool::TaskInfo;
+pub use crate::request::Request;
+pub use crate::response::{IntoResponse, Response};
+pub use crate::routing::App;
+pub use crate::server::{
+    Server, ServerBuilder, ServerHandle, ShutdownReport, Stopper, DEFAULT_ADDRESS,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT,
+};
+pub use crate::state::State;
+pub use crate::stats::Stats;
+pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};

@@ -1,0 +1,280 @@
+//! [`App`]: the route table (method + path pattern with `{name}` captures) and
+//! the application state.
+
+use crate::handler::{self, BoxedHandler, Handler};
+use crate::http_error::HttpError;
+use crate::method::Method;
+use crate::percent;
+use crate::request::Request;
+use crate::response::Response;
+use crate::state::StateMap;
+
+/// An application: routes and shared state, ready to be served by a
+/// [`Server`](crate::Server) or a [`TestServer`](crate::testing::TestServer).
+///
+/// Patterns are paths whose segments are literals or `{name}` captures:
+/// `/items/{id}`. A request is matched against the routes in the order they
+/// were added; the first route whose pattern matches and that has a handler for
+/// the method wins. A path that matches no pattern answers `404`; a path that
+/// matches but not for this method answers `405` with an `Allow` header. Both
+/// have a JSON body `{"detail": ...}`. `HEAD` is answered by the `GET` handler,
+/// without the body.
+///
+/// # Panics
+///
+/// Adding a route panics on a programming error: a pattern that does not start
+/// with `/`, a capture that is not a whole segment or is named twice, or the
+/// same method and pattern added twice.
+#[derive(Default)]
+pub struct App {
+    routes: Vec<Route>,
+    state: StateMap,
+}
+
+struct Route {
+    pattern: String,
+    segments: Vec<Segment>,
+    handlers: Vec<(Method, BoxedHandler)>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Capture(String),
+}
+
+/// Why [`App::handle`] did not produce the handler's response.
+pub(crate) enum Outcome {
+    /// The handler ran and returned this.
+    Handled(Response),
+    /// No handler ran: routing or an extractor rejected the request.
+    Rejected(HttpError),
+}
+
+impl App {
+    /// An app with no routes and no state.
+    pub fn new() -> App {
+        App::default()
+    }
+
+    /// Adds `handler` for `method` requests to paths matching `pattern`.
+    pub fn route<H: Handler<Args>, Args>(
+        mut self,
+        method: Method,
+        pattern: &str,
+        handler: H,
+    ) -> App {
+        let segments = parse_pattern(pattern);
+        let index = match self.routes.iter().position(|r| r.segments == segments) {
+            Some(index) => index,
+            None => {
+                self.routes.push(Route {
+                    pattern: pattern.to_owned(),
+                    segments,
+                    handlers: Vec::new(),
+                });
+                self.routes.len() - 1
+            }
+        };
+        let route = &mut self.routes[index];
+        assert!(
+            route.handlers.iter().all(|(m, _)| *m != method),
+            "{method} {pattern} is already routed"
+        );
+        route.handlers.push((method, handler::boxed(handler)));
+        self
+    }
+
+    /// Adds a `GET` route (which also answers `HEAD`).
+    pub fn get<H: Handler<Args>, Args>(self, pattern: &str, handler: H) -> App {
+        self.route(Method::Get, pattern, handler)
+    }
+
+    /// Adds a `POST` route.
+    pub fn post<H: Handler<Args>, Args>(self, pattern: &str, handler: H) -> App {
+        self.route(Method::Post, pattern, handler)
+    }
+
+    /// Adds a `PUT` route.
+    pub fn put<H: Handler<Args>, Args>(self, pattern: &str, handler: H) -> App {
+        self.route(Method::Put, pattern, handler)
+    }
+
+    /// Adds a `PATCH` route.
+    pub fn patch<H: Handler<Args>, Args>(self, pattern: &str, handler: H) -> App {
+        self.route(Method::Patch, pattern, handler)
+    }
+
+    /// Adds a `DELETE` route.
+    pub fn delete<H: Handler<Args>, Args>(self, pattern: &str, handler: H) -> App {
+        self.route(Method::Delete, pattern, handler)
+    }
+
+    /// Adds shared state, read by handlers with [`State<T>`](crate::State).
+    /// One value per type; adding a second of the same type replaces the first.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> App {
+        self.state.insert(value);
+        self
+    }
+
+    pub(crate) fn state_map(&self) -> &StateMap {
+        &self.state
+    }
+
+    /// Routes `request` and runs its handler.
+    pub(crate) fn handle(&self, request: &mut Request<'_>) -> Outcome {
+        let segments = match decode_path(request.path()) {
+            Ok(segments) => segments,
+            Err(error) => return Outcome::Rejected(error),
+        };
+        let mut allowed: Vec<&Method> = Vec::new();
+        for route in &self.routes {
+            let Some(params) = route.capture(&segments) else {
+                continue;
+            };
+            if let Some(handler) = route.handler_for(request.method()) {
+                request.set_path_params(params);
+                return match handler(request) {
+                    Ok(response) => Outcome::Handled(response),
+                    Err(error) => Outcome::Rejected(error),
+                };
+            }
+            allowed.extend(route.handlers.iter().map(|(m, _)| m));
+            if route.handler_for(&Method::Get).is_some() {
+                allowed.push(&Method::Head);
+            }
+        }
+        if allowed.is_empty() {
+            return Outcome::Rejected(HttpError::new(404, "Not Found"));
+        }
+        let mut allow: Vec<&str> = Vec::new();
+        for method in allowed {
+            if !allow.contains(&method.as_str()) {
+                allow.push(method.as_str());
+            }
+        }
+        Outcome::Rejected(
+            HttpError::new(405, "Method Not Allowed").with_header("Allow", allow.join(", ")),
+        )
+    }
+}
+
+impl Route {
+    fn handler_for(&self, method: &Method) -> Option<&BoxedHandler> {
+        let find = |wanted: &Method| {
+            self.handlers
+                .iter()
+                .find(|(m, _)| m == wanted)
+                .map(|(_, h)| h)
+        };
+        find(method).or_else(|| match method {
+            Method::Head => find(&Method::Get),
+            _ => None,
+        })
+    }
+
+    /// The captures, if `segments` match this route's pattern.
+    fn capture(&self, segments: &[String]) -> Option<Vec<(String, String)>> {
+        if segments.len() != self.segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (pattern, segment) in self.segments.iter().zip(segments) {
+            match pattern {
+                Segment::Literal(literal) if literal == segment => {}
+                Segment::Literal(_) => return None,
+                Segment::Capture(name) => params.push((name.clone(), segment.clone())),
+            }
+        }
+        Some(params)
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut list = f.debug_list();
+        for route in &self.routes {
+            for (method, _) in &route.handlers {
+                list.entry(&format_args!("{method} {}", route.pattern));
+            }
+        }
+        list.finish()
+    }
+}
+
+fn parse_pattern(pattern: &str) -> Vec<Segment> {
+    let rest = pattern
+        .strip_prefix('/')
+        .unwrap_or_else(|| panic!("route pattern {pattern:?} must start with '/'"));
+    let mut names: Vec<&str> = Vec::new();
+    rest.split('/')
+        .map(|segment| {
+            match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => {
+                    assert!(
+                        !name.is_empty() && !name.contains(['{', '}']),
+                        "route pattern {pattern:?}: bad capture {segment:?}"
+                    );
+                    assert!(
+                        !names.contains(&name),
+                        "route pattern {pattern:?}: {{{name}}} appears twice"
+                    );
+                    names.push(name);
+                    Segment::Capture(name.to_owned())
+                }
+                None => {
+                    assert!(
+                        !segment.contains(['{', '}']),
+                        "route pattern {pattern:?}: a capture must be a whole segment, not {segment:?}"
+                    );
+                    Segment::Literal(segment.to_owned())
+                }
+            }
+        })
+        .collect()
+}
+
+/// Splits a request path into percent-decoded segments. A `%2F` inside a
+/// segment stays inside it.
+fn decode_path(path: &str) -> Result<Vec<String>, HttpError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(HttpError::new(404, "Not Found"));
+    };
+    rest.split('/')
+        .map(|segment| {
+            percent::decode(segment, false)
+                .map_err(|e| HttpError::new(400, format!("invalid request path: {e}")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_path, parse_pattern, Segment};
+
+    #[test]
+    fn patterns_split_into_literals_and_captures() {
+        assert!(matches!(
+            parse_pattern("/items/{id}").as_slice(),
+            [Segment::Literal(a), Segment::Capture(b)] if a == "items" && b == "id"
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "appears twice")]
+    fn a_capture_named_twice_is_a_programming_error() {
+        parse_pattern("/{id}/{id}");
+    }
+
+    #[test]
+    #[should_panic(expected = "whole segment")]
+    fn a_partial_capture_is_a_programming_error() {
+        parse_pattern("/file.{ext}");
+    }
+
+    #[test]
+    fn an_encoded_slash_stays_in_its_segment() {
+        assert_eq!(decode_path("/a%2Fb/c%20d").unwrap(), ["a/b", "c d"]);
+        assert_eq!(decode_path("/%FF").unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared application state: a map from type to value, set with
+//! [`App::state`](crate::App::state) and read with the [`State`] extractor.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One value per type, shared by every request.
+#[derive(Default)]
+pub(crate) struct StateMap {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl StateMap {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>())
+    }
+}
+
+/// Extracts the application state of type `T`, registered with
+/// [`App::state`](crate::App::state).
+///
+/// `T` is cloned for each request that asks for it; keep large or mutable
+/// state behind an `Arc`. A handler that asks for a type the app does not have
+/// answers `500`, and the missing type is logged.
+///
+/// ```
+/// use afterward::{App, State};
+/// use std::sync::{atomic::{AtomicU64, Ordering}, Arc};
+///
+/// #[derive(Clone, Default)]
+/// struct Hits(Arc<AtomicU64>);
+///
+/// fn hit(State(hits): State<Hits>) -> String {
+///     (hits.0.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+/// }
+///
+/// let app = App::new().state(Hits::default()).get("/hit", hit);
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);

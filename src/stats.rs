@@ -1,0 +1,233 @@
+//! Counters: shared atomics written by the server and the pool, read as a [`Stats`]
+//! snapshot, plus the "idle" signal that [`wait_idle`](crate::ServerHandle::wait_idle)
+//! blocks on.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A snapshot of the server's counters, read with
+/// [`ServerHandle::stats`](crate::ServerHandle::stats).
+///
+/// `requests_in_flight`, `queued` and `running` are gauges; the others only ever
+/// grow. Every task that is added ends up in exactly one of `completed`, `failed`,
+/// `panicked` or `discarded`, so once the server is idle:
+/// `scheduled == completed + failed + panicked + discarded`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests answered so far (any status).
+    pub requests: u64,
+    /// Requests being handled right now (read, handled, answered, tasks dispatched).
+    pub requests_in_flight: u64,
+    /// Tasks added by handlers, dependencies or responses (including discarded ones).
+    pub scheduled: u64,
+    /// Tasks handed to the pool that have not started yet (including those whose
+    /// request worker is waiting for room in a full queue).
+    pub queued: u64,
+    /// Tasks running right now.
+    pub running: u64,
+    /// Tasks that returned `()` or `Ok(())`.
+    pub completed: u64,
+    /// Tasks that returned `Err(_)`.
+    pub failed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Tasks that will never run: their handler panicked, their request was
+    /// rejected before the handler ran, they were added after the request's list
+    /// was dispatched, or the shutdown deadline passed before they started.
+    /// Each one is logged with its name and request id.
+    pub discarded: u64,
+}
+
+impl Stats {
+    /// Tasks that were scheduled and have neither finished nor been discarded.
+    pub fn pending(&self) -> u64 {
+        self.scheduled - (self.completed + self.failed + self.panicked + self.discarded)
+    }
+}
+
+/// How a task that started came to an end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    Failed,
+    Panicked,
+}
+
+/// The live counters behind [`Stats`].
+///
+/// Updates are lock-free. The only lock is taken by a change that may make the
+/// server idle *and* only while someone waits in [`Counters::wait_idle`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    requests: AtomicU64,
+    requests_in_flight: AtomicU64,
+    scheduled: AtomicU64,
+    queued: AtomicU64,
+    running: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    discarded: AtomicU64,
+    /// Threads inside `wait_idle`.
+    waiters: AtomicUsize,
+    idle_lock: Mutex<()>,
+    idle_changed: Condvar,
+}
+
+impl Counters {
+    pub(crate) fn request_started(&self) {
+        self.requests_in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn scheduled(&self, n: u64) {
+        self.scheduled.fetch_add(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn queued(&self, n: u64) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Queued tasks that leave the queue without running (shutdown deadline).
+    pub(crate) fn unqueued(&self, n: u64) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn started(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Completed => &self.completed,
+            Outcome::Failed => &self.failed,
+            Outcome::Panicked => &self.panicked,
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        self.notify();
+    }
+
+    pub(crate) fn discarded(&self, n: u64) {
+        self.discarded.fetch_add(n, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        // Read the outcomes before `scheduled`, so a concurrent task never makes
+        // `pending()` underflow: a task is scheduled before it can finish.
+        let completed = self.completed.load(Ordering::SeqCst);
+        let failed = self.failed.load(Ordering::SeqCst);
+        let panicked = self.panicked.load(Ordering::SeqCst);
+        let discarded = self.discarded.load(Ordering::SeqCst);
+        Stats {
+            requests: self.requests.load(Ordering::Relaxed),
+            requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
+            scheduled: self.scheduled.load(Ordering::SeqCst),
+            queued: self.queued.load(Ordering::Relaxed),
+            running: self.running.load(Ordering::Relaxed),
+            completed,
+            failed,
+            panicked,
+            discarded,
+        }
+    }
+
+    /// No request is being handled and every scheduled task has finished or
+    /// been discarded.
+    fn is_idle(&self) -> bool {
+        let stats = self.snapshot();
+        stats.requests_in_flight == 0 && stats.pending() == 0
+    }
+
+    /// Blocks until [`is_idle`](Self::is_idle) or until `timeout` has passed;
+    /// returns whether the server became idle.
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let idle = loop {
+            if self.is_idle() {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            guard = self
+                .idle_changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        idle
+    }
+
+    /// Wakes the threads in `wait_idle` after a change that may make the server idle.
+    ///
+    /// Sound without a lost wake-up: a waiter registers in `waiters` and checks
+    /// `is_idle` while holding `idle_lock`; the changes above are `SeqCst`, so
+    /// either the waiter's check sees the change or this load sees the waiter,
+    /// and then taking the lock waits until the waiter is parked in the condvar.
+    fn notify(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            drop(self.idle_lock.lock().unwrap_or_else(|e| e.into_inner()));
+            self.idle_changed.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counters, Outcome};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn a_finished_task_wakes_a_waiter() {
+        let counters = Arc::new(Counters::default());
+        counters.scheduled(1);
+        counters.queued(1);
+        let waiter = {
+            let counters = counters.clone();
+            thread::spawn(move || counters.wait_idle(Duration::from_secs(30)))
+        };
+        counters.started();
+        counters.finished(Outcome::Completed);
+        assert!(
+            waiter.join().unwrap(),
+            "wait_idle must return true once idle"
+        );
+        let stats = counters.snapshot();
+        assert_eq!((stats.pending(), stats.completed), (0, 1));
+    }
+
+    #[test]
+    fn wait_idle_times_out_while_a_task_is_pending() {
+        let counters = Counters::default();
+        counters.scheduled(1);
+        assert!(!counters.wait_idle(Duration::from_millis(20)));
+        counters.discarded(1);
+        assert!(counters.wait_idle(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn a_request_in_flight_is_not_idle() {
+        let counters = Counters::default();
+        counters.request_started();
+        assert!(!counters.wait_idle(Duration::from_millis(20)));
+        counters.request_finished();
+        assert!(counters.wait_idle(Duration::from_millis(20)));
+        assert_eq!(counters.snapshot().requests, 1);
+    }
+}
