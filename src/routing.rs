@@ -183,6 +183,8 @@ impl Route {
             match pattern {
                 Segment::Literal(literal) if literal == segment => {}
                 Segment::Literal(_) => return None,
+                // Like Starlette's `[^/]+`: a capture never matches an empty segment.
+                Segment::Capture(_) if segment.is_empty() => return None,
                 Segment::Capture(name) => params.push((name.clone(), segment.clone())),
             }
         }

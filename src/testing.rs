@@ -119,13 +119,7 @@ impl TestServer {
 
     /// A request with any method.
     pub fn request(&self, method: &str, path: &str) -> TestRequest {
-        TestRequest {
-            addr: self.addr,
-            method: method.to_owned(),
-            path: path.to_owned(),
-            headers: Headers::new(),
-            body: Vec::new(),
-        }
+        TestRequest::new(self.addr, method, path)
     }
 
     /// A `GET` request.
@@ -170,6 +164,18 @@ pub struct TestRequest {
 }
 
 impl TestRequest {
+    /// A request to the server at `addr` (when the [`TestServer`] itself is
+    /// busy elsewhere, shutting down for instance).
+    pub fn new(addr: SocketAddr, method: &str, path: &str) -> TestRequest {
+        TestRequest {
+            addr,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Headers::new(),
+            body: Vec::new(),
+        }
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> TestRequest {
         self.headers.append(name, value);

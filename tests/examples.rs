@@ -1,0 +1,138 @@
+//! Each example's app, served by the test harness: the files its background
+//! tasks write are checked after waiting for background work.
+
+mod support;
+
+use afterward::testing::TestServer;
+use serde_json::json;
+use support::{read, TempDir};
+
+#[allow(dead_code)]
+#[path = "../examples/send_notification.rs"]
+mod send_notification;
+
+#[allow(dead_code)]
+#[path = "../examples/dependency_injection.rs"]
+mod dependency_injection;
+
+#[allow(dead_code)]
+#[path = "../examples/readme_writer.rs"]
+mod readme_writer;
+
+#[allow(dead_code)]
+#[path = "../examples/async_task.rs"]
+mod async_task;
+
+#[allow(dead_code)]
+#[path = "../examples/response_background.rs"]
+mod response_background;
+
+#[test]
+fn send_notification_writes_the_notification() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let server = TestServer::new(send_notification::app(log.clone()));
+
+    let response = server.post("/send-notification/ada@example.com").send();
+    assert_eq!(
+        response.json(),
+        json!({"message": "Notification sent in the background"})
+    );
+    server.wait_idle();
+    assert_eq!(
+        read(&log),
+        "notification for ada@example.com: some notification"
+    );
+}
+
+#[test]
+fn dependency_injection_logs_the_query_then_the_message() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let server = TestServer::new(dependency_injection::app(log.clone()));
+
+    let response = server
+        .post("/send-notification/ada@example.com?q=hello")
+        .send();
+    assert_eq!(response.json(), json!({"message": "Message sent"}));
+    server.wait_idle();
+    assert_eq!(
+        read(&log),
+        "found query: hello\nmessage to ada@example.com\n"
+    );
+
+    // Without `q`, only the handler's task writes.
+    server.post("/send-notification/bob@example.com").send();
+    server.wait_idle();
+    assert_eq!(
+        read(&log),
+        "found query: hello\nmessage to ada@example.com\nmessage to bob@example.com\n"
+    );
+}
+
+#[test]
+fn readme_writer_appends_from_handler_and_dependency() {
+    let dir = TempDir::new();
+    let readme = dir.file("README.md");
+    let server = TestServer::new(readme_writer::app(readme.clone()));
+
+    let response = server.post("/background_tasks?framework=FastAPI").send();
+    assert_eq!(response.status(), 200);
+    server.wait_idle();
+    assert_eq!(read(&readme), "\n## FastAPI 框架精讲");
+
+    let response = server.post("/dependency/background_tasks?q=yes").send();
+    assert_eq!(response.json(), json!({"message": "README.md更新成功"}));
+    server.wait_idle();
+    assert_eq!(
+        read(&readme),
+        format!("\n## FastAPI 框架精讲{}", readme_writer::INTRO)
+    );
+
+    let response = server.post("/dependency/background_tasks").send();
+    assert_eq!(response.json(), serde_json::Value::Null);
+    assert_eq!(server.post("/background_tasks").send().status(), 422);
+    server.wait_idle();
+    assert_eq!(
+        read(&readme),
+        format!("\n## FastAPI 框架精讲{}", readme_writer::INTRO)
+    );
+}
+
+#[test]
+fn async_task_writes_the_notification() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let server = TestServer::new(async_task::app(log.clone()));
+
+    server.post("/send-notification/ada@example.com").send();
+    server.post("/send-notification/bob@example.com").send();
+    server.wait_idle();
+    let mut lines: Vec<_> = read(&log).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "notification for ada@example.com: some notification",
+            "notification for bob@example.com: some notification"
+        ]
+    );
+}
+
+#[test]
+fn response_background_runs_the_list_then_the_response_task() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let server = TestServer::new(response_background::app(log.clone()));
+
+    let response = server
+        .post("/signup")
+        .json(&json!({"username": "ada", "email": "ada@example.com"}))
+        .send();
+    assert_eq!(response.json(), json!({"status": "Signup successful"}));
+    server.wait_idle();
+    assert_eq!(
+        read(&log),
+        "audit: signup ada\nwelcome email to ada@example.com\n"
+    );
+}

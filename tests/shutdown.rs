@@ -1,0 +1,127 @@
+//! Graceful shutdown: stop taking requests, finish those in flight, drain the
+//! queue until the deadline; list, log and count every task not run by then.
+
+mod support;
+
+use std::time::Duration;
+
+use afterward::testing::{TestRequest, TestServer};
+use afterward::{App, BackgroundTask, BackgroundTasks, Path, Server};
+use support::{Events, Gate, TEST_TIMEOUT};
+
+/// `POST /task/{name}` adds a task named `name` that records itself; the task
+/// named `blocker` first signals `started`, then waits for `release`.
+fn app(events: &Events, started: &Gate, release: &Gate) -> App {
+    let (events, started, release) = (events.clone(), started.clone(), release.clone());
+    App::new().post(
+        "/task/{name}",
+        move |Path(name): Path<String>, tasks: BackgroundTasks| {
+            let (events, started, release) = (events.clone(), started.clone(), release.clone());
+            let task_name = name.clone();
+            tasks.add(
+                BackgroundTask::new(move || {
+                    if name == "blocker" {
+                        started.open();
+                        release.wait();
+                    }
+                    events.push(name);
+                })
+                .named(task_name),
+            );
+        },
+    )
+}
+
+fn one_background_worker() -> afterward::ServerBuilder {
+    Server::builder().workers(2).background_workers(1)
+}
+
+#[test]
+fn shutdown_drains_queued_tasks_before_returning() {
+    let (events, started, release) = (Events::default(), Gate::new(), Gate::new());
+    let server =
+        TestServer::with_builder(one_background_worker(), app(&events, &started, &release));
+
+    server.post("/task/blocker").send();
+    assert!(started.wait());
+    for name in ["a", "b", "c"] {
+        server.post(&format!("/task/{name}")).send();
+    }
+    // The queue holds a, b and c behind the blocker when shutdown begins.
+    let releaser = std::thread::spawn(move || release.open());
+    let report = server.shutdown(TEST_TIMEOUT);
+    releaser.join().unwrap();
+
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(events.list(), ["blocker", "a", "b", "c"]);
+    assert_eq!((report.stats.completed, report.stats.discarded), (4, 0));
+}
+
+#[test]
+fn tasks_not_started_by_the_deadline_are_reported_and_counted() {
+    let (events, started, release) = (Events::default(), Gate::new(), Gate::new());
+    let server =
+        TestServer::with_builder(one_background_worker(), app(&events, &started, &release));
+
+    server.post("/task/blocker").send();
+    assert!(started.wait());
+    server.post("/task/queued-1").send();
+    server.post("/task/queued-2").send();
+
+    let report = server.shutdown(Duration::from_millis(200));
+    release.open();
+
+    let names =
+        |list: &[afterward::TaskInfo]| list.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert!(!report.is_complete());
+    assert_eq!(names(&report.not_run), ["queued-1", "queued-2"]);
+    assert_eq!(names(&report.still_running), ["blocker"]);
+    assert!(report.not_run.iter().all(|t| !t.request_id.is_empty()));
+    let stats = report.stats;
+    assert_eq!((stats.scheduled, stats.discarded, stats.queued), (3, 2, 0));
+    assert!(!events.list().contains(&"queued-1".to_owned()));
+}
+
+#[test]
+fn a_request_in_flight_finishes_and_its_tasks_run() {
+    let events = Events::default();
+    let (entered, release) = (Gate::new(), Gate::new());
+    let (log, entered_in, release_in) = (events.clone(), entered.clone(), release.clone());
+    let app = App::new().post("/slow", move |tasks: BackgroundTasks| {
+        entered_in.open();
+        release_in.wait();
+        let log = log.clone();
+        tasks.add_task(move || log.push("task of the request in flight"));
+        "finished"
+    });
+    let server = TestServer::new(app);
+    let addr = server.addr();
+    let client = std::thread::spawn(move || TestRequest::new(addr, "POST", "/slow").send());
+    assert!(entered.wait());
+
+    let releaser = std::thread::spawn(move || release.open());
+    let report = server.shutdown(TEST_TIMEOUT);
+    releaser.join().unwrap();
+
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(client.join().unwrap().text(), "finished");
+    assert_eq!(events.list(), ["task of the request in flight"]);
+}
+
+#[test]
+fn run_returns_a_report_once_stopped() {
+    let server = Server::builder()
+        .address("127.0.0.1:0")
+        .shutdown_timeout(TEST_TIMEOUT)
+        .build(App::new().get("/", || "hi"))
+        .unwrap();
+    let stopper = server.stopper();
+    let runner = std::thread::spawn(move || server.run());
+    stopper.stop();
+    let report = runner
+        .join()
+        .unwrap()
+        .expect("run starts and stops cleanly");
+    assert!(report.is_complete());
+    assert!(stopper.is_stopped());
+}

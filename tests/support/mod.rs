@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use afterward::testing::TEST_TIMEOUT;
+
+/// A directory of its own for one test, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "afterward-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads a file the background tasks wrote, or "" if they wrote nothing.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A one-shot signal between a test and a task: `open` on one side, `wait` on
+/// the other (with [`TEST_TIMEOUT`] as a guard, returning whether it opened).
+#[derive(Clone)]
+pub struct Gate {
+    tx: Arc<Mutex<Option<Sender<()>>>>,
+    rx: Arc<Mutex<Receiver<()>>>,
+}
+
+impl Gate {
+    pub fn new() -> Gate {
+        let (tx, rx) = mpsc::channel();
+        Gate {
+            tx: Arc::new(Mutex::new(Some(tx))),
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    pub fn open(&self) {
+        if let Some(tx) = self.tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits until the gate opens; `false` after [`TEST_TIMEOUT`].
+    pub fn wait(&self) -> bool {
+        self.wait_for(TEST_TIMEOUT)
+    }
+
+    pub fn wait_for(&self, timeout: Duration) -> bool {
+        self.rx.lock().unwrap().recv_timeout(timeout).is_ok()
+    }
+}
+
+/// An append-only list of events, shared between the test, handlers and tasks.
+#[derive(Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<String>>>);
+
+impl Events {
+    pub fn push(&self, event: impl Into<String>) {
+        self.0.lock().unwrap().push(event.into());
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
