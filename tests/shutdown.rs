@@ -10,24 +10,31 @@ use afterward::{App, BackgroundTask, BackgroundTasks, Path, Server};
 use support::{Events, Gate, TEST_TIMEOUT};
 
 /// `POST /task/{name}` adds a task named `name` that records itself; the task
-/// named `blocker` first signals `started`, then waits for `release`.
+/// named `blocker` first signals `started`, then waits for `release`, and is
+/// followed by a second task of the same request, `after-blocker`.
 fn app(events: &Events, started: &Gate, release: &Gate) -> App {
     let (events, started, release) = (events.clone(), started.clone(), release.clone());
     App::new().post(
         "/task/{name}",
         move |Path(name): Path<String>, tasks: BackgroundTasks| {
             let (events, started, release) = (events.clone(), started.clone(), release.clone());
+            let blocker = name == "blocker";
+            let log = events.clone();
             let task_name = name.clone();
             tasks.add(
                 BackgroundTask::new(move || {
-                    if name == "blocker" {
+                    if blocker {
                         started.open();
                         release.wait();
                     }
-                    events.push(name);
+                    log.push(name);
                 })
                 .named(task_name),
             );
+            if blocker {
+                let after = BackgroundTask::new(move || events.push("after-blocker"));
+                tasks.add(after.named("after-blocker"));
+            }
         },
     )
 }
@@ -53,8 +60,8 @@ fn shutdown_drains_queued_tasks_before_returning() {
     releaser.join().unwrap();
 
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!(events.list(), ["blocker", "a", "b", "c"]);
-    assert_eq!((report.stats.completed, report.stats.discarded), (4, 0));
+    assert_eq!(events.list(), ["blocker", "after-blocker", "a", "b", "c"]);
+    assert_eq!((report.stats.completed, report.stats.discarded), (5, 0));
 }
 
 #[test]
@@ -74,11 +81,14 @@ fn tasks_not_started_by_the_deadline_are_reported_and_counted() {
     let names =
         |list: &[afterward::TaskInfo]| list.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     assert!(!report.is_complete());
-    assert_eq!(names(&report.not_run), ["queued-1", "queued-2"]);
+    assert_eq!(
+        names(&report.not_run),
+        ["after-blocker", "queued-1", "queued-2"]
+    );
     assert_eq!(names(&report.still_running), ["blocker"]);
     assert!(report.not_run.iter().all(|t| !t.request_id.is_empty()));
     let stats = report.stats;
-    assert_eq!((stats.scheduled, stats.discarded, stats.queued), (3, 2, 0));
+    assert_eq!((stats.scheduled, stats.discarded, stats.queued), (4, 3, 0));
     assert!(!events.list().contains(&"queued-1".to_owned()));
 }
 
