@@ -14,6 +14,7 @@ use crate::method::Method;
 use crate::percent;
 use crate::request::Request;
 use crate::state::State;
+use crate::stats::Stats;
 use crate::tasks::BackgroundTasks;
 
 /// A type that can be built from a request: a handler argument.
@@ -103,6 +104,13 @@ impl FromRequest for Headers {
 impl FromRequest for Method {
     fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError> {
         Ok(request.method().clone())
+    }
+}
+
+/// A snapshot of the server's counters, taken when the request is handled.
+impl FromRequest for Stats {
+    fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError> {
+        Ok(request.server_stats())
     }
 }
 

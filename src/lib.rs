@@ -107,6 +107,7 @@ mod headers;
 mod http_error;
 mod json;
 mod method;
+mod metrics;
 mod percent;
 mod pool;
 mod request;
@@ -125,7 +126,8 @@ pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
 pub use crate::json::Json;
 pub use crate::method::Method;
-pub use crate::pool::TaskInfo;
+pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};
+pub use crate::pool::{OnFull, TaskInfo};
 pub use crate::request::Request;
 pub use crate::response::{IntoResponse, Response};
 pub use crate::routing::App;
@@ -134,5 +136,5 @@ pub use crate::server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use crate::state::State;
-pub use crate::stats::Stats;
+pub use crate::stats::{DurationHistogram, Stats, DURATION_BUCKETS};
 pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};

@@ -6,11 +6,34 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::stats::Counters;
 use crate::tasks::{self, BackgroundTask};
+
+/// What happens to a request when the background queue is full.
+///
+/// Whatever the policy, no task is dropped: a task list that meets a full
+/// queue after its handler ran is run or waited for, never lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnFull {
+    /// The request worker, having responded, waits for room in the queue.
+    /// New requests wait for a free worker meanwhile (backpressure).
+    #[default]
+    Block,
+    /// The request worker, having responded, runs the tasks itself, in
+    /// order. Counted in [`Stats::ran_by_caller`](crate::Stats::ran_by_caller).
+    CallerRuns,
+    /// While the queue is full, new requests are refused with `503 Service
+    /// Unavailable` and `Retry-After` before their handler runs (paths
+    /// exempted with [`ServerBuilder::shed_exempt`](crate::ServerBuilder::shed_exempt)
+    /// are still served). Counted in [`Stats::rejected`](crate::Stats::rejected).
+    /// A request admitted just before the queue filled up waits for room, as
+    /// with `Block`.
+    Shed,
+}
 
 /// One request's tasks, run in order on one background thread.
 pub(crate) struct Job {
@@ -42,6 +65,7 @@ pub(crate) struct Pool {
 pub(crate) struct Dispatcher {
     sender: Sender<Job>,
     shared: Arc<Shared>,
+    on_full: OnFull,
 }
 
 struct Shared {
@@ -64,6 +88,7 @@ impl Pool {
     pub(crate) fn start(
         workers: usize,
         capacity: usize,
+        on_full: OnFull,
         counters: Arc<Counters>,
     ) -> io::Result<(Pool, Dispatcher)> {
         let (sender, receiver) = crossbeam_channel::bounded(capacity);
@@ -84,6 +109,7 @@ impl Pool {
         let dispatcher = Dispatcher {
             sender,
             shared: shared.clone(),
+            on_full,
         };
         Ok((
             Pool {
@@ -134,7 +160,8 @@ impl Pool {
 }
 
 impl Dispatcher {
-    /// Hands one request's tasks to the pool, waiting for room if the queue is full.
+    /// Hands one request's tasks to the pool. When the queue is full, waits
+    /// for room, or runs them on this thread under [`OnFull::CallerRuns`].
     pub(crate) fn dispatch(&self, job: Job) {
         if job.tasks.is_empty() {
             return;
@@ -145,13 +172,40 @@ impl Dispatcher {
             self.shared.give_up(&job.tasks, &job.request_id);
             return;
         }
-        if let Err(returned) = self.sender.send(job) {
-            // Only possible once every worker has gone, which shutdown prevents
-            // while a dispatcher exists; still, never lose the tasks silently.
-            let job = returned.into_inner();
-            self.shared.give_up(&job.tasks, &job.request_id);
-        }
+        let job = match self.on_full {
+            OnFull::CallerRuns => match self.sender.try_send(job) {
+                Ok(()) => return,
+                Err(TrySendError::Full(job)) => {
+                    self.shared.counters.ran_by_caller(n);
+                    for task in job.tasks {
+                        run_counted(task, &job.request_id, &self.shared.counters);
+                    }
+                    return;
+                }
+                Err(TrySendError::Disconnected(job)) => job,
+            },
+            OnFull::Block | OnFull::Shed => match self.sender.send(job) {
+                Ok(()) => return,
+                Err(returned) => returned.into_inner(),
+            },
+        };
+        // Only possible once every worker has gone, which shutdown prevents
+        // while a dispatcher exists; still, never lose the tasks silently.
+        self.shared.give_up(&job.tasks, &job.request_id);
     }
+
+    /// Whether the queue is full right now.
+    pub(crate) fn is_full(&self) -> bool {
+        self.sender.is_full()
+    }
+}
+
+/// Runs a queued task, counting its start, outcome and duration.
+fn run_counted(task: BackgroundTask, request_id: &str, counters: &Counters) {
+    counters.started();
+    let started = Instant::now();
+    let outcome = task.run(request_id);
+    counters.finished(outcome, started.elapsed());
 }
 
 impl Shared {
@@ -184,10 +238,8 @@ fn work(index: usize, receiver: &Receiver<Job>, shared: &Shared) {
             slot.pending.extend(job.tasks);
         }
         while let Some((task, request_id)) = next_task(slot, shared) {
-            shared.counters.started();
-            let outcome = task.run(&request_id);
+            run_counted(task, &request_id, &shared.counters);
             lock(slot).running = None;
-            shared.counters.finished(outcome);
         }
     }
 }
@@ -229,7 +281,7 @@ mod tests {
     #[test]
     fn runs_a_jobs_tasks_in_order_and_survives_a_panic() {
         let counters = Arc::new(Counters::default());
-        let (pool, dispatcher) = Pool::start(1, 4, counters.clone()).unwrap();
+        let (pool, dispatcher) = Pool::start(1, 4, OnFull::Block, counters.clone()).unwrap();
         let (tx, rx) = mpsc::channel();
         let tasks = (0..3)
             .map(|i| {
@@ -255,7 +307,7 @@ mod tests {
     #[test]
     fn abandon_lists_queued_and_running_tasks() {
         let counters = Arc::new(Counters::default());
-        let (pool, dispatcher) = Pool::start(1, 4, counters.clone()).unwrap();
+        let (pool, dispatcher) = Pool::start(1, 4, OnFull::Block, counters.clone()).unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let blocker = BackgroundTask::new(move || {

@@ -11,6 +11,7 @@ use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::state::StateMap;
+use crate::stats::{Counters, Stats};
 use crate::tasks::BackgroundTasks;
 
 /// One request, as [`FromRequest`] implementations see it.
@@ -28,6 +29,7 @@ pub struct Request<'a> {
     body: Body<'a>,
     tasks: BackgroundTasks,
     state: &'a StateMap,
+    counters: &'a Counters,
     /// Resolved dependencies by type; `None` while one is being resolved.
     dependencies: HashMap<TypeId, Option<Box<dyn Any>>>,
 }
@@ -55,6 +57,7 @@ pub(crate) struct RequestInit<'a> {
     pub(crate) body_limit: usize,
     pub(crate) tasks: BackgroundTasks,
     pub(crate) state: &'a StateMap,
+    pub(crate) counters: &'a Counters,
 }
 
 impl<'a> Request<'a> {
@@ -78,6 +81,7 @@ impl<'a> Request<'a> {
             },
             tasks: init.tasks,
             state: init.state,
+            counters: init.counters,
             dependencies: HashMap::new(),
         }
     }
@@ -129,6 +133,11 @@ impl<'a> Request<'a> {
     /// The application state of type `T`, if the app has one.
     pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.state.get::<T>()
+    }
+
+    /// A snapshot of the server's counters (for a metrics endpoint, say).
+    pub fn server_stats(&self) -> Stats {
+        self.counters.snapshot()
     }
 
     /// Runs the extractor `T` against this request.

@@ -13,7 +13,7 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::engine::{Engine, Exchange, Next};
 use crate::error::Error;
 use crate::http_error::HttpError;
-use crate::pool::{Dispatcher, Job, Pool, TaskInfo};
+use crate::pool::{Dispatcher, Job, OnFull, Pool, TaskInfo};
 use crate::request::{Request, RequestInit};
 use crate::response::IntoResponse;
 use crate::routing::{App, Outcome};
@@ -37,6 +37,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`workers`](Self::workers) | 4 × the available cores, at least 8 |
 /// | [`background_workers`](Self::background_workers) | the available cores, at least 2 |
 /// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
+/// | [`on_full`](Self::on_full) | [`OnFull::Block`] |
+/// | [`shed_exempt`](Self::shed_exempt) | none |
 /// | [`max_body_bytes`](Self::max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] (1 MiB) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s) |
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ struct Config {
     workers: usize,
     background_workers: usize,
     queue_capacity: usize,
+    on_full: OnFull,
+    shed_exempt: Vec<String>,
     max_body_bytes: usize,
     shutdown_timeout: Duration,
 }
@@ -63,6 +67,8 @@ impl Default for ServerBuilder {
                 workers: (4 * cores).max(8),
                 background_workers: cores.max(2),
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                on_full: OnFull::Block,
+                shed_exempt: Vec::new(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             },
@@ -100,6 +106,23 @@ impl ServerBuilder {
     /// (backpressure: nothing is dropped).
     pub fn queue_capacity(mut self, n: usize) -> ServerBuilder {
         self.config.queue_capacity = n;
+        self
+    }
+
+    /// What happens when the queue is full; see [`OnFull`].
+    pub fn on_full(mut self, policy: OnFull) -> ServerBuilder {
+        self.config.on_full = policy;
+        self
+    }
+
+    /// Paths (exact, without the query string) served even while
+    /// [`OnFull::Shed`] refuses requests: health checks and metrics, say.
+    pub fn shed_exempt<I, S>(mut self, paths: I) -> ServerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.shed_exempt = paths.into_iter().map(Into::into).collect();
         self
     }
 
@@ -194,17 +217,20 @@ impl Server {
             config,
             stopper,
         } = self;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(config.queue_capacity));
         let (pool, dispatcher) = Pool::start(
             config.background_workers,
             config.queue_capacity,
+            config.on_full,
             counters.clone(),
         )?;
+        let shed = (config.on_full == OnFull::Shed).then(|| config.shed_exempt.clone());
         let shared = Arc::new(Shared {
             engine,
             app,
             counters,
             max_body_bytes: config.max_body_bytes,
+            shed,
             stopping: AtomicBool::new(false),
             ids: RequestIds::new(),
         });
@@ -281,7 +307,8 @@ impl Stopper {
         *self.stopped.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn wait(&self) {
+    /// Blocks until [`stop`](Self::stop) is called.
+    pub fn wait(&self) {
         let (stopped, changed) = &*self.stopped;
         let mut stopped = stopped.lock().unwrap_or_else(|e| e.into_inner());
         while !*stopped {
@@ -316,6 +343,8 @@ struct Shared {
     app: App,
     counters: Arc<Counters>,
     max_body_bytes: usize,
+    /// Under [`OnFull::Shed`], the exempt paths.
+    shed: Option<Vec<String>>,
     stopping: AtomicBool,
     ids: RequestIds,
 }
@@ -495,6 +524,23 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
     let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
     let method = head.method.clone();
     let target = head.target.clone();
+    if shared.must_shed(&target, dispatcher) {
+        let busy = HttpError::new(503, "the server is busy; retry later")
+            .with_header("Retry-After", "1")
+            .with_header("X-Request-Id", &*request_id);
+        shared.counters.responding(503);
+        if let Err(e) = exchange.respond(busy.into_response()) {
+            log::debug!("request {request_id}: the response could not be sent: {e}");
+        }
+        shared.counters.rejected();
+        shared.counters.request_finished();
+        log::info!(
+            target: "afterward::access",
+            "{method} {target} 503 {:.1}ms request_id={request_id} tasks=0 (shed: queue full)",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        return;
+    }
     let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
 
     let outcome = {
@@ -512,6 +558,7 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
             body_limit: shared.max_body_bytes,
             tasks: tasks.clone(),
             state: shared.app.state_map(),
+            counters: &shared.counters,
         });
         panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request)))
     };
@@ -535,6 +582,7 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
     response.headers_mut().insert("X-Request-Id", &*request_id);
     let status = response.status();
 
+    shared.counters.responding(status);
     if let Err(e) = exchange.respond(response) {
         log::debug!("request {request_id}: the response could not be sent: {e}");
     }
@@ -553,6 +601,17 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
         started.elapsed().as_secs_f64() * 1000.0
     );
     shared.counters.request_finished();
+}
+
+impl Shared {
+    /// Under [`OnFull::Shed`]: the queue is full and `target` is not exempt.
+    fn must_shed(&self, target: &str, dispatcher: &Dispatcher) -> bool {
+        let Some(exempt) = &self.shed else {
+            return false;
+        };
+        let path = target.split('?').next().unwrap_or(target);
+        dispatcher.is_full() && !exempt.iter().any(|p| p == path)
+    }
 }
 
 /// Request ids: the client's `X-Request-Id` when it is sane, else a new one.

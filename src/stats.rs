@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests answered so far (any status).
+    /// Requests answered so far (any status), counted as the response is sent.
     pub requests: u64,
+    /// Requests answered so far by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`.
+    pub requests_by_class: [u64; 5],
+    /// Requests refused with `503` because the queue was full, under
+    /// [`OnFull::Shed`](crate::OnFull::Shed). Their handlers did not run.
+    pub rejected: u64,
     /// Requests being handled right now (read, handled, answered, tasks dispatched).
     pub requests_in_flight: u64,
     /// Tasks added by handlers, dependencies or responses (including discarded ones).
@@ -27,6 +32,12 @@ pub struct Stats {
     pub queued: u64,
     /// Tasks running right now.
     pub running: u64,
+    /// Tasks run by their request worker because the queue was full, under
+    /// [`OnFull::CallerRuns`](crate::OnFull::CallerRuns) (also counted in
+    /// `completed`, `failed` or `panicked`).
+    pub ran_by_caller: u64,
+    /// How many request task lists the queue holds at most.
+    pub queue_capacity: u64,
     /// Tasks that returned `()` or `Ok(())`.
     pub completed: u64,
     /// Tasks that returned `Err(_)`.
@@ -38,6 +49,44 @@ pub struct Stats {
     /// was dispatched, or the shutdown deadline passed before they started.
     /// Each one is logged with its name and request id.
     pub discarded: u64,
+    /// How long the tasks that started took.
+    pub task_durations: DurationHistogram,
+}
+
+/// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of task durations, in the buckets of [`DURATION_BUCKETS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DurationHistogram {
+    /// Tasks per bucket (not cumulative); the last entry counts tasks over
+    /// the largest bound.
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+    sum_micros: u64,
+}
+
+impl DurationHistogram {
+    /// `(upper bound in seconds, tasks at or under it)`, cumulative, ending
+    /// with `f64::INFINITY` and the total count, as Prometheus expects.
+    pub fn cumulative_buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        bounds.zip(self.counts.iter().scan(0, |total, n| {
+            *total += n;
+            Some(*total)
+        }))
+    }
+
+    /// How many durations were recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The sum of the recorded durations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros as f64 / 1e6
+    }
 }
 
 impl Stats {
@@ -62,6 +111,12 @@ pub(crate) enum Outcome {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     requests: AtomicU64,
+    requests_by_class: [AtomicU64; 5],
+    rejected: AtomicU64,
+    ran_by_caller: AtomicU64,
+    queue_capacity: u64,
+    duration_counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_micros: AtomicU64,
     requests_in_flight: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
@@ -77,12 +132,27 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    pub(crate) fn new(queue_capacity: usize) -> Counters {
+        Counters {
+            queue_capacity: queue_capacity as u64,
+            ..Counters::default()
+        }
+    }
+
     pub(crate) fn request_started(&self) {
         self.requests_in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(crate) fn request_finished(&self) {
+    /// Counts an answer as it is about to be sent, so that a client that has
+    /// its response sees it counted.
+    pub(crate) fn responding(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests_by_class[class].fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The request's worker is done with it, tasks dispatched.
+    pub(crate) fn request_finished(&self) {
         self.requests_in_flight.fetch_sub(1, Ordering::SeqCst);
         self.notify();
     }
@@ -105,7 +175,24 @@ impl Counters {
         self.running.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn finished(&self, outcome: Outcome) {
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ran_by_caller(&self, n: u64) {
+        self.ran_by_caller.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, outcome: Outcome, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.duration_counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.duration_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
         let counter = match outcome {
             Outcome::Completed => &self.completed,
             Outcome::Failed => &self.failed,
@@ -128,8 +215,17 @@ impl Counters {
         let failed = self.failed.load(Ordering::SeqCst);
         let panicked = self.panicked.load(Ordering::SeqCst);
         let discarded = self.discarded.load(Ordering::SeqCst);
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
+            requests_by_class: self.requests_by_class.each_ref().map(load),
+            rejected: load(&self.rejected),
+            ran_by_caller: load(&self.ran_by_caller),
+            queue_capacity: self.queue_capacity,
+            task_durations: DurationHistogram {
+                counts: self.duration_counts.each_ref().map(load),
+                sum_micros: load(&self.duration_sum_micros),
+            },
             requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
@@ -203,13 +299,18 @@ mod tests {
             thread::spawn(move || counters.wait_idle(Duration::from_secs(30)))
         };
         counters.started();
-        counters.finished(Outcome::Completed);
+        counters.finished(Outcome::Completed, Duration::from_millis(3));
         assert!(
             waiter.join().unwrap(),
             "wait_idle must return true once idle"
         );
         let stats = counters.snapshot();
         assert_eq!((stats.pending(), stats.completed), (0, 1));
+        let buckets: Vec<_> = stats.task_durations.cumulative_buckets().collect();
+        assert_eq!(buckets[1], (0.005, 1), "3 ms falls in the 5 ms bucket");
+        assert_eq!(buckets[0], (0.001, 0));
+        assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+        assert!((stats.task_durations.sum_seconds() - 0.003).abs() < 1e-9);
     }
 
     #[test]
@@ -226,8 +327,13 @@ mod tests {
         let counters = Counters::default();
         counters.request_started();
         assert!(!counters.wait_idle(Duration::from_millis(20)));
+        counters.responding(404);
         counters.request_finished();
         assert!(counters.wait_idle(Duration::from_millis(20)));
-        assert_eq!(counters.snapshot().requests, 1);
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.requests, stats.requests_by_class),
+            (1, [0, 0, 0, 1, 0])
+        );
     }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 pub use afterward::testing::TEST_TIMEOUT;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+
 /// A directory of its own for one test, removed on drop.
 pub struct TempDir(PathBuf);
 

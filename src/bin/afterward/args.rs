@@ -1,0 +1,278 @@
+//! Command-line flags, each with an `AFTERWARD_*` environment variable.
+//!
+//! A flag beats its environment variable, which beats the default. Any bad
+//! value, from either source, is a usage error (exit status 2).
+
+use std::ffi::OsString;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use afterward::OnFull;
+
+/// One option: `--name VALUE`, or `AFTERWARD_NAME=VALUE`.
+struct Opt {
+    name: &'static str,
+    value: &'static str,
+    default: &'static str,
+    help: &'static str,
+}
+
+const OPTIONS: &[Opt] = &[
+    Opt { name: "host", value: "HOST", default: "127.0.0.1", help: "address to listen on" },
+    Opt { name: "port", value: "PORT", default: "8000", help: "port to listen on; 0 picks a free one" },
+    Opt { name: "workers", value: "N", default: "4 x cores, at least 8", help: "request worker threads" },
+    Opt { name: "background-workers", value: "N", default: "cores, at least 2", help: "background task threads" },
+    Opt { name: "queue-capacity", value: "N", default: "1024", help: "request task lists waiting for a background thread" },
+    Opt {
+        name: "on-full",
+        value: "POLICY",
+        default: "block",
+        help: "when the queue is full: block (wait for room), caller-runs (the request worker runs the tasks), shed (503 new requests)",
+    },
+    Opt { name: "max-body-bytes", value: "N", default: "1048576", help: "largest request body; larger answers 413" },
+    Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to drain tasks on SIGINT/SIGTERM" },
+    Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
+    Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
+];
+
+/// The settings, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Args {
+    pub host: String,
+    pub port: u16,
+    pub workers: Option<usize>,
+    pub background_workers: Option<usize>,
+    pub queue_capacity: usize,
+    pub on_full: OnFull,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub log_file: PathBuf,
+    pub notify_delay: Duration,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Serve(Args),
+    Help,
+    Version,
+}
+
+/// Parses `args` (without the program name), reading missing options from
+/// `env`. `Err` is a usage error message.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    use lexopt::prelude::*;
+
+    let mut given: Vec<(&'static str, String)> = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long(name) => {
+                let Some(opt) = OPTIONS.iter().find(|o| o.name == name) else {
+                    return Err(format!("unknown option --{name}"));
+                };
+                let value = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?;
+                given.push((opt.name, value));
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+
+    // The last flag wins, then the environment, then the default (`None`).
+    let raw = |name: &'static str| -> Option<(String, String)> {
+        if let Some((_, value)) = given.iter().rev().find(|(n, _)| *n == name) {
+            return Some((format!("--{name}"), value.clone()));
+        }
+        let var = env_var(name);
+        env(&var).map(|value| (var, value))
+    };
+    fn typed<T: std::str::FromStr>(
+        raw: Option<(String, String)>,
+        what: &str,
+    ) -> Result<Option<T>, String> {
+        raw.map(|(source, value)| {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid value {value:?} for {source}: expected {what}"))
+        })
+        .transpose()
+    }
+
+    let on_full = match raw("on-full") {
+        None => OnFull::Block,
+        Some((source, value)) => match value.trim() {
+            "block" => OnFull::Block,
+            "caller-runs" => OnFull::CallerRuns,
+            "shed" => OnFull::Shed,
+            _ => {
+                return Err(format!(
+                    "invalid value {value:?} for {source}: expected block, caller-runs or shed"
+                ))
+            }
+        },
+    };
+    let positive = |n: Option<usize>, name: &str| match n {
+        Some(0) => Err(format!("--{name} must be at least 1")),
+        n => Ok(n),
+    };
+    let seconds: Option<f64> = typed(raw("shutdown-timeout"), "a number of seconds")?;
+    let shutdown_timeout = match seconds {
+        None => Duration::from_secs(30),
+        Some(s) => Duration::try_from_secs_f64(s).map_err(|_| {
+            format!("invalid value {s} for the shutdown timeout: expected a number of seconds >= 0")
+        })?,
+    };
+    Ok(Command::Serve(Args {
+        host: raw("host").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v),
+        port: typed(raw("port"), "a port number (0 to 65535)")?.unwrap_or(8000),
+        workers: positive(typed(raw("workers"), "a whole number")?, "workers")?,
+        background_workers: positive(
+            typed(raw("background-workers"), "a whole number")?,
+            "background-workers",
+        )?,
+        queue_capacity: positive(
+            typed(raw("queue-capacity"), "a whole number")?,
+            "queue-capacity",
+        )?
+        .unwrap_or(afterward::DEFAULT_QUEUE_CAPACITY),
+        on_full,
+        max_body_bytes: typed(raw("max-body-bytes"), "a number of bytes")?
+            .unwrap_or(afterward::DEFAULT_MAX_BODY_BYTES),
+        shutdown_timeout,
+        log_file: raw("log-file").map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
+        notify_delay: Duration::from_millis(
+            typed(raw("notify-delay-ms"), "a number of milliseconds")?.unwrap_or(0),
+        ),
+    }))
+}
+
+/// `AFTERWARD_` and the option's name in upper case, `-` as `_`.
+fn env_var(name: &str) -> String {
+    format!("AFTERWARD_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// The `--help` text.
+pub fn help() -> String {
+    let mut text = String::from(
+        "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
+         Usage: afterward [OPTIONS]\n\nOptions (each also read from its environment variable):\n",
+    );
+    for opt in OPTIONS {
+        let flag = format!("--{} <{}>", opt.name, opt.value);
+        let _ = writeln!(text, "  {flag:<30} {}", opt.help);
+        let _ = writeln!(
+            text,
+            "  {:<30} [env: {}] [default: {}]",
+            "",
+            env_var(opt.name),
+            opt.default
+        );
+    }
+    text.push_str(
+        "  -h, --help                     print this help\n  \
+         -V, --version                  print the version\n\n\
+         Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, GET /health, GET /metrics.\n\
+         The file store keeps the results of the last 1000 uploads (oldest evicted).\n\
+         Logs go to stderr; RUST_LOG sets the level (default info).\n\
+         Exit status: 0 after a clean shutdown, 1 if tasks were left unrun or on a start-up error, 2 on a usage error.\n",
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Command, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(args.iter().map(OsString::from), move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn serve(args: &[&str], env: &[(&str, &str)]) -> Args {
+        match parse_with(args, env) {
+            Ok(Command::Serve(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_without_flags_or_environment() {
+        let args = serve(&[], &[]);
+        assert_eq!((args.host.as_str(), args.port), ("127.0.0.1", 8000));
+        assert_eq!(args.on_full, OnFull::Block);
+        assert_eq!(args.max_body_bytes, 1024 * 1024);
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(args.log_file, PathBuf::from("log.txt"));
+        assert_eq!((args.workers, args.notify_delay), (None, Duration::ZERO));
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_defaults() {
+        let env = [
+            ("AFTERWARD_PORT", "9000"),
+            ("AFTERWARD_ON_FULL", "shed"),
+            ("AFTERWARD_WORKERS", "3"),
+        ];
+        let args = serve(
+            &[
+                "--port",
+                "0",
+                "--queue-capacity=7",
+                "--shutdown-timeout",
+                "0.5",
+            ],
+            &env,
+        );
+        assert_eq!(args.port, 0);
+        assert_eq!(args.on_full, OnFull::Shed);
+        assert_eq!(args.workers, Some(3));
+        assert_eq!(args.queue_capacity, 7);
+        assert_eq!(args.shutdown_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_their_source() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (&["--port", "http"], &[], "--port"),
+            (&["--port", "70000"], &[], "--port"),
+            (&[], &[("AFTERWARD_PORT", "x")], "AFTERWARD_PORT"),
+            (&["--on-full", "drop"], &[], "caller-runs"),
+            (&["--workers", "0"], &[], "at least 1"),
+            (&["--shutdown-timeout", "-1"], &[], "shutdown timeout"),
+            (&["--nope"], &[], "unknown option --nope"),
+            (&["--port"], &[], "missing argument"),
+            (&["stray"], &[], "stray"),
+        ];
+        for (args, env, expected) in cases {
+            let error = parse_with(args, env).unwrap_err();
+            assert!(error.contains(expected), "{args:?} {env:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_variable() {
+        assert_eq!(parse_with(&["--help"], &[]), Ok(Command::Help));
+        let text = help();
+        for opt in OPTIONS {
+            assert!(text.contains(&format!("--{}", opt.name)), "{}", opt.name);
+            assert!(text.contains(&env_var(opt.name)), "{}", opt.name);
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The demo app the binary serves: notifications, file uploads processed in the
+//! background (202 Accepted), health and metrics.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use afterward::{
+    App, BackgroundTasks, Dependency, Depends, HttpError, Json, Path, Query, RawBody, Request,
+    Response, State,
+};
+use serde_json::{json, Value};
+
+/// How many upload results the store keeps; the oldest is evicted first.
+pub const MAX_FILES: usize = 1000;
+
+/// The demo's settings, shared by its handlers.
+#[derive(Clone)]
+pub struct Notifier {
+    log_file: Arc<PathBuf>,
+    delay: Duration,
+}
+
+impl Notifier {
+    pub fn new(log_file: PathBuf, delay: Duration) -> Notifier {
+        Notifier {
+            log_file: Arc::new(log_file),
+            delay,
+        }
+    }
+
+    /// The background task: wait (the slow mail server), then append `line`.
+    fn task(&self, line: String) -> impl FnOnce() -> std::io::Result<()> + Send + 'static {
+        let notifier = self.clone();
+        move || {
+            if !notifier.delay.is_zero() {
+                std::thread::sleep(notifier.delay);
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&*notifier.log_file)?;
+            file.write_all(line.as_bytes())
+        }
+    }
+}
+
+/// FastAPI's `get_query` dependency: logs the query, if any, in the background.
+#[derive(Clone)]
+struct GetQuery;
+
+impl Dependency for GetQuery {
+    fn resolve(request: &mut Request<'_>) -> Result<Self, HttpError> {
+        let tasks: BackgroundTasks = request.extract()?;
+        let State(notifier): State<Notifier> = request.extract()?;
+        let Query(mut params): Query<HashMap<String, String>> = request.extract()?;
+        if let Some(q) = params.remove("q").filter(|q| !q.is_empty()) {
+            tasks.add(
+                afterward::BackgroundTask::new(notifier.task(format!("found query: {q}\n")))
+                    .named("write_log(found query)"),
+            );
+        }
+        Ok(GetQuery)
+    }
+}
+
+fn send_notification(
+    Path(email): Path<String>,
+    Depends(GetQuery): Depends<GetQuery>,
+    State(notifier): State<Notifier>,
+    tasks: BackgroundTasks,
+) -> Json<Value> {
+    tasks.add(
+        afterward::BackgroundTask::new(notifier.task(format!("message to {email}\n")))
+            .named("write_log(message)"),
+    );
+    Json(json!({"message": "Message sent"}))
+}
+
+/// What the store knows of one upload.
+#[derive(Clone)]
+enum FileStatus {
+    Queued,
+    Running,
+    Done {
+        bytes: usize,
+        lines: usize,
+        words: usize,
+    },
+    Failed(String),
+}
+
+/// Upload results, bounded: at most [`MAX_FILES`], oldest evicted first.
+#[derive(Clone, Default)]
+pub struct Files {
+    inner: Arc<Mutex<FileStore>>,
+}
+
+#[derive(Default)]
+struct FileStore {
+    by_id: HashMap<String, FileStatus>,
+    order: VecDeque<String>,
+}
+
+impl Files {
+    fn insert(&self, id: &str) {
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while store.order.len() >= MAX_FILES {
+            if let Some(oldest) = store.order.pop_front() {
+                store.by_id.remove(&oldest);
+            }
+        }
+        store.by_id.insert(id.to_owned(), FileStatus::Queued);
+        store.order.push_back(id.to_owned());
+    }
+
+    /// Updates an entry that has not been evicted meanwhile.
+    fn set(&self, id: &str, status: FileStatus) {
+        let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = store.by_id.get_mut(id) {
+            *entry = status;
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<FileStatus> {
+        let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        store.by_id.get(id).cloned()
+    }
+}
+
+/// Unguessable upload ids: 64 bits from the standard library's randomly keyed hasher.
+struct Ids {
+    keys: RandomState,
+    next: AtomicU64,
+}
+
+impl Ids {
+    fn next(&self) -> String {
+        let mut hasher = self.keys.build_hasher();
+        hasher.write_u64(self.next.fetch_add(1, Ordering::Relaxed));
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+fn upload(
+    RawBody(body): RawBody,
+    State(files): State<Files>,
+    State(ids): State<Arc<Ids>>,
+    tasks: BackgroundTasks,
+) -> Response {
+    let id = ids.next();
+    files.insert(&id);
+    let task_id = id.clone();
+    tasks.add(
+        afterward::BackgroundTask::new(move || {
+            files.set(&task_id, FileStatus::Running);
+            let status = match std::str::from_utf8(&body) {
+                Ok(text) => FileStatus::Done {
+                    bytes: body.len(),
+                    lines: text.matches('\n').count(),
+                    words: text.split_whitespace().count(),
+                },
+                Err(e) => FileStatus::Failed(format!("the file is not UTF-8 text: {e}")),
+            };
+            let result = match &status {
+                FileStatus::Failed(reason) => Err(reason.clone()),
+                _ => Ok(()),
+            };
+            files.set(&task_id, status);
+            result
+        })
+        .named("count_words"),
+    );
+    Response::json(&json!({"id": id, "status": "queued"}))
+        .with_status(202)
+        .with_header("Location", format!("/files/{id}"))
+}
+
+fn file_status(
+    Path(id): Path<String>,
+    State(files): State<Files>,
+) -> Result<Json<Value>, HttpError> {
+    let status = files
+        .get(&id)
+        .ok_or_else(|| HttpError::new(404, format!("no file with id {id}")))?;
+    let body = match status {
+        FileStatus::Queued => json!({"id": id, "status": "queued"}),
+        FileStatus::Running => json!({"id": id, "status": "running"}),
+        FileStatus::Done {
+            bytes,
+            lines,
+            words,
+        } => json!({
+            "id": id,
+            "status": "done",
+            "result": {"bytes": bytes, "lines": lines, "words": words},
+        }),
+        FileStatus::Failed(error) => json!({"id": id, "status": "failed", "error": error}),
+    };
+    Ok(Json(body))
+}
+
+/// The demo app.
+pub fn app(notifier: Notifier) -> App {
+    let ids = Arc::new(Ids {
+        keys: RandomState::new(),
+        next: AtomicU64::new(0),
+    });
+    App::new()
+        .state(notifier)
+        .state(Files::default())
+        .state(ids)
+        .post("/send-notification/{email}", send_notification)
+        .post("/files", upload)
+        .get("/files/{id}", file_status)
+        .get("/health", || Json(json!({"status": "ok"})))
+        .get("/metrics", afterward::metrics_handler)
+}

@@ -1,0 +1,104 @@
+//! `afterward`: the demo server as an operable binary.
+//!
+//! Flags and their `AFTERWARD_*` variables are in `args.rs` (`--help` lists
+//! them); the routes in `demo.rs`. SIGINT or SIGTERM starts a graceful
+//! shutdown; a second one exits at once.
+
+mod args;
+mod demo;
+
+use std::process::ExitCode;
+use std::thread;
+
+use afterward::{Server, ServerHandle, Stopper};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::args::{Args, Command};
+
+fn main() -> ExitCode {
+    let command = args::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
+    let args = match command {
+        Ok(Command::Serve(args)) => args,
+        Ok(Command::Help) => {
+            print!("{}", args::help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("afterward {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\nRun `afterward --help` for the options.");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match serve(args) {
+        Ok(code) => code,
+        Err(message) => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args) -> Result<ExitCode, String> {
+    let mut builder = Server::builder()
+        .address(format!("{}:{}", args.host, args.port))
+        .queue_capacity(args.queue_capacity)
+        .on_full(args.on_full)
+        .shed_exempt(["/health", "/metrics"])
+        .max_body_bytes(args.max_body_bytes)
+        .shutdown_timeout(args.shutdown_timeout);
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    if let Some(n) = args.background_workers {
+        builder = builder.background_workers(n);
+    }
+    let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay));
+    let server = builder.build(app).map_err(|e| e.to_string())?;
+    let stopper = server.stopper();
+    watch_signals(stopper.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    println!("listening on http://{}", server.local_addr());
+
+    let handle: ServerHandle = server.spawn().map_err(|e| e.to_string())?;
+    stopper.wait();
+    let report = handle.shutdown(args.shutdown_timeout);
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        // Server::shutdown has logged every task not run, with its name.
+        log::error!(
+            "exiting with {} background tasks not run and {} still running",
+            report.not_run.len(),
+            report.still_running.len()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// The first SIGINT or SIGTERM stops the server gracefully; a second one
+/// exits at once.
+fn watch_signals(stopper: Stopper) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    thread::Builder::new()
+        .name("afterward-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                if stopper.is_stopped() {
+                    log::warn!("{name} again: exiting now, without waiting for background tasks");
+                    std::process::exit(130);
+                }
+                log::info!("{name} received: shutting down gracefully");
+                stopper.stop();
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The counters in the Prometheus text exposition format.
+
+use std::fmt::Write;
+
+use crate::response::Response;
+use crate::stats::Stats;
+
+/// The `Content-Type` of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Stats {
+    /// The counters in the Prometheus text exposition format (version 0.0.4):
+    /// `afterward_*` metrics with `HELP` and `TYPE` lines.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let gauges = [
+            (
+                "afterward_requests_in_flight",
+                "Requests being handled.",
+                self.requests_in_flight,
+            ),
+            (
+                "afterward_tasks_queued",
+                "Background tasks waiting for a worker.",
+                self.queued,
+            ),
+            (
+                "afterward_tasks_running",
+                "Background tasks running.",
+                self.running,
+            ),
+            (
+                "afterward_queue_capacity",
+                "Request task lists the queue holds at most.",
+                self.queue_capacity,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            metric(&mut out, name, "gauge", help, &[("", value)]);
+        }
+        let counters = [
+            ("afterward_tasks_scheduled_total", "Background tasks added.", self.scheduled),
+            ("afterward_tasks_completed_total", "Background tasks that succeeded.", self.completed),
+            ("afterward_tasks_failed_total", "Background tasks that returned an error.", self.failed),
+            ("afterward_tasks_panicked_total", "Background tasks that panicked.", self.panicked),
+            (
+                "afterward_tasks_discarded_total",
+                "Background tasks that will never run (handler panicked, request rejected, added late, shutdown deadline).",
+                self.discarded,
+            ),
+            (
+                "afterward_tasks_ran_by_caller_total",
+                "Background tasks run by their request worker because the queue was full.",
+                self.ran_by_caller,
+            ),
+            (
+                "afterward_tasks_rejected_total",
+                "Requests refused with 503 because the queue was full; their handlers and tasks never ran.",
+                self.rejected,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric(&mut out, name, "counter", help, &[("", value)]);
+        }
+        let classes: Vec<(String, u64)> = self
+            .requests_by_class
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("class=\"{}xx\"", i + 1), *n))
+            .collect();
+        let classes: Vec<(&str, u64)> = classes.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        metric(
+            &mut out,
+            "afterward_requests_total",
+            "counter",
+            "Requests answered, by status class.",
+            &classes,
+        );
+
+        let name = "afterward_task_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} How long background tasks ran.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (bound, count) in self.task_durations.cumulative_buckets() {
+            let le = if bound.is_infinite() {
+                "+Inf".to_owned()
+            } else {
+                bound.to_string()
+            };
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.task_durations.sum_seconds());
+        let _ = writeln!(out, "{name}_count {}", self.task_durations.count());
+        out
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// A `GET /metrics` handler: the server's counters for Prometheus.
+///
+/// ```
+/// let app = afterward::App::new().get("/metrics", afterward::metrics_handler);
+/// # let _ = app;
+/// ```
+pub fn metrics_handler(stats: Stats) -> Response {
+    Response::new(200)
+        .with_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
+        .with_body(stats.to_prometheus())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::stats::Stats;
+
+    #[test]
+    fn every_sample_follows_its_help_and_type_lines() {
+        let stats = Stats {
+            completed: 3,
+            requests_by_class: [0, 5, 0, 1, 0],
+            ..Stats::default()
+        };
+        let text = stats.to_prometheus();
+        assert!(text.contains("afterward_tasks_completed_total 3\n"));
+        assert!(text.contains("afterward_requests_total{class=\"2xx\"} 5\n"));
+        assert!(text.contains("afterward_task_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = declared.last().expect("a TYPE line comes first");
+                assert!(
+                    name.starts_with(family.as_str()),
+                    "{name} after TYPE {family}"
+                );
+            }
+        }
+        assert_eq!(declared.len(), 13);
+    }
+}

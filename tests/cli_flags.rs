@@ -1,0 +1,81 @@
+//! The `afterward` binary's flags: `--help`, environment variables, usage errors.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use support::cli::{run, Afterward};
+
+const FLAGS: [&str; 10] = [
+    "host",
+    "port",
+    "workers",
+    "background-workers",
+    "queue-capacity",
+    "on-full",
+    "max-body-bytes",
+    "shutdown-timeout",
+    "log-file",
+    "notify-delay-ms",
+];
+
+#[test]
+fn help_lists_every_flag_and_its_variable() {
+    let (status, stdout, _) = run(&["--help"], &[]);
+    assert!(status.success());
+    for flag in FLAGS {
+        assert!(stdout.contains(&format!("--{flag} ")), "--{flag} missing");
+        let var = format!("AFTERWARD_{}", flag.to_uppercase().replace('-', "_"));
+        assert!(stdout.contains(&var), "{var} missing");
+    }
+}
+
+#[test]
+fn a_bad_value_is_a_usage_error_with_status_2() {
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 6] = [
+        (&["--port", "eighty"], &[]),
+        (&["--on-full", "drop"], &[]),
+        (&["--workers", "0"], &[]),
+        (&["--shutdown-timeout", "soon"], &[]),
+        (&["--frobnicate"], &[]),
+        (&[], &[("AFTERWARD_QUEUE_CAPACITY", "lots")]),
+    ];
+    for (args, env) in cases {
+        let (status, stdout, stderr) = run(args, env);
+        assert_eq!(status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+}
+
+#[test]
+fn environment_variables_set_options() {
+    let server = Afterward::start_with_env(
+        &[],
+        &[
+            ("AFTERWARD_MAX_BODY_BYTES", "4"),
+            ("AFTERWARD_QUEUE_CAPACITY", "9"),
+        ],
+    );
+    let response = server.request("POST", "/files").body("12345").send();
+    assert_eq!(response.status(), 413);
+    assert_eq!(server.metric("afterward_queue_capacity"), 9.0);
+}
+
+#[test]
+fn a_flag_beats_its_environment_variable() {
+    let server = Afterward::start_with_env(
+        &["--queue-capacity", "3"],
+        &[("AFTERWARD_QUEUE_CAPACITY", "9")],
+    );
+    assert_eq!(server.metric("afterward_queue_capacity"), 3.0);
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (status, _, stderr) = run(&["--port", &port], &[]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("cannot listen on 127.0.0.1:"), "{stderr}");
+}

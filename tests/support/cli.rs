@@ -1,0 +1,146 @@
+//! Running the real `afterward` binary as a child process on port 0.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use afterward::testing::{TestRequest, TestResponse};
+
+use super::{TempDir, TEST_TIMEOUT};
+
+/// The binary under test, built by cargo for the integration tests.
+pub const BIN: &str = env!("CARGO_BIN_EXE_afterward");
+
+/// A running `afterward` process, killed on drop if still running.
+pub struct Afterward {
+    child: Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Afterward {
+    /// Starts the binary with `--port 0`, `--log-file` in a temp dir, and
+    /// `args`; waits for its `listening on` line.
+    pub fn start(args: &[&str]) -> Afterward {
+        Afterward::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Afterward {
+        let dir = TempDir::new();
+        let stderr = std::fs::File::create(dir.file("stderr.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--port", "0", "--log-file"])
+            .arg(dir.file("log.txt"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the afterward binary");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the first line");
+        let addr = line
+            .split("listening on http://")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no `listening on` line: {line:?}"))
+            .trim()
+            .parse()
+            .expect("an address after `listening on http://`");
+        Afterward { child, addr, dir }
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> TestRequest {
+        TestRequest::new(self.addr, method, path)
+    }
+
+    pub fn get(&self, path: &str) -> TestResponse {
+        self.request("GET", path).send()
+    }
+
+    pub fn post(&self, path: &str) -> TestResponse {
+        self.request("POST", path).send()
+    }
+
+    /// The current value of an unlabelled metric from `GET /metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get("/metrics").text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Polls `GET /metrics` until `name` equals `value` ([`TEST_TIMEOUT`] guard).
+    pub fn wait_for_metric(&self, name: &str, value: f64) {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        while self.metric(name) != value {
+            assert!(Instant::now() < deadline, "{name} never reached {value}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit ([`TEST_TIMEOUT`] guard).
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "afterward did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then the exit status once it has drained.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.file("log.txt")
+    }
+
+    /// What the process has logged to stderr so far.
+    pub fn stderr(&self) -> String {
+        super::read(&self.dir.file("stderr.log"))
+    }
+}
+
+impl Drop for Afterward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion with `args`; returns status, stdout, stderr.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the afterward binary");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
