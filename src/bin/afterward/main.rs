@@ -44,8 +44,14 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: Args) -> Result<ExitCode, String> {
+    // An IPv6 host needs brackets before the port: [::1]:8000.
+    let address = if args.host.contains(':') && !args.host.starts_with('[') {
+        format!("[{}]:{}", args.host, args.port)
+    } else {
+        format!("{}:{}", args.host, args.port)
+    };
     let mut builder = Server::builder()
-        .address(format!("{}:{}", args.host, args.port))
+        .address(address)
         .queue_capacity(args.queue_capacity)
         .on_full(args.on_full)
         .shed_exempt(["/health", "/metrics"])
