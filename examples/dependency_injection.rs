@@ -10,12 +10,15 @@
 //!
 //! `ADDR` sets the address (default `127.0.0.1:8000`); `RUST_LOG` the log level.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use afterward::{
-    App, BackgroundTasks, Dependency, Depends, HttpError, Json, Path, Query, Request, Server, State,
+    App, BackgroundTasks, Dependency, Depends, HttpError, Json, Path, Query, Request, State,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -73,11 +76,5 @@ pub fn app(log: PathBuf) -> App {
 }
 
 fn main() -> Result<(), afterward::Error> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let address = std::env::var("ADDR").unwrap_or_else(|_| afterward::DEFAULT_ADDRESS.into());
-    let server = Server::builder()
-        .address(address)
-        .build(app("log.txt".into()))?;
-    println!("listening on http://{}", server.local_addr());
-    server.run().map(drop)
+    common::serve(app("log.txt".into()))
 }

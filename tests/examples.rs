@@ -1,5 +1,8 @@
 //! Each example's app, served by the test harness: the files its background
 //! tasks write are checked after waiting for background work.
+// Every example includes examples/common/mod.rs for its `main`, so this file
+// loads that module once per example.
+#![allow(clippy::duplicate_mod)]
 
 mod support;
 
