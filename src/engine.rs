@@ -109,9 +109,10 @@ impl Exchange {
         &self.head
     }
 
-    /// The request body, decoded from its transfer encoding.
-    pub(crate) fn body(&mut self) -> &mut dyn Read {
-        self.request.as_reader()
+    /// The head, to take parts of, and the body, decoded from its transfer
+    /// encoding.
+    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
+        (&mut self.head, self.request.as_reader())
     }
 
     /// Writes `response` and flushes it; returns once it has been handed to

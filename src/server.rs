@@ -544,17 +544,15 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
     let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
 
     let outcome = {
-        let headers = head.headers.clone();
-        let remote_addr = head.remote_addr;
-        let declared_length = head.content_length;
+        let (head, body) = exchange.parts();
         let mut request = Request::new(RequestInit {
             method: method.clone(),
             target: &target,
-            headers,
-            remote_addr,
+            headers: std::mem::take(&mut head.headers),
+            remote_addr: head.remote_addr,
             request_id: request_id.clone(),
-            body: exchange.body(),
-            declared_length,
+            body,
+            declared_length: head.content_length,
             body_limit: shared.max_body_bytes,
             tasks: tasks.clone(),
             state: shared.app.state_map(),
