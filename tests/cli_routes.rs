@@ -13,8 +13,9 @@ use support::{read, TEST_TIMEOUT};
 
 #[test]
 fn send_notification_writes_query_then_message() {
-    // One background worker, so the two requests' tasks cannot interleave.
-    let mut server = Afterward::start(&["--background-workers", "1"]);
+    // One request worker and one background worker: the two requests' tasks
+    // reach the queue in the order the requests were sent, and cannot interleave.
+    let mut server = Afterward::start(&["--workers", "1", "--background-workers", "1"]);
     let response = server.post("/send-notification/ada@example.com?q=hello");
     assert_eq!(response.status(), 200);
     assert_eq!(response.json(), json!({"message": "Message sent"}));

@@ -60,7 +60,10 @@ fn shutdown_drains_queued_tasks_before_returning() {
     releaser.join().unwrap();
 
     assert!(report.is_complete(), "{report:?}");
-    assert_eq!(events.list(), ["blocker", "after-blocker", "a", "b", "c"]);
+    // a, b and c were answered by two request workers: their order may vary.
+    let mut ran = events.list();
+    ran[2..].sort();
+    assert_eq!(ran, ["blocker", "after-blocker", "a", "b", "c"]);
     assert_eq!((report.stats.completed, report.stats.discarded), (5, 0));
 }
 
@@ -81,10 +84,11 @@ fn tasks_not_started_by_the_deadline_are_reported_and_counted() {
     let names =
         |list: &[afterward::TaskInfo]| list.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     assert!(!report.is_complete());
-    assert_eq!(
-        names(&report.not_run),
-        ["after-blocker", "queued-1", "queued-2"]
-    );
+    // The worker's own job comes first; the two queued requests were answered
+    // by different request workers, so their order in the queue may vary.
+    let mut not_run = names(&report.not_run);
+    not_run[1..].sort();
+    assert_eq!(not_run, ["after-blocker", "queued-1", "queued-2"]);
     assert_eq!(names(&report.still_running), ["blocker"]);
     assert!(report.not_run.iter().all(|t| !t.request_id.is_empty()));
     let stats = report.stats;
