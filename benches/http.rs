@@ -1,0 +1,916 @@
+//! The HTTP benchmark of issue #2: afterward against a plain tiny_http
+//! hello-world, in one run, on the same machine, driven by `wrk`.
+//!
+//! ```text
+//! cargo bench --bench http
+//! BENCH_SECS=10 BENCH_ROUNDS=5 BENCH_WORKERS=8 cargo bench --bench http
+//! BENCH_PIN=1 cargo bench --bench http
+//! ```
+//!
+//! Two servers run inside this process, both on `127.0.0.1:0`:
+//!
+//! - **baseline**: a plain `tiny_http::Server` with `BENCH_WORKERS` threads, each
+//!   looping on `recv()` and answering a fixed JSON body;
+//! - **afterward**: an [`App`] with `BENCH_WORKERS` request workers and 2
+//!   background workers, serving `POST /send-notification/{email}` with a task
+//!   that appends one line to a temporary file (opened in append mode per task,
+//!   as the FastAPI example does) and the same JSON body.
+//!
+//! `wrk -t2 -c32 --latency` drives each in turn: one warm-up run each, then
+//! `BENCH_ROUNDS` interleaved rounds (baseline, afterward, baseline, ...) of
+//! `BENCH_SECS` seconds. The machine is shared by the client and both servers,
+//! so the figures that matter are the ratios within one run, over the medians.
+//! Each run also reports this process's CPU time per response (every thread:
+//! tiny_http's, the workers', the background pool's, with afterward's tasks
+//! waited for at the end of its run), a figure that other load on the machine
+//! disturbs much less than requests/s.
+//!
+//! With `BENCH_PIN=1`, the servers are pinned to every CPU but the last and
+//! `wrk` to the last one (with `taskset`, from util-linux): the client no
+//! longer competes with the servers for CPU, and the figures become steady and
+//! comparable, at the price of measuring the servers on fewer cores.
+//!
+//! At the end afterward is waited on until idle and shut down, and the lines in
+//! the file must equal the requests it answered (its own count: `wrk` may drop
+//! responses still in flight when its time is up) and the tasks it completed.
+//! The process exits non-zero if they differ, if `wrk` is missing or fails, or
+//! if either server answers with a non-2xx/3xx status. A missed performance target is
+//! reported in the table but does not fail the run: the machine is noisy.
+//!
+//! The markdown summary is printed and written to `target/bench-http.md`.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does), it only makes a
+//! quick check without `wrk`: a few requests to each server, the line count,
+//! and the parsing of a sample `wrk` report.
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use afterward::{App, BackgroundTasks, Json, Path, Server, ServerHandle, Stats};
+use serde_json::{json, Value};
+
+/// The request path, the same for both servers.
+const TARGET: &str = "/send-notification/foo@example.com";
+/// The line the task appends for [`TARGET`].
+const EXPECTED_LINE: &str = "notification for foo@example.com: some notification";
+/// The body both servers answer, byte for byte.
+const BODY: &str = r#"{"message":"Notification sent in the background"}"#;
+/// `wrk` connections and threads.
+const CONNECTIONS: u32 = 32;
+const WRK_THREADS: u32 = 2;
+/// afterward's background workers.
+const BACKGROUND_WORKERS: usize = 2;
+/// The length of each warm-up run.
+const WARM_UP_SECS: u64 = 1;
+/// The targets of issue #2.
+const TARGET_RATIO: f64 = 0.9;
+const TARGET_P99_MS: f64 = 3.0;
+/// How long the servers get to finish their work at the end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let bench_mode = std::env::args().any(|arg| arg == "--bench");
+    let outcome = if bench_mode { bench() } else { smoke() };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The settings, from the environment.
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    secs: u64,
+    rounds: usize,
+    workers: usize,
+    /// `BENCH_PIN=1`: the servers on CPUs `0..=last_server_cpu`, wrk on `wrk_cpu`.
+    pin: Option<Pin>,
+}
+
+/// Where `BENCH_PIN=1` puts the servers and the client.
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    last_server_cpu: usize,
+    wrk_cpu: usize,
+}
+
+impl Pin {
+    fn server_cpus(self) -> String {
+        match self.last_server_cpu {
+            0 => "0".to_owned(),
+            last => format!("0-{last}"),
+        }
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Config, String> {
+        let pin = match std::env::var("BENCH_PIN").as_deref() {
+            Err(_) | Ok("" | "0") => None,
+            Ok("1") => {
+                let cores = thread::available_parallelism().map_or(1, |n| n.get());
+                if cores < 2 {
+                    return Err("BENCH_PIN=1 needs at least 2 CPUs".to_owned());
+                }
+                Some(Pin {
+                    last_server_cpu: cores - 2,
+                    wrk_cpu: cores - 1,
+                })
+            }
+            Ok(other) => return Err(format!("BENCH_PIN={other:?}: expected 0 or 1")),
+        };
+        Ok(Config {
+            secs: env_number("BENCH_SECS", 5, 1, 600)?,
+            rounds: env_number("BENCH_ROUNDS", 3, 1, 50)?,
+            workers: env_number("BENCH_WORKERS", 8, 1, 512)?,
+            pin,
+        })
+    }
+}
+
+/// Pins every thread of this process (there is only the main one yet; those
+/// started later inherit its CPUs) with `taskset` from util-linux.
+fn pin_this_process(pin: Pin) -> Result<(), String> {
+    let cpus = pin.server_cpus();
+    let status = Command::new("taskset")
+        .args(["-a", "-cp", &cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("BENCH_PIN=1 needs taskset (util-linux): {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset -a -cp {cpus} failed ({status})"));
+    }
+    Ok(())
+}
+
+fn env_number<T>(name: &str, default: T, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Ok(text) = std::env::var(name) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<T>() {
+        Ok(value) if value >= min && value <= max => Ok(value),
+        _ => Err(format!(
+            "{name}={text:?}: expected a whole number from {min} to {max}"
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The two servers.
+
+/// The baseline: tiny_http's hello-world with `workers` threads on `recv()`.
+struct Baseline {
+    server: Arc<tiny_http::Server>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Baseline {
+    fn start(workers: usize) -> Result<Baseline, String> {
+        // Bound as afterward's engine binds, so that only the serving differs.
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let server = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| format!("tiny_http: {e}"))?;
+        let server = Arc::new(server);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(workers);
+        for index in 0..workers {
+            let server = server.clone();
+            let stopping = stopping.clone();
+            let thread = thread::Builder::new()
+                .name(format!("baseline-http-{index}"))
+                .spawn(move || baseline_worker(&server, &stopping))
+                .map_err(|e| format!("spawn: {e}"))?;
+            threads.push(thread);
+        }
+        Ok(Baseline {
+            server,
+            stopping,
+            threads,
+            addr,
+        })
+    }
+
+    fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // `unblock` wakes one `recv` (now or later): one per thread.
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn baseline_worker(server: &tiny_http::Server, stopping: &AtomicBool) {
+    let content_type =
+        tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
+    loop {
+        match server.recv() {
+            Ok(request) => {
+                let response =
+                    tiny_http::Response::from_string(BODY).with_header(content_type.clone());
+                let _ = request.respond(response);
+            }
+            // An unblock, or an accept error (reported once); only the former
+            // comes with `stopping` set.
+            Err(_) if stopping.load(Ordering::SeqCst) => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// afterward serving the FastAPI example, the task writing to `log`.
+fn start_afterward(workers: usize, log: &FsPath) -> Result<ServerHandle, String> {
+    let log: Arc<PathBuf> = Arc::new(log.to_owned());
+    let app = App::new().post(
+        "/send-notification/{email}",
+        move |Path(email): Path<String>, tasks: BackgroundTasks| -> Json<Value> {
+            let log = log.clone();
+            tasks.add_task(move || write_notification(&log, &email, "some notification"));
+            Json(json!({"message": "Notification sent in the background"}))
+        },
+    );
+    Server::builder()
+        .address("127.0.0.1:0")
+        .workers(workers)
+        .background_workers(BACKGROUND_WORKERS)
+        .build(app)
+        .and_then(Server::spawn)
+        .map_err(|e| format!("afterward: {e}"))
+}
+
+/// The task: open in append mode, write one line, close.
+fn write_notification(log: &FsPath, email: &str, message: &str) -> io::Result<()> {
+    // One `write` per line: with two background threads appending, a line
+    // written in pieces (as `writeln!` on a `File` does) could interleave.
+    let line = format!("notification for {email}: {message}\n");
+    let mut file = OpenOptions::new().create(true).append(true).open(log)?;
+    file.write_all(line.as_bytes())
+}
+
+// ---------------------------------------------------------------------------
+// The end-of-run check.
+
+/// What the file and afterward's counters say once it is shut down.
+struct Check {
+    lines: u64,
+    malformed_lines: u64,
+    stats: Stats,
+    complete: bool,
+}
+
+impl Check {
+    fn passed(&self) -> bool {
+        let stats = &self.stats;
+        self.complete
+            && self.malformed_lines == 0
+            && self.lines == stats.requests
+            && stats.requests == stats.completed
+            && stats.failed + stats.panicked + stats.discarded == 0
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "{} lines written, {} requests answered, {} tasks completed \
+             ({} failed, {} panicked, {} discarded, {} malformed lines, shutdown {})",
+            self.lines,
+            s.requests,
+            s.completed,
+            s.failed,
+            s.panicked,
+            s.discarded,
+            self.malformed_lines,
+            if self.complete {
+                "complete"
+            } else {
+                "INCOMPLETE"
+            }
+        )
+    }
+}
+
+/// Waits for afterward to become idle, shuts it down, and counts the lines.
+fn finish_afterward(handle: ServerHandle, log: &FsPath) -> Result<Check, String> {
+    let idle = handle.wait_idle(DRAIN_TIMEOUT);
+    let report = handle.shutdown(DRAIN_TIMEOUT);
+    let (lines, malformed_lines) = count_lines(log)?;
+    Ok(Check {
+        lines,
+        malformed_lines,
+        stats: report.stats,
+        complete: idle && report.is_complete(),
+    })
+}
+
+/// The number of lines in `log`, and how many of them are not [`EXPECTED_LINE`].
+fn count_lines(log: &FsPath) -> Result<(u64, u64), String> {
+    let file = File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let (mut lines, mut malformed) = (0, 0);
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| format!("{}: {e}", log.display()))?;
+        lines += 1;
+        if line != EXPECTED_LINE {
+            malformed += 1;
+        }
+    }
+    Ok((lines, malformed))
+}
+
+// ---------------------------------------------------------------------------
+// wrk.
+
+/// What one `wrk` run reports.
+#[derive(Debug, Clone, PartialEq)]
+struct WrkRun {
+    requests_per_sec: f64,
+    p99_ms: f64,
+    /// Responses `wrk` read in full.
+    requests: u64,
+    non_2xx: u64,
+    /// wrk's "Socket errors" line, when there is one.
+    socket_errors: Option<String>,
+}
+
+/// One measured run: what `wrk` saw, and what serving cost this process.
+#[derive(Debug, Clone)]
+struct Run {
+    wrk: WrkRun,
+    /// This process's CPU time (user + system, every thread) per response
+    /// `wrk` read, in microseconds; only the server under test is busy.
+    cpu_us_per_request: Option<f64>,
+}
+
+/// Runs `wrk` against `addr`, then `settle` (which waits for work left over,
+/// so that it is counted here and not in the next run), and reads the CPU
+/// time spent meanwhile.
+fn measure(wrk: &Wrk, addr: SocketAddr, secs: u64, settle: &dyn Fn()) -> Result<Run, String> {
+    let before = process_cpu();
+    let wrk = wrk.run(addr, secs)?;
+    settle();
+    let after = process_cpu();
+    let cpu_us_per_request = before.zip(after).map(|(before, after)| {
+        after.saturating_sub(before).as_secs_f64() * 1e6 / wrk.requests.max(1) as f64
+    });
+    Ok(Run {
+        wrk,
+        cpu_us_per_request,
+    })
+}
+
+/// This process's user + system CPU time so far, all threads included (also
+/// those that have ended), from `/proc/self/stat`; `None` off Linux.
+fn process_cpu() -> Option<Duration> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses: state is the
+    // first, utime the 12th and stime the 13th (fields 14 and 15 of proc(5)).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, 100 per second on every architecture it
+    // exposes to user space through /proc.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+fn wrk_script() -> &'static str {
+    "-- Written by benches/http.rs: every request is a POST without a body.\n\
+     wrk.method = \"POST\"\n"
+}
+
+/// Whether `wrk` can be started at all.
+fn wrk_installed() -> bool {
+    match Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// `wrk --version`'s first line, for the report.
+fn wrk_version() -> String {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .next()
+                .map(|line| line.split(" Copyright").next().unwrap_or(line).to_owned())
+        })
+        .unwrap_or_else(|| "wrk (version unknown)".to_owned())
+}
+
+/// How to run `wrk`: its Lua script, and the CPU it is pinned to, if any.
+struct Wrk<'a> {
+    script: &'a FsPath,
+    cpu: Option<usize>,
+}
+
+impl Wrk<'_> {
+    /// Runs `wrk` for `secs` seconds against `addr`, killing it if it overruns.
+    fn run(&self, addr: SocketAddr, secs: u64) -> Result<WrkRun, String> {
+        let command = match self.cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu.to_string()).arg("wrk");
+                taskset
+            }
+            None => Command::new("wrk"),
+        };
+        run_wrk(command, self.script, addr, secs)
+    }
+}
+
+fn run_wrk(
+    mut command: Command,
+    script: &FsPath,
+    addr: SocketAddr,
+    secs: u64,
+) -> Result<WrkRun, String> {
+    let url = format!("http://{addr}{TARGET}");
+    assert!(
+        addr.ip().is_loopback(),
+        "the benchmark targets 127.0.0.1 only"
+    );
+    let mut child = command
+        .arg(format!("-t{WRK_THREADS}"))
+        .arg(format!("-c{CONNECTIONS}"))
+        .arg(format!("-d{secs}s"))
+        .arg("--timeout")
+        .arg("2s")
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(&url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start wrk: {e}"))?;
+    // wrk's report is a few hundred bytes: the pipes cannot fill up while we poll.
+    let deadline = Instant::now() + Duration::from_secs(secs + 30);
+    let status = loop {
+        match child.try_wait().map_err(|e| format!("wrk: {e}"))? {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("wrk did not finish within {secs} s + 30 s; killed"));
+            }
+            None => thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout)
+            .map_err(|e| format!("wrk: {e}"))?;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr)
+            .map_err(|e| format!("wrk: {e}"))?;
+    }
+    if !status.success() {
+        return Err(format!("wrk failed ({status}):\n{stdout}{stderr}"));
+    }
+    parse_wrk(&stdout).ok_or_else(|| format!("cannot read wrk's report:\n{stdout}{stderr}"))
+}
+
+/// Reads requests/s, the 99th percentile and the counts from `wrk --latency`.
+fn parse_wrk(report: &str) -> Option<WrkRun> {
+    let mut requests_per_sec = None;
+    let mut p99_ms = None;
+    let mut requests = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = None;
+    for line in report.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            requests_per_sec = rest.trim().parse::<f64>().ok();
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            p99_ms = parse_duration_ms(rest.trim());
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = rest.trim().parse().ok()?;
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            socket_errors = Some(rest.trim().to_owned());
+        } else if let Some((count, _)) = line.split_once(" requests in ") {
+            requests = count.trim().parse().ok();
+        }
+    }
+    Some(WrkRun {
+        requests_per_sec: requests_per_sec?,
+        p99_ms: p99_ms?,
+        requests: requests?,
+        non_2xx,
+        socket_errors,
+    })
+}
+
+/// `"812.00us"`, `"3.41ms"`, `"1.20s"`, `"1.00m"`, `"1.00h"` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let units = [
+        ("us", 0.001),
+        ("ms", 1.0),
+        ("s", 1_000.0),
+        ("m", 60_000.0),
+        ("h", 3_600_000.0),
+    ];
+    units.iter().find_map(|&(unit, factor)| {
+        let number = text.strip_suffix(unit)?;
+        number.trim().parse::<f64>().ok().map(|n| n * factor)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark.
+
+/// Temporary files removed on drop (the log only when asked to).
+struct TempFiles {
+    script: PathBuf,
+    log: PathBuf,
+    keep_log: bool,
+}
+
+impl TempFiles {
+    fn create() -> Result<TempFiles, String> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let stem = format!("afterward-bench-{}-{nanos}", std::process::id());
+        let dir = std::env::temp_dir();
+        let files = TempFiles {
+            script: dir.join(format!("{stem}.lua")),
+            log: dir.join(format!("{stem}.log")),
+            keep_log: false,
+        };
+        fs::write(&files.script, wrk_script())
+            .map_err(|e| format!("{}: {e}", files.script.display()))?;
+        File::create(&files.log).map_err(|e| format!("{}: {e}", files.log.display()))?;
+        Ok(files)
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.script);
+        if !self.keep_log {
+            let _ = fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn bench() -> Result<bool, String> {
+    let config = Config::from_env()?;
+    if !wrk_installed() {
+        return Err(
+            "wrk is not installed; install it with `apt-get install wrk` \
+                    (Debian's package), then run `cargo bench --bench http` again"
+                .to_owned(),
+        );
+    }
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let wrk_name = wrk_version();
+    if let Some(pin) = config.pin {
+        pin_this_process(pin)?;
+    }
+    println!(
+        "afterward vs plain tiny_http: {} request workers each, {BACKGROUND_WORKERS} background \
+         workers for afterward; wrk -t{WRK_THREADS} -c{CONNECTIONS}, {} rounds of {} s, \
+         {cores} cores{}; {wrk_name}",
+        config.workers,
+        config.rounds,
+        config.secs,
+        pinning(config.pin)
+    );
+
+    let mut files = TempFiles::create()?;
+    let wrk = Wrk {
+        script: &files.script,
+        cpu: config.pin.map(|pin| pin.wrk_cpu),
+    };
+    let baseline = Baseline::start(config.workers)?;
+    let afterward = start_afterward(config.workers, &files.log)?;
+    let afterward_addr = afterward.local_addr();
+
+    println!("warm-up: {WARM_UP_SECS} s each");
+    let mut wrk_responses = 0;
+    let no_settling = || {};
+    // afterward's tasks may lag its responses by up to a queue's worth: let
+    // them finish inside the run that caused them.
+    let afterward_settles = || {
+        afterward.wait_idle(DRAIN_TIMEOUT);
+    };
+    measure(&wrk, baseline.addr, WARM_UP_SECS, &no_settling)?;
+    let warm_up = measure(&wrk, afterward_addr, WARM_UP_SECS, &afterward_settles)?;
+    wrk_responses += warm_up.wrk.requests;
+
+    let mut baseline_runs = Vec::with_capacity(config.rounds);
+    let mut afterward_runs = Vec::with_capacity(config.rounds);
+    for round in 1..=config.rounds {
+        let base = measure(&wrk, baseline.addr, config.secs, &no_settling)?;
+        print_run(round, "baseline ", &base);
+        let ours = measure(&wrk, afterward_addr, config.secs, &afterward_settles)?;
+        print_run(round, "afterward", &ours);
+        wrk_responses += ours.wrk.requests;
+        baseline_runs.push(base);
+        afterward_runs.push(ours);
+    }
+
+    baseline.stop();
+    let check = finish_afterward(afterward, &files.log)?;
+    println!(
+        "check: {}; wrk read {wrk_responses} of the responses",
+        check.describe()
+    );
+    if !check.passed() {
+        files.keep_log = true;
+        println!("the log is kept at {}", files.log.display());
+    }
+
+    let summary = Summary {
+        config,
+        cores,
+        wrk: wrk_name,
+        baseline: baseline_runs,
+        afterward: afterward_runs,
+        check,
+    };
+    let markdown = summary.markdown();
+    println!("\n{markdown}");
+    let out = report_path();
+    if let Some(dir) = out.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    match fs::write(&out, &markdown) {
+        Ok(()) => println!("written to {}", out.display()),
+        Err(e) => eprintln!("warning: cannot write {}: {e}", out.display()),
+    }
+
+    let all_ok = |runs: &[Run]| runs.iter().all(|r| r.wrk.non_2xx == 0);
+    if !all_ok(&summary.baseline) || !all_ok(&summary.afterward) {
+        eprintln!("error: a server answered something other than 2xx/3xx");
+        return Ok(false);
+    }
+    if !summary.check.passed() {
+        eprintln!("error: the lines written do not match the requests answered");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// How the run was placed on the CPUs, for the report.
+fn pinning(pin: Option<Pin>) -> String {
+    match pin {
+        Some(pin) => format!(
+            ", servers pinned to CPU {} and wrk to CPU {} (BENCH_PIN=1)",
+            pin.server_cpus(),
+            pin.wrk_cpu
+        ),
+        None => ", not pinned".to_owned(),
+    }
+}
+
+fn print_run(round: usize, name: &str, run: &Run) {
+    let cpu = run
+        .cpu_us_per_request
+        .map(|us| format!("  {us:>5.1} us CPU/request"))
+        .unwrap_or_default();
+    let run = &run.wrk;
+    println!(
+        "round {round} {name}: {:>10.0} req/s  p99 {:>7.3} ms  {:>8} responses{cpu}{}{}",
+        run.requests_per_sec,
+        run.p99_ms,
+        run.requests,
+        if run.non_2xx > 0 {
+            format!("  {} non-2xx", run.non_2xx)
+        } else {
+            String::new()
+        },
+        run.socket_errors
+            .as_ref()
+            .map(|e| format!("  socket errors: {e}"))
+            .unwrap_or_default()
+    );
+}
+
+/// `$CARGO_TARGET_DIR/bench-http.md`, or `target/bench-http.md` in the crate.
+fn report_path() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench-http.md")
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+struct Summary {
+    config: Config,
+    cores: usize,
+    wrk: String,
+    baseline: Vec<Run>,
+    afterward: Vec<Run>,
+    check: Check,
+}
+
+impl Summary {
+    fn markdown(&self) -> String {
+        let rps = |runs: &[Run]| median(runs.iter().map(|r| r.wrk.requests_per_sec));
+        let p99 = |runs: &[Run]| median(runs.iter().map(|r| r.wrk.p99_ms));
+        let cpu = |runs: &[Run]| {
+            let values: Option<Vec<f64>> = runs.iter().map(|r| r.cpu_us_per_request).collect();
+            values.map(median)
+        };
+        let (base_rps, ours_rps) = (rps(&self.baseline), rps(&self.afterward));
+        let (base_p99, ours_p99) = (p99(&self.baseline), p99(&self.afterward));
+        let ratio = ours_rps / base_rps;
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        let s = &self.check.stats;
+        let Config {
+            secs,
+            rounds,
+            workers,
+            pin,
+        } = self.config;
+
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "`POST {TARGET}`, {workers} request workers each (afterward: + \
+             {BACKGROUND_WORKERS} background workers appending one line per request), \
+             `wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{secs}s --latency`, medians of {rounds} \
+             interleaved rounds after a {WARM_UP_SECS} s warm-up; {} cores{}; {}.\n",
+            self.cores,
+            pinning(pin),
+            self.wrk
+        );
+        md.push_str("| | plain tiny_http | afterward | afterward / tiny_http | target | met |\n");
+        md.push_str("|---|---:|---:|---:|---|---|\n");
+        let _ = writeln!(
+            md,
+            "| requests/s | {base_rps:.0} | {ours_rps:.0} | **{ratio:.2}** | ≥ {TARGET_RATIO:.2} | {} |",
+            met(ratio >= TARGET_RATIO)
+        );
+        let _ = writeln!(
+            md,
+            "| p99 latency | {base_p99:.2} ms | {ours_p99:.2} ms | {:.2} | ≤ {TARGET_P99_MS:.0} ms | {} |",
+            ours_p99 / base_p99,
+            met(ours_p99 <= TARGET_P99_MS)
+        );
+        let _ = writeln!(
+            md,
+            "| lines written == requests answered | | {} == {} ({} tasks completed) | | equal | {} |",
+            self.check.lines,
+            s.requests,
+            s.completed,
+            met(self.check.passed())
+        );
+        if let (Some(base_cpu), Some(ours_cpu)) = (cpu(&self.baseline), cpu(&self.afterward)) {
+            let _ = writeln!(
+                md,
+                "| server CPU per request (all threads) | {base_cpu:.1} µs | {ours_cpu:.1} µs | {:.2} | | |",
+                ours_cpu / base_cpu
+            );
+        }
+        md.push_str("\nEach round:\n\n");
+        md.push_str(
+            "| round | tiny_http req/s | afterward req/s | ratio | tiny_http p99 | afterward p99 \
+             | tiny_http CPU/req | afterward CPU/req |\n",
+        );
+        md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let us = |value: Option<f64>| value.map_or("n/a".to_owned(), |us| format!("{us:.1} µs"));
+        for (i, (base, ours)) in self.baseline.iter().zip(&self.afterward).enumerate() {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} ms | {:.2} ms | {} | {} |",
+                i + 1,
+                base.wrk.requests_per_sec,
+                ours.wrk.requests_per_sec,
+                ours.wrk.requests_per_sec / base.wrk.requests_per_sec,
+                base.wrk.p99_ms,
+                ours.wrk.p99_ms,
+                us(base.cpu_us_per_request),
+                us(ours.cpu_us_per_request)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| median | {base_rps:.0} | {ours_rps:.0} | {:.2} | {base_p99:.2} ms | {ours_p99:.2} ms \
+             | {} | {} |",
+            median(
+                self.baseline
+                    .iter()
+                    .zip(&self.afterward)
+                    .map(|(base, ours)| ours.wrk.requests_per_sec / base.wrk.requests_per_sec)
+            ),
+            us(cpu(&self.baseline)),
+            us(cpu(&self.afterward))
+        );
+        let spread = |runs: &[Run]| {
+            let rps = runs.iter().map(|r| r.wrk.requests_per_sec);
+            let (low, high) = rps.fold((f64::INFINITY, 0.0_f64), |(low, high), x| {
+                (low.min(x), high.max(x))
+            });
+            high / low
+        };
+        let worst = spread(&self.baseline).max(spread(&self.afterward));
+        if worst > 1.3 {
+            let _ = writeln!(
+                md,
+                "\n**Noisy run**: one server's requests/s varied by {worst:.1}× across rounds; \
+                 rerun, or add rounds (`BENCH_ROUNDS`), before trusting the ratio."
+            );
+        }
+        md.push_str(
+            "\nThe headline ratio is of the medians; the median row's ratio is the median of \
+             the per-round ratios (each round's runs are back to back). CPU per request is this \
+             process's CPU time (every thread: tiny_http's, the workers', afterward's background \
+             pool) over the responses wrk read, while only the server under test was busy; \
+             afterward's includes the tasks, waited for at the end of each run.\n",
+        );
+        md
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The quick check, without wrk.
+
+/// Serves a few requests on each server and checks the line count and the
+/// parsing of a sample `wrk` report.
+fn smoke() -> Result<bool, String> {
+    println!("benches/http.rs: quick check only (run `cargo bench --bench http` to measure)");
+    let sample = "Running 5s test @ http://127.0.0.1:1/x\n  2 threads and 32 connections\n  \
+        Latency Distribution\n     50%  812.00us\n     99%    3.41ms\n  \
+        118211 requests in 5.00s, 20.97MB read\n  Socket errors: connect 0, read 3, write 0, timeout 0\n\
+        Non-2xx or 3xx responses: 2\nRequests/sec:  23637.52\nTransfer/sec:      4.19MB\n";
+    let parsed = parse_wrk(sample).ok_or("the sample wrk report does not parse")?;
+    let expected = WrkRun {
+        requests_per_sec: 23637.52,
+        p99_ms: 3.41,
+        requests: 118_211,
+        non_2xx: 2,
+        socket_errors: Some("connect 0, read 3, write 0, timeout 0".to_owned()),
+    };
+    if parsed != expected || parse_duration_ms("812.00us") != Some(0.812) {
+        return Err(format!("wrk report misread: {parsed:?}"));
+    }
+    if parse_duration_ms("1.50s") != Some(1500.0) || parse_duration_ms("2.00m") != Some(120_000.0) {
+        return Err("wrk durations misread".to_owned());
+    }
+    if cfg!(target_os = "linux") && process_cpu().is_none() {
+        return Err("cannot read the CPU time from /proc/self/stat".to_owned());
+    }
+
+    let files = TempFiles::create()?;
+    let baseline = Baseline::start(2)?;
+    let afterward = start_afterward(2, &files.log)?;
+    for addr in [baseline.addr, afterward.local_addr()] {
+        for _ in 0..20 {
+            let mut stream = afterward::testing::connect(addr);
+            write!(
+                stream,
+                "POST {TARGET} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            )
+            .map_err(|e| e.to_string())?;
+            let response = afterward::testing::read_response(&mut BufReader::new(stream), false)
+                .map_err(|e| e.to_string())?;
+            if response.status() != 200 || response.body() != BODY.as_bytes() {
+                return Err(format!("{addr} answered {response:?}"));
+            }
+        }
+    }
+    baseline.stop();
+    let check = finish_afterward(afterward, &files.log)?;
+    println!("check: {}", check.describe());
+    Ok(check.passed() && check.stats.requests == 20)
+}
