@@ -12,7 +12,8 @@
 //!
 //! fn write_notification(email: &str, message: &str) -> std::io::Result<()> {
 //!     let mut log = std::fs::OpenOptions::new().create(true).append(true).open("log.txt")?;
-//!     writeln!(log, "notification for {email}: {message}")
+//!     // One write per line: tasks of different requests run in parallel.
+//!     log.write_all(format!("notification for {email}: {message}\n").as_bytes())
 //! }
 //!
 //! fn send_notification(Path(email): Path<String>, tasks: BackgroundTasks) -> Json<Value> {
