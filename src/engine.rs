@@ -10,10 +10,40 @@
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use crate::headers::Headers;
 use crate::method::Method;
 use crate::response::Response;
+
+/// Per-connection limits and timeouts, set on the
+/// [`ServerBuilder`](crate::ServerBuilder), which documents each.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) tcp_nodelay: bool,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            tcp_nodelay: true,
+        }
+    }
+}
 
 /// A listening HTTP/1.1 server.
 pub(crate) struct Engine {
@@ -53,7 +83,7 @@ pub(crate) struct Exchange {
 
 impl Engine {
     /// Listens on `address` (`host:port`; port 0 picks a free one).
-    pub(crate) fn bind(address: &str) -> io::Result<Engine> {
+    pub(crate) fn bind(address: &str, _limits: ConnectionLimits) -> io::Result<Engine> {
         let listener = TcpListener::bind(address)?;
         let local_addr = listener.local_addr()?;
         let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::engine::{Engine, Exchange, Next};
+use crate::engine::{ConnectionLimits, Engine, Exchange, Next};
 use crate::error::Error;
 use crate::http_error::HttpError;
 use crate::pool::{Dispatcher, Job, OnFull, Pool, TaskInfo};
@@ -41,6 +41,14 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`shed_exempt`](Self::shed_exempt) | none |
 /// | [`max_body_bytes`](Self::max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] (1 MiB) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s) |
+/// | [`header_timeout`](Self::header_timeout) | 10 s |
+/// | [`idle_timeout`](Self::idle_timeout) | 5 s |
+/// | [`body_read_timeout`](Self::body_read_timeout) | 30 s |
+/// | [`write_timeout`](Self::write_timeout) | 30 s |
+/// | [`max_connections`](Self::max_connections) | 1024 |
+/// | [`max_header_bytes`](Self::max_header_bytes) | 16 KiB |
+/// | [`max_headers`](Self::max_headers) | 64 |
+/// | [`tcp_nodelay`](Self::tcp_nodelay) | on |
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     address: String,
@@ -56,6 +64,7 @@ struct Config {
     shed_exempt: Vec<String>,
     max_body_bytes: usize,
     shutdown_timeout: Duration,
+    connection: ConnectionLimits,
 }
 
 impl Default for ServerBuilder {
@@ -71,6 +80,7 @@ impl Default for ServerBuilder {
                 shed_exempt: Vec::new(),
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+                connection: ConnectionLimits::default(),
             },
         }
     }
@@ -139,6 +149,60 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a client has to send a whole request head (request line and
+    /// headers) once its first byte has arrived; a slower one is disconnected.
+    pub fn header_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.header_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may wait for its next request (or, new, for its
+    /// first) before the server closes it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.idle_timeout = timeout;
+        self
+    }
+
+    /// How long one read of a request body may wait for data.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long writing a response may block on a client that does not read
+    /// it; the connection is then closed and the worker freed.
+    pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.write_timeout = timeout;
+        self
+    }
+
+    /// How many connections are served at once, each on its own thread. A
+    /// connection beyond it is answered `503` and closed at once.
+    pub fn max_connections(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_connections = n;
+        self
+    }
+
+    /// The largest request head (request line and headers), in bytes; a
+    /// larger one answers `431` and the connection is closed.
+    pub fn max_header_bytes(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_header_bytes = n;
+        self
+    }
+
+    /// The most header fields a request may have; more answer `431`.
+    pub fn max_headers(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_headers = n;
+        self
+    }
+
+    /// Whether to set `TCP_NODELAY` on connections (on by default: responses
+    /// are written in one piece, so Nagle's algorithm would only add delay).
+    pub fn tcp_nodelay(mut self, on: bool) -> ServerBuilder {
+        self.config.connection.tcp_nodelay = on;
+        self
+    }
+
     /// Checks the settings and binds the listening socket.
     pub fn build(self, app: App) -> Result<Server, Error> {
         let config = self.config;
@@ -146,12 +210,15 @@ impl ServerBuilder {
             ("workers", config.workers),
             ("background_workers", config.background_workers),
             ("queue_capacity", config.queue_capacity),
+            ("max_connections", config.connection.max_connections),
+            ("max_headers", config.connection.max_headers),
+            ("max_header_bytes", config.connection.max_header_bytes),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
-        let engine = Engine::bind(&self.address).map_err(|source| Error::Bind {
+        let engine = Engine::bind(&self.address, config.connection.clone()).map_err(|source| Error::Bind {
             address: self.address.clone(),
             source,
         })?;

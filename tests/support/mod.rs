@@ -12,6 +12,7 @@ pub use afterward::testing::TEST_TIMEOUT;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod raw;
 
 /// A directory of its own for one test, removed on drop.
 pub struct TempDir(PathBuf);

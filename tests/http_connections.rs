@@ -1,0 +1,94 @@
+//! Connections: a burst of keep-alive connections is answered at once,
+//! pipelined requests are answered in order, unknown HTTP versions are
+//! refused without leaking a thread.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use afterward::testing::TestServer;
+use afterward::{App, Path};
+use support::raw::{get, thread_count, Raw};
+
+fn app() -> App {
+    App::new().get("/echo/{word}", |Path(word): Path<String>| word)
+}
+
+#[test]
+fn a_burst_of_256_keep_alive_connections_is_answered_within_a_second() {
+    let server = TestServer::new(app());
+    let mut connections: Vec<Raw> = (0..256).map(|_| Raw::connect(server.addr())).collect();
+    let started = Instant::now();
+    for (i, raw) in connections.iter_mut().enumerate() {
+        raw.send(&get(&format!("/echo/{i}"))).unwrap();
+    }
+    let deadline = started + Duration::from_secs(1);
+    for (i, raw) in connections.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let response = raw
+            .response_within(left)
+            .unwrap_or_else(|e| panic!("connection {i} not answered within 1 s: {e}"));
+        assert_eq!(response.text(), i.to_string());
+    }
+    // All held open: each can still be used.
+    for (i, raw) in connections.iter_mut().enumerate().take(8) {
+        raw.send(&get(&format!("/echo/again{i}"))).unwrap();
+        assert_eq!(raw.response().text(), format!("again{i}"));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = TestServer::new(app());
+    let mut raw = Raw::connect(server.addr());
+    let pipelined: Vec<u8> = ["one", "two", "three"]
+        .iter()
+        .flat_map(|w| get(&format!("/echo/{w}")))
+        .collect();
+    raw.send(&pipelined).unwrap();
+    for word in ["one", "two", "three"] {
+        assert_eq!(raw.response().text(), word);
+    }
+}
+
+#[test]
+fn unknown_http_versions_are_refused_without_leaking_threads() {
+    let server = TestServer::new(app());
+    // Warm up: the first connection may start threads that stay.
+    let mut warm = Raw::connect(server.addr());
+    warm.send(b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    warm.response();
+    assert!(warm.closed_within(Duration::from_secs(5)));
+    let before = thread_count();
+
+    for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/1.2", "HTTP/0.9", "FOO/1.1"] {
+        for _ in 0..10 {
+            let mut raw = Raw::connect(server.addr());
+            raw.send(format!("GET /echo/x {version}\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            let response = raw.response();
+            assert!([400, 505].contains(&response.status()), "{version}: {}", response.status());
+            assert!(raw.closed_within(Duration::from_secs(5)), "{version}: left open");
+        }
+    }
+    // Connection threads end once their connection is closed; allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while thread_count() > before + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(thread_count() <= before + 2, "{} threads, {before} before", thread_count());
+}
+
+#[test]
+fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let server = TestServer::new(app());
+    let mut raw = Raw::connect(server.addr());
+    raw.send(b"GET /echo/old HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(raw.response().text(), "old");
+    assert!(raw.closed_within(Duration::from_secs(5)));
+
+    let mut kept = Raw::connect(server.addr());
+    kept.send(b"GET /echo/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    assert_eq!(kept.response().text(), "a");
+    kept.send(b"GET /echo/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    assert_eq!(kept.response().text(), "b");
+}
