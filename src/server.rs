@@ -218,9 +218,11 @@ impl ServerBuilder {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
-        let engine = Engine::bind(&self.address, config.connection.clone()).map_err(|source| Error::Bind {
-            address: self.address.clone(),
-            source,
+        let engine = Engine::bind(&self.address, config.connection.clone()).map_err(|source| {
+            Error::Bind {
+                address: self.address.clone(),
+                source,
+            }
         })?;
         Ok(Server {
             engine,
@@ -578,7 +580,6 @@ fn serve(shared: &Shared, dispatcher: &Dispatcher) {
             Next::Request(exchange) => handle(shared, dispatcher, exchange),
             Next::Woken if shared.stopping.load(Ordering::SeqCst) => return,
             Next::Woken => {}
-            Next::Failed(e) => log::error!("the HTTP engine stopped accepting connections: {e}"),
         }
     }
 }

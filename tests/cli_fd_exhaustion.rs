@@ -16,7 +16,11 @@ use support::cli::BIN;
 fn the_server_accepts_again_once_descriptors_are_free() {
     // `ulimit -n 48` in a shell, then exec the binary: only the child is limited.
     let mut child = Command::new("sh")
-        .args(["-c", "ulimit -n 48 && exec \"$0\" --port 0 --log-file /dev/null", BIN])
+        .args([
+            "-c",
+            "ulimit -n 48 && exec \"$0\" --port 0 --log-file /dev/null",
+            BIN,
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -24,11 +28,21 @@ fn the_server_accepts_again_once_descriptors_are_free() {
         .spawn()
         .expect("start afterward under a low fd limit");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr = line.trim().rsplit("http://").next().unwrap().parse().unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     // Far more connections than the server has descriptors for.
-    let hogs: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(addr).ok()).collect();
+    let hogs: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
     assert!(hogs.len() > 48, "only {} connections made", hogs.len());
     drop(hogs);
 
@@ -50,5 +64,8 @@ fn the_server_accepts_again_once_descriptors_are_free() {
     };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(answered, "the server stopped accepting after running out of descriptors");
+    assert!(
+        answered,
+        "the server stopped accepting after running out of descriptors"
+    );
 }

@@ -24,7 +24,9 @@ fn a_burst_of_256_keep_alive_connections_is_answered_within_a_second() {
     }
     let deadline = started + Duration::from_secs(1);
     for (i, raw) in connections.iter_mut().enumerate() {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         let response = raw
             .response_within(left)
             .unwrap_or_else(|e| panic!("connection {i} not answered within 1 s: {e}"));
@@ -56,7 +58,8 @@ fn unknown_http_versions_are_refused_without_leaking_threads() {
     let server = TestServer::new(app());
     // Warm up: the first connection may start threads that stay.
     let mut warm = Raw::connect(server.addr());
-    warm.send(b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    warm.send(b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     warm.response();
     assert!(warm.closed_within(Duration::from_secs(5)));
     let before = thread_count();
@@ -64,10 +67,18 @@ fn unknown_http_versions_are_refused_without_leaking_threads() {
     for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/1.2", "HTTP/0.9", "FOO/1.1"] {
         for _ in 0..10 {
             let mut raw = Raw::connect(server.addr());
-            raw.send(format!("GET /echo/x {version}\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+            raw.send(format!("GET /echo/x {version}\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
             let response = raw.response();
-            assert!([400, 505].contains(&response.status()), "{version}: {}", response.status());
-            assert!(raw.closed_within(Duration::from_secs(5)), "{version}: left open");
+            assert!(
+                [400, 505].contains(&response.status()),
+                "{version}: {}",
+                response.status()
+            );
+            assert!(
+                raw.closed_within(Duration::from_secs(5)),
+                "{version}: left open"
+            );
         }
     }
     // Connection threads end once their connection is closed; allow a moment.
@@ -75,7 +86,11 @@ fn unknown_http_versions_are_refused_without_leaking_threads() {
     while thread_count() > before + 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(thread_count() <= before + 2, "{} threads, {before} before", thread_count());
+    assert!(
+        thread_count() <= before + 2,
+        "{} threads, {before} before",
+        thread_count()
+    );
 }
 
 #[test]
@@ -87,8 +102,10 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
     assert!(raw.closed_within(Duration::from_secs(5)));
 
     let mut kept = Raw::connect(server.addr());
-    kept.send(b"GET /echo/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    kept.send(b"GET /echo/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     assert_eq!(kept.response().text(), "a");
-    kept.send(b"GET /echo/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    kept.send(b"GET /echo/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     assert_eq!(kept.response().text(), "b");
 }

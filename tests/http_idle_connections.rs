@@ -22,21 +22,34 @@ fn a_thousand_idle_connections_do_not_lock_out_new_clients() {
         .idle_timeout(IDLE_TIMEOUT)
         .max_connections(IDLE + 64);
     let server = TestServer::with_builder(builder, App::new().get("/", || "ok"));
-    assert_eq!(TestRequest::new(server.addr(), "GET", "/").send().text(), "ok");
+    assert_eq!(
+        TestRequest::new(server.addr(), "GET", "/").send().text(),
+        "ok"
+    );
     let (threads_before, rss_before) = (thread_count(), rss_kib());
 
     let mut idle: Vec<Raw> = (0..IDLE).map(|_| Raw::connect(server.addr())).collect();
     let asked = Instant::now();
     let response = TestRequest::new(server.addr(), "GET", "/").send();
     assert_eq!(response.text(), "ok");
-    assert!(asked.elapsed() < Duration::from_secs(1), "answered after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        asked.elapsed()
+    );
 
     // Documented cost: at most one thread per connection...
     let threads = thread_count() - threads_before;
-    assert!(threads <= IDLE + 1, "{threads} new threads for {IDLE} connections");
+    assert!(
+        threads <= IDLE + 1,
+        "{threads} new threads for {IDLE} connections"
+    );
     // ...and well under 64 KiB of resident memory each.
     let rss = rss_kib().saturating_sub(rss_before);
-    assert!(rss < IDLE * 64, "{rss} KiB more for {IDLE} idle connections");
+    assert!(
+        rss < IDLE * 64,
+        "{rss} KiB more for {IDLE} idle connections"
+    );
 
     // Every idle connection is closed once the idle timeout has passed.
     let deadline = Instant::now() + IDLE_TIMEOUT + Duration::from_secs(10);

@@ -33,7 +33,10 @@ fn refused_and_closed(request: &[u8]) {
         response.status(),
         request.len()
     );
-    assert!(raw.closed_within(Duration::from_secs(5)), "connection left open");
+    assert!(
+        raw.closed_within(Duration::from_secs(5)),
+        "connection left open"
+    );
 }
 
 #[test]
@@ -61,7 +64,9 @@ fn a_declared_body_over_the_limit_answers_413_without_being_sent() {
     // Declares 10 MiB but sends none of it: the answer must not wait for it.
     raw.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n")
         .unwrap();
-    let response = raw.response_within(Duration::from_secs(5)).expect("an answer");
+    let response = raw
+        .response_within(Duration::from_secs(5))
+        .expect("an answer");
     assert_eq!(response.status(), 413);
     assert_eq!(response.header("Connection"), Some("close"));
     assert!(raw.closed_within(Duration::from_secs(5)));
@@ -72,10 +77,14 @@ fn requests_within_the_limits_are_served() {
     let server = server();
     let headers: String = (0..10).map(|i| format!("X-H{i}: {i}\r\n")).collect();
     let mut raw = Raw::connect(server.addr());
-    raw.send(format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes()).unwrap();
+    raw.send(format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}\r\n").as_bytes())
+        .unwrap();
     assert_eq!(raw.response().text(), "ok");
     let body = "b".repeat(1024);
-    raw.send(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n{body}").as_bytes())
-        .unwrap();
+    raw.send(
+        format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1024\r\n\r\n{body}")
+            .as_bytes(),
+    )
+    .unwrap();
     assert_eq!(raw.response().text(), "1024");
 }

@@ -24,7 +24,9 @@ fn server() -> (TestServer, Arc<AtomicUsize>) {
             counter.fetch_add(1, Ordering::SeqCst);
             "smuggled"
         })
-        .get("/inject", || Response::text("x").with_header("X-Evil", "a\r\nSet-Cookie: stolen=1"));
+        .get("/inject", || {
+            Response::text("x").with_header("X-Evil", "a\r\nSet-Cookie: stolen=1")
+        });
     (TestServer::new(app), hits)
 }
 
@@ -34,21 +36,40 @@ fn refused(head: &str) {
     let (server, hits) = server();
     let mut raw = Raw::connect(server.addr());
     let body = SMUGGLED;
-    raw.send(format!("{head}\r\n\r\n{body}").as_bytes()).unwrap();
+    raw.send(format!("{head}\r\n\r\n{body}").as_bytes())
+        .unwrap();
     let response = raw.response();
     assert_eq!(response.status(), 400, "{head:?}: {}", response.text());
     assert!(response.json()["detail"].is_string(), "{head:?}");
-    assert!(raw.closed_within(Duration::from_secs(5)), "{head:?}: connection left open");
+    assert!(
+        raw.closed_within(Duration::from_secs(5)),
+        "{head:?}: connection left open"
+    );
     server.wait_idle();
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "{head:?}: a request was parsed from the body");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "{head:?}: a request was parsed from the body"
+    );
 }
 
 #[test]
 fn transfer_encodings_other_than_chunked_are_refused() {
-    for te in ["gzip", "gzip, chunked", "chunked, gzip", "identity", "xchunked", "chunked;x=1"] {
-        refused(&format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}"));
+    for te in [
+        "gzip",
+        "gzip, chunked",
+        "chunked, gzip",
+        "identity",
+        "xchunked",
+        "chunked;x=1",
+    ] {
+        refused(&format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}"
+        ));
     }
-    refused("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked");
+    refused(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+    );
 }
 
 #[test]
@@ -83,8 +104,10 @@ fn whitespace_before_the_colon_is_refused() {
 fn a_well_formed_chunked_body_is_read_and_nothing_more() {
     let (server, hits) = server();
     let mut raw = Raw::connect(server.addr());
-    raw.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-        .unwrap();
+    raw.send(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(raw.response().text(), "5");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
@@ -93,7 +116,8 @@ fn a_well_formed_chunked_body_is_read_and_nothing_more() {
 fn a_header_value_with_a_line_break_is_never_emitted() {
     let (server, _) = server();
     let mut raw = Raw::connect(server.addr());
-    raw.send(b"GET /inject HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    raw.send(b"GET /inject HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let response = raw.response();
     assert_eq!(response.status(), 500);
     assert!(response.header("Set-Cookie").is_none());

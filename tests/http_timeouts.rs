@@ -39,7 +39,11 @@ fn a_slowloris_head_is_cut_off_at_the_header_timeout() {
             thread::sleep(Duration::from_millis(100));
         }
     });
-    assert!(raw.closed_within(SHORT + SLACK), "still open after {:?}", started.elapsed());
+    assert!(
+        raw.closed_within(SHORT + SLACK),
+        "still open after {:?}",
+        started.elapsed()
+    );
     dribble.join().unwrap();
 }
 
@@ -47,12 +51,18 @@ fn a_slowloris_head_is_cut_off_at_the_header_timeout() {
 fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let server = TestServer::with_builder(builder(), App::new().get("/", || "ok"));
     let mut silent = Raw::connect(server.addr());
-    assert!(silent.closed_within(SHORT + SLACK), "a connection that never spoke stays open");
+    assert!(
+        silent.closed_within(SHORT + SLACK),
+        "a connection that never spoke stays open"
+    );
 
     let mut kept = Raw::connect(server.addr());
     kept.send(&get("/")).unwrap();
     assert_eq!(kept.response().text(), "ok");
-    assert!(kept.closed_within(SHORT + SLACK), "an idle keep-alive connection stays open");
+    assert!(
+        kept.closed_within(SHORT + SLACK),
+        "an idle keep-alive connection stays open"
+    );
 }
 
 #[test]
@@ -80,10 +90,13 @@ fn a_client_that_never_reads_frees_the_worker_and_loses_no_task() {
 #[test]
 fn a_client_gone_mid_body_frees_the_worker() {
     let app = App::new()
-        .post("/upload", |RawBody(body): RawBody, tasks: BackgroundTasks| {
-            tasks.add_task(|| ());
-            body.len().to_string()
-        })
+        .post(
+            "/upload",
+            |RawBody(body): RawBody, tasks: BackgroundTasks| {
+                tasks.add_task(|| ());
+                body.len().to_string()
+            },
+        )
         .get("/small", || "small");
     let server = TestServer::with_builder(builder().workers(1), app);
 

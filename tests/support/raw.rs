@@ -41,7 +41,9 @@ impl Raw {
     pub fn response_within(&mut self, timeout: Duration) -> std::io::Result<TestResponse> {
         self.stream().set_read_timeout(Some(timeout)).unwrap();
         let response = read_response(&mut self.reader, false);
-        self.stream().set_read_timeout(Some(super::TEST_TIMEOUT)).unwrap();
+        self.stream()
+            .set_read_timeout(Some(super::TEST_TIMEOUT))
+            .unwrap();
         response
     }
 

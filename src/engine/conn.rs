@@ -1,0 +1,570 @@
+//! Connections: the accept loop, one thread per connection reading request
+//! heads, and the [`Exchange`] a request worker answers.
+
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use super::body::{Chunk, Framing};
+use super::wire::{self, Persistence};
+use super::{ConnectionLimits, Head, Incoming, Shared};
+use crate::headers::Headers;
+use crate::http_error::HttpError;
+use crate::method::Method;
+use crate::response::{IntoResponse, Response};
+
+/// Each connection thread only reads request heads; handlers run elsewhere.
+const CONNECTION_STACK: usize = 128 * 1024;
+/// At most this much of an unread body is read and dropped to keep a
+/// connection alive; a larger rest closes it.
+const MAX_DRAIN: u64 = 64 * 1024;
+/// How long a closing connection waits for the client to finish sending, so
+/// that our last response is not destroyed by a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A connection between requests: the socket behind its read buffer.
+pub(crate) struct Conn {
+    reader: BufReader<TcpStream>,
+    remote_addr: Option<SocketAddr>,
+}
+
+impl Conn {
+    fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+}
+
+/// What a request worker gives back to the connection thread.
+enum Returned {
+    /// Read the next request.
+    KeepAlive(Conn),
+    /// Close, after letting the client finish sending.
+    Close(Conn),
+}
+
+/// Accepts connections until the engine stops, one thread each.
+pub(crate) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, queue: &Sender<Incoming>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = listener.accept();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let (stream, remote_addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait for some to be freed
+                // (closing connections free theirs), then accept again.
+                if backoff == Duration::from_millis(5) {
+                    log::warn!("cannot accept connections ({e}); retrying");
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(5);
+        let limits = &shared.limits;
+        if shared.connections.load(Ordering::SeqCst) >= limits.max_connections {
+            // Answer at once rather than leave the client waiting in the backlog.
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            respond_and_close(stream, busy());
+            continue;
+        }
+        shared.connections.fetch_add(1, Ordering::SeqCst);
+        let (shared_for_thread, queue) = (shared.clone(), queue.clone());
+        let spawned = thread::Builder::new()
+            .name("afterward-conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                serve(stream, Some(remote_addr), &shared_for_thread, &queue);
+                shared_for_thread.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+fn busy() -> Response {
+    HttpError::new(503, "too many connections; retry later")
+        .with_header("Retry-After", "1")
+        .into_response()
+}
+
+/// One connection: read a request head, hand the request over, wait for the
+/// connection to come back, repeat.
+fn serve(
+    stream: TcpStream,
+    remote_addr: Option<SocketAddr>,
+    shared: &Arc<Shared>,
+    queue: &Sender<Incoming>,
+) {
+    let limits = &shared.limits;
+    let _ = stream.set_nodelay(limits.tcp_nodelay);
+    let _ = stream.set_write_timeout(Some(limits.write_timeout));
+    let mut conn = Conn {
+        reader: BufReader::with_capacity(8 * 1024, stream),
+        remote_addr,
+    };
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let request = match read_request(&mut conn, limits) {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(refusal) => {
+                let stream = conn.reader.into_inner();
+                respond_and_close(stream, refusal.into_response());
+                return;
+            }
+        };
+        let (back, returned) = crossbeam_channel::bounded(1);
+        let exchange = Exchange::new(request, conn, back, shared.clone());
+        if let Err(unsent) = queue.send(Incoming::Request(exchange)) {
+            // The server has gone: answer rather than drop the request.
+            if let Incoming::Request(exchange) = unsent.into_inner() {
+                let refusal = HttpError::new(503, "the server is shutting down");
+                let _ = exchange.respond(refusal.into_response());
+            }
+        }
+        match returned.recv() {
+            Ok(Returned::KeepAlive(kept)) => conn = kept,
+            Ok(Returned::Close(closing)) => {
+                linger_and_close(closing.reader.into_inner());
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A request head, parsed and checked.
+struct Request {
+    head: Head,
+    framing: Framing,
+    http10: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    is_head: bool,
+}
+
+/// Waits for the next request (idle timeout) and reads its head (header
+/// timeout, size and count limits). `Ok(None)`: the connection ended or idled
+/// out before a request began; `Err`: the answer to give before closing.
+fn read_request(conn: &mut Conn, limits: &ConnectionLimits) -> Result<Option<Request>, HttpError> {
+    let Some(head) = read_head_bytes(conn, limits)? else {
+        return Ok(None);
+    };
+    parse_head(&head, conn.remote_addr, limits).map(Some)
+}
+
+fn read_head_bytes(
+    conn: &mut Conn,
+    limits: &ConnectionLimits,
+) -> Result<Option<Vec<u8>>, HttpError> {
+    let _ = conn.stream().set_read_timeout(Some(limits.idle_timeout));
+    // Skip the empty lines a client may send between requests (RFC 9112 §2.2).
+    loop {
+        match conn.reader.fill_buf() {
+            Ok([]) | Err(_) => return Ok(None),
+            Ok([b'\r' | b'\n', ..]) => conn.reader.consume(1),
+            Ok(_) => break,
+        }
+    }
+    let deadline = Instant::now() + limits.header_timeout;
+    let mut head: Vec<u8> = Vec::with_capacity(512);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HttpError::new(408, "the request head took too long"));
+        }
+        let _ = conn.stream().set_read_timeout(Some(left));
+        let available = match conn.reader.fill_buf() {
+            Ok([]) => return Ok(None),
+            Ok(available) => available,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(HttpError::new(408, "the request head took too long"))
+            }
+            Err(_) => return Ok(None),
+        };
+        // The head ends at the first empty line: "\n\n" or "\n\r\n".
+        let start = head.len();
+        head.extend_from_slice(available);
+        let end = (start.saturating_sub(2)..head.len()).find(|&i| {
+            head[i] == b'\n'
+                && (head.get(i + 1) == Some(&b'\n')
+                    || (head.get(i + 1) == Some(&b'\r') && head.get(i + 2) == Some(&b'\n')))
+        });
+        let used = match end {
+            Some(i) => {
+                let len = if head[i + 1] == b'\n' { i + 2 } else { i + 3 };
+                head.truncate(len);
+                len - start
+            }
+            None => head.len() - start,
+        };
+        conn.reader.consume(used);
+        if head.len() > limits.max_header_bytes {
+            return Err(HttpError::new(
+                431,
+                format!(
+                    "the request head is larger than {} bytes",
+                    limits.max_header_bytes
+                ),
+            ));
+        }
+        if end.is_some() {
+            return Ok(Some(head));
+        }
+    }
+}
+
+fn parse_head(
+    bytes: &[u8],
+    remote_addr: Option<SocketAddr>,
+    limits: &ConnectionLimits,
+) -> Result<Request, HttpError> {
+    let bad = |detail: &str| HttpError::new(400, detail.to_owned());
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Request::new(&mut fields);
+    match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HttpError::new(
+                431,
+                format!("more than {} header fields", limits.max_headers),
+            ))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(HttpError::new(
+                505,
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+            ))
+        }
+        Err(e) => return Err(bad(&format!("malformed request head: {e}"))),
+    }
+    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(bad("incomplete request line"));
+    };
+    if !target.starts_with('/') {
+        return Err(bad(
+            "only origin-form request targets (/path?query) are supported",
+        ));
+    }
+    let http10 = version == 0;
+
+    let mut headers = Headers::new();
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut connection_tokens = String::new();
+    let mut expect_continue = false;
+    for field in parsed.headers.iter() {
+        let value = String::from_utf8_lossy(field.value);
+        let trimmed = value.trim_matches([' ', '\t']);
+        if field.name.eq_ignore_ascii_case("Content-Length") {
+            if content_length.is_some() {
+                return Err(bad("more than one Content-Length"));
+            }
+            if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("invalid Content-Length"));
+            }
+            content_length = Some(trimmed.parse().map_err(|_| bad("invalid Content-Length"))?);
+        } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
+            // Only exactly `chunked`, once: anything else could be read
+            // differently by a proxy in front of us (request smuggling).
+            if chunked || !trimmed.eq_ignore_ascii_case("chunked") {
+                return Err(bad(
+                    "unsupported Transfer-Encoding (only a single `chunked` is)",
+                ));
+            }
+            chunked = true;
+        } else if field.name.eq_ignore_ascii_case("Connection") {
+            connection_tokens.push_str(trimmed);
+            connection_tokens.push(',');
+        } else if field.name.eq_ignore_ascii_case("Expect") {
+            if !trimmed.eq_ignore_ascii_case("100-continue") {
+                return Err(HttpError::new(
+                    417,
+                    "only `Expect: 100-continue` is supported",
+                ));
+            }
+            expect_continue = !http10;
+        }
+        headers.append(field.name, value.into_owned());
+    }
+    if chunked && content_length.is_some() {
+        return Err(bad("both Transfer-Encoding and Content-Length"));
+    }
+    if chunked && http10 {
+        return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    let has_token = |token: &str| {
+        connection_tokens
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let keep_alive = if http10 {
+        has_token("keep-alive")
+    } else {
+        !has_token("close")
+    };
+    let framing = match (chunked, content_length) {
+        (true, _) => Framing::Chunked(Chunk::Size),
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::Done,
+    };
+    let method = Method::from_token(method);
+    Ok(Request {
+        is_head: method == Method::Head,
+        head: Head {
+            method,
+            target: target.to_owned(),
+            headers,
+            remote_addr,
+            content_length,
+        },
+        framing,
+        http10,
+        keep_alive,
+        expect_continue: expect_continue && !matches!(framing, Framing::Done),
+    })
+}
+
+/// One request and the means to answer it.
+pub(crate) struct Exchange {
+    head: Head,
+    body: Body,
+    http10: bool,
+    keep_alive: bool,
+    is_head: bool,
+    back: Sender<Returned>,
+    shared: Arc<Shared>,
+}
+
+/// The request body as a reader over the connection.
+struct Body {
+    conn: Option<Conn>,
+    framing: Framing,
+    /// `Expect: 100-continue` not yet answered.
+    expect_continue: bool,
+    body_read_timeout: Duration,
+    /// Whether a read has begun (the read timeout set, `100 Continue` sent).
+    started: bool,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.framing.is_done() {
+            return Ok(0);
+        }
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the connection is gone"))?;
+        if !self.started {
+            self.started = true;
+            conn.stream()
+                .set_read_timeout(Some(self.body_read_timeout))?;
+            if self.expect_continue {
+                self.expect_continue = false;
+                conn.reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+        }
+        self.framing.read(&mut conn.reader, buf)
+    }
+}
+
+impl Exchange {
+    fn new(request: Request, conn: Conn, back: Sender<Returned>, shared: Arc<Shared>) -> Exchange {
+        let body_read_timeout = shared.limits.body_read_timeout;
+        Exchange {
+            head: request.head,
+            body: Body {
+                conn: Some(conn),
+                framing: request.framing,
+                expect_continue: request.expect_continue,
+                body_read_timeout,
+                started: false,
+            },
+            http10: request.http10,
+            keep_alive: request.keep_alive,
+            is_head: request.is_head,
+            back,
+            shared,
+        }
+    }
+
+    pub(crate) fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The head, to take parts of, and the body, decoded from its framing.
+    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
+        (&mut self.head, &mut self.body)
+    }
+
+    /// Writes `response` in one piece and flushes it; returns once it has
+    /// been handed to the operating system, or the write timeout has passed.
+    ///
+    /// A header that cannot be sent safely (a name that is not a token, a value
+    /// with a control character such as CR or LF) is never emitted: the whole
+    /// response is replaced by a `500` and the problem is logged.
+    pub(crate) fn respond(mut self, response: Response) -> io::Result<()> {
+        let (status, headers, body) = response.into_wire();
+        let (status, headers, body) = match wire::check_headers(&headers) {
+            Ok(()) => (status, headers, body),
+            Err(bad) => {
+                log::error!(
+                    "refusing to send a response with an invalid header: {}",
+                    bad.0
+                );
+                HttpError::new(500, "Internal Server Error")
+                    .into_response()
+                    .into_wire()
+            }
+        };
+        let handler_closes = headers
+            .get_all("Connection")
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        let keep = self.keep_alive
+            && !handler_closes
+            && !self.shared.stopping.load(Ordering::SeqCst)
+            && self.body_can_be_finished();
+        let persistence = match (keep, self.http10) {
+            (false, _) => Persistence::Close,
+            (true, false) => Persistence::KeepAlive,
+            (true, true) => Persistence::KeepAliveHttp10,
+        };
+        let Some(mut conn) = self.body.conn.take() else {
+            return Err(io::Error::other("the connection is gone"));
+        };
+        let written = wire::write_response(
+            conn.reader.get_mut(),
+            status,
+            &headers,
+            &body,
+            !self.is_head,
+            persistence,
+        );
+        let keep = keep && written.is_ok() && self.drain(&mut conn);
+        let returned = if keep {
+            Returned::KeepAlive(conn)
+        } else {
+            Returned::Close(conn)
+        };
+        // The connection thread is waiting for it; if it has gone, the
+        // connection is simply dropped (closed).
+        let _ = self.back.send(returned);
+        match written {
+            Err(e) if !is_client_gone(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the unread rest of the body is known and small enough to read
+    /// and drop after responding, so that the connection can serve another
+    /// request.
+    fn body_can_be_finished(&self) -> bool {
+        match self.body.framing {
+            Framing::Done | Framing::Length(0) => true,
+            // Nothing was sent yet if `100 Continue` was not: the client may
+            // or may not send the body, so the framing is lost.
+            _ if self.body.expect_continue => false,
+            Framing::Length(left) => left <= MAX_DRAIN,
+            Framing::Chunked(_) => false,
+        }
+    }
+
+    /// Reads and drops the rest of the body; whether it all arrived.
+    fn drain(&mut self, conn: &mut Conn) -> bool {
+        if self.body.framing.is_done() {
+            return true;
+        }
+        if conn
+            .stream()
+            .set_read_timeout(Some(self.body.body_read_timeout))
+            .is_err()
+        {
+            return false;
+        }
+        let mut sink = [0u8; 8192];
+        loop {
+            match self.body.framing.read(&mut conn.reader, &mut sink) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+impl Drop for Exchange {
+    /// An exchange dropped without a response (it should not happen) still
+    /// gets one, so that the client is not left waiting.
+    fn drop(&mut self) {
+        if let Some(conn) = self.body.conn.take() {
+            respond_and_close(
+                conn.reader.into_inner(),
+                HttpError::new(500, "Internal Server Error").into_response(),
+            );
+        }
+    }
+}
+
+fn is_client_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+    )
+}
+
+/// Writes `response` with `Connection: close`, then closes the connection.
+pub(crate) fn respond_and_close(mut stream: TcpStream, response: Response) {
+    let (status, headers, body) = response.into_wire();
+    let _ = wire::write_response(
+        &mut stream,
+        status,
+        &headers,
+        &body,
+        true,
+        Persistence::Close,
+    );
+    linger_and_close(stream);
+}
+
+/// Closes our side, then reads and drops what the client still sends (for at
+/// most [`LINGER`]), so that the client reads our last response before the
+/// connection is reset.
+fn linger_and_close(stream: TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut stream = stream;
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
