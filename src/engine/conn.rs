@@ -31,11 +31,21 @@ const LINGER: Duration = Duration::from_secs(1);
 pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     remote_addr: Option<SocketAddr>,
+    /// The socket's read timeout as last set, to skip needless system calls.
+    read_timeout: Option<Duration>,
 }
 
 impl Conn {
     fn stream(&self) -> &TcpStream {
         self.reader.get_ref()
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) {
+        if self.read_timeout != Some(timeout)
+            && self.stream().set_read_timeout(Some(timeout)).is_ok()
+        {
+            self.read_timeout = Some(timeout);
+        }
     }
 }
 
@@ -120,12 +130,16 @@ fn serve(
     let mut conn = Conn {
         reader: BufReader::with_capacity(8 * 1024, stream),
         remote_addr,
+        read_timeout: None,
     };
+    // One channel for the whole connection: each exchange sends it back once.
+    let (back, returned) = crossbeam_channel::bounded(1);
+    let mut head = Vec::with_capacity(1024);
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let request = match read_request(&mut conn, limits) {
+        let request = match read_request(&mut conn, &mut head, limits) {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(refusal) => {
@@ -134,8 +148,7 @@ fn serve(
                 return;
             }
         };
-        let (back, returned) = crossbeam_channel::bounded(1);
-        let exchange = Exchange::new(request, conn, back, shared.clone());
+        let exchange = Exchange::new(request, conn, back.clone(), shared.clone());
         if let Err(unsent) = queue.send(Incoming::Request(exchange)) {
             // The server has gone: answer rather than drop the request.
             if let Incoming::Request(exchange) = unsent.into_inner() {
@@ -167,41 +180,51 @@ struct Request {
 /// Waits for the next request (idle timeout) and reads its head (header
 /// timeout, size and count limits). `Ok(None)`: the connection ended or idled
 /// out before a request began; `Err`: the answer to give before closing.
-fn read_request(conn: &mut Conn, limits: &ConnectionLimits) -> Result<Option<Request>, HttpError> {
-    let Some(head) = read_head_bytes(conn, limits)? else {
+fn read_request(
+    conn: &mut Conn,
+    head: &mut Vec<u8>,
+    limits: &ConnectionLimits,
+) -> Result<Option<Request>, HttpError> {
+    head.clear();
+    if !read_head_bytes(conn, head, limits)? {
         return Ok(None);
-    };
-    parse_head(&head, conn.remote_addr, limits).map(Some)
+    }
+    parse_head(head, conn.remote_addr, limits).map(Some)
 }
 
+/// Reads a request head into `head`; `false` if the connection ended or idled
+/// out before a request began.
 fn read_head_bytes(
     conn: &mut Conn,
+    head: &mut Vec<u8>,
     limits: &ConnectionLimits,
-) -> Result<Option<Vec<u8>>, HttpError> {
-    let _ = conn.stream().set_read_timeout(Some(limits.idle_timeout));
+) -> Result<bool, HttpError> {
+    conn.set_read_timeout(limits.idle_timeout);
     // Skip the empty lines a client may send between requests (RFC 9112 §2.2).
     loop {
         match conn.reader.fill_buf() {
-            Ok([]) | Err(_) => return Ok(None),
+            Ok([]) | Err(_) => return Ok(false),
             Ok([b'\r' | b'\n', ..]) => conn.reader.consume(1),
             Ok(_) => break,
         }
     }
     let deadline = Instant::now() + limits.header_timeout;
-    let mut head: Vec<u8> = Vec::with_capacity(512);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HttpError::new(408, "the request head took too long"));
+        // Only a read from the socket can wait: bound it by the deadline.
+        if conn.reader.buffer().is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HttpError::new(408, "the request head took too long"));
+            }
+            conn.set_read_timeout(left);
         }
-        let _ = conn.stream().set_read_timeout(Some(left));
         let available = match conn.reader.fill_buf() {
-            Ok([]) => return Ok(None),
+            Ok([]) => return Ok(false),
             Ok(available) => available,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(HttpError::new(408, "the request head took too long"))
             }
-            Err(_) => return Ok(None),
+            Err(_) => return Ok(false),
         };
         // The head ends at the first empty line: "\n\n" or "\n\r\n".
         let start = head.len();
@@ -230,7 +253,7 @@ fn read_head_bytes(
             ));
         }
         if end.is_some() {
-            return Ok(Some(head));
+            return Ok(true);
         }
     }
 }
@@ -241,8 +264,16 @@ fn parse_head(
     limits: &ConnectionLimits,
 ) -> Result<Request, HttpError> {
     let bad = |detail: &str| HttpError::new(400, detail.to_owned());
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut parsed = httparse::Request::new(&mut fields);
+    // Up to 64 fields (the default limit) on the stack, more on the heap.
+    let mut on_stack = [httparse::EMPTY_HEADER; 64];
+    let mut on_heap = Vec::new();
+    let fields = if limits.max_headers <= on_stack.len() {
+        &mut on_stack[..limits.max_headers]
+    } else {
+        on_heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap[..]
+    };
+    let mut parsed = httparse::Request::new(fields);
     match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
