@@ -109,3 +109,37 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
         .unwrap();
     assert_eq!(kept.response().text(), "b");
 }
+
+#[test]
+fn connections_beyond_the_cap_are_answered_503_at_once() {
+    let server = TestServer::with_builder(afterward::Server::builder().max_connections(2), app());
+    let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr())).collect();
+    // Make sure both are being served (each has its thread) before the third.
+    for (i, raw) in held.iter_mut().enumerate() {
+        raw.send(&get(&format!("/echo/{i}"))).unwrap();
+        assert_eq!(raw.response().text(), i.to_string());
+    }
+    let mut refused = Raw::connect(server.addr());
+    let response = refused
+        .response_within(Duration::from_secs(5))
+        .expect("an immediate answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.header("Retry-After"), Some("1"));
+    assert!(refused.closed_within(Duration::from_secs(5)));
+
+    // Once one is closed, a new connection is served again.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut raw = Raw::connect(server.addr());
+        raw.send(&get("/echo/back")).unwrap();
+        let response = raw.response();
+        if response.status() == 200 {
+            assert_eq!(response.text(), "back");
+            break;
+        }
+        // The closed connection's thread may not have ended yet.
+        assert!(Instant::now() < deadline, "never served again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -89,9 +89,20 @@ pub(crate) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, queue: &
         backoff = Duration::from_millis(5);
         let limits = &shared.limits;
         if shared.connections.load(Ordering::SeqCst) >= limits.max_connections {
-            // Answer at once rather than leave the client waiting in the backlog.
+            // Answer at once rather than leave the client waiting in the
+            // backlog; no lingering here, the accept thread must move on.
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            respond_and_close(stream, busy());
+            let (status, headers, body) = busy().into_wire();
+            let mut stream = stream;
+            let _ = wire::write_response(
+                &mut stream,
+                status,
+                &headers,
+                &body,
+                true,
+                Persistence::Close,
+            );
+            let _ = stream.shutdown(Shutdown::Write);
             continue;
         }
         shared.connections.fetch_add(1, Ordering::SeqCst);
@@ -168,9 +179,9 @@ fn serve(
 }
 
 /// A request head, parsed and checked.
-struct Request {
-    head: Head,
-    framing: Framing,
+pub(super) struct Request {
+    pub(super) head: Head,
+    pub(super) framing: Framing,
     http10: bool,
     keep_alive: bool,
     expect_continue: bool,
@@ -258,7 +269,7 @@ fn read_head_bytes(
     }
 }
 
-fn parse_head(
+pub(super) fn parse_head(
     bytes: &[u8],
     remote_addr: Option<SocketAddr>,
     limits: &ConnectionLimits,

@@ -36,6 +36,27 @@ use crate::method::Method;
 
 pub(crate) use self::conn::Exchange;
 
+/// Parses `bytes` as a request head, then reads what follows as its body:
+/// what the fuzz target `request_head` drives. Never panics, whatever the input.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_request(bytes: &[u8]) {
+    let limits = ConnectionLimits::default();
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes.len(), |i| i + 4);
+    if let Ok(mut request) = conn::parse_head(&bytes[..end], None, &limits) {
+        let mut rest = std::io::BufReader::new(&bytes[end..]);
+        let mut buf = [0u8; 256];
+        while let Ok(n) = request.framing.read(&mut rest, &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = request.head.target.len();
+    }
+}
+
 /// Per-connection limits and timeouts, set on the
 /// [`ServerBuilder`](crate::ServerBuilder), which documents each.
 #[derive(Debug, Clone)]
