@@ -435,6 +435,8 @@ impl ServerHandle {
     ///
     /// A client that has read its response can call this to wait for the
     /// tasks that request added: they were added before the response was sent.
+    /// Requests still waiting for a free request worker are not counted yet:
+    /// with concurrent clients, wait for what they started, not for silence.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         self.counters.wait_idle(timeout)
     }

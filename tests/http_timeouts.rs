@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use afterward::testing::{TestRequest, TestServer};
 use afterward::{App, BackgroundTasks, RawBody, Server};
 use support::raw::{get, Raw};
+use support::Gate;
 
 const SHORT: Duration = Duration::from_millis(400);
 /// Slack for a loaded CI machine on top of a configured timeout.
@@ -67,9 +68,12 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_client_that_never_reads_frees_the_worker_and_loses_no_task() {
+    let handling = Gate::new();
+    let signal = handling.clone();
     let app = App::new()
-        .get("/big", |tasks: BackgroundTasks| {
+        .get("/big", move |tasks: BackgroundTasks| {
             tasks.add_task(|| ());
+            signal.open();
             vec![b'x'; 32 * 1024 * 1024]
         })
         .get("/small", || "small");
@@ -78,6 +82,7 @@ fn a_client_that_never_reads_frees_the_worker_and_loses_no_task() {
     // Asks for 32 MiB and never reads: the only worker blocks writing...
     let mut stuck = Raw::connect(server.addr());
     stuck.send(&get("/big")).unwrap();
+    assert!(handling.wait());
     // ...until the write timeout frees it for the next client.
     let small = TestRequest::new(server.addr(), "GET", "/small").send();
     assert_eq!(small.text(), "small");

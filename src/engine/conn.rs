@@ -55,6 +55,8 @@ enum Returned {
     KeepAlive(Conn),
     /// Close, after letting the client finish sending.
     Close(Conn),
+    /// The exchange was dropped unanswered and closed the connection itself.
+    Gone,
 }
 
 /// Accepts connections until the engine stops, one thread each.
@@ -92,17 +94,7 @@ pub(crate) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, queue: &
             // Answer at once rather than leave the client waiting in the
             // backlog; no lingering here, the accept thread must move on.
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let (status, headers, body) = busy().into_wire();
-            let mut stream = stream;
-            let _ = wire::write_response(
-                &mut stream,
-                status,
-                &headers,
-                &body,
-                true,
-                Persistence::Close,
-            );
-            let _ = stream.shutdown(Shutdown::Write);
+            respond_and_close_now(stream, busy());
             continue;
         }
         shared.connections.fetch_add(1, Ordering::SeqCst);
@@ -173,7 +165,8 @@ fn serve(
                 linger_and_close(closing.reader.into_inner());
                 return;
             }
-            Err(_) => return,
+            // The thread holds a sender itself, so `recv` cannot fail.
+            Ok(Returned::Gone) | Err(_) => return,
         }
     }
 }
@@ -565,10 +558,10 @@ impl Drop for Exchange {
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
         if let Some(conn) = self.body.conn.take() {
-            respond_and_close(
-                conn.reader.into_inner(),
-                HttpError::new(500, "Internal Server Error").into_response(),
-            );
+            let error = HttpError::new(500, "Internal Server Error").into_response();
+            respond_and_close_now(conn.reader.into_inner(), error);
+            // The connection thread waits for word of its connection.
+            let _ = self.back.send(Returned::Gone);
         }
     }
 }
@@ -580,18 +573,20 @@ fn is_client_gone(e: &io::Error) -> bool {
     )
 }
 
-/// Writes `response` with `Connection: close`, then closes the connection.
-pub(crate) fn respond_and_close(mut stream: TcpStream, response: Response) {
+/// Writes `response` with `Connection: close`, then closes the connection
+/// after [lingering](linger_and_close).
+fn respond_and_close(stream: TcpStream, response: Response) {
+    linger_and_close(respond_and_close_now(stream, response));
+}
+
+/// Writes `response` with `Connection: close` and closes our side at once;
+/// returns the stream, for lingering or to drop.
+fn respond_and_close_now(mut stream: TcpStream, response: Response) -> TcpStream {
     let (status, headers, body) = response.into_wire();
-    let _ = wire::write_response(
-        &mut stream,
-        status,
-        &headers,
-        &body,
-        true,
-        Persistence::Close,
-    );
-    linger_and_close(stream);
+    let close = Persistence::Close;
+    let _ = wire::write_response(&mut stream, status, &headers, &body, true, close);
+    let _ = stream.shutdown(Shutdown::Write);
+    stream
 }
 
 /// Closes our side, then reads and drops what the client still sends (for at
