@@ -172,7 +172,7 @@ fn serve(
 }
 
 /// A request head, parsed and checked.
-pub(super) struct Request {
+pub(super) struct ParsedHead {
     pub(super) head: Head,
     pub(super) framing: Framing,
     http10: bool,
@@ -188,7 +188,7 @@ fn read_request(
     conn: &mut Conn,
     head: &mut Vec<u8>,
     limits: &ConnectionLimits,
-) -> Result<Option<Request>, HttpError> {
+) -> Result<Option<ParsedHead>, HttpError> {
     head.clear();
     if !read_head_bytes(conn, head, limits)? {
         return Ok(None);
@@ -266,7 +266,7 @@ pub(super) fn parse_head(
     bytes: &[u8],
     remote_addr: Option<SocketAddr>,
     limits: &ConnectionLimits,
-) -> Result<Request, HttpError> {
+) -> Result<ParsedHead, HttpError> {
     let bad = |detail: &str| HttpError::new(400, detail.to_owned());
     // Up to 64 fields (the default limit) on the stack, more on the heap.
     let mut on_stack = [httparse::EMPTY_HEADER; 64];
@@ -367,7 +367,7 @@ pub(super) fn parse_head(
         (false, None) => Framing::Done,
     };
     let method = Method::from_token(method);
-    Ok(Request {
+    Ok(ParsedHead {
         is_head: method == Method::Head,
         head: Head {
             method,
@@ -430,7 +430,12 @@ impl Read for Body {
 }
 
 impl Exchange {
-    fn new(request: Request, conn: Conn, back: Sender<Returned>, shared: Arc<Shared>) -> Exchange {
+    fn new(
+        request: ParsedHead,
+        conn: Conn,
+        back: Sender<Returned>,
+        shared: Arc<Shared>,
+    ) -> Exchange {
         let body_read_timeout = shared.limits.body_read_timeout;
         Exchange {
             head: request.head,
