@@ -1,10 +1,12 @@
-//! The HTTP benchmark of issue #2: afterward against a plain tiny_http
-//! hello-world, in one run, on the same machine, driven by `wrk`.
+//! The HTTP benchmark of issue #2 (and the burst of issue #4): afterward
+//! against a plain tiny_http hello-world, in one run, on the same machine,
+//! driven by `wrk`.
 //!
 //! ```text
 //! cargo bench --bench http
 //! BENCH_SECS=10 BENCH_ROUNDS=5 BENCH_WORKERS=8 cargo bench --bench http
 //! BENCH_PIN=1 cargo bench --bench http
+//! BENCH_BURST_ROUNDS=9 cargo bench --bench http
 //! ```
 //!
 //! Two servers run inside this process, both on `127.0.0.1:0`:
@@ -33,24 +35,39 @@
 //! At the end afterward is waited on until idle and shut down, and the lines in
 //! the file must equal the requests it answered (its own count: `wrk` may drop
 //! responses still in flight when its time is up) and the tasks it completed.
-//! The process exits non-zero if they differ, if `wrk` is missing or fails, or
-//! if either server answers with a non-2xx/3xx status. A missed performance target is
-//! reported in the table but does not fail the run: the machine is noisy.
+//!
+//! Then comes the **burst** of issue #4: 256 keep-alive connections opened at
+//! once, then one `POST /send-notification/burst{i}@example.com` written on
+//! each and one response read on each while all are held open. As in the
+//! hardening suite's burst test, answers are timed from the first write (all
+//! connections open); it counts the 2xx responses within 1 s and within a 2 s
+//! cap, the time until the last one, and how long opening the connections took
+//! (also capped at 2 s). `BENCH_BURST_ROUNDS` interleaved rounds (5 by default),
+//! each against a fresh instance of its server (tiny_http's thread pool keeps
+//! the threads of an earlier burst for 5 s), then medians and the worst round.
+//! All connections are closed after each round. afterward's instances append
+//! to a file of their own, checked the same way. With `BENCH_PIN=1` the client
+//! thread is on wrk's CPU.
+//!
+//! The process exits non-zero if a line check fails, if `wrk` is missing or
+//! fails, or if either server answers `wrk` with a non-2xx/3xx status. A missed
+//! performance target (the burst's included) is reported in the table but does
+//! not fail the run: the machine is noisy.
 //!
 //! The markdown summary is printed and written to `target/bench-http.md`.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does), it only makes a
 //! quick check without `wrk`: a few requests to each server, the line count,
-//! and the parsing of a sample `wrk` report.
+//! the parsing of a sample `wrk` report, and a burst of 8 connections.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +92,15 @@ const TARGET_RATIO: f64 = 0.9;
 const TARGET_P99_MS: f64 = 3.0;
 /// How long the servers get to finish their work at the end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The burst of issue #4: connections opened at once, each with one request.
+const BURST_CONNECTIONS: usize = 256;
+/// Its target: every connection answered within this long (the hardening
+/// suite's `a_burst_of_256_keep_alive_connections_is_answered_within_a_second`).
+const BURST_TARGET: Duration = Duration::from_secs(1);
+/// How long a burst round waits for answers, from its first connect.
+const BURST_CAP: Duration = Duration::from_secs(2);
+/// The client's pause after a pass over the connections that read nothing.
+const BURST_POLL: Duration = Duration::from_micros(500);
 
 fn main() -> ExitCode {
     let bench_mode = std::env::args().any(|arg| arg == "--bench");
@@ -95,6 +121,7 @@ struct Config {
     secs: u64,
     rounds: usize,
     workers: usize,
+    burst_rounds: usize,
     /// `BENCH_PIN=1`: the servers on CPUs `0..=last_server_cpu`, wrk on `wrk_cpu`.
     pin: Option<Pin>,
 }
@@ -135,6 +162,7 @@ impl Config {
             secs: env_number("BENCH_SECS", 5, 1, 600)?,
             rounds: env_number("BENCH_ROUNDS", 3, 1, 50)?,
             workers: env_number("BENCH_WORKERS", 8, 1, 512)?,
+            burst_rounds: env_number("BENCH_BURST_ROUNDS", 5, 1, 50)?,
             pin,
         })
     }
@@ -151,6 +179,26 @@ fn pin_this_process(pin: Pin) -> Result<(), String> {
         .map_err(|e| format!("BENCH_PIN=1 needs taskset (util-linux): {e}"))?;
     if !status.success() {
         return Err(format!("taskset -a -cp {cpus} failed ({status})"));
+    }
+    Ok(())
+}
+
+/// Pins the calling thread alone to `cpu` (its id from `/proc/thread-self`).
+fn pin_this_thread(cpu: usize) -> Result<(), String> {
+    let link = fs::read_link("/proc/thread-self")
+        .map_err(|e| format!("BENCH_PIN=1: cannot read /proc/thread-self: {e}"))?;
+    let tid = link
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| format!("BENCH_PIN=1: unexpected /proc/thread-self: {link:?}"))?
+        .to_owned();
+    let status = Command::new("taskset")
+        .args(["-cp", &cpu.to_string(), &tid])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("BENCH_PIN=1 needs taskset (util-linux): {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset -cp {cpu} {tid} failed ({status})"));
     }
     Ok(())
 }
@@ -177,6 +225,8 @@ where
 struct Baseline {
     server: Arc<tiny_http::Server>,
     stopping: Arc<AtomicBool>,
+    /// Requests received from `recv()`, answered or not (the burst waits on it).
+    received: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
 }
@@ -190,22 +240,38 @@ impl Baseline {
             .map_err(|e| format!("tiny_http: {e}"))?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(workers);
         for index in 0..workers {
             let server = server.clone();
             let stopping = stopping.clone();
+            let received = received.clone();
             let thread = thread::Builder::new()
                 .name(format!("baseline-http-{index}"))
-                .spawn(move || baseline_worker(&server, &stopping))
+                .spawn(move || baseline_worker(&server, &stopping, &received))
                 .map_err(|e| format!("spawn: {e}"))?;
             threads.push(thread);
         }
         Ok(Baseline {
             server,
             stopping,
+            received,
             threads,
             addr,
         })
+    }
+
+    /// Waits (at most `timeout`) until `recv()` has returned `count` requests
+    /// in all; whether it has.
+    fn wait_received(&self, count: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.received.load(Ordering::Relaxed) < count {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     fn stop(self) {
@@ -220,12 +286,13 @@ impl Baseline {
     }
 }
 
-fn baseline_worker(server: &tiny_http::Server, stopping: &AtomicBool) {
+fn baseline_worker(server: &tiny_http::Server, stopping: &AtomicBool, received: &AtomicU64) {
     let content_type =
         tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header");
     loop {
         match server.recv() {
             Ok(request) => {
+                received.fetch_add(1, Ordering::Relaxed);
                 let response =
                     tiny_http::Response::from_string(BODY).with_header(content_type.clone());
                 let _ = request.respond(response);
@@ -309,11 +376,16 @@ impl Check {
     }
 }
 
-/// Waits for afterward to become idle, shuts it down, and counts the lines.
-fn finish_afterward(handle: ServerHandle, log: &FsPath) -> Result<Check, String> {
+/// Waits for afterward to become idle, shuts it down, and counts the lines,
+/// each of which must pass `well_formed`.
+fn finish_afterward(
+    handle: ServerHandle,
+    log: &FsPath,
+    well_formed: fn(&str) -> bool,
+) -> Result<Check, String> {
     let idle = handle.wait_idle(DRAIN_TIMEOUT);
     let report = handle.shutdown(DRAIN_TIMEOUT);
-    let (lines, malformed_lines) = count_lines(log)?;
+    let (lines, malformed_lines) = count_lines(log, well_formed)?;
     Ok(Check {
         lines,
         malformed_lines,
@@ -322,14 +394,26 @@ fn finish_afterward(handle: ServerHandle, log: &FsPath) -> Result<Check, String>
     })
 }
 
-/// The number of lines in `log`, and how many of them are not [`EXPECTED_LINE`].
-fn count_lines(log: &FsPath) -> Result<(u64, u64), String> {
+/// Whether `line` is the one written for [`TARGET`].
+fn is_expected_line(line: &str) -> bool {
+    line == EXPECTED_LINE
+}
+
+/// Whether `line` is one written for a burst request: `burst{i}@example.com`.
+fn is_burst_line(line: &str) -> bool {
+    line.strip_prefix("notification for burst")
+        .and_then(|rest| rest.strip_suffix("@example.com: some notification"))
+        .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The number of lines in `log`, and how many of them fail `well_formed`.
+fn count_lines(log: &FsPath, well_formed: fn(&str) -> bool) -> Result<(u64, u64), String> {
     let file = File::open(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let (mut lines, mut malformed) = (0, 0);
     for line in BufReader::new(file).lines() {
         let line = line.map_err(|e| format!("{}: {e}", log.display()))?;
         lines += 1;
-        if line != EXPECTED_LINE {
+        if !well_formed(&line) {
             malformed += 1;
         }
     }
@@ -544,12 +628,327 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
 }
 
 // ---------------------------------------------------------------------------
+// The burst (issue #4).
+
+/// What one burst round saw.
+#[derive(Debug, Clone, Default)]
+struct BurstRound {
+    /// Connections opened (within [`BURST_CAP`]), and how long opening them took.
+    connected: usize,
+    connect_time: Duration,
+    /// Requests written in full.
+    sent: usize,
+    /// Complete 2xx responses with [`BODY`], timed from just before the first
+    /// request was written (the connections all open): within
+    /// [`BURST_TARGET`], and within [`BURST_CAP`] (which includes the former).
+    within_target: usize,
+    within_cap: usize,
+    /// The time of the last of those responses.
+    last_answer: Option<Duration>,
+    /// Complete responses that were not a 2xx with [`BODY`], or did not parse.
+    bad: usize,
+    /// Connections the server closed without a (complete) response.
+    closed: usize,
+    /// The kernel's count of listen-queue overflows during the round (all of
+    /// the machine's sockets): each one makes a connect wait for a SYN
+    /// retransmission, 1 s.
+    listen_overflows: Option<u64>,
+}
+
+/// How far one burst connection has got.
+enum BurstState {
+    Waiting,
+    Answered,
+    Failed,
+}
+
+/// What the bytes read so far on a burst connection amount to.
+enum Reading {
+    Incomplete,
+    /// A whole response: whether it is a 2xx with [`BODY`].
+    Complete(bool),
+    Malformed,
+}
+
+/// Reads a response at the start of `buf`, framed by `Content-Length` (both
+/// servers send one for this body).
+fn read_burst_response(buf: &[u8]) -> Reading {
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Reading::Incomplete,
+        Err(_) => return Reading::Malformed,
+    };
+    let length = response
+        .headers
+        .iter()
+        .find(|field| field.name.eq_ignore_ascii_case("Content-Length"))
+        .and_then(|field| std::str::from_utf8(field.value).ok())
+        .and_then(|value| value.trim().parse::<usize>().ok());
+    let (Some(code), Some(length)) = (response.code, length) else {
+        return Reading::Malformed;
+    };
+    match buf.get(head_len..head_len + length) {
+        None => Reading::Incomplete,
+        Some(body) => Reading::Complete((200..300).contains(&code) && body == BODY.as_bytes()),
+    }
+}
+
+/// `TcpExt: ListenOverflows` from `/proc/net/netstat`; `None` off Linux.
+fn listen_overflows() -> Option<u64> {
+    let netstat = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = netstat.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let index = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(index)?.parse().ok()
+}
+
+/// One burst round against `addr`: opens `connections` connections one after
+/// the other as fast as they are accepted (at most [`BURST_CAP`] in all), then
+/// writes one keep-alive request on each and reads one response on each, all
+/// held open, for at most [`BURST_CAP`] from the first write, as the hardening
+/// suite's burst test does. Every connection is closed on return.
+fn burst(addr: SocketAddr, connections: usize) -> BurstRound {
+    assert!(
+        addr.ip().is_loopback(),
+        "the benchmark targets 127.0.0.1 only"
+    );
+    let mut round = BurstRound::default();
+    let overflows_before = listen_overflows();
+    let connecting = Instant::now();
+    let connect_deadline = connecting + BURST_CAP;
+    let mut streams = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let left = connect_deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, left) {
+            streams.push((i, stream));
+        }
+    }
+    round.connect_time = connecting.elapsed();
+    round.connected = streams.len();
+
+    // Each request fits in an empty socket buffer: a non-blocking write sends
+    // it whole, or the connection counts as not sent.
+    let started = Instant::now();
+    let deadline = started + BURST_CAP;
+    let mut pending: Vec<(TcpStream, Vec<u8>, BurstState)> = Vec::with_capacity(streams.len());
+    for (i, mut stream) in streams {
+        let request = format!(
+            "POST /send-notification/burst{i}@example.com HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        if stream.set_nonblocking(true).is_ok() && stream.write_all(request.as_bytes()).is_ok() {
+            pending.push((stream, Vec::with_capacity(256), BurstState::Waiting));
+        }
+    }
+    round.sent = pending.len();
+
+    // Poll every connection still waiting, pausing briefly after a pass that
+    // read nothing: each answer is timed to within about a pass.
+    let mut waiting = pending.len();
+    let mut chunk = [0u8; 4096];
+    while waiting > 0 && Instant::now() < deadline {
+        let mut progress = false;
+        for (stream, buf, state) in &mut pending {
+            if !matches!(state, BurstState::Waiting) {
+                continue;
+            }
+            let outcome = match stream.read(&mut chunk) {
+                Ok(0) => {
+                    round.closed += 1;
+                    Some(BurstState::Failed)
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    progress = true;
+                    match read_burst_response(buf) {
+                        Reading::Incomplete => None,
+                        Reading::Complete(true) => {
+                            let at = started.elapsed();
+                            if at <= BURST_TARGET {
+                                round.within_target += 1;
+                            }
+                            if at <= BURST_CAP {
+                                round.within_cap += 1;
+                                round.last_answer = Some(at);
+                            }
+                            Some(BurstState::Answered)
+                        }
+                        Reading::Complete(false) | Reading::Malformed => {
+                            round.bad += 1;
+                            Some(BurstState::Failed)
+                        }
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    None
+                }
+                Err(_) => {
+                    round.closed += 1;
+                    Some(BurstState::Failed)
+                }
+            };
+            if let Some(outcome) = outcome {
+                *state = outcome;
+                waiting -= 1;
+                progress = true;
+            }
+        }
+        if !progress {
+            thread::sleep(BURST_POLL);
+        }
+    }
+    drop(pending);
+    round.listen_overflows = overflows_before
+        .zip(listen_overflows())
+        .map(|(before, after)| after.saturating_sub(before));
+    round
+}
+
+/// The burst rounds of one run, and the check of afterward's file.
+struct BurstResults {
+    baseline: Vec<BurstRound>,
+    afterward: Vec<BurstRound>,
+    /// Over every afterward instance: the lines in the file, the counters summed.
+    check: Check,
+}
+
+/// Runs `rounds` interleaved burst rounds of `connections` connections, each
+/// against a fresh instance of its server (started on this thread, so pinned
+/// with it), every afterward instance appending to `burst_log`. The client
+/// runs on a thread of its own, pinned to `client_cpu` if given. After each
+/// round the server is given time to take in every request sent (those left
+/// unanswered are read once their connection closes), then stopped.
+fn run_bursts(
+    workers: usize,
+    rounds: usize,
+    connections: usize,
+    client_cpu: Option<usize>,
+    burst_log: &FsPath,
+    verbose: bool,
+) -> Result<BurstResults, String> {
+    let (to_client, addrs) = mpsc::channel::<SocketAddr>();
+    let (to_main, results) = mpsc::channel::<BurstRound>();
+    let client = thread::Builder::new()
+        .name("burst-client".into())
+        .spawn(move || -> Result<(), String> {
+            if let Some(cpu) = client_cpu {
+                pin_this_thread(cpu)?;
+            }
+            for addr in addrs {
+                if to_main.send(burst(addr, connections)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("spawn: {e}"))?;
+    let ask = |addr: SocketAddr| -> Result<BurstRound, String> {
+        to_client
+            .send(addr)
+            .map_err(|_| "the burst client has stopped".to_owned())?;
+        results
+            .recv()
+            .map_err(|_| "the burst client has stopped".to_owned())
+    };
+
+    let rounds_run = || -> Result<BurstResults, String> {
+        let (mut base_rounds, mut ours_rounds) = (Vec::new(), Vec::new());
+        let mut check = Check {
+            lines: 0,
+            malformed_lines: 0,
+            stats: Stats::default(),
+            complete: true,
+        };
+        for round in 1..=rounds {
+            let baseline = Baseline::start(workers)?;
+            let base = ask(baseline.addr)?;
+            let taken_in = baseline.wait_received(base.sent as u64, Duration::from_secs(10));
+            baseline.stop();
+            if verbose {
+                print_burst(round, "baseline ", &base);
+                if !taken_in {
+                    println!("  (tiny_http had not taken in every request 10 s later)");
+                }
+            }
+
+            let afterward = start_afterward(workers, burst_log)?;
+            let ours = ask(afterward.local_addr())?;
+            let deadline = Instant::now() + DRAIN_TIMEOUT;
+            while afterward.stats().requests < ours.sent as u64 && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let instance = finish_afterward(afterward, burst_log, is_burst_line)?;
+            if verbose {
+                print_burst(round, "afterward", &ours);
+            }
+            // The file holds every instance's lines so far.
+            check.lines = instance.lines;
+            check.malformed_lines = instance.malformed_lines;
+            check.complete &= instance.complete;
+            let (sum, s) = (&mut check.stats, &instance.stats);
+            sum.requests += s.requests;
+            sum.completed += s.completed;
+            sum.failed += s.failed;
+            sum.panicked += s.panicked;
+            sum.discarded += s.discarded;
+
+            base_rounds.push(base);
+            ours_rounds.push(ours);
+        }
+        Ok(BurstResults {
+            baseline: base_rounds,
+            afterward: ours_rounds,
+            check,
+        })
+    };
+    let outcome = rounds_run();
+    drop(to_client);
+    // The client's own error (it could not pin itself) explains ours.
+    client
+        .join()
+        .map_err(|_| "the burst client panicked".to_owned())??;
+    outcome
+}
+
+fn print_burst(round: usize, name: &str, run: &BurstRound) {
+    println!(
+        "burst round {round} {name}: {:>3} of {BURST_CONNECTIONS} answered within {} s, {:>3} \
+         within {} s, the last at {:>9}; connecting took {:.1} ms ({} connected, {} sent, \
+         {} closed unanswered, {} bad, {} listen overflows)",
+        run.within_target,
+        BURST_TARGET.as_secs(),
+        run.within_cap,
+        BURST_CAP.as_secs(),
+        run.last_answer.map_or("n/a".to_owned(), |at| format!(
+            "{:.1} ms",
+            at.as_secs_f64() * 1e3
+        )),
+        run.connect_time.as_secs_f64() * 1e3,
+        run.connected,
+        run.sent,
+        run.closed,
+        run.bad,
+        run.listen_overflows
+            .map_or("?".to_owned(), |n| n.to_string())
+    );
+}
+
+// ---------------------------------------------------------------------------
 // The benchmark.
 
 /// Temporary files removed on drop (the log only when asked to).
 struct TempFiles {
     script: PathBuf,
     log: PathBuf,
+    /// The burst's afterward instance writes here.
+    burst_log: PathBuf,
     keep_log: bool,
 }
 
@@ -563,11 +962,14 @@ impl TempFiles {
         let files = TempFiles {
             script: dir.join(format!("{stem}.lua")),
             log: dir.join(format!("{stem}.log")),
+            burst_log: dir.join(format!("{stem}-burst.log")),
             keep_log: false,
         };
         fs::write(&files.script, wrk_script())
             .map_err(|e| format!("{}: {e}", files.script.display()))?;
-        File::create(&files.log).map_err(|e| format!("{}: {e}", files.log.display()))?;
+        for log in [&files.log, &files.burst_log] {
+            File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        }
         Ok(files)
     }
 }
@@ -577,6 +979,7 @@ impl Drop for TempFiles {
         let _ = fs::remove_file(&self.script);
         if !self.keep_log {
             let _ = fs::remove_file(&self.log);
+            let _ = fs::remove_file(&self.burst_log);
         }
     }
 }
@@ -639,14 +1042,33 @@ fn bench() -> Result<bool, String> {
     }
 
     baseline.stop();
-    let check = finish_afterward(afterward, &files.log)?;
+    let check = finish_afterward(afterward, &files.log, is_expected_line)?;
     println!(
         "check: {}; wrk read {wrk_responses} of the responses",
         check.describe()
     );
-    if !check.passed() {
+
+    println!(
+        "burst: {BURST_CONNECTIONS} keep-alive connections at once, one request each, \
+         {} rounds, a fresh server each",
+        config.burst_rounds
+    );
+    let burst = run_bursts(
+        config.workers,
+        config.burst_rounds,
+        BURST_CONNECTIONS,
+        config.pin.map(|pin| pin.wrk_cpu),
+        &files.burst_log,
+        true,
+    )?;
+    println!("burst check: {}", burst.check.describe());
+    if !check.passed() || !burst.check.passed() {
         files.keep_log = true;
-        println!("the log is kept at {}", files.log.display());
+        println!(
+            "the logs are kept at {} and {}",
+            files.log.display(),
+            files.burst_log.display()
+        );
     }
 
     let summary = Summary {
@@ -656,6 +1078,7 @@ fn bench() -> Result<bool, String> {
         baseline: baseline_runs,
         afterward: afterward_runs,
         check,
+        burst,
     };
     let markdown = summary.markdown();
     println!("\n{markdown}");
@@ -673,7 +1096,7 @@ fn bench() -> Result<bool, String> {
         eprintln!("error: a server answered something other than 2xx/3xx");
         return Ok(false);
     }
-    if !summary.check.passed() {
+    if !summary.check.passed() || !summary.burst.check.passed() {
         eprintln!("error: the lines written do not match the requests answered");
         return Ok(false);
     }
@@ -741,6 +1164,7 @@ struct Summary {
     baseline: Vec<Run>,
     afterward: Vec<Run>,
     check: Check,
+    burst: BurstResults,
 }
 
 impl Summary {
@@ -760,6 +1184,7 @@ impl Summary {
             secs,
             rounds,
             workers,
+            burst_rounds: _,
             pin,
         } = self.config;
 
@@ -858,7 +1283,128 @@ impl Summary {
              pool) over the responses wrk read, while only the server under test was busy; \
              afterward's includes the tasks, waited for at the end of each run.\n",
         );
+        self.burst_markdown(&mut md);
         md
+    }
+
+    fn burst_markdown(&self, md: &mut String) {
+        let burst = &self.burst;
+        let (base, ours) = (&burst.baseline[..], &burst.afterward[..]);
+        let count = |runs: &[BurstRound], f: fn(&BurstRound) -> usize| {
+            median(runs.iter().map(|r| f(r) as f64))
+        };
+        // The median, and the worst round when it differs.
+        let answered = |runs: &[BurstRound], f: fn(&BurstRound) -> usize| {
+            let worst = runs.iter().map(f).min().unwrap_or(0);
+            let mut text = format!("{:.0} of {BURST_CONNECTIONS}", count(runs, f));
+            if (worst as f64) < count(runs, f) {
+                let _ = write!(text, " (worst {worst})");
+            }
+            text
+        };
+        let within_target: fn(&BurstRound) -> usize = |r| r.within_target;
+        let within_cap: fn(&BurstRound) -> usize = |r| r.within_cap;
+        let to_ms = |at: Option<Duration>| at.map_or(f64::NAN, |at| at.as_secs_f64() * 1e3);
+        // A round without an answer sorts last (NaN), as if infinitely late.
+        let last = |runs: &[BurstRound]| median(runs.iter().map(|r| to_ms(r.last_answer)));
+        let connect =
+            |runs: &[BurstRound]| median(runs.iter().map(|r| to_ms(Some(r.connect_time))));
+        let ms = |value: f64| {
+            if value.is_nan() {
+                "n/a".to_owned()
+            } else {
+                format!("{value:.1} ms")
+            }
+        };
+        let met = |ok: bool| if ok { "yes" } else { "**no**" };
+        let _ = writeln!(
+            md,
+            "\n**Burst** (issue #4): {BURST_CONNECTIONS} keep-alive connections opened at once, \
+             then one `POST /send-notification/burst{{i}}@example.com` written on each and one \
+             response read on each, all held open; answers timed from the first write (all \
+             connections open), for at most {cap} s, connecting also capped at {cap} s. A fresh \
+             instance of each server per round; medians (and the worst round) of {} interleaved \
+             rounds.\n",
+            base.len(),
+            cap = BURST_CAP.as_secs(),
+        );
+        md.push_str("| | plain tiny_http | afterward | target | met |\n");
+        md.push_str("|---|---:|---:|---|---|\n");
+        let _ = writeln!(
+            md,
+            "| answered within {} s | {} | {} | all, every round | {} |",
+            BURST_TARGET.as_secs(),
+            answered(base, within_target),
+            answered(ours, within_target),
+            met(ours.iter().all(|r| r.within_target == BURST_CONNECTIONS))
+        );
+        let _ = writeln!(
+            md,
+            "| answered within {} s (the cap) | {} | {} | | |",
+            BURST_CAP.as_secs(),
+            answered(base, within_cap),
+            answered(ours, within_cap)
+        );
+        let _ = writeln!(
+            md,
+            "| time until the last answer (of those answered) | {} | {} | | |",
+            ms(last(base)),
+            ms(last(ours))
+        );
+        let _ = writeln!(
+            md,
+            "| time to open the {BURST_CONNECTIONS} connections | {} | {} | | |",
+            ms(connect(base)),
+            ms(connect(ours))
+        );
+        let c = &burst.check;
+        let _ = writeln!(
+            md,
+            "| lines written == requests answered | | {} == {} ({} tasks completed) | equal | {} |",
+            c.lines,
+            c.stats.requests,
+            c.stats.completed,
+            met(c.passed())
+        );
+        md.push_str(
+            "\nEach round: answered within 1 s / within the cap, the last answer; time to open \
+             the connections (listen-queue overflows the kernel counted meanwhile, machine-wide):\n\n",
+        );
+        md.push_str("| round | tiny_http answered | tiny_http connecting | afterward answered | afterward connecting |\n");
+        md.push_str("|---:|---:|---:|---:|---:|\n");
+        let answered_cell = |r: &BurstRound| {
+            let mut text = format!(
+                "{} / {}, {}",
+                r.within_target,
+                r.within_cap,
+                ms(to_ms(r.last_answer))
+            );
+            if r.closed + r.bad > 0 {
+                let _ = write!(text, " ({} closed, {} bad)", r.closed, r.bad);
+            }
+            text
+        };
+        let connecting = |r: &BurstRound| {
+            let mut text = ms(to_ms(Some(r.connect_time)));
+            if r.connected < BURST_CONNECTIONS || r.sent < r.connected {
+                let _ = write!(text, ", {} connected, {} sent", r.connected, r.sent);
+            }
+            if let Some(n) = r.listen_overflows {
+                let _ = write!(text, " ({n})");
+            }
+            text
+        };
+        for (i, (b, o)) in base.iter().zip(ours).enumerate() {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                i + 1,
+                answered_cell(b),
+                connecting(b),
+                answered_cell(o),
+                connecting(o)
+            );
+        }
     }
 }
 
@@ -866,7 +1412,7 @@ impl Summary {
 // The quick check, without wrk.
 
 /// Serves a few requests on each server and checks the line count and the
-/// parsing of a sample `wrk` report.
+/// parsing of a sample `wrk` report, then makes a small burst.
 fn smoke() -> Result<bool, String> {
     println!("benches/http.rs: quick check only (run `cargo bench --bench http` to measure)");
     let sample = "Running 5s test @ http://127.0.0.1:1/x\n  2 threads and 32 connections\n  \
@@ -910,7 +1456,27 @@ fn smoke() -> Result<bool, String> {
         }
     }
     baseline.stop();
-    let check = finish_afterward(afterward, &files.log)?;
+    let check = finish_afterward(afterward, &files.log, is_expected_line)?;
     println!("check: {}", check.describe());
-    Ok(check.passed() && check.stats.requests == 20)
+
+    // A small burst: afterward must answer every connection.
+    const SMOKE_BURST: usize = 8;
+    let burst = run_bursts(2, 1, SMOKE_BURST, None, &files.burst_log, false)?;
+    let ours = &burst.afterward[0];
+    println!(
+        "burst of {SMOKE_BURST}: afterward answered {} within {} s; {}",
+        ours.within_target,
+        BURST_TARGET.as_secs(),
+        burst.check.describe()
+    );
+    if !is_burst_line("notification for burst12@example.com: some notification")
+        || is_burst_line("notification for burst@example.com: some notification")
+    {
+        return Err("burst lines misread".to_owned());
+    }
+    Ok(check.passed()
+        && check.stats.requests == 20
+        && ours.within_target == SMOKE_BURST
+        && burst.check.passed()
+        && burst.check.stats.requests == SMOKE_BURST as u64)
 }
