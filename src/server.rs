@@ -49,6 +49,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`max_header_bytes`](Self::max_header_bytes) | 16 KiB |
 /// | [`max_headers`](Self::max_headers) | 64 |
 /// | [`tcp_nodelay`](Self::tcp_nodelay) | on |
+/// | [`listen_backlog`](Self::listen_backlog) | 1024 |
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     address: String,
@@ -193,6 +194,15 @@ impl ServerBuilder {
     /// The most header fields a request may have; more answer `431`.
     pub fn max_headers(mut self, n: usize) -> ServerBuilder {
         self.config.connection.max_headers = n;
+        self
+    }
+
+    /// How many connections the kernel may hold for the accept thread before
+    /// it takes them (capped by the system, `net.core.somaxconn` on Linux). Too
+    /// small, and a burst of connections has some clients' handshakes dropped
+    /// and retried a second later.
+    pub fn listen_backlog(mut self, n: u32) -> ServerBuilder {
+        self.config.connection.listen_backlog = n;
         self
     }
 

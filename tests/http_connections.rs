@@ -17,21 +17,24 @@ fn app() -> App {
 #[test]
 fn a_burst_of_256_keep_alive_connections_is_answered_within_a_second() {
     let server = TestServer::new(app());
-    let mut connections: Vec<Raw> = (0..256).map(|_| Raw::connect(server.addr())).collect();
+    // Timed from the first connection: with too small a listen backlog, some
+    // handshakes of a burst are dropped and retried a second later.
     let started = Instant::now();
+    let mut connections: Vec<Raw> = (0..256).map(|_| Raw::connect(server.addr())).collect();
     for (i, raw) in connections.iter_mut().enumerate() {
         raw.send(&get(&format!("/echo/{i}"))).unwrap();
     }
-    let deadline = started + Duration::from_secs(1);
     for (i, raw) in connections.iter_mut().enumerate() {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
         let response = raw
-            .response_within(left)
-            .unwrap_or_else(|e| panic!("connection {i} not answered within 1 s: {e}"));
+            .response_within(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connection {i} not answered: {e}"));
         assert_eq!(response.text(), i.to_string());
     }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the burst took {took:?} to be answered"
+    );
     // All held open: each can still be used.
     for (i, raw) in connections.iter_mut().enumerate().take(8) {
         raw.send(&get(&format!("/echo/again{i}"))).unwrap();

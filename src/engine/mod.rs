@@ -23,7 +23,7 @@ mod conn;
 mod wire;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -69,6 +69,7 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) tcp_nodelay: bool,
+    pub(crate) listen_backlog: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -82,6 +83,7 @@ impl Default for ConnectionLimits {
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             tcp_nodelay: true,
+            listen_backlog: 1024,
         }
     }
 }
@@ -137,7 +139,7 @@ pub(crate) struct Head {
 impl Engine {
     /// Listens on `address` (`host:port`; port 0 picks a free one).
     pub(crate) fn bind(address: &str, limits: ConnectionLimits) -> io::Result<Engine> {
-        let listener = TcpListener::bind(address)?;
+        let listener = listen(address, limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let (sender, incoming) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
@@ -190,6 +192,32 @@ impl Engine {
     pub(crate) fn wake_one(&self) {
         let _ = self.wake.send(Incoming::Wake);
     }
+}
+
+/// Binds the first address `address` resolves to that accepts, and listens
+/// with `backlog` (the kernel caps it at `net.core.somaxconn`).
+fn listen(address: &str, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last_error = None;
+    for addr in address.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As std does: restart on the same port without waiting out TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()) {
+            Ok(()) => {
+                socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+                return Ok(socket.into());
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
 }
 
 impl Drop for Engine {
