@@ -13,9 +13,10 @@ use crossbeam_channel::RecvTimeoutError;
 use crate::engine::{ConnectionLimits, Engine, Exchange, Next};
 use crate::error::Error;
 use crate::http_error::HttpError;
+use crate::method::Method;
 use crate::pool::{Dispatcher, Job, OnFull, Pool, TaskInfo};
 use crate::request::{Request, RequestInit};
-use crate::response::IntoResponse;
+use crate::response::{IntoResponse, Response};
 use crate::routing::{App, Outcome};
 use crate::stats::{Counters, Stats};
 use crate::tasks::{panic_message, BackgroundTasks};
@@ -604,56 +605,16 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
     let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
     let method = head.method.clone();
     let target = head.target.clone();
-    if shared.must_shed(&target, dispatcher) {
-        let busy = HttpError::new(503, "the server is busy; retry later")
-            .with_header("Retry-After", "1")
-            .with_header("X-Request-Id", &*request_id);
-        shared.counters.responding(503);
-        if let Err(e) = exchange.respond(busy.into_response()) {
-            log::debug!("request {request_id}: the response could not be sent: {e}");
-        }
-        shared.counters.rejected();
-        shared.counters.request_finished();
-        log::info!(
-            target: "afterward::access",
-            "{method} {target} 503 {:.1}ms request_id={request_id} tasks=0 (shed: queue full)",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        return;
-    }
     let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
 
-    let outcome = {
-        let (head, body) = exchange.parts();
-        let mut request = Request::new(RequestInit {
-            method: method.clone(),
-            target: &target,
-            headers: std::mem::take(&mut head.headers),
-            remote_addr: head.remote_addr,
-            request_id: request_id.clone(),
-            body,
-            declared_length: head.content_length,
-            body_limit: shared.max_body_bytes,
-            tasks: tasks.clone(),
-            state: shared.app.state_map(),
-            counters: &shared.counters,
-        });
-        panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request)))
-    };
-    let mut response = match outcome {
-        Ok(Outcome::Handled(response)) => response,
-        Ok(Outcome::Rejected(error)) => {
-            tasks.discard("the request was rejected before its handler ran");
-            error.into_response()
-        }
-        Err(payload) => {
-            log::error!(
-                "handler for {method} {target} (request {request_id}) panicked: {}",
-                panic_message(payload.as_ref())
-            );
-            tasks.discard("its handler panicked");
-            HttpError::new(500, "Internal Server Error").into_response()
-        }
+    let mut response = if shared.must_shed(&target, dispatcher) {
+        // Refused before anything else: the handler never runs, no task is added.
+        shared.counters.rejected();
+        HttpError::new(503, "the server is busy; retry later")
+            .with_header("Retry-After", "1")
+            .into_response()
+    } else {
+        run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks)
     };
     let response_tasks = response.take_background();
     shared.counters.scheduled(response_tasks.len() as u64);
@@ -679,6 +640,47 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
         started.elapsed().as_secs_f64() * 1000.0
     );
     shared.counters.request_finished();
+}
+
+/// Builds the `Request`, routes it and runs its handler, catching a panic.
+/// The tasks of a request whose handler never ran, or panicked, are discarded.
+fn run_handler(
+    shared: &Shared,
+    exchange: &mut Exchange,
+    method: &Method,
+    target: &str,
+    request_id: &Arc<str>,
+    tasks: &BackgroundTasks,
+) -> Response {
+    let (head, body) = exchange.parts();
+    let mut request = Request::new(RequestInit {
+        method: method.clone(),
+        target,
+        headers: std::mem::take(&mut head.headers),
+        remote_addr: head.remote_addr,
+        request_id: request_id.clone(),
+        body,
+        declared_length: head.content_length,
+        body_limit: shared.max_body_bytes,
+        tasks: tasks.clone(),
+        state: shared.app.state_map(),
+        counters: &shared.counters,
+    });
+    match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
+        Ok(Outcome::Handled(response)) => response,
+        Ok(Outcome::Rejected(error)) => {
+            tasks.discard("the request was rejected before its handler ran");
+            error.into_response()
+        }
+        Err(payload) => {
+            log::error!(
+                "handler for {method} {target} (request {request_id}) panicked: {}",
+                panic_message(payload.as_ref())
+            );
+            tasks.discard("its handler panicked");
+            HttpError::new(500, "Internal Server Error").into_response()
+        }
+    }
 }
 
 impl Shared {
