@@ -1442,14 +1442,15 @@ fn smoke() -> Result<bool, String> {
     let afterward = start_afterward(2, &files.log)?;
     for addr in [baseline.addr, afterward.local_addr()] {
         for _ in 0..20 {
-            let mut stream = afterward::testing::connect(addr);
+            let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
             write!(
                 stream,
                 "POST {TARGET} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
             )
             .map_err(|e| e.to_string())?;
-            let response = afterward::testing::read_response(&mut BufReader::new(stream), false)
-                .map_err(|e| e.to_string())?;
+            let response =
+                afterward::testing::TestResponse::read_from(&mut BufReader::new(stream), false)
+                    .map_err(|e| e.to_string())?;
             if response.status() != 200 || response.body() != BODY.as_bytes() {
                 return Err(format!("{addr} answered {response:?}"));
             }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use afterward::testing::read_response;
+use afterward::testing::TestResponse;
 use afterward::{App, BackgroundTasks, Path, RawBody, Server, ServerHandle};
 
 fn main() {
@@ -258,7 +258,7 @@ impl Client {
         if self.reader.get_mut().write_all(request.as_bytes()).is_err() {
             return 0;
         }
-        read_response(&mut self.reader, false).map_or(0, |r| r.status())
+        TestResponse::read_from(&mut self.reader, false).map_or(0, |r| r.status())
     }
 }
 
@@ -347,7 +347,7 @@ fn bursts(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
                 .write_all(b"POST /fail HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n");
         }
         for c in &mut clients {
-            if read_response(&mut c.reader, false).is_ok() {
+            if TestResponse::read_from(&mut c.reader, false).is_ok() {
                 counts.burst_answered.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -1,4 +1,5 @@
-//! Extractors: [`FromRequest`] and the built-in types handlers take as arguments.
+//! The built-in extractors: the types handlers take as arguments
+//! ([`FromRequest`] itself lives beside [`Request`], which it reads).
 //!
 //! A handler's arguments are extracted left to right. The first that fails
 //! answers the request with its [`HttpError`] and the handler does not run.
@@ -12,25 +13,10 @@ use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::percent;
-use crate::request::Request;
+use crate::request::{FromRequest, Request};
 use crate::state::State;
 use crate::stats::Stats;
 use crate::tasks::BackgroundTasks;
-
-/// A type that can be built from a request: a handler argument.
-///
-/// Implement it for a type of your own to make it an extractor. To build a
-/// value once per request and share it between the handler and other
-/// dependencies, implement [`Dependency`] instead and take [`Depends<T>`].
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be used as a handler argument",
-    label = "not an extractor",
-    note = "handler arguments must implement `FromRequest`: `Path<T>`, `Query<T>`, `Json<T>`, `RawBody`, `Headers`, `State<T>`, `BackgroundTasks`, `Depends<T>`, ..."
-)]
-pub trait FromRequest: Sized {
-    /// Extracts `Self`, or rejects the request with an error response.
-    fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError>;
-}
 
 /// Path parameters: `{name}` segments of the route, percent-decoded.
 ///

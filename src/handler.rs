@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::extract::FromRequest;
 use crate::http_error::HttpError;
-use crate::request::Request;
+use crate::request::{FromRequest, Request};
 use crate::response::{IntoResponse, Response};
 
 /// A function that can handle requests: `Fn(T1, T2, ...) -> R` where every `Ti`

@@ -3,9 +3,8 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::extract::FromRequest;
 use crate::http_error::HttpError;
-use crate::request::Request;
+use crate::request::{FromRequest, Request};
 use crate::response::{IntoResponse, Response};
 
 /// A JSON body: as an argument, the request body parsed into `T`; as a return

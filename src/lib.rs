@@ -121,7 +121,7 @@ mod tasks;
 pub mod testing;
 
 pub use crate::error::Error;
-pub use crate::extract::{Dependency, Depends, FromRequest, Path, Query, RawBody};
+pub use crate::extract::{Dependency, Depends, Path, Query, RawBody};
 pub use crate::handler::Handler;
 pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
@@ -129,7 +129,7 @@ pub use crate::json::Json;
 pub use crate::method::Method;
 pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};
 pub use crate::pool::{OnFull, TaskInfo};
-pub use crate::request::Request;
+pub use crate::request::{FromRequest, Request};
 pub use crate::response::{IntoResponse, Response};
 pub use crate::routing::App;
 pub use crate::server::{
@@ -144,69 +144,4 @@ pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};
 /// `--cfg fuzzing`, which `cargo fuzz` sets. Not part of the API.
 #[cfg(fuzzing)]
 #[doc(hidden)]
-pub mod fuzzing {
-    use std::sync::Arc;
-
-    use std::collections::HashMap;
-
-    use crate::{App, BackgroundTasks, HttpError, Json, Method, Path, Query, Request};
-
-    /// Parses a request head and reads its body (the engine's parser and
-    /// framing checks).
-    pub fn request_head(bytes: &[u8]) {
-        crate::engine::fuzz_request(bytes);
-    }
-
-    type Search = HashMap<String, String>;
-    type Numbers = HashMap<String, u32>;
-
-    fn app() -> App {
-        App::new()
-            .get(
-                "/items/{id}",
-                |Path(id): Path<u32>, Query(_): Query<Search>| id.to_string(),
-            )
-            .get(
-                "/users/{user}/items/{id}",
-                |Path((u, i)): Path<(String, u64)>| format!("{u}{i}"),
-            )
-            .post("/items", |Json(_): Json<(String, f64, Vec<String>)>| {
-                "created"
-            })
-            .post("/any", |Json(_): Json<serde_json::Value>| "ok")
-    }
-
-    /// Routes `target` (path and query, percent-decoded) with `body` as a JSON
-    /// body, through the real router and extractors.
-    pub fn handle(method: &str, target: &str, body: &[u8]) {
-        thread_local! {
-            static APP: App = app();
-        }
-        let counters = crate::stats::Counters::new(1);
-        let mut headers = crate::Headers::new();
-        headers.insert("Content-Type", "application/json");
-        let mut reader: &[u8] = body;
-        APP.with(|app| {
-            let mut request = Request::new(crate::request::RequestInit {
-                method: Method::from_token(method),
-                target,
-                headers,
-                remote_addr: None,
-                request_id: Arc::from("fuzz"),
-                body: &mut reader,
-                declared_length: Some(body.len() as u64),
-                body_limit: 64 * 1024,
-                tasks: BackgroundTasks::new(
-                    Arc::from("fuzz"),
-                    Arc::new(crate::stats::Counters::new(1)),
-                ),
-                state: app.state_map(),
-                counters: &counters,
-            });
-            let _ = app.handle(&mut request);
-            let _: Result<Query<Search>, HttpError> = request.extract();
-            let _: Result<Query<Numbers>, HttpError> = request.extract();
-            let _: Result<Query<(String, bool)>, HttpError> = request.extract();
-        });
-    }
-}
+pub mod fuzzing;

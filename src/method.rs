@@ -3,7 +3,11 @@
 use std::fmt;
 
 /// An HTTP request method.
+///
+/// Non-exhaustive: methods such as `TRACE` or `CONNECT` may get variants of
+/// their own; match them with a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Method {
     /// `GET`
     Get,

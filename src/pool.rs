@@ -17,7 +17,10 @@ use crate::tasks::{self, BackgroundTask};
 ///
 /// Whatever the policy, no task is dropped: a task list that meets a full
 /// queue after its handler ran is run or waited for, never lost.
+///
+/// Non-exhaustive: more policies may come; match with a wildcard arm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnFull {
     /// The request worker, having responded, waits for room in the queue.
     /// New requests wait for a free worker meanwhile (backpressure).
@@ -56,7 +59,7 @@ pub struct TaskInfo {
 pub(crate) struct Pool {
     /// A receiver of our own, so that shutdown can empty the queue at its deadline.
     receiver: Receiver<Job>,
-    shared: Arc<Shared>,
+    shared: Arc<PoolState>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -64,11 +67,11 @@ pub(crate) struct Pool {
 #[derive(Clone)]
 pub(crate) struct Dispatcher {
     sender: Sender<Job>,
-    shared: Arc<Shared>,
+    shared: Arc<PoolState>,
     on_full: OnFull,
 }
 
-struct Shared {
+struct PoolState {
     counters: Arc<Counters>,
     /// Set at the shutdown deadline: from then on nothing more is started.
     abandoned: AtomicBool,
@@ -92,7 +95,7 @@ impl Pool {
         counters: Arc<Counters>,
     ) -> io::Result<(Pool, Dispatcher)> {
         let (sender, receiver) = crossbeam_channel::bounded(capacity);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PoolState {
             counters,
             abandoned: AtomicBool::new(false),
             slots: (0..workers).map(|_| Mutex::default()).collect(),
@@ -208,7 +211,7 @@ fn run_counted(task: BackgroundTask, request_id: &str, counters: &Counters) {
     counters.finished(outcome, started.elapsed());
 }
 
-impl Shared {
+impl PoolState {
     /// Logs and counts queued tasks that will not run, and lists them.
     fn give_up(&self, tasks: &[BackgroundTask], request_id: &str) -> Vec<TaskInfo> {
         tasks::discard(
@@ -229,7 +232,7 @@ impl Shared {
 }
 
 /// A background worker: runs each received job's tasks in order.
-fn work(index: usize, receiver: &Receiver<Job>, shared: &Shared) {
+fn work(index: usize, receiver: &Receiver<Job>, shared: &PoolState) {
     let slot = &shared.slots[index];
     for job in receiver {
         {
@@ -246,7 +249,7 @@ fn work(index: usize, receiver: &Receiver<Job>, shared: &Shared) {
 
 /// Takes the next task of the worker's current job, marking it as running, or
 /// gives up the rest of the job if shutdown has abandoned the queue.
-fn next_task(slot: &Mutex<Slot>, shared: &Shared) -> Option<(BackgroundTask, Arc<str>)> {
+fn next_task(slot: &Mutex<Slot>, shared: &PoolState) -> Option<(BackgroundTask, Arc<str>)> {
     let mut slot = lock(slot);
     let request_id = slot.request_id.clone()?;
     if shared.abandoned.load(Ordering::SeqCst) {

@@ -1,4 +1,5 @@
-//! [`Request`]: the request as extractors see it.
+//! [`Request`]: the request as extractors see it, and [`FromRequest`], the
+//! trait extractors implement.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -6,13 +7,27 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::extract::FromRequest;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::state::StateMap;
 use crate::stats::{Counters, Stats};
 use crate::tasks::BackgroundTasks;
+
+/// A type that can be built from a request: a handler argument.
+///
+/// Implement it for a type of your own to make it an extractor. To build a
+/// value once per request and share it between the handler and other
+/// dependencies, implement [`Dependency`](crate::Dependency) instead and take [`Depends<T>`](crate::Depends).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be used as a handler argument",
+    label = "not an extractor",
+    note = "handler arguments must implement `FromRequest`: `Path<T>`, `Query<T>`, `Json<T>`, `RawBody`, `Headers`, `State<T>`, `BackgroundTasks`, `Depends<T>`, ..."
+)]
+pub trait FromRequest: Sized {
+    /// Extracts `Self`, or rejects the request with an error response.
+    fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError>;
+}
 
 /// One request, as [`FromRequest`] implementations see it.
 ///
@@ -26,7 +41,7 @@ pub struct Request<'a> {
     remote_addr: Option<SocketAddr>,
     request_id: Arc<str>,
     path_params: Vec<(String, String)>,
-    body: Body<'a>,
+    body: BodyState<'a>,
     tasks: BackgroundTasks,
     state: &'a StateMap,
     counters: &'a Counters,
@@ -35,7 +50,7 @@ pub struct Request<'a> {
 }
 
 /// The body is read on first use, at most once, and kept.
-enum Body<'a> {
+enum BodyState<'a> {
     Unread {
         reader: &'a mut dyn Read,
         declared_length: Option<u64>,
@@ -74,7 +89,7 @@ impl<'a> Request<'a> {
             remote_addr: init.remote_addr,
             request_id: init.request_id,
             path_params: Vec::new(),
-            body: Body::Unread {
+            body: BodyState::Unread {
                 reader: init.body,
                 declared_length: init.declared_length,
                 limit: init.body_limit,
@@ -151,21 +166,21 @@ impl<'a> Request<'a> {
     /// it when `Content-Length` says so up front) and `400` when it cannot be
     /// read.
     pub fn body(&mut self) -> Result<&[u8], HttpError> {
-        if let Body::Unread {
+        if let BodyState::Unread {
             reader,
             declared_length,
             limit,
         } = &mut self.body
         {
             self.body = match read_limited(&mut **reader, *declared_length, *limit) {
-                Ok(bytes) => Body::Read(bytes),
-                Err(error) => Body::Failed(error),
+                Ok(bytes) => BodyState::Read(bytes),
+                Err(error) => BodyState::Failed(error),
             };
         }
         match &self.body {
-            Body::Read(bytes) => Ok(bytes),
-            Body::Failed(error) => Err(error.clone()),
-            Body::Unread { .. } => unreachable!("the body was read just above"),
+            BodyState::Read(bytes) => Ok(bytes),
+            BodyState::Failed(error) => Err(error.clone()),
+            BodyState::Unread { .. } => unreachable!("the body was read just above"),
         }
     }
 

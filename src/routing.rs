@@ -44,7 +44,7 @@ enum Segment {
 }
 
 /// Why [`App::handle`] did not produce the handler's response.
-pub(crate) enum Outcome {
+pub(crate) enum Routed {
     /// The handler ran and returned this.
     Handled(Response),
     /// No handler ran: routing or an extractor rejected the request.
@@ -122,10 +122,10 @@ impl App {
     }
 
     /// Routes `request` and runs its handler.
-    pub(crate) fn handle(&self, request: &mut Request<'_>) -> Outcome {
+    pub(crate) fn handle(&self, request: &mut Request<'_>) -> Routed {
         let segments = match decode_path(request.path()) {
             Ok(segments) => segments,
-            Err(error) => return Outcome::Rejected(error),
+            Err(error) => return Routed::Rejected(error),
         };
         let mut allowed: Vec<&Method> = Vec::new();
         for route in &self.routes {
@@ -135,8 +135,8 @@ impl App {
             if let Some(handler) = route.handler_for(request.method()) {
                 request.set_path_params(params);
                 return match handler(request) {
-                    Ok(response) => Outcome::Handled(response),
-                    Err(error) => Outcome::Rejected(error),
+                    Ok(response) => Routed::Handled(response),
+                    Err(error) => Routed::Rejected(error),
                 };
             }
             allowed.extend(route.handlers.iter().map(|(m, _)| m));
@@ -145,7 +145,7 @@ impl App {
             }
         }
         if allowed.is_empty() {
-            return Outcome::Rejected(HttpError::new(404, "Not Found"));
+            return Routed::Rejected(HttpError::new(404, "Not Found"));
         }
         let mut allow: Vec<&str> = Vec::new();
         for method in allowed {
@@ -153,7 +153,7 @@ impl App {
                 allow.push(method.as_str());
             }
         }
-        Outcome::Rejected(
+        Routed::Rejected(
             HttpError::new(405, "Method Not Allowed").with_header("Allow", allow.join(", ")),
         )
     }

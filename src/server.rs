@@ -17,7 +17,7 @@ use crate::method::Method;
 use crate::pool::{Dispatcher, Job, OnFull, Pool, TaskInfo};
 use crate::request::{Request, RequestInit};
 use crate::response::{IntoResponse, Response};
-use crate::routing::{App, Outcome};
+use crate::routing::{App, Routed};
 use crate::stats::{Counters, Stats};
 use crate::tasks::{panic_message, BackgroundTasks};
 
@@ -305,7 +305,7 @@ impl Server {
             counters.clone(),
         )?;
         let shed = (config.on_full == OnFull::Shed).then(|| config.shed_exempt.clone());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ServerState {
             engine,
             app,
             counters,
@@ -410,7 +410,7 @@ pub struct ServerHandle {
 }
 
 struct Running {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     workers: Vec<JoinHandle<()>>,
     /// Disconnects when every request worker has ended.
     done: crossbeam_channel::Receiver<()>,
@@ -418,7 +418,7 @@ struct Running {
 }
 
 /// What every request worker shares.
-struct Shared {
+struct ServerState {
     engine: Engine,
     app: App,
     counters: Arc<Counters>,
@@ -587,7 +587,7 @@ impl Running {
 }
 
 /// A request worker: takes requests until shutdown wakes it.
-fn serve(shared: &Shared, dispatcher: &Dispatcher) {
+fn serve(shared: &ServerState, dispatcher: &Dispatcher) {
     loop {
         match shared.engine.next() {
             Next::Request(exchange) => handle(shared, dispatcher, exchange),
@@ -598,7 +598,7 @@ fn serve(shared: &Shared, dispatcher: &Dispatcher) {
 }
 
 /// Handles one request: extract, run the handler, respond, then dispatch.
-fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
+fn handle(shared: &ServerState, dispatcher: &Dispatcher, mut exchange: Exchange) {
     let started = Instant::now();
     shared.counters.request_started();
     let head = exchange.head();
@@ -645,7 +645,7 @@ fn handle(shared: &Shared, dispatcher: &Dispatcher, mut exchange: Exchange) {
 /// Builds the `Request`, routes it and runs its handler, catching a panic.
 /// The tasks of a request whose handler never ran, or panicked, are discarded.
 fn run_handler(
-    shared: &Shared,
+    shared: &ServerState,
     exchange: &mut Exchange,
     method: &Method,
     target: &str,
@@ -667,8 +667,8 @@ fn run_handler(
         counters: &shared.counters,
     });
     match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
-        Ok(Outcome::Handled(response)) => response,
-        Ok(Outcome::Rejected(error)) => {
+        Ok(Routed::Handled(response)) => response,
+        Ok(Routed::Rejected(error)) => {
             tasks.discard("the request was rejected before its handler ran");
             error.into_response()
         }
@@ -683,7 +683,7 @@ fn run_handler(
     }
 }
 
-impl Shared {
+impl ServerState {
     /// Under [`OnFull::Shed`]: the queue is full and `target` is not exempt.
     fn must_shed(&self, target: &str, dispatcher: &Dispatcher) -> bool {
         let Some(exempt) = &self.shed else {

@@ -98,7 +98,7 @@ impl Stats {
 
 /// How a task that started came to an end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub(crate) enum TaskOutcome {
     Completed,
     Failed,
     Panicked,
@@ -183,7 +183,7 @@ impl Counters {
         self.ran_by_caller.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn finished(&self, outcome: Outcome, took: Duration) {
+    pub(crate) fn finished(&self, outcome: TaskOutcome, took: Duration) {
         let seconds = took.as_secs_f64();
         let bucket = DURATION_BUCKETS
             .iter()
@@ -194,9 +194,9 @@ impl Counters {
         self.duration_sum_micros
             .fetch_add(micros, Ordering::Relaxed);
         let counter = match outcome {
-            Outcome::Completed => &self.completed,
-            Outcome::Failed => &self.failed,
-            Outcome::Panicked => &self.panicked,
+            TaskOutcome::Completed => &self.completed,
+            TaskOutcome::Failed => &self.failed,
+            TaskOutcome::Panicked => &self.panicked,
         };
         counter.fetch_add(1, Ordering::SeqCst);
         self.running.fetch_sub(1, Ordering::Relaxed);
@@ -284,7 +284,7 @@ impl Counters {
 
 #[cfg(test)]
 mod tests {
-    use super::{Counters, Outcome};
+    use super::{Counters, TaskOutcome};
     use std::sync::Arc;
     use std::thread;
     use std::time::Duration;
@@ -299,7 +299,7 @@ mod tests {
             thread::spawn(move || counters.wait_idle(Duration::from_secs(30)))
         };
         counters.started();
-        counters.finished(Outcome::Completed, Duration::from_millis(3));
+        counters.finished(TaskOutcome::Completed, Duration::from_millis(3));
         assert!(
             waiter.join().unwrap(),
             "wait_idle must return true once idle"

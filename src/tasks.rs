@@ -8,7 +8,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use crate::block_on::block_on;
-use crate::stats::{Counters, Outcome};
+use crate::stats::{Counters, TaskOutcome};
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
 ///
@@ -35,7 +35,7 @@ impl<E: fmt::Display> IntoTaskResult for Result<(), E> {
     }
 }
 
-type Job = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
+type TaskFn = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
 
 /// One unit of background work: a closure or a future, with a name for logs.
 ///
@@ -58,7 +58,7 @@ type Job = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
 /// ```
 pub struct BackgroundTask {
     name: String,
-    job: Job,
+    job: TaskFn,
 }
 
 impl BackgroundTask {
@@ -105,18 +105,18 @@ impl BackgroundTask {
     }
 
     /// Runs the task, catching a panic, and logs a failure. Returns how it ended.
-    pub(crate) fn run(self, request_id: &str) -> Outcome {
+    pub(crate) fn run(self, request_id: &str) -> TaskOutcome {
         let BackgroundTask { name, job } = self;
         match panic::catch_unwind(AssertUnwindSafe(job)) {
-            Ok(Ok(())) => Outcome::Completed,
+            Ok(Ok(())) => TaskOutcome::Completed,
             Ok(Err(message)) => {
                 log::error!("background task {name} (request {request_id}) failed: {message}");
-                Outcome::Failed
+                TaskOutcome::Failed
             }
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 log::error!("background task {name} (request {request_id}) panicked: {message}");
-                Outcome::Panicked
+                TaskOutcome::Panicked
             }
         }
     }
@@ -312,18 +312,18 @@ mod tests {
 
     #[test]
     fn run_reports_each_outcome() {
-        assert_eq!(BackgroundTask::new(|| ()).run("r"), Outcome::Completed);
+        assert_eq!(BackgroundTask::new(|| ()).run("r"), TaskOutcome::Completed);
         assert_eq!(
             BackgroundTask::new(|| Err::<(), _>("boom")).run("r"),
-            Outcome::Failed
+            TaskOutcome::Failed
         );
         assert_eq!(
             BackgroundTask::new(|| -> () { panic!("boom") }).run("r"),
-            Outcome::Panicked
+            TaskOutcome::Panicked
         );
         assert_eq!(
             BackgroundTask::future(async { Ok::<(), String>(()) }).run("r"),
-            Outcome::Completed
+            TaskOutcome::Completed
         );
     }
 

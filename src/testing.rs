@@ -236,7 +236,7 @@ impl TestRequest {
 /// # Panics
 ///
 /// If the connection cannot be made.
-pub fn connect(addr: SocketAddr) -> TcpStream {
+fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect to the test server");
     stream
         .set_read_timeout(Some(TEST_TIMEOUT))
@@ -256,6 +256,32 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Reads one response from a connection you drive yourself: the status
+    /// line, the headers, and a body framed by `Content-Length`, chunked
+    /// encoding, or the end of the connection. Pass `to_head: true` for the
+    /// answer to a `HEAD` request, which has no body whatever its headers say.
+    ///
+    /// For tests that write exact bytes (keep-alive, pipelining, malformed
+    /// requests); [`TestRequest::send`] covers the rest. Keep the same
+    /// `reader` across responses on one connection: it buffers what follows.
+    ///
+    /// ```no_run
+    /// use std::io::{BufReader, Write};
+    /// use afterward::testing::TestResponse;
+    ///
+    /// # let addr: std::net::SocketAddr = "127.0.0.1:8000".parse().unwrap();
+    /// let mut stream = std::net::TcpStream::connect(addr)?;
+    /// stream.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")?;
+    /// let mut reader = BufReader::new(stream);
+    /// let first = TestResponse::read_from(&mut reader, false)?;
+    /// let second = TestResponse::read_from(&mut reader, false)?;
+    /// # let _ = (first, second);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_from(reader: &mut impl BufRead, to_head: bool) -> io::Result<TestResponse> {
+        read_response(reader, to_head)
+    }
+
     /// The status code.
     pub fn status(&self) -> u16 {
         self.status
@@ -295,7 +321,7 @@ impl TestResponse {
 /// Reads one response from `reader`: status line, headers, and a body framed
 /// by `Content-Length`, chunked encoding, or the end of the connection.
 /// `head_only` is for a response to `HEAD`, which has no body whatever it says.
-pub fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<TestResponse> {
+fn read_response(reader: &mut impl BufRead, head_only: bool) -> io::Result<TestResponse> {
     let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     let status_line = read_line(reader)?;
     let status = status_line

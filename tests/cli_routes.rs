@@ -160,7 +160,8 @@ fn malformed_input_never_kills_the_process() {
         b"GET /health HTTP/1.1\r\nHost: x\r\nX: \xff\xfe\r\n\r\n",
     ];
     for bytes in garbage {
-        let mut stream = afterward::testing::connect(server.addr);
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
         stream.write_all(bytes).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut sink = Vec::new();

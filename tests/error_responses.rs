@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{BufReader, Write};
 
-use afterward::testing::{connect, read_response, TestServer};
+use afterward::testing::{TestResponse, TestServer};
 use afterward::{App, HttpError, Json, Path, Query, RawBody, Server};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -122,7 +122,10 @@ fn a_body_over_the_limit_answers_413() {
 #[test]
 fn a_chunked_body_over_the_limit_answers_413() {
     let server = server();
-    let mut stream = connect(server.addr());
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(afterward::testing::TEST_TIMEOUT))
+        .unwrap();
     let chunk = "x".repeat(10);
     write!(
         stream,
@@ -130,7 +133,7 @@ fn a_chunked_body_over_the_limit_answers_413() {
          a\r\n{chunk}\r\na\r\n{chunk}\r\n0\r\n\r\n"
     )
     .unwrap();
-    let response = read_response(&mut BufReader::new(stream), false).unwrap();
+    let response = TestResponse::read_from(&mut BufReader::new(stream), false).unwrap();
     assert_eq!(response.status(), 413);
     assert!(detail(&response).contains("16 bytes"));
 }

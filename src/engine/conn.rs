@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 
 use super::body::{Chunk, Framing};
 use super::wire::{self, Persistence};
-use super::{ConnectionLimits, Head, Incoming, Shared};
+use super::{ConnectionLimits, EngineState, Head, Incoming};
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
@@ -60,7 +60,11 @@ enum Returned {
 }
 
 /// Accepts connections until the engine stops, one thread each.
-pub(crate) fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, queue: &Sender<Incoming>) {
+pub(crate) fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<EngineState>,
+    queue: &Sender<Incoming>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = listener.accept();
@@ -124,7 +128,7 @@ fn busy() -> Response {
 fn serve(
     stream: TcpStream,
     remote_addr: Option<SocketAddr>,
-    shared: &Arc<Shared>,
+    shared: &Arc<EngineState>,
     queue: &Sender<Incoming>,
 ) {
     let limits = &shared.limits;
@@ -386,16 +390,16 @@ pub(super) fn parse_head(
 /// One request and the means to answer it.
 pub(crate) struct Exchange {
     head: Head,
-    body: Body,
+    body: BodyReader,
     http10: bool,
     keep_alive: bool,
     is_head: bool,
     back: Sender<Returned>,
-    shared: Arc<Shared>,
+    shared: Arc<EngineState>,
 }
 
 /// The request body as a reader over the connection.
-struct Body {
+struct BodyReader {
     conn: Option<Conn>,
     framing: Framing,
     /// `Expect: 100-continue` not yet answered.
@@ -405,7 +409,7 @@ struct Body {
     started: bool,
 }
 
-impl Read for Body {
+impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.framing.is_done() {
             return Ok(0);
@@ -434,12 +438,12 @@ impl Exchange {
         request: ParsedHead,
         conn: Conn,
         back: Sender<Returned>,
-        shared: Arc<Shared>,
+        shared: Arc<EngineState>,
     ) -> Exchange {
         let body_read_timeout = shared.limits.body_read_timeout;
         Exchange {
             head: request.head,
-            body: Body {
+            body: BodyReader {
                 conn: Some(conn),
                 framing: request.framing,
                 expect_continue: request.expect_continue,

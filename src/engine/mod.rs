@@ -93,12 +93,12 @@ pub(crate) struct Engine {
     local_addr: SocketAddr,
     incoming: Receiver<Incoming>,
     wake: Sender<Incoming>,
-    shared: Arc<Shared>,
+    shared: Arc<EngineState>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 /// What connection threads and request workers share.
-pub(crate) struct Shared {
+pub(crate) struct EngineState {
     pub(crate) limits: ConnectionLimits,
     /// Set when the engine is dropped: accept nothing more, keep nothing alive.
     pub(crate) stopping: AtomicBool,
@@ -142,7 +142,7 @@ impl Engine {
         let listener = listen(address, limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let (sender, incoming) = crossbeam_channel::unbounded();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(EngineState {
             limits,
             stopping: AtomicBool::new(false),
             connections: AtomicUsize::new(0),

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use afterward::testing::{read_response, TestResponse};
+use afterward::testing::TestResponse;
 
 /// A connection that keeps its read buffer across responses (for keep-alive
 /// and pipelining).
@@ -34,13 +34,13 @@ impl Raw {
 
     /// Reads one response, or panics.
     pub fn response(&mut self) -> TestResponse {
-        read_response(&mut self.reader, false).expect("a response")
+        TestResponse::read_from(&mut self.reader, false).expect("a response")
     }
 
     /// Reads one response, waiting at most `timeout`.
     pub fn response_within(&mut self, timeout: Duration) -> std::io::Result<TestResponse> {
         self.stream().set_read_timeout(Some(timeout)).unwrap();
-        let response = read_response(&mut self.reader, false);
+        let response = TestResponse::read_from(&mut self.reader, false);
         self.stream()
             .set_read_timeout(Some(super::TEST_TIMEOUT))
             .unwrap();
