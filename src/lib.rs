@@ -128,17 +128,19 @@ pub use crate::http_error::HttpError;
 pub use crate::json::Json;
 pub use crate::method::Method;
 pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};
-pub use crate::pool::{OnFull, TaskInfo};
+pub use crate::pool::{
+    BackgroundPool, BackgroundPoolBuilder, OnFull, ShutdownReport, DEFAULT_QUEUE_CAPACITY,
+};
 pub use crate::request::{FromRequest, Request};
 pub use crate::response::{IntoResponse, Response};
 pub use crate::routing::App;
 pub use crate::server::{
-    Server, ServerBuilder, ServerHandle, ShutdownReport, Stopper, DEFAULT_ADDRESS,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_QUEUE_CAPACITY, DEFAULT_SHUTDOWN_TIMEOUT,
+    Server, ServerBuilder, ServerHandle, Stopper, DEFAULT_ADDRESS, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use crate::state::State;
 pub use crate::stats::{DurationHistogram, Stats, DURATION_BUCKETS};
-pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};
+pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult, TaskInfo};
 
 /// Entry points for the `cargo fuzz` targets in `fuzz/`; built only with
 /// `--cfg fuzzing`, which `cargo fuzz` sets. Not part of the API.

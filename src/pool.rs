@@ -1,17 +1,21 @@
-//! The background pool: named threads fed by a bounded channel of request task
-//! lists, with panic isolation and a shutdown that reports what it could not run.
+//! The background pool: named threads fed by a bounded channel of sealed task
+//! lists ([`Batch`]es), with panic isolation and a shutdown that reports what
+//! it could not run. [`BackgroundPool`] is public: the server runs on it, and
+//! so can any other synchronous server.
 
-use std::collections::VecDeque;
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
-use crate::stats::Counters;
-use crate::tasks::{self, BackgroundTask};
+use crate::error::Error;
+use crate::stats::{Counters, Stats};
+use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo};
+
+/// The default number of queued request task lists: 1024.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
 /// What happens to a request when the background queue is full.
 ///
@@ -34,308 +38,605 @@ pub enum OnFull {
     /// exempted with [`ServerBuilder::shed_exempt`](crate::ServerBuilder::shed_exempt)
     /// are still served). Counted in [`Stats::rejected`](crate::Stats::rejected).
     /// A request admitted just before the queue filled up waits for room, as
-    /// with `Block`.
+    /// with `Block`. (A [`BackgroundPool`] used on its own waits as with
+    /// `Block`; its caller refuses requests while
+    /// [`is_full`](BackgroundPool::is_full).)
     Shed,
 }
 
-/// One request's tasks, run in order on one background thread.
-pub(crate) struct Job {
-    pub(crate) request_id: Arc<str>,
-    pub(crate) tasks: Vec<BackgroundTask>,
-}
-
-/// A task that the shutdown deadline caught before it finished, as listed in a
-/// [`ShutdownReport`](crate::ShutdownReport).
+/// What a graceful shutdown managed to do before its deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct TaskInfo {
-    /// The task's name (see [`BackgroundTask::named`]).
-    pub name: String,
-    /// The id of the request that added it.
-    pub request_id: String,
+pub struct ShutdownReport {
+    /// Tasks that had not started by the deadline and never will.
+    pub not_run: Vec<TaskInfo>,
+    /// Tasks still running at the deadline, left to finish on their threads.
+    pub still_running: Vec<TaskInfo>,
+    /// Requests whose handler had not returned by the deadline (for a
+    /// [`BackgroundPool`] on its own: task lists not yet dispatched). Tasks
+    /// they add later are discarded, each logged and counted, but are not
+    /// listed here.
+    pub requests_in_flight: u64,
+    /// The counters when the report was made.
+    pub stats: Stats,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
 }
 
-/// The pool as the server owns it.
-pub(crate) struct Pool {
-    /// A receiver of our own, so that shutdown can empty the queue at its deadline.
-    receiver: Receiver<Job>,
-    shared: Arc<PoolState>,
-    threads: Vec<JoinHandle<()>>,
+impl ShutdownReport {
+    /// Whether every request finished and every task ran before the deadline.
+    pub fn is_complete(&self) -> bool {
+        self.not_run.is_empty() && self.still_running.is_empty() && self.requests_in_flight == 0
+    }
 }
 
-/// The sending side, one clone per request worker.
-#[derive(Clone)]
-pub(crate) struct Dispatcher {
-    sender: Sender<Job>,
-    shared: Arc<PoolState>,
+/// Configures and builds a [`BackgroundPool`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`workers`](Self::workers) | the available cores, at least 2 |
+/// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
+/// | [`on_full`](Self::on_full) | [`OnFull::Block`] |
+#[derive(Debug, Clone)]
+pub struct BackgroundPoolBuilder {
+    workers: usize,
+    queue_capacity: usize,
     on_full: OnFull,
 }
 
+impl Default for BackgroundPoolBuilder {
+    fn default() -> BackgroundPoolBuilder {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        BackgroundPoolBuilder {
+            workers: cores.max(2),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            on_full: OnFull::Block,
+        }
+    }
+}
+
+impl BackgroundPoolBuilder {
+    /// Background worker threads (`afterward-bg-N`): how many task lists run at once.
+    pub fn workers(mut self, n: usize) -> BackgroundPoolBuilder {
+        self.workers = n;
+        self
+    }
+
+    /// How many task lists may wait for a worker; see [`OnFull`] for what a
+    /// full queue does.
+    pub fn queue_capacity(mut self, n: usize) -> BackgroundPoolBuilder {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// What [`dispatch`](BackgroundPool::dispatch) does when the queue is full.
+    pub fn on_full(mut self, policy: OnFull) -> BackgroundPoolBuilder {
+        self.on_full = policy;
+        self
+    }
+
+    /// Checks the settings and starts the worker threads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for zero workers or a zero capacity; [`Error::Io`]
+    /// when a thread cannot be started.
+    pub fn build(self) -> Result<BackgroundPool, Error> {
+        let counters = Arc::new(Counters::new(self.queue_capacity));
+        self.build_with(counters)
+    }
+
+    /// Builds the pool on counters shared with a server.
+    pub(crate) fn build_with(self, counters: Arc<Counters>) -> Result<BackgroundPool, Error> {
+        if self.workers == 0 {
+            return Err(Error::Config(
+                "background_workers must be at least 1".into(),
+            ));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::Config("queue_capacity must be at least 1".into()));
+        }
+        BackgroundPool::start(self, counters)
+    }
+}
+
+/// The background pool: worker threads running task lists after their
+/// responses have been sent, on their own or under a [`Server`](crate::Server).
+///
+/// The server uses one of these; use one directly to give any synchronous
+/// server (tiny_http, a hand-written loop) FastAPI's background tasks with
+/// afterward's guarantees: a bounded queue with an [`OnFull`] policy, panic
+/// isolation, counters ([`stats`](Self::stats)), [`wait_idle`](Self::wait_idle),
+/// and a [`shutdown`](Self::shutdown) that drains within a deadline and
+/// reports every task it could not run.
+///
+/// ```
+/// use afterward::BackgroundPool;
+/// use std::time::Duration;
+///
+/// let pool = BackgroundPool::builder().workers(2).build()?;
+///
+/// // For each request: a list, filled while handling it...
+/// let tasks = pool.tasks("request-1");
+/// tasks.add_task(|| println!("after the response"));
+/// // ... respond to the client, and only then hand the list over.
+/// pool.dispatch(&tasks);
+///
+/// let report = pool.shutdown(Duration::from_secs(30));
+/// assert!(report.is_complete());
+/// assert_eq!(report.stats.completed, 1);
+/// # Ok::<(), afterward::Error>(())
+/// ```
+///
+/// Cloning the pool is cheap: every clone is a handle to the same threads.
+/// Dropping the last handle without [`shutdown`](Self::shutdown) lets the
+/// threads finish what is queued and end, with no deadline and no report.
+#[derive(Clone)]
+pub struct BackgroundPool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    sender: Sender<Batch>,
+    /// A receiver of our own, so that shutdown can empty the queue at its deadline.
+    receiver: Receiver<Batch>,
+    state: Arc<PoolState>,
+    on_full: OnFull,
+    /// Taken by the first shutdown.
+    running: Mutex<Option<Workers>>,
+}
+
+/// The worker threads, and the sender whose drop tells them to stop.
+struct Workers {
+    threads: Vec<JoinHandle<()>>,
+    stop: Sender<()>,
+}
+
+/// What the worker threads share with the pool's handles.
 struct PoolState {
     counters: Arc<Counters>,
+    /// Set once shutdown is over: whatever is dispatched later is discarded.
+    stopped: AtomicBool,
     /// Set at the shutdown deadline: from then on nothing more is started.
     abandoned: AtomicBool,
-    /// What each worker holds: the rest of its current job and the running task.
+    /// What each worker holds: the rest of its current batch and the running task.
     slots: Vec<Mutex<Slot>>,
 }
 
 #[derive(Default)]
 struct Slot {
-    request_id: Option<Arc<str>>,
-    pending: VecDeque<BackgroundTask>,
-    running: Option<String>,
+    batch: Option<Batch>,
+    running: Option<(String, Arc<str>)>,
 }
 
-impl Pool {
-    /// Starts `workers` threads reading a queue of `capacity` task lists.
-    pub(crate) fn start(
-        workers: usize,
-        capacity: usize,
-        on_full: OnFull,
+impl BackgroundPool {
+    /// A [`BackgroundPoolBuilder`] with the default settings.
+    pub fn builder() -> BackgroundPoolBuilder {
+        BackgroundPoolBuilder::default()
+    }
+
+    fn start(
+        config: BackgroundPoolBuilder,
         counters: Arc<Counters>,
-    ) -> io::Result<(Pool, Dispatcher)> {
-        let (sender, receiver) = crossbeam_channel::bounded(capacity);
-        let shared = Arc::new(PoolState {
+    ) -> Result<BackgroundPool, Error> {
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let state = Arc::new(PoolState {
             counters,
+            stopped: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
-            slots: (0..workers).map(|_| Mutex::default()).collect(),
+            slots: (0..config.workers).map(|_| Mutex::default()).collect(),
         });
-        let mut threads = Vec::with_capacity(workers);
-        for index in 0..workers {
-            let receiver = receiver.clone();
-            let shared = shared.clone();
-            let thread = thread::Builder::new()
+        let mut threads = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let (receiver, stop, state) = (receiver.clone(), stop_rx.clone(), state.clone());
+            let spawned = thread::Builder::new()
                 .name(format!("afterward-bg-{index}"))
-                .spawn(move || work(index, &receiver, &shared))?;
-            threads.push(thread);
+                .spawn(move || work(index, &receiver, &stop, &state));
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                // Dropping `stop_tx` on return ends the threads already started.
+                Err(e) => return Err(Error::Io(e)),
+            }
         }
-        let dispatcher = Dispatcher {
-            sender,
-            shared: shared.clone(),
-            on_full,
-        };
-        Ok((
-            Pool {
+        Ok(BackgroundPool {
+            inner: Arc::new(PoolInner {
+                sender,
                 receiver,
-                shared,
-                threads,
+                state,
+                on_full: config.on_full,
+                running: Mutex::new(Some(Workers {
+                    threads,
+                    stop: stop_tx,
+                })),
+            }),
+        })
+    }
+
+    /// A new, empty task list for one request; `request_id` names it in logs
+    /// and reports. Fill it while handling the request, then
+    /// [`dispatch`](Self::dispatch) it once the response has been sent.
+    ///
+    /// Until it is dispatched (or dropped, which discards its tasks, logged
+    /// and counted), the list keeps the pool from being idle.
+    pub fn tasks(&self, request_id: &str) -> BackgroundTasks {
+        BackgroundTasks::new(Arc::from(request_id), self.inner.state.counters.clone())
+    }
+
+    /// Hands a request's tasks to the pool: call it after the response has
+    /// been sent. The list is sealed: tasks added to it later are discarded
+    /// (logged and counted). When the queue is full it waits for room, or runs
+    /// the tasks on this thread under [`OnFull::CallerRuns`]. After
+    /// [`shutdown`](Self::shutdown) the tasks are discarded, logged and counted.
+    pub fn dispatch(&self, tasks: &BackgroundTasks) {
+        self.submit(tasks.seal(Vec::new()));
+    }
+
+    /// Hands a sealed batch to the workers, by the pool's [`OnFull`] policy.
+    pub(crate) fn submit(&self, mut batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let state = &self.inner.state;
+        if state.stopped.load(Ordering::SeqCst) {
+            batch.discard("the background pool has shut down");
+            return;
+        }
+        batch.mark_queued();
+        if state.abandoned.load(Ordering::SeqCst) {
+            batch.discard(DEADLINE_PASSED);
+            return;
+        }
+        let sender = &self.inner.sender;
+        match self.inner.on_full {
+            OnFull::CallerRuns => match sender.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    state.counters.ran_by_caller(batch.len() as u64);
+                    batch.run_all();
+                }
+                // The pool keeps a receiver, so this cannot happen; were it to,
+                // dropping the batch discards its tasks, logged and counted.
+                Err(TrySendError::Disconnected(_)) => {}
             },
-            dispatcher,
-        ))
+            _ => send_blocking(sender, batch, state),
+        }
+    }
+
+    /// Whether the queue is full right now (for a caller that sheds load).
+    pub fn is_full(&self) -> bool {
+        self.inner.sender.is_full()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.state.counters.snapshot()
+    }
+
+    /// Blocks until every task list has been dispatched and every task has
+    /// finished (or been discarded), or until `timeout` has passed. Returns
+    /// whether the pool became idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.inner.state.counters.wait_idle(timeout)
+    }
+
+    /// Shuts down gracefully: waits, until `timeout`, for the open task lists
+    /// to be dispatched and for every task to run; then stops the threads.
+    ///
+    /// Whatever has not started by then is not run: the report lists it (and
+    /// the tasks still running, which are left to finish on their own
+    /// threads), each is logged, and the counters count it as discarded.
+    /// Stop accepting requests first: lists made meanwhile keep the pool busy.
+    /// A second call returns at once, with nothing listed.
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_by(Instant::now() + timeout)
+    }
+
+    /// [`shutdown`](Self::shutdown) with an absolute deadline.
+    pub(crate) fn shutdown_by(&self, deadline: Instant) -> ShutdownReport {
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let state = &*inner.state;
+        let running = lock(&inner.running).take();
+        let idle = state
+            .counters
+            .wait_idle(deadline.saturating_duration_since(Instant::now()));
+        let (mut not_run, still_running) = if idle {
+            (Vec::new(), Vec::new())
+        } else {
+            self.abandon()
+        };
+        state.stopped.store(true, Ordering::SeqCst);
+        if let Some(Workers { threads, stop }) = running {
+            drop(stop);
+            if idle {
+                for thread in threads {
+                    // A worker catches every task panic, so it cannot end by panicking.
+                    let _ = thread.join();
+                }
+            }
+            // Otherwise the threads end once their running task returns.
+        }
+        // A batch dispatched in the instant before `stopped` was set.
+        while let Ok(batch) = inner.receiver.try_recv() {
+            not_run.extend(batch.discard(DEADLINE_PASSED));
+        }
+        let stats = state.counters.snapshot();
+        let report = ShutdownReport {
+            not_run,
+            still_running,
+            requests_in_flight: stats.requests_in_flight.max(state.counters.lists_open()),
+            stats,
+            elapsed: started.elapsed(),
+        };
+        log_report(&report);
+        report
     }
 
     /// The shutdown deadline has passed: start nothing more, and list what will
     /// not run (queued, or waiting behind a running task of the same request)
     /// and what is still running.
     ///
-    /// Tasks already in flight towards a worker at this moment are not listed,
-    /// but are still logged and counted as discarded when the worker sees them.
-    pub(crate) fn abandon(&self) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
-        self.shared.abandoned.store(true, Ordering::SeqCst);
+    /// A batch in flight between the channel and a worker's slot at this
+    /// moment is not listed, but is still logged and counted as discarded
+    /// when the worker sees it.
+    fn abandon(&self) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
+        let state = &self.inner.state;
+        state.abandoned.store(true, Ordering::SeqCst);
         let mut not_run = Vec::new();
         let mut still_running = Vec::new();
-        for slot in &self.shared.slots {
+        for slot in &state.slots {
             let mut slot = lock(slot);
-            let request_id = slot.request_id.clone().unwrap_or_default();
-            if let Some(name) = &slot.running {
+            if let Some((name, request_id)) = &slot.running {
                 still_running.push(TaskInfo {
                     name: name.clone(),
                     request_id: request_id.to_string(),
                 });
             }
-            let rest: Vec<_> = slot.pending.drain(..).collect();
-            not_run.extend(self.shared.give_up(&rest, &request_id));
+            if let Some(batch) = slot.batch.take() {
+                not_run.extend(batch.discard(DEADLINE_PASSED));
+            }
         }
-        while let Ok(job) = self.receiver.try_recv() {
-            not_run.extend(self.shared.give_up(&job.tasks, &job.request_id));
+        while let Ok(batch) = self.inner.receiver.try_recv() {
+            not_run.extend(batch.discard(DEADLINE_PASSED));
         }
         (not_run, still_running)
     }
+}
 
-    /// Waits for the worker threads to end. Call once every [`Dispatcher`] is
-    /// gone and nothing is running, or the wait lasts as long as the tasks do.
-    pub(crate) fn join(self) {
-        for thread in self.threads {
-            // A worker catches every task panic, so it cannot end by panicking.
-            let _ = thread.join();
-        }
+impl std::fmt::Debug for BackgroundPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundPool")
+            .field("workers", &self.inner.state.slots.len())
+            .field("on_full", &self.inner.on_full)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
-impl Dispatcher {
-    /// Hands one request's tasks to the pool. When the queue is full, waits
-    /// for room, or runs them on this thread under [`OnFull::CallerRuns`].
-    pub(crate) fn dispatch(&self, job: Job) {
-        if job.tasks.is_empty() {
-            return;
-        }
-        let n = job.tasks.len() as u64;
-        self.shared.counters.queued(n);
-        if self.shared.abandoned.load(Ordering::SeqCst) {
-            self.shared.give_up(&job.tasks, &job.request_id);
-            return;
-        }
-        let job = match self.on_full {
-            OnFull::CallerRuns => match self.sender.try_send(job) {
-                Ok(()) => return,
-                Err(TrySendError::Full(job)) => {
-                    self.shared.counters.ran_by_caller(n);
-                    for task in job.tasks {
-                        run_counted(task, &job.request_id, &self.shared.counters);
-                    }
-                    return;
-                }
-                Err(TrySendError::Disconnected(job)) => job,
-            },
-            OnFull::Block | OnFull::Shed => match self.sender.send(job) {
-                Ok(()) => return,
-                Err(returned) => returned.into_inner(),
-            },
-        };
-        // Only possible once every worker has gone, which shutdown prevents
-        // while a dispatcher exists; still, never lose the tasks silently.
-        self.shared.give_up(&job.tasks, &job.request_id);
+/// One line for the whole shutdown; each task not run was logged on its own already.
+fn log_report(report: &ShutdownReport) {
+    if report.is_complete() {
+        log::info!("shutdown complete: every background task ran");
+        return;
     }
-
-    /// Whether the queue is full right now.
-    pub(crate) fn is_full(&self) -> bool {
-        self.sender.is_full()
-    }
-}
-
-/// Runs a queued task, counting its start, outcome and duration.
-fn run_counted(task: BackgroundTask, request_id: &str, counters: &Counters) {
-    counters.started();
-    let started = Instant::now();
-    let outcome = task.run(request_id);
-    counters.finished(outcome, started.elapsed());
-}
-
-impl PoolState {
-    /// Logs and counts queued tasks that will not run, and lists them.
-    fn give_up(&self, tasks: &[BackgroundTask], request_id: &str) -> Vec<TaskInfo> {
-        tasks::discard(
-            tasks,
-            request_id,
-            "the shutdown deadline passed before it started",
-            &self.counters,
-        );
-        self.counters.unqueued(tasks.len() as u64);
+    let names = |tasks: &[TaskInfo]| {
         tasks
             .iter()
-            .map(|task| TaskInfo {
-                name: task.name().to_owned(),
-                request_id: request_id.to_owned(),
-            })
-            .collect()
+            .map(|t| format!("{} (request {})", t.name, t.request_id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    log::warn!(
+        "shutdown deadline passed: {} background tasks not run [{}]; {} still running [{}]; \
+         {} requests still in flight",
+        report.not_run.len(),
+        names(&report.not_run),
+        report.still_running.len(),
+        names(&report.still_running),
+        report.requests_in_flight
+    );
+}
+
+/// Sends `batch`, waiting for room; gives up (discarding it, logged and
+/// counted) if the pool shuts down meanwhile, so no sender waits forever on a
+/// queue that nothing reads any more.
+fn send_blocking(sender: &Sender<Batch>, mut batch: Batch, state: &PoolState) {
+    loop {
+        match sender.send_timeout(batch, Duration::from_millis(100)) {
+            Ok(()) => return,
+            Err(SendTimeoutError::Timeout(returned)) => {
+                if state.stopped.load(Ordering::SeqCst) || state.abandoned.load(Ordering::SeqCst) {
+                    returned.discard(DEADLINE_PASSED);
+                    return;
+                }
+                batch = returned;
+            }
+            // The pool keeps a receiver, so this cannot happen; were it to,
+            // dropping the batch discards its tasks, logged and counted.
+            Err(SendTimeoutError::Disconnected(_)) => return,
+        }
     }
 }
 
-/// A background worker: runs each received job's tasks in order.
-fn work(index: usize, receiver: &Receiver<Job>, shared: &PoolState) {
-    let slot = &shared.slots[index];
-    for job in receiver {
-        {
-            let mut slot = lock(slot);
-            slot.request_id = Some(job.request_id);
-            slot.pending.extend(job.tasks);
-        }
-        while let Some((task, request_id)) = next_task(slot, shared) {
-            run_counted(task, &request_id, &shared.counters);
+const DEADLINE_PASSED: &str = "the shutdown deadline passed before it started";
+
+/// A background worker: runs each received batch's tasks in order, until
+/// told to stop.
+fn work(index: usize, receiver: &Receiver<Batch>, stop: &Receiver<()>, state: &PoolState) {
+    let slot = &state.slots[index];
+    loop {
+        let batch = crossbeam_channel::select! {
+            recv(receiver) -> batch => match batch {
+                Ok(batch) => batch,
+                Err(_) => return,
+            },
+            // Only ever disconnected, by shutdown.
+            recv(stop) -> _ => return,
+        };
+        lock(slot).batch = Some(batch);
+        while let Some((task, request_id)) = next_task(slot, state) {
+            task.run_counted(&request_id, &state.counters);
             lock(slot).running = None;
         }
     }
 }
 
-/// Takes the next task of the worker's current job, marking it as running, or
-/// gives up the rest of the job if shutdown has abandoned the queue.
-fn next_task(slot: &Mutex<Slot>, shared: &PoolState) -> Option<(BackgroundTask, Arc<str>)> {
+/// Takes the next task of the worker's current batch, marking it as running,
+/// or gives up the rest of the batch if shutdown has abandoned the queue.
+fn next_task(slot: &Mutex<Slot>, state: &PoolState) -> Option<(BackgroundTask, Arc<str>)> {
     let mut slot = lock(slot);
-    let request_id = slot.request_id.clone()?;
-    if shared.abandoned.load(Ordering::SeqCst) {
-        let rest: Vec<_> = slot.pending.drain(..).collect();
-        shared.give_up(&rest, &request_id);
+    let mut batch = slot.batch.take()?;
+    if state.abandoned.load(Ordering::SeqCst) {
+        batch.discard(DEADLINE_PASSED);
         return None;
     }
-    let task = slot.pending.pop_front()?;
-    slot.running = Some(task.name().to_owned());
+    let task = batch.start_next()?;
+    let request_id = batch.request_id().clone();
+    slot.running = Some((task.name().to_owned(), request_id.clone()));
+    slot.batch = Some(batch);
     Some((task, request_id))
 }
 
-fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    // Tasks run outside the lock, so no panic can poison it mid-update.
-    slot.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Tasks run outside these locks, so no task panic can poison them mid-update.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::BackgroundTask;
     use std::sync::mpsc;
-    use std::time::Duration;
 
-    fn job(request_id: &str, tasks: Vec<BackgroundTask>) -> Job {
-        Job {
-            request_id: request_id.into(),
-            tasks,
-        }
+    fn pool(workers: usize) -> BackgroundPool {
+        BackgroundPool::builder()
+            .workers(workers)
+            .queue_capacity(4)
+            .build()
+            .unwrap()
     }
 
     #[test]
-    fn runs_a_jobs_tasks_in_order_and_survives_a_panic() {
-        let counters = Arc::new(Counters::default());
-        let (pool, dispatcher) = Pool::start(1, 4, OnFull::Block, counters.clone()).unwrap();
+    fn runs_a_lists_tasks_in_order_and_survives_a_panic() {
+        let pool = pool(1);
         let (tx, rx) = mpsc::channel();
-        let tasks = (0..3)
-            .map(|i| {
-                let tx = tx.clone();
-                BackgroundTask::new(move || {
-                    tx.send(i).unwrap();
-                    if i == 1 {
-                        panic!("task 1 panics");
-                    }
-                })
-            })
-            .collect();
-        counters.scheduled(3);
-        dispatcher.dispatch(job("r1", tasks));
-        assert!(counters.wait_idle(Duration::from_secs(30)));
+        let tasks = pool.tasks("r1");
+        for i in 0..3 {
+            let tx = tx.clone();
+            tasks.add_task(move || {
+                tx.send(i).unwrap();
+                if i == 1 {
+                    panic!("task 1 panics");
+                }
+            });
+        }
+        pool.dispatch(&tasks);
+        assert!(pool.wait_idle(Duration::from_secs(30)));
         assert_eq!(rx.try_iter().collect::<Vec<_>>(), [0, 1, 2]);
-        let stats = counters.snapshot();
+        let stats = pool.stats();
         assert_eq!((stats.completed, stats.panicked), (2, 1));
-        drop(dispatcher);
-        pool.join();
+        assert!(pool.shutdown(Duration::from_secs(30)).is_complete());
     }
 
     #[test]
     fn abandon_lists_queued_and_running_tasks() {
-        let counters = Arc::new(Counters::default());
-        let (pool, dispatcher) = Pool::start(1, 4, OnFull::Block, counters.clone()).unwrap();
+        let pool = pool(1);
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        let blocker = BackgroundTask::new(move || {
-            started_tx.send(()).unwrap();
-            release_rx.recv_timeout(Duration::from_secs(30)).ok();
-        })
-        .named("blocker");
-        counters.scheduled(3);
-        dispatcher.dispatch(job(
-            "r1",
-            vec![blocker, BackgroundTask::new(|| ()).named("after-blocker")],
-        ));
+        let first = pool.tasks("r1");
+        first.add(
+            BackgroundTask::new(move || {
+                started_tx.send(()).unwrap();
+                release_rx.recv_timeout(Duration::from_secs(30)).ok();
+            })
+            .named("blocker"),
+        );
+        first.add(BackgroundTask::new(|| ()).named("after-blocker"));
+        pool.dispatch(&first);
         started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        dispatcher.dispatch(job("r2", vec![BackgroundTask::new(|| ()).named("queued")]));
+        let second = pool.tasks("r2");
+        second.add(BackgroundTask::new(|| ()).named("queued"));
+        pool.dispatch(&second);
 
-        let (not_run, running) = pool.abandon();
+        let report = pool.shutdown(Duration::from_millis(50));
         let names = |list: &[TaskInfo]| list.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(&not_run), ["after-blocker", "queued"]);
-        assert_eq!(names(&running), ["blocker"]);
-        assert_eq!(not_run[1].request_id, "r2");
+        assert_eq!(names(&report.not_run), ["after-blocker", "queued"]);
+        assert_eq!(names(&report.still_running), ["blocker"]);
+        assert_eq!(report.not_run[1].request_id, "r2");
 
         release_tx.send(()).unwrap();
-        drop(dispatcher);
-        pool.join();
-        let stats = counters.snapshot();
+        assert!(pool.wait_idle(Duration::from_secs(30)));
+        let stats = pool.stats();
         assert_eq!((stats.completed, stats.discarded, stats.queued), (1, 2, 0));
+    }
+
+    #[test]
+    fn a_list_dropped_undispatched_or_dispatched_after_shutdown_is_discarded() {
+        let pool = pool(1);
+        let forgotten = pool.tasks("r1");
+        forgotten.add_task(|| ());
+        assert!(
+            !pool.wait_idle(Duration::from_millis(10)),
+            "an open list is work"
+        );
+        drop(forgotten);
+        assert!(pool.wait_idle(Duration::from_secs(30)));
+        assert!(pool.shutdown(Duration::from_secs(30)).is_complete());
+
+        let late = pool.tasks("r2");
+        late.add_task(|| ());
+        pool.dispatch(&late);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.scheduled, stats.discarded, stats.pending()),
+            (2, 2, 0)
+        );
+    }
+
+    #[test]
+    fn caller_runs_when_the_queue_is_full() {
+        let pool = BackgroundPool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .on_full(OnFull::CallerRuns)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let blocker = pool.tasks("r1");
+        blocker.add_task(move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv_timeout(Duration::from_secs(30)).ok();
+        });
+        pool.dispatch(&blocker);
+        started_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        let queued = pool.tasks("r2");
+        queued.add_task(|| ());
+        pool.dispatch(&queued); // fills the queue of one
+        let caller = thread::current().id();
+        let (ran_on_tx, ran_on_rx) = mpsc::channel();
+        let third = pool.tasks("r3");
+        third.add_task(move || ran_on_tx.send(thread::current().id()).unwrap());
+        pool.dispatch(&third);
+        assert_eq!(
+            ran_on_rx.try_recv(),
+            Ok(caller),
+            "ran on the dispatching thread"
+        );
+        release_tx.send(()).unwrap();
+        assert!(pool.shutdown(Duration::from_secs(30)).is_complete());
+        assert_eq!(pool.stats().ran_by_caller, 1);
+    }
+
+    #[test]
+    fn zero_workers_or_capacity_is_a_config_error() {
+        assert!(matches!(
+            BackgroundPool::builder().workers(0).build(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            BackgroundPool::builder().queue_capacity(0).build(),
+            Err(Error::Config(_))
+        ));
     }
 }

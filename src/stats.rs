@@ -118,6 +118,8 @@ pub(crate) struct Counters {
     duration_counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
     duration_sum_micros: AtomicU64,
     requests_in_flight: AtomicU64,
+    /// Task lists made and not yet sealed (each request has one).
+    lists_open: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -157,6 +159,21 @@ impl Counters {
         self.notify();
     }
 
+    pub(crate) fn list_opened(&self) {
+        self.lists_open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A task list was sealed, its tasks counted as scheduled first.
+    pub(crate) fn list_closed(&self) {
+        self.lists_open.fetch_sub(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Task lists made and not yet sealed.
+    pub(crate) fn lists_open(&self) -> u64 {
+        self.lists_open.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn scheduled(&self, n: u64) {
         self.scheduled.fetch_add(n, Ordering::SeqCst);
     }
@@ -170,8 +187,11 @@ impl Counters {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn started(&self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+    /// A task starts; `was_queued` when it was counted in `queued`.
+    pub(crate) fn started(&self, was_queued: bool) {
+        if was_queued {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
         self.running.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -237,11 +257,14 @@ impl Counters {
         }
     }
 
-    /// No request is being handled and every scheduled task has finished or
-    /// been discarded.
+    /// No request is being handled, no task list is open, and every
+    /// scheduled task has finished or been discarded.
     fn is_idle(&self) -> bool {
+        // The list count first: a list is sealed (its tasks scheduled) before
+        // it stops counting as open.
+        let lists_open = self.lists_open();
         let stats = self.snapshot();
-        stats.requests_in_flight == 0 && stats.pending() == 0
+        lists_open == 0 && stats.requests_in_flight == 0 && stats.pending() == 0
     }
 
     /// Blocks until [`is_idle`](Self::is_idle) or until `timeout` has passed;
@@ -298,7 +321,7 @@ mod tests {
             let counters = counters.clone();
             thread::spawn(move || counters.wait_idle(Duration::from_secs(30)))
         };
-        counters.started();
+        counters.started(true);
         counters.finished(TaskOutcome::Completed, Duration::from_millis(3));
         assert!(
             waiter.join().unwrap(),

@@ -2,10 +2,12 @@
 //! and dependencies fill, and that the server hands to the pool after responding.
 
 use std::any::type_name;
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::block_on::block_on;
 use crate::stats::{Counters, TaskOutcome};
@@ -104,7 +106,18 @@ impl BackgroundTask {
         &self.name
     }
 
+    /// Runs the task (already counted as started), then counts how it ended
+    /// and how long it took.
+    pub(crate) fn run_counted(self, request_id: &str, counters: &Counters) {
+        let started = Instant::now();
+        let outcome = self.run(request_id);
+        counters.finished(outcome, started.elapsed());
+    }
+
     /// Runs the task, catching a panic, and logs a failure. Returns how it ended.
+    ///
+    /// Architecture invariant: no thread dies of a task's panic; this is the
+    /// one place tasks run.
     pub(crate) fn run(self, request_id: &str) -> TaskOutcome {
         let BackgroundTask { name, job } = self;
         match panic::catch_unwind(AssertUnwindSafe(job)) {
@@ -149,7 +162,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// run, in the order they were added, one after another on one background
 /// thread, after the response has been sent.
 ///
-/// Cloning the handle is cheap and does not copy the list.
+/// Cloning the handle is cheap and does not copy the list. Outside the server,
+/// [`BackgroundPool::tasks`](crate::BackgroundPool::tasks) makes a list and
+/// [`BackgroundPool::dispatch`](crate::BackgroundPool::dispatch) hands it over.
 ///
 /// # Common mistakes
 ///
@@ -157,6 +172,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// thread the handler started, say) is too late: the list is handed to the pool
 /// once the response is sent. Such a task is not run; it is logged with its
 /// name and request id and counted as [`discarded`](crate::Stats::discarded).
+/// So is every task of a list dropped without ever being dispatched.
 #[derive(Clone)]
 pub struct BackgroundTasks {
     list: Arc<TaskList>,
@@ -165,12 +181,15 @@ pub struct BackgroundTasks {
 struct TaskList {
     request_id: Arc<str>,
     counters: Arc<Counters>,
-    /// `None` once the list has been taken for dispatch (or discarded).
+    /// `None` once the list has been sealed (for dispatch, or to discard it).
     tasks: Mutex<Option<Vec<BackgroundTask>>>,
 }
 
 impl BackgroundTasks {
+    /// A new, open list; it counts as open (the server is not idle) until it
+    /// is sealed or dropped.
     pub(crate) fn new(request_id: Arc<str>, counters: Arc<Counters>) -> BackgroundTasks {
+        counters.list_opened();
         BackgroundTasks {
             list: Arc::new(TaskList {
                 request_id,
@@ -203,19 +222,13 @@ impl BackgroundTasks {
 
     /// Adds a task built with [`BackgroundTask`], for instance a named one.
     pub fn add(&self, task: BackgroundTask) {
-        self.list.counters.scheduled(1);
         let mut tasks = self.lock();
         match tasks.as_mut() {
             Some(tasks) => tasks.push(task),
             None => {
                 drop(tasks);
-                log::warn!(
-                    "background task {} (request {}) was added after the request's tasks were \
-                     dispatched; it will not run",
-                    task.name,
-                    self.list.request_id
-                );
-                self.list.counters.discarded(1);
+                let late = Batch::seal(&self.list.request_id, vec![task], &self.list.counters);
+                late.discard("it was added after the request's tasks were dispatched");
             }
         }
     }
@@ -235,20 +248,47 @@ impl BackgroundTasks {
         &self.list.request_id
     }
 
-    /// Takes the tasks out for dispatch; later additions are discarded.
-    pub(crate) fn take(&self) -> Vec<BackgroundTask> {
-        self.lock().take().unwrap_or_default()
-    }
-
-    /// Takes the tasks out and discards them, logging each with `reason`.
-    pub(crate) fn discard(&self, reason: &str) {
-        let tasks = self.take();
-        discard(&tasks, &self.list.request_id, reason, &self.list.counters);
+    /// Seals the list, followed by `more` (a response's own tasks), into the
+    /// [`Batch`] the pool runs; tasks added from now on are discarded.
+    pub(crate) fn seal(&self, more: Vec<BackgroundTask>) -> Batch {
+        self.list.seal(more)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<BackgroundTask>>> {
+        self.list.lock()
+    }
+}
+
+impl TaskList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<BackgroundTask>>> {
         // A panic while holding this lock cannot leave the Vec half-updated.
-        self.list.tasks.lock().unwrap_or_else(|e| e.into_inner())
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seal(&self, more: Vec<BackgroundTask>) -> Batch {
+        let taken = self.lock().take();
+        let was_open = taken.is_some();
+        let mut tasks = taken.unwrap_or_default();
+        tasks.extend(more);
+        // Counted as scheduled before the list stops counting as open, so that
+        // no observer sees the server idle in between.
+        let batch = Batch::seal(&self.request_id, tasks, &self.counters);
+        if was_open {
+            self.counters.list_closed();
+        }
+        batch
+    }
+}
+
+impl Drop for TaskList {
+    /// A list dropped without being sealed (its request was abandoned, or a
+    /// [`BackgroundPool`](crate::BackgroundPool) user forgot to dispatch it)
+    /// does not lose its tasks silently.
+    fn drop(&mut self) {
+        if self.lock().is_some() {
+            self.seal(Vec::new())
+                .discard("its list was dropped without being dispatched");
+        }
     }
 }
 
@@ -261,20 +301,114 @@ impl fmt::Debug for BackgroundTasks {
     }
 }
 
-/// Logs each of `tasks` as not run and counts them as discarded.
-pub(crate) fn discard(
-    tasks: &[BackgroundTask],
-    request_id: &str,
-    reason: &str,
-    counters: &Counters,
-) {
-    for task in tasks {
-        log::warn!(
-            "background task {} (request {request_id}) discarded: {reason}",
-            task.name
-        );
+/// One request's tasks, sealed: what the pool runs, in order, on one thread.
+///
+/// Architecture invariant: every task is counted as `scheduled` exactly once,
+/// here in [`Batch::seal`], and as `discarded` only in [`Batch::discard`]
+/// (which a `Batch` dropped with tasks left also calls), so each task added
+/// ends in exactly one outcome.
+pub(crate) struct Batch {
+    request_id: Arc<str>,
+    tasks: VecDeque<BackgroundTask>,
+    counters: Arc<Counters>,
+    /// Whether the tasks left are counted in the `queued` gauge.
+    queued: bool,
+}
+
+impl Batch {
+    fn seal(request_id: &Arc<str>, tasks: Vec<BackgroundTask>, counters: &Arc<Counters>) -> Batch {
+        counters.scheduled(tasks.len() as u64);
+        Batch {
+            request_id: request_id.clone(),
+            tasks: tasks.into(),
+            counters: counters.clone(),
+            queued: false,
+        }
     }
-    counters.discarded(tasks.len() as u64);
+
+    pub(crate) fn request_id(&self) -> &Arc<str> {
+        &self.request_id
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Counts the tasks left in the `queued` gauge, once they are handed to the pool.
+    pub(crate) fn mark_queued(&mut self) {
+        if !self.queued {
+            self.queued = true;
+            self.counters.queued(self.tasks.len() as u64);
+        }
+    }
+
+    /// The next task to run, counted as running (and no longer queued).
+    pub(crate) fn start_next(&mut self) -> Option<BackgroundTask> {
+        let task = self.tasks.pop_front()?;
+        self.counters.started(self.queued);
+        Some(task)
+    }
+
+    /// Runs every task left, in order, on this thread.
+    pub(crate) fn run_all(mut self) {
+        while let Some(task) = self.start_next() {
+            task.run_counted(&self.request_id, &self.counters);
+        }
+    }
+
+    /// Logs each task left as not run, with `reason`, counts them as
+    /// discarded, and lists them.
+    pub(crate) fn discard(mut self, reason: &str) -> Vec<TaskInfo> {
+        self.discard_rest(reason)
+    }
+
+    fn discard_rest(&mut self, reason: &str) -> Vec<TaskInfo> {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            log::warn!(
+                "background task {} (request {}) discarded: {reason}",
+                task.name,
+                self.request_id
+            );
+        }
+        let n = tasks.len() as u64;
+        if self.queued {
+            self.counters.unqueued(n);
+        }
+        self.counters.discarded(n);
+        tasks
+            .into_iter()
+            .map(|task| TaskInfo {
+                name: task.name,
+                request_id: self.request_id.to_string(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Batch {
+    /// A batch is run or discarded on purpose; one dropped with tasks left
+    /// (a channel torn down mid-shutdown, say) still accounts for them.
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.discard_rest("it was dropped before it could run");
+        }
+    }
+}
+
+/// A task that did not run, or had not finished, when a shutdown deadline
+/// passed, as listed in a [`ShutdownReport`](crate::ShutdownReport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task's name (see [`BackgroundTask::named`]).
+    pub name: String,
+    /// The id of the request that added it.
+    pub request_id: String,
 }
 
 #[cfg(test)]
@@ -295,7 +429,12 @@ mod tests {
         let other = tasks.clone();
         tasks.add(BackgroundTask::new(|| ()).named("first"));
         other.add(BackgroundTask::new(|| ()).named("second"));
-        let names: Vec<_> = tasks.take().iter().map(|t| t.name().to_owned()).collect();
+        let names: Vec<_> = tasks
+            .seal(Vec::new())
+            .discard("test")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
         assert_eq!(names, ["first", "second"]);
     }
 
@@ -303,11 +442,29 @@ mod tests {
     fn a_task_added_after_take_is_counted_as_discarded() {
         let (tasks, counters) = list();
         tasks.add_task(|| ());
-        assert_eq!(tasks.take().len(), 1);
+        let batch = tasks.seal(Vec::new());
+        assert_eq!(batch.len(), 1);
         tasks.add_task(|| ());
         let stats = counters.snapshot();
         assert_eq!((stats.scheduled, stats.discarded), (2, 1));
         assert!(tasks.is_empty());
+    }
+
+    #[test]
+    fn a_list_or_batch_dropped_with_tasks_counts_them_as_discarded() {
+        let (tasks, counters) = list();
+        tasks.add_task(|| ());
+        drop(tasks);
+        let other = BackgroundTasks::new("r2".into(), counters.clone());
+        other.add_task(|| ());
+        other.add_task(|| ());
+        drop(other.seal(Vec::new()));
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.scheduled, stats.discarded, stats.pending()),
+            (3, 3, 0)
+        );
+        assert_eq!(counters.lists_open(), 0);
     }
 
     #[test]

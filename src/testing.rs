@@ -30,8 +30,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::headers::Headers;
+use crate::pool::ShutdownReport;
 use crate::routing::App;
-use crate::server::{Server, ServerBuilder, ServerHandle, ShutdownReport};
+use crate::server::{Server, ServerBuilder, ServerHandle};
 use crate::stats::Stats;
 
 /// How long [`TestServer::wait_idle`] and the client wait before failing the test.

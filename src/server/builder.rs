@@ -1,0 +1,231 @@
+//! [`ServerBuilder`]: every setting of the server, checked before binding.
+
+use std::thread;
+use std::time::Duration;
+
+use super::{Server, Stopper};
+use crate::engine::{ConnectionLimits, Engine};
+use crate::error::Error;
+use crate::pool::{OnFull, DEFAULT_QUEUE_CAPACITY};
+use crate::routing::App;
+
+/// The default address: `127.0.0.1:8000`, as uvicorn's.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8000";
+/// The default request body limit: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The default time [`Server::run`] gives shutdown: 30 seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures and builds a [`Server`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`address`](Self::address) | [`DEFAULT_ADDRESS`] (`127.0.0.1:8000`) |
+/// | [`workers`](Self::workers) | 4 × the available cores, at least 8 |
+/// | [`background_workers`](Self::background_workers) | the available cores, at least 2 |
+/// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
+/// | [`on_full`](Self::on_full) | [`OnFull::Block`] |
+/// | [`shed_exempt`](Self::shed_exempt) | none |
+/// | [`max_body_bytes`](Self::max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] (1 MiB) |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s) |
+/// | [`header_timeout`](Self::header_timeout) | 10 s |
+/// | [`idle_timeout`](Self::idle_timeout) | 5 s |
+/// | [`body_read_timeout`](Self::body_read_timeout) | 30 s |
+/// | [`write_timeout`](Self::write_timeout) | 30 s |
+/// | [`max_connections`](Self::max_connections) | 1024 |
+/// | [`max_header_bytes`](Self::max_header_bytes) | 16 KiB |
+/// | [`max_headers`](Self::max_headers) | 64 |
+/// | [`tcp_nodelay`](Self::tcp_nodelay) | on |
+/// | [`listen_backlog`](Self::listen_backlog) | 1024 |
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    address: String,
+    config: Config,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    pub(super) workers: usize,
+    pub(super) background_workers: usize,
+    pub(super) queue_capacity: usize,
+    pub(super) on_full: OnFull,
+    pub(super) shed_exempt: Vec<String>,
+    pub(super) max_body_bytes: usize,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) connection: ConnectionLimits,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> ServerBuilder {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        ServerBuilder {
+            address: DEFAULT_ADDRESS.to_owned(),
+            config: Config {
+                workers: (4 * cores).max(8),
+                background_workers: cores.max(2),
+                queue_capacity: DEFAULT_QUEUE_CAPACITY,
+                on_full: OnFull::Block,
+                shed_exempt: Vec::new(),
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+                connection: ConnectionLimits::default(),
+            },
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with the defaults in the table above.
+    pub fn new() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// The `host:port` to listen on; port 0 picks a free port (read it back
+    /// with [`Server::local_addr`]).
+    pub fn address(mut self, address: impl Into<String>) -> ServerBuilder {
+        self.address = address.into();
+        self
+    }
+
+    /// Request worker threads: how many handlers can run at once.
+    pub fn workers(mut self, n: usize) -> ServerBuilder {
+        self.config.workers = n;
+        self
+    }
+
+    /// Background worker threads: how many requests' task lists can run at once.
+    pub fn background_workers(mut self, n: usize) -> ServerBuilder {
+        self.config.background_workers = n;
+        self
+    }
+
+    /// How many requests' task lists may wait for a background worker. When
+    /// the queue is full, a request worker waits for room after responding
+    /// (backpressure: nothing is dropped).
+    pub fn queue_capacity(mut self, n: usize) -> ServerBuilder {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// What happens when the queue is full; see [`OnFull`].
+    pub fn on_full(mut self, policy: OnFull) -> ServerBuilder {
+        self.config.on_full = policy;
+        self
+    }
+
+    /// Paths (exact, without the query string) served even while
+    /// [`OnFull::Shed`] refuses requests: health checks and metrics, say.
+    pub fn shed_exempt<I, S>(mut self, paths: I) -> ServerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.shed_exempt = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The largest request body read, in bytes; a larger one answers `413`.
+    pub fn max_body_bytes(mut self, n: usize) -> ServerBuilder {
+        self.config.max_body_bytes = n;
+        self
+    }
+
+    /// How long [`Server::run`] gives shutdown to finish requests and drain
+    /// background tasks once it is asked to stop.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a client has to send a whole request head (request line and
+    /// headers) once its first byte has arrived; a slower one is disconnected.
+    pub fn header_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.header_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may wait for its next request (or, new, for its
+    /// first) before the server closes it.
+    pub fn idle_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.idle_timeout = timeout;
+        self
+    }
+
+    /// How long one read of a request body may wait for data.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.body_read_timeout = timeout;
+        self
+    }
+
+    /// How long writing a response may block on a client that does not read
+    /// it; the connection is then closed and the worker freed.
+    pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.write_timeout = timeout;
+        self
+    }
+
+    /// How many connections are served at once, each on its own thread. A
+    /// connection beyond it is answered `503` and closed at once.
+    pub fn max_connections(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_connections = n;
+        self
+    }
+
+    /// The largest request head (request line and headers), in bytes; a
+    /// larger one answers `431` and the connection is closed.
+    pub fn max_header_bytes(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_header_bytes = n;
+        self
+    }
+
+    /// The most header fields a request may have; more answer `431`.
+    pub fn max_headers(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_headers = n;
+        self
+    }
+
+    /// How many connections the kernel may hold for the accept thread before
+    /// it takes them (capped by the system, `net.core.somaxconn` on Linux). Too
+    /// small, and a burst of connections has some clients' handshakes dropped
+    /// and retried a second later.
+    pub fn listen_backlog(mut self, n: u32) -> ServerBuilder {
+        self.config.connection.listen_backlog = n;
+        self
+    }
+
+    /// Whether to set `TCP_NODELAY` on connections (on by default: responses
+    /// are written in one piece, so Nagle's algorithm would only add delay).
+    pub fn tcp_nodelay(mut self, on: bool) -> ServerBuilder {
+        self.config.connection.tcp_nodelay = on;
+        self
+    }
+
+    /// Checks the settings and binds the listening socket.
+    pub fn build(self, app: App) -> Result<Server, Error> {
+        let config = self.config;
+        for (name, value) in [
+            ("workers", config.workers),
+            ("background_workers", config.background_workers),
+            ("queue_capacity", config.queue_capacity),
+            ("max_connections", config.connection.max_connections),
+            ("max_headers", config.connection.max_headers),
+            ("max_header_bytes", config.connection.max_header_bytes),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("{name} must be at least 1")));
+            }
+        }
+        let engine = Engine::bind(&self.address, config.connection.clone()).map_err(|source| {
+            Error::Bind {
+                address: self.address.clone(),
+                source,
+            }
+        })?;
+        Ok(Server {
+            engine,
+            app,
+            config,
+            stopper: Stopper::default(),
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! The server: [`Server`], [`ServerHandle`] and [`Stopper`]. The settings are
+//! in `builder.rs`, the request workers (where "respond, then dispatch" lives)
+//! in `worker.rs`, and graceful shutdown in `shutdown.rs`.
+
+mod builder;
+mod shutdown;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+pub use self::builder::{
+    ServerBuilder, DEFAULT_ADDRESS, DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_TIMEOUT,
+};
+
+use self::builder::Config;
+use self::worker::RequestIds;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::pool::{BackgroundPool, OnFull, ShutdownReport};
+use crate::routing::App;
+use crate::stats::{Counters, Stats};
+
+/// A server bound to its address, not yet serving.
+///
+/// ```no_run
+/// use afterward::{App, Server};
+///
+/// let app = App::new().get("/", || "hello");
+/// let server = Server::builder().address("127.0.0.1:8000").build(app)?;
+/// println!("listening on http://{}", server.local_addr());
+/// server.run()?; // until a Stopper is triggered
+/// # Ok::<(), afterward::Error>(())
+/// ```
+pub struct Server {
+    engine: Engine,
+    app: App,
+    config: Config,
+    stopper: Stopper,
+}
+
+impl Server {
+    /// A [`ServerBuilder`] with the default settings.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.engine.local_addr()
+    }
+
+    /// A handle that asks [`run`](Self::run) to shut down, from any thread
+    /// (a signal handler's, say).
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Serves until the [`Stopper`] is triggered, then shuts down gracefully
+    /// within the configured [`shutdown_timeout`](ServerBuilder::shutdown_timeout).
+    pub fn run(self) -> Result<ShutdownReport, Error> {
+        let timeout = self.config.shutdown_timeout;
+        let stopper = self.stopper.clone();
+        let handle = self.spawn()?;
+        stopper.wait();
+        Ok(handle.shutdown(timeout))
+    }
+
+    /// Starts serving on background threads and returns at once.
+    pub fn spawn(self) -> Result<ServerHandle, Error> {
+        let Server {
+            engine,
+            app,
+            config,
+            stopper,
+        } = self;
+        let counters = Arc::new(Counters::new(config.queue_capacity));
+        let pool = BackgroundPool::builder()
+            .workers(config.background_workers)
+            .queue_capacity(config.queue_capacity)
+            .on_full(config.on_full)
+            .build_with(counters.clone())?;
+        let shed = (config.on_full == OnFull::Shed).then(|| config.shed_exempt.clone());
+        let shared = Arc::new(ServerState {
+            engine,
+            app,
+            counters,
+            pool,
+            max_body_bytes: config.max_body_bytes,
+            shed,
+            stopping: AtomicBool::new(false),
+            ids: RequestIds::new(),
+        });
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut workers = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let shared_for_worker = shared.clone();
+            let done = done_tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("afterward-http-{index}"))
+                .spawn(move || {
+                    worker::serve(&shared_for_worker);
+                    drop(done);
+                });
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                Err(e) => {
+                    shared
+                        .stopping
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    for _ in 0..workers.len() {
+                        shared.engine.wake_one();
+                    }
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        log::info!(
+            "listening on http://{} ({} request workers, {} background workers, queue of {})",
+            shared.engine.local_addr(),
+            config.workers,
+            config.background_workers,
+            config.queue_capacity
+        );
+        Ok(ServerHandle {
+            local_addr: shared.engine.local_addr(),
+            counters: shared.counters.clone(),
+            stopper,
+            running: Some(Running {
+                shared,
+                workers,
+                done: done_rx,
+            }),
+            shutdown_timeout: config.shutdown_timeout,
+        })
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Asks a running server to shut down; cheap to clone and `Send`.
+#[derive(Debug, Clone, Default)]
+pub struct Stopper {
+    stopped: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Stopper {
+    /// Asks the server to shut down. Calling it again has no further effect.
+    pub fn stop(&self) {
+        let (stopped, changed) = &*self.stopped;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+
+    /// Whether [`stop`](Self::stop) has been called.
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until [`stop`](Self::stop) is called.
+    pub fn wait(&self) {
+        let (stopped, changed) = &*self.stopped;
+        let mut stopped = stopped.lock().unwrap_or_else(|e| e.into_inner());
+        while !*stopped {
+            stopped = changed.wait(stopped).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A running server: its address, counters, idle signal and shutdown.
+///
+/// Dropping the handle shuts the server down within the configured
+/// [`shutdown_timeout`](ServerBuilder::shutdown_timeout) and logs the report.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    stopper: Stopper,
+    running: Option<Running>,
+    shutdown_timeout: Duration,
+}
+
+struct Running {
+    shared: Arc<ServerState>,
+    workers: Vec<JoinHandle<()>>,
+    /// Disconnects when every request worker has ended.
+    done: crossbeam_channel::Receiver<()>,
+}
+
+/// What every request worker shares.
+struct ServerState {
+    engine: Engine,
+    app: App,
+    counters: Arc<Counters>,
+    pool: BackgroundPool,
+    max_body_bytes: usize,
+    /// Under [`OnFull::Shed`], the exempt paths.
+    shed: Option<Vec<String>>,
+    stopping: AtomicBool,
+    ids: RequestIds,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Blocks until no request is being handled and every background task
+    /// added so far has finished (or been discarded), or until `timeout` has
+    /// passed. Returns whether the server became idle.
+    ///
+    /// A client that has read its response can call this to wait for the
+    /// tasks that request added: they were added before the response was sent.
+    /// Requests still waiting for a free request worker are not counted yet:
+    /// with concurrent clients, wait for what they started, not for silence.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.counters.wait_idle(timeout)
+    }
+
+    /// A [`Stopper`] for this server (the one [`Server::stopper`] returned).
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Shuts down gracefully: stops taking requests, lets the requests in
+    /// flight finish and dispatch their tasks, and runs the queued tasks,
+    /// all within `timeout`.
+    ///
+    /// Whatever has not started by then is not run: the report lists it (and
+    /// the tasks still running, which are left to finish on their own
+    /// threads), each is logged, and the counters count it as discarded.
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        let running = self.running.take().expect("a handle shuts down once");
+        running.shutdown(timeout)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown(self.shutdown_timeout);
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,172 @@
+//! The request workers: take a request from the engine, run its handler,
+//! respond, then dispatch its tasks.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::ServerState;
+use crate::engine::{Exchange, Next};
+use crate::http_error::HttpError;
+use crate::method::Method;
+use crate::request::{Request, RequestInit};
+use crate::response::{IntoResponse, Response};
+use crate::routing::Routed;
+use crate::tasks::{panic_message, BackgroundTasks};
+
+/// A request worker: takes requests until shutdown wakes it.
+pub(super) fn serve(shared: &ServerState) {
+    loop {
+        match shared.engine.next() {
+            Next::Request(exchange) => handle(shared, exchange),
+            Next::Woken if shared.stopping.load(Ordering::SeqCst) => return,
+            Next::Woken => {}
+        }
+    }
+}
+
+/// Handles one request: extract, run the handler, respond, then dispatch.
+fn handle(shared: &ServerState, mut exchange: Exchange) {
+    let started = Instant::now();
+    shared.counters.request_started();
+    let head = exchange.head();
+    let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
+    let method = head.method.clone();
+    let target = head.target.clone();
+    let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
+
+    let mut response = if shared.must_shed(&target) {
+        // Refused before anything else: the handler never runs, no task is added.
+        shared.counters.rejected();
+        HttpError::new(503, "the server is busy; retry later")
+            .with_header("Retry-After", "1")
+            .into_response()
+    } else {
+        run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks)
+    };
+    let response_tasks = response.take_background();
+    response.headers_mut().insert("X-Request-Id", &*request_id);
+    let status = response.status();
+
+    shared.counters.responding(status);
+    if let Err(e) = exchange.respond(response) {
+        log::debug!("request {request_id}: the response could not be sent: {e}");
+    }
+    // Architecture invariant: a request's tasks reach the pool only after
+    // `respond` has returned, that is once the response is written and flushed.
+    // This is the only place the server seals a list and submits it.
+    let batch = tasks.seal(response_tasks);
+    let task_count = batch.len();
+    shared.pool.submit(batch);
+    log::info!(
+        target: "afterward::access",
+        "{method} {target} {status} {:.1}ms request_id={request_id} tasks={task_count}",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    shared.counters.request_finished();
+}
+
+/// Builds the `Request`, routes it and runs its handler, catching a panic.
+/// The tasks of a request whose handler never ran, or panicked, are discarded.
+fn run_handler(
+    shared: &ServerState,
+    exchange: &mut Exchange,
+    method: &Method,
+    target: &str,
+    request_id: &Arc<str>,
+    tasks: &BackgroundTasks,
+) -> Response {
+    let (head, body) = exchange.parts();
+    let mut request = Request::new(RequestInit {
+        method: method.clone(),
+        target,
+        headers: std::mem::take(&mut head.headers),
+        remote_addr: head.remote_addr,
+        request_id: request_id.clone(),
+        body,
+        declared_length: head.content_length,
+        body_limit: shared.max_body_bytes,
+        tasks: tasks.clone(),
+        state: shared.app.state_map(),
+        counters: &shared.counters,
+    });
+    match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
+        Ok(Routed::Handled(response)) => response,
+        Ok(Routed::Rejected(error)) => {
+            tasks
+                .seal(Vec::new())
+                .discard("the request was rejected before its handler ran");
+            error.into_response()
+        }
+        Err(payload) => {
+            log::error!(
+                "handler for {method} {target} (request {request_id}) panicked: {}",
+                panic_message(payload.as_ref())
+            );
+            tasks.seal(Vec::new()).discard("its handler panicked");
+            HttpError::new(500, "Internal Server Error").into_response()
+        }
+    }
+}
+
+impl ServerState {
+    /// Under [`OnFull::Shed`]: the queue is full and `target` is not exempt.
+    fn must_shed(&self, target: &str) -> bool {
+        let Some(exempt) = &self.shed else {
+            return false;
+        };
+        let path = target.split('?').next().unwrap_or(target);
+        self.pool.is_full() && !exempt.iter().any(|p| p == path)
+    }
+}
+
+/// Request ids: the client's `X-Request-Id` when it is sane, else a new one.
+pub(super) struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub(super) fn new() -> RequestIds {
+        // Distinct enough across restarts of one service to tell runs apart in logs.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = nanos ^ (u64::from(std::process::id()) << 32);
+        RequestIds {
+            prefix: format!("{:08x}", seed as u32),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub(super) fn for_request(&self, client_id: Option<&str>) -> Arc<str> {
+        match client_id {
+            Some(id) if is_sane_id(id) => id.into(),
+            _ => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                format!("{}-{n}", self.prefix).into()
+            }
+        }
+    }
+}
+
+/// 1 to 200 visible ASCII characters: safe to log and to echo in a header.
+fn is_sane_id(id: &str) -> bool {
+    (1..=200).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_sane_id, RequestIds};
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_sane() {
+        let ids = RequestIds::new();
+        assert_eq!(&*ids.for_request(Some("abc-123")), "abc-123");
+        let made = ids.for_request(Some("bad id\r\n"));
+        assert!(is_sane_id(&made) && made.ends_with("-1"), "{made}");
+        assert!(ids.for_request(None).ends_with("-2"));
+        assert!(!is_sane_id(&"x".repeat(201)));
+    }
+}
