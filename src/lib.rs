@@ -120,6 +120,7 @@ mod stats;
 mod tasks;
 pub mod testing;
 
+pub use crate::engine::Engine;
 pub use crate::error::Error;
 pub use crate::extract::{Dependency, Depends, Path, Query, RawBody};
 pub use crate::handler::Handler;

@@ -20,6 +20,11 @@ impl Stats {
                 self.requests_in_flight,
             ),
             (
+                "afterward_connections_open",
+                "Client connections open (builtin engine).",
+                self.connections_open,
+            ),
+            (
                 "afterward_tasks_queued",
                 "Background tasks waiting for a worker.",
                 self.queued,

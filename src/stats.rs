@@ -25,6 +25,9 @@ pub struct Stats {
     pub rejected: u64,
     /// Requests being handled right now (read, handled, answered, tasks dispatched).
     pub requests_in_flight: u64,
+    /// Client connections open right now (on the builtin engine; the
+    /// tiny_http engine does not report its connections, so it stays 0).
+    pub connections_open: u64,
     /// Tasks added by handlers, dependencies or responses (including discarded ones).
     pub scheduled: u64,
     /// Tasks handed to the pool that have not started yet (including those whose
@@ -120,6 +123,7 @@ pub(crate) struct Counters {
     requests_in_flight: AtomicU64,
     /// Task lists made and not yet sealed (each request has one).
     lists_open: AtomicU64,
+    connections_open: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -157,6 +161,20 @@ impl Counters {
     pub(crate) fn request_finished(&self) {
         self.requests_in_flight.fetch_sub(1, Ordering::SeqCst);
         self.notify();
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::SeqCst)
     }
 
     pub(crate) fn list_opened(&self) {
@@ -247,6 +265,7 @@ impl Counters {
                 sum_micros: load(&self.duration_sum_micros),
             },
             requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
+            connections_open: self.connections_open(),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
@@ -270,11 +289,23 @@ impl Counters {
     /// Blocks until [`is_idle`](Self::is_idle) or until `timeout` has passed;
     /// returns whether the server became idle.
     pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, Counters::is_idle)
+    }
+
+    /// Blocks until `condition` holds or until `timeout` has passed; returns
+    /// whether it held. `condition` is checked again at each change that
+    /// [notifies](Self::notify): a request finished, a task ended or was
+    /// discarded, a task list sealed, a connection opened or closed.
+    pub(crate) fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Counters) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut guard = self.idle_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let idle = loop {
-            if self.is_idle() {
+            if condition(self) {
                 break true;
             }
             let now = Instant::now();
@@ -291,10 +322,11 @@ impl Counters {
         idle
     }
 
-    /// Wakes the threads in `wait_idle` after a change that may make the server idle.
+    /// Wakes the threads in `wait_until` after a change that may make the
+    /// server idle (or open or close a connection).
     ///
     /// Sound without a lost wake-up: a waiter registers in `waiters` and checks
-    /// `is_idle` while holding `idle_lock`; the changes above are `SeqCst`, so
+    /// its condition while holding `idle_lock`; the changes above are `SeqCst`, so
     /// either the waiter's check sees the change or this load sees the waiter,
     /// and then taking the lock waits until the waiter is parked in the condvar.
     fn notify(&self) {

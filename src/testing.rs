@@ -29,11 +29,16 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::engine::Engine;
 use crate::headers::Headers;
 use crate::pool::ShutdownReport;
 use crate::routing::App;
 use crate::server::{Server, ServerBuilder, ServerHandle};
 use crate::stats::Stats;
+
+/// The environment variable that picks the engine of a [`TestServer`] whose
+/// builder names none (the binary reads the same one).
+pub const ENGINE_VARIABLE: &str = "AFTERWARD_ENGINE";
 
 /// How long [`TestServer::wait_idle`] and the client wait before failing the test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +52,8 @@ pub struct TestServer {
 
 impl TestServer {
     /// Serves `app` with small test settings: 4 request workers, 2 background
-    /// workers, and a 5 s shutdown timeout on drop.
+    /// workers, and a 5 s shutdown timeout on drop, on the engine
+    /// `AFTERWARD_ENGINE` names (see [`with_builder`](Self::with_builder)).
     ///
     /// # Panics
     ///
@@ -65,10 +71,25 @@ impl TestServer {
     /// Serves `app` with `builder`'s settings, on `127.0.0.1:0` whatever its
     /// address says.
     ///
+    /// The engine is the builder's if it names one; else the one the
+    /// environment variable `AFTERWARD_ENGINE` names (`builtin`, or
+    /// `tiny-http` in a build with that feature), so that one test suite can
+    /// run on each engine; else the builtin engine.
+    ///
     /// # Panics
     ///
-    /// If the server cannot start.
+    /// If the server cannot start, or `AFTERWARD_ENGINE` names no engine of
+    /// this build.
     pub fn with_builder(builder: ServerBuilder, app: App) -> TestServer {
+        let builder = match std::env::var(ENGINE_VARIABLE) {
+            Ok(name) if !builder.engine_is_set() => {
+                let engine: Engine = name
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{ENGINE_VARIABLE}={name}: {e}"));
+                builder.engine(engine)
+            }
+            _ => builder,
+        };
         let server = builder
             .address("127.0.0.1:0")
             .build(app)

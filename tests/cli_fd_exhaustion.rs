@@ -22,6 +22,7 @@ fn the_server_accepts_again_once_descriptors_are_free() {
             BIN,
         ])
         .env("RUST_LOG", "warn")
+        .env("AFTERWARD_ENGINE", support::hardening_engine().name())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

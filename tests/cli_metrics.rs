@@ -20,6 +20,7 @@ fn metrics_are_prometheus_text_with_help_and_type() {
     let text = response.text();
 
     let expected = [
+        ("afterward_connections_open", "gauge"),
         ("afterward_tasks_queued", "gauge"),
         ("afterward_tasks_running", "gauge"),
         ("afterward_tasks_completed_total", "counter"),

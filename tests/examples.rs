@@ -6,7 +6,7 @@
 
 mod support;
 
-use afterward::testing::TestServer;
+use afterward::testing::{TestRequest, TestServer};
 use serde_json::json;
 use support::{read, TempDir};
 
@@ -137,5 +137,69 @@ fn response_background_runs_the_list_then_the_response_task() {
     assert_eq!(
         read(&log),
         "audit: signup ada\nwelcome email to ada@example.com\n"
+    );
+}
+
+#[allow(dead_code)]
+#[path = "../examples/tiny_http_loop.rs"]
+mod tiny_http_loop;
+
+/// The example's own tiny_http loop on `127.0.0.1:0`, with a pool of its own.
+fn tiny_http_service(log: std::path::PathBuf) -> (tiny_http_loop::Service, std::net::SocketAddr) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = server.server_addr().to_ip().expect("an IP address");
+    let pool = afterward::BackgroundPool::builder()
+        .workers(2)
+        .build()
+        .unwrap();
+    let service = tiny_http_loop::Service::start(server, pool, 2, log).unwrap();
+    (service, addr)
+}
+
+#[test]
+fn tiny_http_loop_runs_its_tasks_after_responding() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let (service, addr) = tiny_http_service(log.clone());
+
+    for email in ["ada@example.com", "bob@example.com"] {
+        let path = format!("/send-notification/{email}");
+        let response = TestRequest::new(addr, "POST", &path).send();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.json(),
+            json!({"message": "Notification sent in the background"})
+        );
+    }
+    assert!(service.pool().wait_idle(support::TEST_TIMEOUT));
+    let mut lines: Vec<_> = read(&log).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "notification for ada@example.com: some notification",
+            "notification for bob@example.com: some notification"
+        ]
+    );
+    assert_eq!(TestRequest::new(addr, "GET", "/nope").send().status(), 404);
+
+    let report = service.stop(support::TEST_TIMEOUT);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!((report.stats.scheduled, report.stats.completed), (2, 2));
+}
+
+#[test]
+fn tiny_http_loop_drains_its_tasks_when_stopped() {
+    let dir = TempDir::new();
+    let log = dir.file("log.txt");
+    let (service, addr) = tiny_http_service(log.clone());
+    let response = TestRequest::new(addr, "POST", "/send-notification/ada@example.com").send();
+    assert_eq!(response.status(), 200);
+    // Stopped at once: the task that request added still runs before `stop` returns.
+    let report = service.stop(support::TEST_TIMEOUT);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(
+        read(&log),
+        "notification for ada@example.com: some notification\n"
     );
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use afterward::testing::TestServer;
 use afterward::{App, Path};
-use support::raw::{get, thread_count, Raw};
+use support::raw::{get, Raw};
+use support::TEST_TIMEOUT;
 
 fn app() -> App {
     App::new().get("/echo/{word}", |Path(word): Path<String>| word)
@@ -16,7 +17,7 @@ fn app() -> App {
 
 #[test]
 fn a_burst_of_256_keep_alive_connections_is_answered_within_a_second() {
-    let server = TestServer::new(app());
+    let server = TestServer::with_builder(support::hardened(), app());
     // Timed from the first connection: with too small a listen backlog, some
     // handshakes of a burst are dropped and retried a second later.
     let started = Instant::now();
@@ -44,7 +45,7 @@ fn a_burst_of_256_keep_alive_connections_is_answered_within_a_second() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let server = TestServer::new(app());
+    let server = TestServer::with_builder(support::hardened(), app());
     let mut raw = Raw::connect(server.addr());
     let pipelined: Vec<u8> = ["one", "two", "three"]
         .iter()
@@ -58,14 +59,13 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn unknown_http_versions_are_refused_without_leaking_threads() {
-    let server = TestServer::new(app());
+    let server = TestServer::with_builder(support::hardened(), app());
     // Warm up: the first connection may start threads that stay.
     let mut warm = Raw::connect(server.addr());
     warm.send(b"GET /echo/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     warm.response();
     assert!(warm.closed_within(Duration::from_secs(5)));
-    let before = thread_count();
 
     for version in ["HTTP/2.0", "HTTP/3.0", "HTTP/1.2", "HTTP/0.9", "FOO/1.1"] {
         for _ in 0..10 {
@@ -84,21 +84,20 @@ fn unknown_http_versions_are_refused_without_leaking_threads() {
             );
         }
     }
-    // Connection threads end once their connection is closed; allow a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while thread_count() > before + 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // Each connection has a thread, which ends (and leaves the gauge) once
+    // its connection is closed.
     assert!(
-        thread_count() <= before + 2,
-        "{} threads, {before} before",
-        thread_count()
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |stats| stats.connections_open == 0),
+        "connections still open: {:?}",
+        server.stats()
     );
 }
 
 #[test]
 fn http_1_0_closes_unless_asked_to_keep_alive() {
-    let server = TestServer::new(app());
+    let server = TestServer::with_builder(support::hardened(), app());
     let mut raw = Raw::connect(server.addr());
     raw.send(b"GET /echo/old HTTP/1.0\r\n\r\n").unwrap();
     assert_eq!(raw.response().text(), "old");
@@ -115,7 +114,7 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
 
 #[test]
 fn connections_beyond_the_cap_are_answered_503_at_once() {
-    let server = TestServer::with_builder(afterward::Server::builder().max_connections(2), app());
+    let server = TestServer::with_builder(support::hardened().max_connections(2), app());
     let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr())).collect();
     // Make sure both are being served (each has its thread) before the third.
     for (i, raw) in held.iter_mut().enumerate() {
@@ -130,19 +129,17 @@ fn connections_beyond_the_cap_are_answered_503_at_once() {
     assert_eq!(response.header("Retry-After"), Some("1"));
     assert!(refused.closed_within(Duration::from_secs(5)));
 
-    // Once one is closed, a new connection is served again.
+    // Once one is closed (and its thread has ended), a new connection is
+    // served again.
     drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut raw = Raw::connect(server.addr());
-        raw.send(&get("/echo/back")).unwrap();
-        let response = raw.response();
-        if response.status() == 200 {
-            assert_eq!(response.text(), "back");
-            break;
-        }
-        // The closed connection's thread may not have ended yet.
-        assert!(Instant::now() < deadline, "never served again");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |stats| stats.connections_open <= 1));
+    let mut raw = Raw::connect(server.addr());
+    raw.send(&get("/echo/back")).unwrap();
+    let response = raw.response();
+    assert_eq!(
+        (response.status(), response.text()),
+        (200, "back".to_owned())
+    );
 }

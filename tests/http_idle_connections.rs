@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use afterward::testing::{TestRequest, TestServer};
-use afterward::{App, Server};
+use afterward::App;
 use support::raw::{rss_kib, thread_count, Raw};
 
 const IDLE: usize = 1000;
@@ -16,7 +16,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_thousand_idle_connections_do_not_lock_out_new_clients() {
-    let builder = Server::builder()
+    let builder = support::hardened()
         .workers(4)
         .background_workers(2)
         .idle_timeout(IDLE_TIMEOUT)

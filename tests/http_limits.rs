@@ -7,11 +7,11 @@ mod support;
 use std::time::Duration;
 
 use afterward::testing::TestServer;
-use afterward::{App, RawBody, Server};
+use afterward::{App, RawBody};
 use support::raw::Raw;
 
 fn server() -> TestServer {
-    let builder = Server::builder()
+    let builder = support::hardened()
         .max_header_bytes(4096)
         .max_headers(16)
         .max_body_bytes(1024);

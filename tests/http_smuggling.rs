@@ -27,7 +27,7 @@ fn server() -> (TestServer, Arc<AtomicUsize>) {
         .get("/inject", || {
             Response::text("x").with_header("X-Evil", "a\r\nSet-Cookie: stolen=1")
         });
-    (TestServer::new(app), hits)
+    (TestServer::with_builder(support::hardened(), app), hits)
 }
 
 /// Sends `head` (without the blank line) with a body holding a smuggled

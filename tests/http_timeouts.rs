@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use afterward::testing::{TestRequest, TestServer};
-use afterward::{App, BackgroundTasks, RawBody, Server};
+use afterward::{App, BackgroundTasks, RawBody};
 use support::raw::{get, Raw};
 use support::Gate;
 
@@ -18,7 +18,7 @@ const SHORT: Duration = Duration::from_millis(400);
 const SLACK: Duration = Duration::from_secs(3);
 
 fn builder() -> afterward::ServerBuilder {
-    Server::builder()
+    support::hardened()
         .header_timeout(SHORT)
         .idle_timeout(SHORT)
         .body_read_timeout(SHORT)

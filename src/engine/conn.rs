@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::body::{Chunk, Framing};
+use super::builtin::{EngineState, Incoming};
 use super::wire::{self, Persistence};
-use super::{ConnectionLimits, EngineState, Head, Incoming};
+use super::{ConnectionLimits, Head};
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
@@ -94,24 +95,24 @@ pub(crate) fn accept_loop(
         };
         backoff = Duration::from_millis(5);
         let limits = &shared.limits;
-        if shared.connections.load(Ordering::SeqCst) >= limits.max_connections {
+        if shared.counters.connections_open() >= limits.max_connections as u64 {
             // Answer at once rather than leave the client waiting in the
             // backlog; no lingering here, the accept thread must move on.
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
             respond_and_close_now(stream, busy());
             continue;
         }
-        shared.connections.fetch_add(1, Ordering::SeqCst);
+        shared.counters.connection_opened();
         let (shared_for_thread, queue) = (shared.clone(), queue.clone());
         let spawned = thread::Builder::new()
             .name("afterward-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 serve(stream, Some(remote_addr), &shared_for_thread, &queue);
-                shared_for_thread.connections.fetch_sub(1, Ordering::SeqCst);
+                shared_for_thread.counters.connection_closed();
             });
         if let Err(e) = spawned {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            shared.counters.connection_closed();
             log::warn!("cannot start a connection thread: {e}");
         }
     }

@@ -1,40 +1,212 @@
-//! The HTTP/1.1 engine: the crate's own connection layer on the `httparse`
-//! parser. The rest of the crate sees only this module's [`Engine`], which
-//! yields [`Exchange`]s (a parsed request head, a body reader, and a way to
-//! respond once), in the crate's own types.
+//! HTTP/1.1 engines behind one seam. The rest of the crate sees only this
+//! module's [`Listener`], which yields [`Exchange`]s (a request head in the
+//! crate's own types, a body reader, and a way to respond once), whatever
+//! engine reads and writes the bytes:
 //!
-//! How it works:
-//! - an accept thread (`afterward-accept`) takes connections, up to
-//!   `max_connections`, and gives each a thread of its own (`afterward-conn`);
-//! - a connection thread waits for a request (idle timeout), reads its head
-//!   (header timeout, size and count limits), checks its framing strictly, and
-//!   hands it to the request workers as an `Exchange`; it then waits for the
-//!   connection to come back before reading the next request, so pipelined
-//!   requests are answered in order;
-//! - a request worker reads the body (body read timeout) and writes the
-//!   response in one piece (write timeout), then returns the connection, or
-//!   closes it.
+//! - **builtin** (the default; `builtin.rs`, `conn.rs`, `body.rs`, `wire.rs`):
+//!   our own, on the `httparse` parser. An accept thread (`afterward-accept`)
+//!   takes connections, up to `max_connections`, and gives each a thread of its
+//!   own (`afterward-conn`). A connection thread waits for a request (idle
+//!   timeout), reads its head (header timeout, size and count limits), checks
+//!   its framing strictly, and hands it to the request workers; it then waits
+//!   for the connection to come back before reading the next request, so
+//!   pipelined requests are answered in order. A request worker reads the body
+//!   (body read timeout) and writes the response in one piece (write timeout).
+//!   Why our own: "The engine" in ARCHITECTURE.md.
+//! - **tiny_http** (feature `tiny-http`; `tiny.rs`): the design's engine,
+//!   `tiny_http` 0.12. Request workers call its blocking `recv` themselves and
+//!   answer with its `respond`. It has no timeouts, limits or connection cap
+//!   (SECURITY.md lists what it does not defend).
 //!
-//! Why our own: see "The engine" in ARCHITECTURE.md (tiny_http 0.12 failed the
-//! hardening suite: starvation, no timeouts or limits, smuggling).
+//! The seam is the one a readiness-based engine needs too: complete request
+//! heads are handed to request workers, and the worker writes the response.
 
 mod body;
+mod builtin;
 mod conn;
+#[cfg(feature = "tiny-http")]
+mod tiny;
 mod wire;
 
-use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
-
-use crossbeam_channel::{Receiver, Sender};
 
 use crate::headers::Headers;
 use crate::method::Method;
+use crate::response::Response;
+use crate::stats::Counters;
 
-pub(crate) use self::conn::Exchange;
+/// The HTTP/1.1 engine a [`Server`](crate::Server) runs on, chosen with
+/// [`ServerBuilder::engine`](crate::ServerBuilder::engine).
+///
+/// Everything above the engine (routing, extractors, background tasks,
+/// shutdown, counters) behaves the same on each. What differs is how well the
+/// connection layer defends itself: see SECURITY.md.
+///
+/// Parses from the names the binary's `--engine` flag takes: `builtin`,
+/// `tiny-http`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Engine {
+    /// afterward's own engine: thread per connection (capped), strict framing,
+    /// and every timeout and limit of the [`ServerBuilder`](crate::ServerBuilder).
+    #[default]
+    Builtin,
+    /// `tiny_http` 0.12 (cargo feature `tiny-http`): the engine this crate was
+    /// first designed on, for deployments that already run it. It has no
+    /// timeouts, size limits or connection cap: the builder's connection
+    /// settings (`header_timeout`, `idle_timeout`, `body_read_timeout`,
+    /// `write_timeout`, `max_connections`, `max_header_bytes`, `max_headers`,
+    /// `tcp_nodelay`) do not apply to it, and the server logs a warning at
+    /// start-up. Put it behind a reverse proxy.
+    #[cfg(feature = "tiny-http")]
+    TinyHttp,
+}
+
+impl Engine {
+    /// The engine's name, as [`FromStr`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Builtin => "builtin",
+            #[cfg(feature = "tiny-http")]
+            Engine::TinyHttp => "tiny-http",
+        }
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    /// `builtin`, or `tiny-http` (in a build with that feature).
+    fn from_str(name: &str) -> Result<Engine, String> {
+        match name {
+            "builtin" => Ok(Engine::Builtin),
+            #[cfg(feature = "tiny-http")]
+            "tiny-http" => Ok(Engine::TinyHttp),
+            #[cfg(not(feature = "tiny-http"))]
+            "tiny-http" => Err(
+                "the tiny-http engine is not in this build (cargo feature `tiny-http`)".to_owned(),
+            ),
+            other => Err(format!(
+                "unknown engine `{other}` (expected `builtin` or `tiny-http`)"
+            )),
+        }
+    }
+}
+
+/// A listening engine: where request workers take requests from.
+pub(crate) enum Listener {
+    Builtin(builtin::BuiltinListener),
+    #[cfg(feature = "tiny-http")]
+    TinyHttp(tiny::TinyListener),
+}
+
+impl Listener {
+    /// Listens on `address` (`host:port`; port 0 picks a free one) with `engine`.
+    pub(crate) fn bind(
+        engine: Engine,
+        address: &str,
+        limits: ConnectionLimits,
+        counters: Arc<Counters>,
+    ) -> io::Result<Listener> {
+        match engine {
+            Engine::Builtin => {
+                builtin::BuiltinListener::bind(address, limits, counters).map(Listener::Builtin)
+            }
+            #[cfg(feature = "tiny-http")]
+            Engine::TinyHttp => tiny::TinyListener::bind(address, &limits).map(Listener::TinyHttp),
+        }
+    }
+
+    /// The address actually bound.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        match self {
+            Listener::Builtin(listener) => listener.local_addr(),
+            #[cfg(feature = "tiny-http")]
+            Listener::TinyHttp(listener) => listener.local_addr(),
+        }
+    }
+
+    /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is called.
+    pub(crate) fn next(&self) -> Next {
+        match self {
+            Listener::Builtin(listener) => listener.next(),
+            #[cfg(feature = "tiny-http")]
+            Listener::TinyHttp(listener) => listener.next(),
+        }
+    }
+
+    /// A request that has already arrived, without blocking.
+    pub(crate) fn try_next(&self) -> Option<Exchange> {
+        match self {
+            Listener::Builtin(listener) => listener.try_next(),
+            #[cfg(feature = "tiny-http")]
+            Listener::TinyHttp(listener) => listener.try_next(),
+        }
+    }
+
+    /// Makes one call to [`next`](Self::next), current or future, return
+    /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
+    pub(crate) fn wake_one(&self) {
+        match self {
+            Listener::Builtin(listener) => listener.wake_one(),
+            #[cfg(feature = "tiny-http")]
+            Listener::TinyHttp(listener) => listener.wake_one(),
+        }
+    }
+}
+
+/// What [`Listener::next`] returns.
+// Returned once per request and matched at once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Next {
+    /// A request to answer.
+    Request(Exchange),
+    /// [`Listener::wake_one`] was called.
+    Woken,
+}
+
+/// One request and the means to answer it, from whichever engine read it.
+pub(crate) enum Exchange {
+    Builtin(conn::Exchange),
+    #[cfg(feature = "tiny-http")]
+    TinyHttp(tiny::TinyExchange),
+}
+
+impl Exchange {
+    /// The request head.
+    pub(crate) fn head(&self) -> &Head {
+        match self {
+            Exchange::Builtin(exchange) => exchange.head(),
+            #[cfg(feature = "tiny-http")]
+            Exchange::TinyHttp(exchange) => exchange.head(),
+        }
+    }
+
+    /// The head, to take parts of, and the body, decoded from its framing.
+    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
+        match self {
+            Exchange::Builtin(exchange) => exchange.parts(),
+            #[cfg(feature = "tiny-http")]
+            Exchange::TinyHttp(exchange) => exchange.parts(),
+        }
+    }
+
+    /// Writes `response` and flushes it; returns once the response has been
+    /// handed to the operating system. A client that has gone away is not an
+    /// error. A header that cannot be sent safely turns the response into a
+    /// `500` (logged).
+    pub(crate) fn respond(self, response: Response) -> io::Result<()> {
+        match self {
+            Exchange::Builtin(exchange) => exchange.respond(response),
+            #[cfg(feature = "tiny-http")]
+            Exchange::TinyHttp(exchange) => exchange.respond(response),
+        }
+    }
+}
 
 /// Parses `bytes` as a request head, then reads what follows as its body:
 /// what the fuzz target `request_head` drives. Never panics, whatever the input.
@@ -88,42 +260,6 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// A listening HTTP/1.1 server.
-pub(crate) struct Engine {
-    local_addr: SocketAddr,
-    incoming: Receiver<Incoming>,
-    wake: Sender<Incoming>,
-    shared: Arc<EngineState>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-/// What connection threads and request workers share.
-pub(crate) struct EngineState {
-    pub(crate) limits: ConnectionLimits,
-    /// Set when the engine is dropped: accept nothing more, keep nothing alive.
-    pub(crate) stopping: AtomicBool,
-    /// Connections open now (each has a thread).
-    pub(crate) connections: AtomicUsize,
-}
-
-/// What travels from connection threads to [`Engine::next`].
-// Sent once per request and matched at once; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Incoming {
-    Request(Exchange),
-    Wake,
-}
-
-/// What [`Engine::next`] returns.
-// Returned once per request and matched at once; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Next {
-    /// A request to answer.
-    Request(Exchange),
-    /// [`Engine::wake_one`] was called.
-    Woken,
-}
-
 /// The parts of a request that are read before its body.
 #[derive(Debug)]
 pub(crate) struct Head {
@@ -134,108 +270,4 @@ pub(crate) struct Head {
     pub(crate) remote_addr: Option<SocketAddr>,
     /// The declared body length, when the client sent `Content-Length`.
     pub(crate) content_length: Option<u64>,
-}
-
-impl Engine {
-    /// Listens on `address` (`host:port`; port 0 picks a free one).
-    pub(crate) fn bind(address: &str, limits: ConnectionLimits) -> io::Result<Engine> {
-        let listener = listen(address, limits.listen_backlog)?;
-        let local_addr = listener.local_addr()?;
-        let (sender, incoming) = crossbeam_channel::unbounded();
-        let shared = Arc::new(EngineState {
-            limits,
-            stopping: AtomicBool::new(false),
-            connections: AtomicUsize::new(0),
-        });
-        let acceptor = {
-            let (shared, sender) = (shared.clone(), sender.clone());
-            thread::Builder::new()
-                .name("afterward-accept".into())
-                .spawn(move || conn::accept_loop(&listener, &shared, &sender))?
-        };
-        Ok(Engine {
-            local_addr,
-            incoming,
-            wake: sender,
-            shared,
-            acceptor: Some(acceptor),
-        })
-    }
-
-    /// The address actually bound.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is called.
-    pub(crate) fn next(&self) -> Next {
-        match self.incoming.recv() {
-            Ok(Incoming::Request(exchange)) => Next::Request(exchange),
-            // The engine holds a sender itself, so the channel never disconnects.
-            Ok(Incoming::Wake) | Err(_) => Next::Woken,
-        }
-    }
-
-    /// A request that has already arrived, without blocking.
-    pub(crate) fn try_next(&self) -> Option<Exchange> {
-        loop {
-            match self.incoming.try_recv() {
-                Ok(Incoming::Request(exchange)) => return Some(exchange),
-                Ok(Incoming::Wake) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// Makes one call to [`next`](Self::next), current or future, return
-    /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
-    pub(crate) fn wake_one(&self) {
-        let _ = self.wake.send(Incoming::Wake);
-    }
-}
-
-/// Binds the first address `address` resolves to that accepts, and listens
-/// with `backlog` (the kernel caps it at `net.core.somaxconn`).
-fn listen(address: &str, backlog: u32) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let mut last_error = None;
-    for addr in address.to_socket_addrs()? {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        // As std does: restart on the same port without waiting out TIME_WAIT.
-        #[cfg(unix)]
-        socket.set_reuse_address(true)?;
-        match socket.bind(&addr.into()) {
-            Ok(()) => {
-                socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-                return Ok(socket.into());
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the address resolved to nothing",
-        )
-    }))
-}
-
-impl Drop for Engine {
-    /// Stops accepting and closes the listening socket. Connections being
-    /// served finish their current request and are then closed.
-    fn drop(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept thread with a connection of our own.
-        let mut wake_addr = self.local_addr;
-        if wake_addr.ip().is_unspecified() {
-            wake_addr.set_ip(match wake_addr {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-    }
 }

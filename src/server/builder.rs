@@ -4,10 +4,13 @@ use std::thread;
 use std::time::Duration;
 
 use super::{Server, Stopper};
-use crate::engine::{ConnectionLimits, Engine};
+use std::sync::Arc;
+
+use crate::engine::{ConnectionLimits, Engine, Listener};
 use crate::error::Error;
 use crate::pool::{OnFull, DEFAULT_QUEUE_CAPACITY};
 use crate::routing::App;
+use crate::stats::Counters;
 
 /// The default address: `127.0.0.1:8000`, as uvicorn's.
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8000";
@@ -21,6 +24,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | setting | default |
 /// |---|---|
 /// | [`address`](Self::address) | [`DEFAULT_ADDRESS`] (`127.0.0.1:8000`) |
+/// | [`engine`](Self::engine) | [`Engine::Builtin`] |
 /// | [`workers`](Self::workers) | 4 × the available cores, at least 8 |
 /// | [`background_workers`](Self::background_workers) | the available cores, at least 2 |
 /// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
@@ -53,6 +57,8 @@ pub(super) struct Config {
     pub(super) max_body_bytes: usize,
     pub(super) shutdown_timeout: Duration,
     pub(super) connection: ConnectionLimits,
+    /// `None`: not chosen, the default (and `TestServer` may pick one).
+    pub(super) engine: Option<Engine>,
 }
 
 impl Default for ServerBuilder {
@@ -69,6 +75,7 @@ impl Default for ServerBuilder {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 connection: ConnectionLimits::default(),
+                engine: None,
             },
         }
     }
@@ -200,6 +207,19 @@ impl ServerBuilder {
         self
     }
 
+    /// The HTTP/1.1 engine: [`Engine::Builtin`] (the default), or `tiny_http`
+    /// with the cargo feature `tiny-http`. The connection settings below
+    /// (timeouts, limits, the connection cap) apply to the builtin engine only.
+    pub fn engine(mut self, engine: Engine) -> ServerBuilder {
+        self.config.engine = Some(engine);
+        self
+    }
+
+    /// Whether [`engine`](Self::engine) was called.
+    pub(crate) fn engine_is_set(&self) -> bool {
+        self.config.engine.is_some()
+    }
+
     /// Checks the settings and binds the listening socket.
     pub fn build(self, app: App) -> Result<Server, Error> {
         let config = self.config;
@@ -215,14 +235,20 @@ impl ServerBuilder {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
-        let engine = Engine::bind(&self.address, config.connection.clone()).map_err(|source| {
-            Error::Bind {
-                address: self.address.clone(),
-                source,
-            }
+        let counters = Arc::new(Counters::new(config.queue_capacity));
+        let listener = Listener::bind(
+            config.engine.unwrap_or_default(),
+            &self.address,
+            config.connection.clone(),
+            counters.clone(),
+        )
+        .map_err(|source| Error::Bind {
+            address: self.address.clone(),
+            source,
         })?;
         Ok(Server {
-            engine,
+            listener,
+            counters,
             app,
             config,
             stopper: Stopper::default(),

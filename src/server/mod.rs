@@ -18,7 +18,7 @@ pub use self::builder::{
 
 use self::builder::Config;
 use self::worker::RequestIds;
-use crate::engine::Engine;
+use crate::engine::{Engine, Listener};
 use crate::error::Error;
 use crate::pool::{BackgroundPool, OnFull, ShutdownReport};
 use crate::routing::App;
@@ -36,7 +36,8 @@ use crate::stats::{Counters, Stats};
 /// # Ok::<(), afterward::Error>(())
 /// ```
 pub struct Server {
-    engine: Engine,
+    listener: Listener,
+    counters: Arc<Counters>,
     app: App,
     config: Config,
     stopper: Stopper,
@@ -50,7 +51,7 @@ impl Server {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.engine.local_addr()
+        self.listener.local_addr()
     }
 
     /// A handle that asks [`run`](Self::run) to shut down, from any thread
@@ -72,12 +73,12 @@ impl Server {
     /// Starts serving on background threads and returns at once.
     pub fn spawn(self) -> Result<ServerHandle, Error> {
         let Server {
-            engine,
+            listener,
+            counters,
             app,
             config,
             stopper,
         } = self;
-        let counters = Arc::new(Counters::new(config.queue_capacity));
         let pool = BackgroundPool::builder()
             .workers(config.background_workers)
             .queue_capacity(config.queue_capacity)
@@ -85,7 +86,7 @@ impl Server {
             .build_with(counters.clone())?;
         let shed = (config.on_full == OnFull::Shed).then(|| config.shed_exempt.clone());
         let shared = Arc::new(ServerState {
-            engine,
+            listener,
             app,
             counters,
             pool,
@@ -112,21 +113,32 @@ impl Server {
                         .stopping
                         .store(true, std::sync::atomic::Ordering::SeqCst);
                     for _ in 0..workers.len() {
-                        shared.engine.wake_one();
+                        shared.listener.wake_one();
                     }
                     return Err(Error::Io(e));
                 }
             }
         }
         log::info!(
-            "listening on http://{} ({} request workers, {} background workers, queue of {})",
-            shared.engine.local_addr(),
+            "listening on http://{} ({} engine, {} request workers, {} background workers, \
+             queue of {})",
+            shared.listener.local_addr(),
+            config.engine.unwrap_or_default().name(),
             config.workers,
             config.background_workers,
             config.queue_capacity
         );
+        let engine = config.engine.unwrap_or_default();
+        if engine != Engine::Builtin {
+            log::warn!(
+                "the {} engine has no timeouts, size limits or connection cap: the connection \
+                 settings do not apply, and slow or hostile clients can hold its threads; \
+                 put it behind a reverse proxy (see SECURITY.md)",
+                engine.name()
+            );
+        }
         Ok(ServerHandle {
-            local_addr: shared.engine.local_addr(),
+            local_addr: shared.listener.local_addr(),
             counters: shared.counters.clone(),
             stopper,
             running: Some(Running {
@@ -198,7 +210,7 @@ struct Running {
 
 /// What every request worker shares.
 struct ServerState {
-    engine: Engine,
+    listener: Listener,
     app: App,
     counters: Arc<Counters>,
     pool: BackgroundPool,
@@ -230,6 +242,25 @@ impl ServerHandle {
     /// with concurrent clients, wait for what they started, not for silence.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         self.counters.wait_idle(timeout)
+    }
+
+    /// Blocks until `condition` holds for the counters, or until `timeout`
+    /// has passed; returns whether it held. The condition is checked now and
+    /// again each time a request finishes, a task ends or is discarded, a
+    /// request's task list is sealed, or a connection opens or closes: wait on
+    /// those fields (`connections_open`, `requests_in_flight`, the task
+    /// outcomes), not on counters that change at other moments.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn f(handle: &afterward::ServerHandle) {
+    /// // Every client connection has been closed.
+    /// assert!(handle.wait_for(Duration::from_secs(30), |stats| stats.connections_open == 0));
+    /// # }
+    /// ```
+    pub fn wait_for(&self, timeout: Duration, condition: impl Fn(&Stats) -> bool) -> bool {
+        self.counters
+            .wait_until(timeout, |counters| condition(&counters.snapshot()))
     }
 
     /// A [`Stopper`] for this server (the one [`Server::stopper`] returned).

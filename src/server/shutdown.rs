@@ -22,7 +22,7 @@ impl Running {
         // the requests queued before it.
         shared.stopping.store(true, Ordering::SeqCst);
         for _ in &self.workers {
-            shared.engine.wake_one();
+            shared.listener.wake_one();
         }
         let workers_done = matches!(
             self.done.recv_deadline(deadline),
@@ -34,7 +34,7 @@ impl Running {
                 let _ = worker.join();
             }
             // Requests that arrived after the wake-ups are answered, not dropped.
-            while let Some(exchange) = shared.engine.try_next() {
+            while let Some(exchange) = shared.listener.try_next() {
                 let refusal = HttpError::new(503, "the server is shutting down");
                 let _ = exchange.respond(refusal.into_response());
             }

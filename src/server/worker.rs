@@ -18,7 +18,7 @@ use crate::tasks::{panic_message, BackgroundTasks};
 /// A request worker: takes requests until shutdown wakes it.
 pub(super) fn serve(shared: &ServerState) {
     loop {
-        match shared.engine.next() {
+        match shared.listener.next() {
             Next::Request(exchange) => handle(shared, exchange),
             Next::Woken if shared.stopping.load(Ordering::SeqCst) => return,
             Next::Woken => {}

@@ -9,10 +9,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use afterward::testing::TEST_TIMEOUT;
+use afterward::{Engine, Server, ServerBuilder};
 
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod raw;
+
+/// The engine the HTTP hardening suite (`tests/http_*.rs`,
+/// `tests/cli_fd_exhaustion.rs`) runs on: the builtin one, whose guarantees it
+/// states, whatever `AFTERWARD_ENGINE` says; or the one
+/// `AFTERWARD_HARDENING_ENGINE` names, to see how another engine fares
+/// (SECURITY.md lists tiny_http's results).
+pub fn hardening_engine() -> Engine {
+    std::env::var("AFTERWARD_HARDENING_ENGINE").map_or(Engine::Builtin, |name| {
+        name.parse()
+            .unwrap_or_else(|e| panic!("AFTERWARD_HARDENING_ENGINE: {e}"))
+    })
+}
+
+/// A server builder on the [`hardening_engine`].
+pub fn hardened() -> ServerBuilder {
+    Server::builder().engine(hardening_engine())
+}
 
 /// A directory of its own for one test, removed on drop.
 pub struct TempDir(PathBuf);

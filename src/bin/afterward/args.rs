@@ -8,7 +8,7 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afterward::OnFull;
+use afterward::{Engine, OnFull};
 
 /// One option: `--name VALUE`, or `AFTERWARD_NAME=VALUE`.
 struct Opt {
@@ -21,6 +21,12 @@ struct Opt {
 const OPTIONS: &[Opt] = &[
     Opt { name: "host", value: "HOST", default: "127.0.0.1", help: "address to listen on" },
     Opt { name: "port", value: "PORT", default: "8000", help: "port to listen on; 0 picks a free one" },
+    Opt {
+        name: "engine",
+        value: "ENGINE",
+        default: "builtin",
+        help: "HTTP engine: builtin, or tiny-http (in a build with the tiny-http feature; no timeouts or limits)",
+    },
     Opt { name: "workers", value: "N", default: "4 x cores, at least 8", help: "request worker threads" },
     Opt { name: "background-workers", value: "N", default: "cores, at least 2", help: "background task threads" },
     Opt { name: "queue-capacity", value: "N", default: "1024", help: "request task lists waiting for a background thread" },
@@ -41,6 +47,7 @@ const OPTIONS: &[Opt] = &[
 pub struct Args {
     pub host: String,
     pub port: u16,
+    pub engine: Engine,
     pub workers: Option<usize>,
     pub background_workers: Option<usize>,
     pub queue_capacity: usize,
@@ -122,6 +129,13 @@ pub fn parse(
             }
         },
     };
+    let engine = match raw("engine") {
+        None => Engine::default(),
+        Some((source, value)) => value
+            .trim()
+            .parse()
+            .map_err(|e| format!("invalid value {value:?} for {source}: {e}"))?,
+    };
     let positive = |n: Option<usize>, name: &str| match n {
         Some(0) => Err(format!("--{name} must be at least 1")),
         n => Ok(n),
@@ -136,6 +150,7 @@ pub fn parse(
     Ok(Command::Serve(Args {
         host: raw("host").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v),
         port: typed(raw("port"), "a port number (0 to 65535)")?.unwrap_or(8000),
+        engine,
         workers: positive(typed(raw("workers"), "a whole number")?, "workers")?,
         background_workers: positive(
             typed(raw("background-workers"), "a whole number")?,
@@ -220,6 +235,18 @@ mod tests {
         assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(args.log_file, PathBuf::from("log.txt"));
         assert_eq!((args.workers, args.notify_delay), (None, Duration::ZERO));
+        assert_eq!(args.engine, Engine::Builtin);
+    }
+
+    #[test]
+    fn the_engine_is_named_by_flag_or_variable() {
+        let args = serve(&["--engine", "builtin"], &[("AFTERWARD_ENGINE", "nope")]);
+        assert_eq!(args.engine, Engine::Builtin);
+        let tiny = parse_with(&[], &[("AFTERWARD_ENGINE", "tiny-http")]);
+        #[cfg(feature = "tiny-http")]
+        assert!(matches!(tiny, Ok(Command::Serve(args)) if args.engine == Engine::TinyHttp));
+        #[cfg(not(feature = "tiny-http"))]
+        assert!(tiny.unwrap_err().contains("feature `tiny-http`"));
     }
 
     #[test]
@@ -254,6 +281,7 @@ mod tests {
             (&["--port", "70000"], &[], "--port"),
             (&[], &[("AFTERWARD_PORT", "x")], "AFTERWARD_PORT"),
             (&["--on-full", "drop"], &[], "caller-runs"),
+            (&["--engine", "hyper"], &[], "unknown engine `hyper`"),
             (&["--workers", "0"], &[], "at least 1"),
             (&["--shutdown-timeout", "-1"], &[], "shutdown timeout"),
             (&["--nope"], &[], "unknown option --nope"),

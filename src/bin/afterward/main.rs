@@ -52,6 +52,7 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     };
     let mut builder = Server::builder()
         .address(address)
+        .engine(args.engine)
         .queue_capacity(args.queue_capacity)
         .on_full(args.on_full)
         .shed_exempt(["/health", "/metrics"])

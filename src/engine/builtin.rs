@@ -1,0 +1,149 @@
+//! Our engine's listener: the accept thread, one thread per connection
+//! (`conn.rs`), and the queue of complete request heads that request workers
+//! take [`Exchange`]s from.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{conn, ConnectionLimits, Exchange, Next};
+use crate::stats::Counters;
+
+/// Our engine, listening.
+pub(crate) struct BuiltinListener {
+    local_addr: SocketAddr,
+    incoming: Receiver<Incoming>,
+    wake: Sender<Incoming>,
+    shared: Arc<EngineState>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// What connection threads and request workers share.
+pub(crate) struct EngineState {
+    pub(crate) limits: ConnectionLimits,
+    /// Set when the engine is dropped: accept nothing more, keep nothing alive.
+    pub(crate) stopping: AtomicBool,
+    /// Where connections open now (each has a thread) are counted.
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// What travels from connection threads to [`BuiltinListener::next`].
+// Sent once per request and matched at once; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Incoming {
+    Request(conn::Exchange),
+    Wake,
+}
+
+impl BuiltinListener {
+    /// Listens on `address` (`host:port`; port 0 picks a free one).
+    pub(crate) fn bind(
+        address: &str,
+        limits: ConnectionLimits,
+        counters: Arc<Counters>,
+    ) -> io::Result<BuiltinListener> {
+        let listener = listen(address, limits.listen_backlog)?;
+        let local_addr = listener.local_addr()?;
+        let (sender, incoming) = crossbeam_channel::unbounded();
+        let shared = Arc::new(EngineState {
+            limits,
+            stopping: AtomicBool::new(false),
+            counters,
+        });
+        let acceptor = {
+            let (shared, sender) = (shared.clone(), sender.clone());
+            thread::Builder::new()
+                .name("afterward-accept".into())
+                .spawn(move || conn::accept_loop(&listener, &shared, &sender))?
+        };
+        Ok(BuiltinListener {
+            local_addr,
+            incoming,
+            wake: sender,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address actually bound.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is called.
+    pub(crate) fn next(&self) -> Next {
+        match self.incoming.recv() {
+            Ok(Incoming::Request(exchange)) => Next::Request(Exchange::Builtin(exchange)),
+            // The engine holds a sender itself, so the channel never disconnects.
+            Ok(Incoming::Wake) | Err(_) => Next::Woken,
+        }
+    }
+
+    /// A request that has already arrived, without blocking.
+    pub(crate) fn try_next(&self) -> Option<Exchange> {
+        loop {
+            match self.incoming.try_recv() {
+                Ok(Incoming::Request(exchange)) => return Some(Exchange::Builtin(exchange)),
+                Ok(Incoming::Wake) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Makes one call to [`next`](Self::next), current or future, return
+    /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
+    pub(crate) fn wake_one(&self) {
+        let _ = self.wake.send(Incoming::Wake);
+    }
+}
+
+/// Binds the first address `address` resolves to that accepts, and listens
+/// with `backlog` (the kernel caps it at `net.core.somaxconn`).
+pub(crate) fn listen(address: &str, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last_error = None;
+    for addr in address.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // As std does: restart on the same port without waiting out TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()) {
+            Ok(()) => {
+                socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+                return Ok(socket.into());
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
+impl Drop for BuiltinListener {
+    /// Stops accepting and closes the listening socket. Connections being
+    /// served finish their current request and are then closed.
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the accept thread with a connection of our own.
+        let mut wake_addr = self.local_addr;
+        if wake_addr.ip().is_unspecified() {
+            wake_addr.set_ip(match wake_addr {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
