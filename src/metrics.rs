@@ -131,11 +131,13 @@ mod tests {
     fn every_sample_follows_its_help_and_type_lines() {
         let stats = Stats {
             completed: 3,
+            connections_open: 2,
             requests_by_class: [0, 5, 0, 1, 0],
             ..Stats::default()
         };
         let text = stats.to_prometheus();
         assert!(text.contains("afterward_tasks_completed_total 3\n"));
+        assert!(text.contains("afterward_connections_open 2\n"));
         assert!(text.contains("afterward_requests_total{class=\"2xx\"} 5\n"));
         assert!(text.contains("afterward_task_duration_seconds_bucket{le=\"+Inf\"} 0\n"));
         let mut declared = Vec::new();
@@ -151,6 +153,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 13);
+        assert_eq!(declared.len(), 14);
     }
 }
