@@ -474,6 +474,8 @@ fn work(index: usize, receiver: &Receiver<Batch>, stop: &Receiver<()>, state: &P
             // Only ever disconnected, by shutdown.
             recv(stop) -> _ => return,
         };
+        // Architecture invariant: one request's tasks are one batch, run in
+        // order by this one thread.
         lock(slot).batch = Some(batch);
         while let Some((task, request_id)) = next_task(slot, state) {
             task.run_counted(&request_id, &state.counters);

@@ -164,6 +164,9 @@ fn serve(
                 let _ = exchange.respond(refusal.into_response());
             }
         }
+        // Architecture invariant: a connection serves one request at a time.
+        // Nothing more is read until the exchange comes back, so pipelined
+        // requests are answered in order and a body is never read twice.
         match returned.recv() {
             Ok(Returned::KeepAlive(kept)) => conn = kept,
             Ok(Returned::Close(closing)) => {

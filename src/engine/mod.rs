@@ -20,6 +20,11 @@
 //!
 //! The seam is the one a readiness-based engine needs too: complete request
 //! heads are handed to request workers, and the worker writes the response.
+//!
+//! Architecture invariant: only this folder reads or writes HTTP. It sees the
+//! rest of the crate through `Response`, `HttpError`, `IntoResponse`,
+//! `Headers`, `Method` and `Counters`; the rest sees it only through
+//! `Engine`, `Listener`, `Next`, `Head` and `Exchange`.
 
 mod body;
 mod builtin;

@@ -91,6 +91,8 @@ fn run_handler(
         state: shared.app.state_map(),
         counters: &shared.counters,
     });
+    // Architecture invariant: no thread dies of a user panic; handlers run
+    // only here, under `catch_unwind` (tasks: `BackgroundTask::run`).
     match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
         Ok(Routed::Handled(response)) => response,
         Ok(Routed::Rejected(error)) => {

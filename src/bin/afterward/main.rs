@@ -3,6 +3,9 @@
 //! Flags and their `AFTERWARD_*` variables are in `args.rs` (`--help` lists
 //! them); the routes in `demo.rs`. SIGINT or SIGTERM starts a graceful
 //! shutdown; a second one exits at once.
+//!
+//! Architecture invariant: the binary uses only the library's public API;
+//! whatever it needs from the server is a library feature first.
 
 mod args;
 mod demo;
