@@ -67,6 +67,22 @@
 //! defaults. [`ServerHandle::stats`] reads the counters at any time, and
 //! [`ServerHandle::wait_idle`] waits until no work is left.
 //!
+//! # Background tasks in your own server
+//!
+//! The pool is public: [`BackgroundPool`] gives any synchronous server (a
+//! tiny_http loop, say) the same guarantees. Make a list per request with
+//! [`BackgroundPool::tasks`], let the handler fill it, respond, then hand it
+//! over with [`BackgroundPool::dispatch`]; [`BackgroundPool::shutdown`] drains
+//! and reports. `examples/tiny_http_loop.rs` is a whole server in that shape.
+//!
+//! # Engines
+//!
+//! The server speaks HTTP/1.1 through its own engine ([`Engine::Builtin`]:
+//! timeouts, limits, a connection cap, strict framing). With the cargo feature
+//! `tiny-http`, [`ServerBuilder::engine`] can put it on tiny_http 0.12 instead,
+//! the engine this crate was designed on; everything above the engine behaves
+//! the same, but tiny_http has no timeouts or limits (see SECURITY.md).
+//!
 //! # Shutdown
 //!
 //! [`ServerHandle::shutdown`] (or a [`Stopper`] for [`Server::run`]) stops taking
