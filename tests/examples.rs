@@ -102,6 +102,20 @@ fn readme_writer_appends_from_handler_and_dependency() {
     );
 }
 
+/// The log holds one notification each for ada and bob, in either order
+/// (their tasks ran in parallel).
+fn assert_notified_ada_and_bob(log: &std::path::Path) {
+    let mut lines: Vec<_> = read(log).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "notification for ada@example.com: some notification",
+            "notification for bob@example.com: some notification"
+        ]
+    );
+}
+
 #[test]
 fn async_task_writes_the_notification() {
     let dir = TempDir::new();
@@ -111,15 +125,7 @@ fn async_task_writes_the_notification() {
     server.post("/send-notification/ada@example.com").send();
     server.post("/send-notification/bob@example.com").send();
     server.wait_idle();
-    let mut lines: Vec<_> = read(&log).lines().map(str::to_owned).collect();
-    lines.sort();
-    assert_eq!(
-        lines,
-        [
-            "notification for ada@example.com: some notification",
-            "notification for bob@example.com: some notification"
-        ]
-    );
+    assert_notified_ada_and_bob(&log);
 }
 
 #[test]
@@ -172,15 +178,7 @@ fn tiny_http_loop_runs_its_tasks_after_responding() {
         );
     }
     assert!(service.pool().wait_idle(support::TEST_TIMEOUT));
-    let mut lines: Vec<_> = read(&log).lines().map(str::to_owned).collect();
-    lines.sort();
-    assert_eq!(
-        lines,
-        [
-            "notification for ada@example.com: some notification",
-            "notification for bob@example.com: some notification"
-        ]
-    );
+    assert_notified_ada_and_bob(&log);
     assert_eq!(TestRequest::new(addr, "GET", "/nope").send().status(), 404);
 
     let report = service.stop(support::TEST_TIMEOUT);

@@ -57,4 +57,12 @@ fn a_thousand_idle_connections_do_not_lock_out_new_clients() {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(raw.closed_within(left), "idle connection {i} still open");
     }
+    // ...and its thread has ended: the gauge is back to zero.
+    assert!(
+        server
+            .handle()
+            .wait_for(support::TEST_TIMEOUT, |stats| stats.connections_open == 0),
+        "{:?}",
+        server.stats()
+    );
 }
