@@ -95,16 +95,27 @@ impl Afterward {
         assert!(status.success());
     }
 
-    /// Waits for the process to exit ([`TEST_TIMEOUT`] guard).
+    /// Waits for the process to exit; a watchdog kills it after
+    /// [`TEST_TIMEOUT`], failing the test.
     pub fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TEST_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+        let pid = self.child.id();
+        let (exited, watched) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            let timed_out = watched.recv_timeout(TEST_TIMEOUT).is_err();
+            if timed_out {
+                let _ = Command::new("sh")
+                    .args(["-c", &format!("kill -KILL {pid}")])
+                    .status();
             }
-            assert!(Instant::now() < deadline, "afterward did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            timed_out
+        });
+        let status = self.child.wait().expect("wait for afterward");
+        let _ = exited.send(());
+        assert!(
+            !watchdog.join().unwrap(),
+            "afterward did not exit within {TEST_TIMEOUT:?}"
+        );
+        status
     }
 
     /// SIGTERM, then the exit status once it has drained.
