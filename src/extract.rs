@@ -13,7 +13,7 @@ use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::percent;
-use crate::request::{FromRequest, Request};
+use crate::request::{FromRequest, OptionalFromRequest, Request};
 use crate::state::State;
 use crate::stats::Stats;
 use crate::tasks::BackgroundTasks;
@@ -167,10 +167,59 @@ impl<T: Dependency> FromRequest for Depends<T> {
     }
 }
 
-/// `Some(T)` when `T` extracts, `None` when it is rejected (the rejection is
-/// not answered).
-impl<T: FromRequest> FromRequest for Option<T> {
+/// `None` when `T` is absent from the request; see [`OptionalFromRequest`].
+/// An invalid `T` still rejects the request.
+impl<T: OptionalFromRequest> FromRequest for Option<T> {
     fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError> {
-        Ok(T::from_request(request).ok())
+        T::from_request_optional(request)
     }
 }
+
+/// `None` when the route has no path parameters.
+impl<T: DeserializeOwned> OptionalFromRequest for Path<T> {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        if request.path_params().is_empty() {
+            return Ok(None);
+        }
+        Path::from_request(request).map(Some)
+    }
+}
+
+/// `None` when the request has no query string (or an empty one).
+impl<T: DeserializeOwned> OptionalFromRequest for Query<T> {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        if request.query_string().is_none_or(str::is_empty) {
+            return Ok(None);
+        }
+        Query::from_request(request).map(Some)
+    }
+}
+
+/// `None` when the body is empty; over the limit is still `413`.
+impl OptionalFromRequest for RawBody {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        let body = request.body()?;
+        Ok((!body.is_empty()).then(|| RawBody(body.to_vec())))
+    }
+}
+
+/// Always there: the dependency resolves or rejects the request (make its
+/// value an `Option` to express absence).
+impl<T: Dependency> OptionalFromRequest for Depends<T> {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        Depends::from_request(request).map(Some)
+    }
+}
+
+/// Extractors that cannot fail, hence never absent.
+macro_rules! always_present {
+    ($($ty:ty),*) => {$(
+        impl OptionalFromRequest for $ty {
+            fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+                <$ty>::from_request(request).map(Some)
+            }
+        }
+    )*};
+}
+
+always_present!(Headers, Method, Stats, BackgroundTasks);

@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::http_error::HttpError;
-use crate::request::{FromRequest, Request};
+use crate::request::{FromRequest, OptionalFromRequest, Request};
 use crate::response::{IntoResponse, Response};
 
 /// A JSON body: as an argument, the request body parsed into `T`; as a return
@@ -42,6 +42,17 @@ impl<T: DeserializeOwned> FromRequest for Json<T> {
         serde_json::from_slice(body)
             .map(Json)
             .map_err(|e| HttpError::unprocessable(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// `None` when the body is empty; a body that is not JSON, too large or
+/// invalid still rejects the request (`415`, `413`, `422`).
+impl<T: DeserializeOwned> OptionalFromRequest for Json<T> {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        if request.body()?.is_empty() {
+            return Ok(None);
+        }
+        Json::from_request(request).map(Some)
     }
 }
 

@@ -48,6 +48,10 @@
 //! - **A response can carry its own tasks** ([`Response::with_background`],
 //!   Starlette's `BackgroundTask`). They run after the request's list and never
 //!   replace it. (FastAPI silently drops the injected tasks in that case.)
+//! - **A handler that returns `Err` does not run its tasks**, as in FastAPI
+//!   (`raise HTTPException` after `add_task`): they are discarded, logged and
+//!   counted. An error response returned on purpose keeps them;
+//!   [`BackgroundTasks::clear`] drops what was added so far.
 //! - **A handler that panics** answers `500` with `{"detail": ...}`; the worker
 //!   thread survives; the request's tasks are discarded, logged and counted.
 //!   So are the tasks of a request rejected before its handler ran (a `422`
@@ -148,7 +152,7 @@ pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};
 pub use crate::pool::{
     BackgroundPool, BackgroundPoolBuilder, OnFull, ShutdownReport, DEFAULT_QUEUE_CAPACITY,
 };
-pub use crate::request::{FromRequest, Request};
+pub use crate::request::{FromRequest, OptionalFromRequest, Request};
 pub use crate::response::{IntoResponse, Response};
 pub use crate::routing::App;
 pub use crate::server::{

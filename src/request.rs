@@ -29,6 +29,24 @@ pub trait FromRequest: Sized {
     fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError>;
 }
 
+/// An extractor that may be absent from a request: what an `Option<T>`
+/// handler argument needs.
+///
+/// `Ok(None)` means the thing is missing (no query string, no body); an
+/// invalid value or a server-side failure still rejects the request (`422`,
+/// `413`, `415`, `500`, a failed dependency), as a plain `T` would. So
+/// `Option<Query<T>>` is `None` for `/items` but answers `422` for
+/// `/items?id=abc`. This is axum 0.8's `OptionalFromRequest`.
+#[diagnostic::on_unimplemented(
+    message = "`Option<{Self}>` cannot be used as a handler argument",
+    label = "`{Self}` cannot be absent",
+    note = "`Option<T>` needs `T: OptionalFromRequest` (`Query`, `Json`, `RawBody`, `Path`, `Headers`, `Method`, `Depends`, ...); a missing `State<T>` is a server error, not an absent value"
+)]
+pub trait OptionalFromRequest: Sized {
+    /// Extracts `Self`, `None` if it is absent, or rejects the request.
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError>;
+}
+
 /// One request, as [`FromRequest`] implementations see it.
 ///
 /// Handlers do not take it directly: they take extractors, which read from it.

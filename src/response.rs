@@ -16,6 +16,10 @@ pub struct Response {
     headers: Headers,
     body: Vec<u8>,
     background: Vec<BackgroundTask>,
+    /// Made from the `Err` of a handler's `Result`: the request failed, and
+    /// its background tasks are discarded, as FastAPI does after an
+    /// `HTTPException`.
+    from_err: bool,
 }
 
 impl Response {
@@ -26,6 +30,7 @@ impl Response {
             headers: Headers::new(),
             body: Vec::new(),
             background: Vec::new(),
+            from_err: false,
         }
     }
 
@@ -108,6 +113,12 @@ impl Response {
         &self.background
     }
 
+    /// Whether this response was made from the `Err` of a handler's `Result`
+    /// (the request's background tasks are then discarded).
+    pub fn is_from_err(&self) -> bool {
+        self.from_err
+    }
+
     /// Takes the attached tasks out, leaving none.
     pub(crate) fn take_background(&mut self) -> Vec<BackgroundTask> {
         std::mem::take(&mut self.background)
@@ -130,7 +141,7 @@ impl Response {
 /// | [`Json<T>`](crate::Json), `serde_json::Value` | `200`, `application/json` |
 /// | [`HttpError`](crate::HttpError) | its status, `{"detail": ...}` |
 /// | `(u16, T)` | `T`'s response with that status |
-/// | `Result<T, E>` | `T`'s or `E`'s response |
+/// | `Result<T, E>` | `T`'s or `E`'s response; `Err` also discards the request's tasks |
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be turned into an HTTP response",
     note = "return a `Response`, `Json<T>`, `serde_json::Value`, `String`, `(u16, T)`, or `Result<T, E>` of those"
@@ -184,11 +195,19 @@ impl<T: IntoResponse> IntoResponse for (u16, T) {
     }
 }
 
+/// `Err` means the request failed: the server discards the request's
+/// background tasks (logged and counted), as FastAPI does when a handler
+/// raises `HTTPException` after `add_task`. An error response returned on
+/// purpose (an `HttpError` or a `(404, ...)`, not inside `Err`) keeps them.
 impl<T: IntoResponse, E: IntoResponse> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {
             Ok(value) => value.into_response(),
-            Err(error) => error.into_response(),
+            Err(error) => {
+                let mut response = error.into_response();
+                response.from_err = true;
+                response
+            }
         }
     }
 }

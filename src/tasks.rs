@@ -233,6 +233,21 @@ impl BackgroundTasks {
         }
     }
 
+    /// Drops the tasks added so far, before they run: for a handler that
+    /// decides, after its dependencies added tasks, that none should run.
+    /// Returns how many were dropped; each is counted as discarded and
+    /// logged (at debug level: it was asked for). Tasks added afterwards run
+    /// as usual. After dispatch there is nothing left to clear.
+    pub fn clear(&self) -> usize {
+        let Some(tasks) = self.lock().as_mut().map(std::mem::take) else {
+            return 0;
+        };
+        let n = tasks.len();
+        Batch::seal(&self.list.request_id, tasks, &self.list.counters)
+            .discard_at(log::Level::Debug, "the handler cleared its tasks");
+        n
+    }
+
     /// How many tasks are waiting in the list (0 once it has been dispatched).
     pub fn len(&self) -> usize {
         self.lock().as_ref().map_or(0, Vec::len)
@@ -362,14 +377,20 @@ impl Batch {
 
     /// Logs each task left as not run, with `reason`, counts them as
     /// discarded, and lists them.
-    pub(crate) fn discard(mut self, reason: &str) -> Vec<TaskInfo> {
-        self.discard_rest(reason)
+    pub(crate) fn discard(self, reason: &str) -> Vec<TaskInfo> {
+        self.discard_at(log::Level::Warn, reason)
     }
 
-    fn discard_rest(&mut self, reason: &str) -> Vec<TaskInfo> {
+    /// [`discard`](Self::discard), logging at `level`.
+    pub(crate) fn discard_at(mut self, level: log::Level, reason: &str) -> Vec<TaskInfo> {
+        self.discard_rest(level, reason)
+    }
+
+    fn discard_rest(&mut self, level: log::Level, reason: &str) -> Vec<TaskInfo> {
         let tasks = std::mem::take(&mut self.tasks);
         for task in &tasks {
-            log::warn!(
+            log::log!(
+                level,
                 "background task {} (request {}) discarded: {reason}",
                 task.name,
                 self.request_id
@@ -395,7 +416,7 @@ impl Drop for Batch {
     /// (a channel torn down mid-shutdown, say) still accounts for them.
     fn drop(&mut self) {
         if !self.tasks.is_empty() {
-            self.discard_rest("it was dropped before it could run");
+            self.discard_rest(log::Level::Warn, "it was dropped before it could run");
         }
     }
 }

@@ -118,8 +118,39 @@ fn missing_state_is_a_logged_500_not_a_panic() {
 }
 
 #[test]
-fn an_optional_extractor_is_none_when_rejected() {
+fn an_optional_extractor_is_none_only_when_absent() {
     let server = TestServer::new(app());
     assert_eq!(server.get("/maybe?user=ada&id=1").send().text(), "ada");
-    assert_eq!(server.get("/maybe?user=ada").send().text(), "no query");
+    assert_eq!(server.get("/maybe").send().text(), "no query");
+    // Present but invalid: rejected as without `Option`, not silently `None`.
+    let invalid = server.get("/maybe?user=ada").send();
+    assert_eq!(invalid.status(), 422, "{}", invalid.text());
+}
+
+#[test]
+fn an_optional_body_is_none_when_empty_and_rejected_when_bad() {
+    let app = App::new().post("/json", |body: Option<Json<Value>>| match body {
+        Some(Json(value)) => value.to_string(),
+        None => "no body".to_owned(),
+    });
+    let builder = afterward::Server::builder().max_body_bytes(16);
+    let server = TestServer::with_builder(builder, app);
+    assert_eq!(server.post("/json").send().text(), "no body");
+    assert_eq!(server.post("/json").json(&json!([1])).send().text(), "[1]");
+    let statuses: Vec<u16> = [
+        server.post("/json").body("[1]").send(), // not JSON: 415
+        server
+            .post("/json")
+            .json(&json!({"long": "0123456789"}))
+            .send(), // 413
+        server
+            .post("/json")
+            .header("Content-Type", "application/json")
+            .body("{")
+            .send(), // 422
+    ]
+    .iter()
+    .map(|r| r.status())
+    .collect();
+    assert_eq!(statuses, [415, 413, 422]);
 }

@@ -94,7 +94,16 @@ fn run_handler(
     // Architecture invariant: no thread dies of a user panic; handlers run
     // only here, under `catch_unwind` (tasks: `BackgroundTask::run`).
     match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
-        Ok(Routed::Handled(response)) => response,
+        Ok(Routed::Handled(mut response)) => {
+            if response.is_from_err() {
+                // FastAPI's semantics: a handler that fails (returns `Err`)
+                // does not run what it added, nor what its response carries.
+                tasks
+                    .seal(response.take_background())
+                    .discard("its handler returned an error");
+            }
+            response
+        }
         Ok(Routed::Rejected(error)) => {
             tasks
                 .seal(Vec::new())
