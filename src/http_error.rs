@@ -30,6 +30,14 @@ pub struct HttpError {
 }
 
 impl HttpError {
+    /// `503` with `Retry-After: 1` and `Connection: close`: the answer to a
+    /// request that arrives once shutdown has begun.
+    pub(crate) fn shutting_down() -> HttpError {
+        HttpError::new(503, "the server is shutting down")
+            .with_header("Retry-After", "1")
+            .with_header("Connection", "close")
+    }
+
     /// An error with `status` and a human-readable `detail`.
     pub fn new(status: u16, detail: impl Into<String>) -> HttpError {
         HttpError {

@@ -118,6 +118,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod block_on;
 mod de;
 mod engine;

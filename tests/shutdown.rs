@@ -139,3 +139,64 @@ fn run_returns_a_report_once_stopped() {
     assert!(report.is_complete());
     assert!(stopper.is_stopped());
 }
+
+#[test]
+fn new_requests_are_refused_at_once_while_the_queue_drains() {
+    let events = Events::default();
+    let (started, release) = (Gate::new(), Gate::new());
+    let app = app(&events, &started, &release).get("/health", || "ok");
+    let server = TestServer::with_builder(one_background_worker(), app);
+    server.post("/task/blocker").send();
+    assert!(started.wait());
+
+    let (stopper, addr) = (server.handle().stopper(), server.addr());
+    let shutdown = std::thread::spawn(move || server.shutdown(TEST_TIMEOUT));
+    stopper.wait(); // shutdown has begun: new requests are refused from now on
+    let refused = TestRequest::new(addr, "GET", "/health").send();
+    // Answered while the drain is still blocked on the task: not held.
+    assert!(events.list().is_empty(), "{:?}", events.list());
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    assert_eq!(
+        refused.json(),
+        serde_json::json!({"detail": "the server is shutting down"})
+    );
+    assert!(refused.header("X-Request-Id").is_some());
+
+    release.open();
+    let report = shutdown.join().unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(events.list(), ["blocker", "after-blocker"]);
+    // The refusal is counted like any answer: 1 accepted, 1 refused.
+    assert_eq!(report.stats.requests_by_class, [0, 1, 0, 0, 1]);
+}
+
+#[test]
+fn a_keep_alive_response_in_flight_closes_its_connection() {
+    let (entered, release) = (Gate::new(), Gate::new());
+    let (entered_in, release_in) = (entered.clone(), release.clone());
+    let app = App::new().post("/slow", move || {
+        entered_in.open();
+        release_in.wait();
+        "done"
+    });
+    // The builtin engine: tiny_http cannot close a connection on our word.
+    let server = TestServer::with_builder(support::hardened(), app);
+    let mut raw = support::raw::Raw::connect(server.addr());
+    raw.send(b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert!(entered.wait());
+
+    let stopper = server.handle().stopper();
+    let shutdown = std::thread::spawn(move || server.shutdown(TEST_TIMEOUT));
+    stopper.wait();
+    release.open();
+    let response = raw.response();
+    assert_eq!(
+        (response.status(), response.text()),
+        (200, "done".to_owned())
+    );
+    assert_eq!(response.header("Connection"), Some("close"));
+    assert!(raw.closed_within(Duration::from_secs(5)));
+    assert!(shutdown.join().unwrap().is_complete());
+}

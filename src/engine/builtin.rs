@@ -12,6 +12,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{conn, ConnectionLimits, Exchange, Next};
+use crate::access::RequestIds;
 use crate::stats::Counters;
 
 /// Our engine, listening.
@@ -26,10 +27,15 @@ pub(crate) struct BuiltinListener {
 /// What connection threads and request workers share.
 pub(crate) struct EngineState {
     pub(crate) limits: ConnectionLimits,
-    /// Set when the engine is dropped: accept nothing more, keep nothing alive.
+    /// Set when the engine is dropped: accept nothing more.
     pub(crate) stopping: AtomicBool,
-    /// Where connections open now (each has a thread) are counted.
+    /// Set when shutdown begins (and when the engine is dropped): new requests
+    /// are answered `503` by their connection thread, responses close.
+    pub(crate) draining: AtomicBool,
+    /// Where connections and the engine's own answers are counted.
     pub(crate) counters: Arc<Counters>,
+    /// Request ids for the engine's own answers.
+    pub(crate) ids: Arc<RequestIds>,
 }
 
 /// What travels from connection threads to [`BuiltinListener::next`].
@@ -46,6 +52,7 @@ impl BuiltinListener {
         address: &str,
         limits: ConnectionLimits,
         counters: Arc<Counters>,
+        ids: Arc<RequestIds>,
     ) -> io::Result<BuiltinListener> {
         let listener = listen(address, limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
@@ -53,7 +60,9 @@ impl BuiltinListener {
         let shared = Arc::new(EngineState {
             limits,
             stopping: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             counters,
+            ids,
         });
         let acceptor = {
             let (shared, sender) = (shared.clone(), sender.clone());
@@ -84,15 +93,10 @@ impl BuiltinListener {
         }
     }
 
-    /// A request that has already arrived, without blocking.
-    pub(crate) fn try_next(&self) -> Option<Exchange> {
-        loop {
-            match self.incoming.try_recv() {
-                Ok(Incoming::Request(exchange)) => return Some(Exchange::Builtin(exchange)),
-                Ok(Incoming::Wake) => continue,
-                Err(_) => return None,
-            }
-        }
+    /// Shutdown has begun: connection threads answer new requests `503` and
+    /// close, and responses in flight close their connection.
+    pub(crate) fn drain(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
     }
 
     /// Makes one call to [`next`](Self::next), current or future, return
@@ -132,6 +136,7 @@ impl Drop for BuiltinListener {
     /// Stops accepting and closes the listening socket. Connections being
     /// served finish their current request and are then closed.
     fn drop(&mut self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Wake the accept thread with a connection of our own.
         let mut wake_addr = self.local_addr;

@@ -99,7 +99,9 @@ pub(crate) fn accept_loop(
             // Answer at once rather than leave the client waiting in the
             // backlog; no lingering here, the accept thread must move on.
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            respond_and_close_now(stream, busy());
+            let mut response = busy();
+            answered_itself(shared, None, &mut response, Instant::now());
+            respond_and_close_now(stream, response);
             continue;
         }
         shared.counters.connection_opened();
@@ -116,6 +118,17 @@ pub(crate) fn accept_loop(
             log::warn!("cannot start a connection thread: {e}");
         }
     }
+}
+
+/// Counts and logs an answer the engine gives itself, which no request worker
+/// sees, and gives it a request id (the client's, when a head was read).
+fn answered_itself(
+    shared: &EngineState,
+    head: Option<&Head>,
+    response: &mut Response,
+    started: Instant,
+) {
+    super::answered_unhandled(&shared.counters, &shared.ids, head, response, started);
 }
 
 fn busy() -> Response {
@@ -147,21 +160,33 @@ fn serve(
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let request = match read_request(&mut conn, &mut head, limits) {
+        let read = read_request(&mut conn, &mut head, limits);
+        let started = Instant::now();
+        let request = match read {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(refusal) => {
-                let stream = conn.reader.into_inner();
-                respond_and_close(stream, refusal.into_response());
+                let mut response = refusal.error.into_response();
+                answered_itself(shared, refusal.head.as_deref(), &mut response, started);
+                respond_and_close(conn.reader.into_inner(), response);
                 return;
             }
         };
+        if shared.draining.load(Ordering::SeqCst) {
+            // Shutdown has begun: refuse at once rather than queue a request
+            // no worker will take.
+            let mut response = HttpError::shutting_down().into_response();
+            answered_itself(shared, Some(&request.head), &mut response, started);
+            respond_and_close(conn.reader.into_inner(), response);
+            return;
+        }
         let exchange = Exchange::new(request, conn, back.clone(), shared.clone());
         if let Err(unsent) = queue.send(Incoming::Request(exchange)) {
             // The server has gone: answer rather than drop the request.
             if let Incoming::Request(exchange) = unsent.into_inner() {
-                let refusal = HttpError::new(503, "the server is shutting down");
-                let _ = exchange.respond(refusal.into_response());
+                let mut response = HttpError::shutting_down().into_response();
+                answered_itself(shared, Some(exchange.head()), &mut response, started);
+                let _ = exchange.respond(response);
             }
         }
         // Architecture invariant: a connection serves one request at a time.
@@ -196,7 +221,7 @@ fn read_request(
     conn: &mut Conn,
     head: &mut Vec<u8>,
     limits: &ConnectionLimits,
-) -> Result<Option<ParsedHead>, HttpError> {
+) -> Result<Option<ParsedHead>, Refused> {
     head.clear();
     if !read_head_bytes(conn, head, limits)? {
         return Ok(None);
@@ -274,7 +299,7 @@ pub(super) fn parse_head(
     bytes: &[u8],
     remote_addr: Option<SocketAddr>,
     limits: &ConnectionLimits,
-) -> Result<ParsedHead, HttpError> {
+) -> Result<ParsedHead, Refused> {
     let bad = |detail: &str| HttpError::new(400, detail.to_owned());
     // Up to 64 fields (the default limit) on the stack, more on the heap.
     let mut on_stack = [httparse::EMPTY_HEADER; 64];
@@ -286,23 +311,74 @@ pub(super) fn parse_head(
         &mut on_heap[..]
     };
     let mut parsed = httparse::Request::new(fields);
+    let unread = |error| Refused { error, head: None };
     match parsed.parse(bytes) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(bad("incomplete request head")),
+        Ok(httparse::Status::Partial) => return Err(unread(bad("incomplete request head"))),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::new(
+            return Err(unread(HttpError::new(
                 431,
                 format!("more than {} header fields", limits.max_headers),
-            ))
+            )))
         }
         Err(httparse::Error::Version) => {
-            return Err(HttpError::new(
+            return Err(unread(HttpError::new(
                 505,
                 "only HTTP/1.0 and HTTP/1.1 are supported",
-            ))
+            )))
         }
-        Err(e) => return Err(bad(&format!("malformed request head: {e}"))),
+        Err(e) => return Err(unread(bad(&format!("malformed request head: {e}")))),
     }
+    interpret(&parsed, remote_addr).map_err(|error| Refused {
+        error,
+        head: Some(Box::new(summary(&parsed, remote_addr))),
+    })
+}
+
+/// A request refused by the engine, and what was read of its head (for the
+/// access log and the client's request id).
+pub(super) struct Refused {
+    pub(super) error: HttpError,
+    /// Boxed: refusals are rare, and the `Ok` side stays small.
+    pub(super) head: Option<Box<Head>>,
+}
+
+impl From<HttpError> for Refused {
+    fn from(error: HttpError) -> Refused {
+        Refused { error, head: None }
+    }
+}
+
+/// What the access log needs of a head that parsed but was refused: method,
+/// target and the client's `X-Request-Id`.
+fn summary(parsed: &httparse::Request<'_, '_>, remote_addr: Option<SocketAddr>) -> Head {
+    let mut headers = Headers::new();
+    let id = parsed
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("X-Request-Id"));
+    if let Some(id) = id {
+        headers.append(
+            "X-Request-Id",
+            String::from_utf8_lossy(id.value).into_owned(),
+        );
+    }
+    Head {
+        method: Method::from_token(parsed.method.unwrap_or("-")),
+        target: parsed.path.unwrap_or("-").to_owned(),
+        headers,
+        remote_addr,
+        content_length: None,
+    }
+}
+
+/// Checks a parsed head (target form, framing, `Host`, `Expect`) and turns
+/// it into our types.
+fn interpret(
+    parsed: &httparse::Request<'_, '_>,
+    remote_addr: Option<SocketAddr>,
+) -> Result<ParsedHead, HttpError> {
+    let bad = |detail: &str| HttpError::new(400, detail.to_owned());
     let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
     else {
         return Err(bad("incomplete request line"));
@@ -353,6 +429,7 @@ pub(super) fn parse_head(
         }
         headers.append(field.name, value.into_owned());
     }
+    super::check_host(&headers, http10)?;
     if chunked && content_length.is_some() {
         return Err(bad("both Transfer-Encoding and Content-Length"));
     }
@@ -496,7 +573,7 @@ impl Exchange {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
         let keep = self.keep_alive
             && !handler_closes
-            && !self.shared.stopping.load(Ordering::SeqCst)
+            && !self.shared.draining.load(Ordering::SeqCst)
             && self.body_can_be_finished();
         let persistence = match (keep, self.http10) {
             (false, _) => Persistence::Close,
@@ -571,7 +648,8 @@ impl Drop for Exchange {
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
         if let Some(conn) = self.body.conn.take() {
-            let error = HttpError::new(500, "Internal Server Error").into_response();
+            let mut error = HttpError::new(500, "Internal Server Error").into_response();
+            answered_itself(&self.shared, Some(&self.head), &mut error, Instant::now());
             respond_and_close_now(conn.reader.into_inner(), error);
             // The connection thread waits for word of its connection.
             let _ = self.back.send(Returned::Gone);

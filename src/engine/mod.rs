@@ -39,7 +39,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::{self, RequestIds};
 use crate::headers::Headers;
+use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::response::Response;
 use crate::stats::Counters;
@@ -116,13 +118,27 @@ impl Listener {
         address: &str,
         limits: ConnectionLimits,
         counters: Arc<Counters>,
+        ids: Arc<RequestIds>,
     ) -> io::Result<Listener> {
         match engine {
-            Engine::Builtin => {
-                builtin::BuiltinListener::bind(address, limits, counters).map(Listener::Builtin)
-            }
+            Engine::Builtin => builtin::BuiltinListener::bind(address, limits, counters, ids)
+                .map(Listener::Builtin),
             #[cfg(feature = "tiny-http")]
-            Engine::TinyHttp => tiny::TinyListener::bind(address, &limits).map(Listener::TinyHttp),
+            Engine::TinyHttp => {
+                tiny::TinyListener::bind(address, &limits, counters, ids).map(Listener::TinyHttp)
+            }
+        }
+    }
+
+    /// Shutdown has begun. The builtin engine answers new requests `503`
+    /// with `Connection: close` from their connection threads and closes
+    /// connections after their response in flight. (tiny_http cannot do
+    /// either; the server's refuser answers what reaches it.)
+    pub(crate) fn drain(&self) {
+        match self {
+            Listener::Builtin(listener) => listener.drain(),
+            #[cfg(feature = "tiny-http")]
+            Listener::TinyHttp(_) => {}
         }
     }
 
@@ -144,15 +160,6 @@ impl Listener {
         }
     }
 
-    /// A request that has already arrived, without blocking.
-    pub(crate) fn try_next(&self) -> Option<Exchange> {
-        match self {
-            Listener::Builtin(listener) => listener.try_next(),
-            #[cfg(feature = "tiny-http")]
-            Listener::TinyHttp(listener) => listener.try_next(),
-        }
-    }
-
     /// Makes one call to [`next`](Self::next), current or future, return
     /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
     pub(crate) fn wake_one(&self) {
@@ -162,6 +169,82 @@ impl Listener {
             Listener::TinyHttp(listener) => listener.wake_one(),
         }
     }
+}
+
+/// Counts and logs an answer given without a handler (by the engine itself,
+/// or by the server's refuser during shutdown), and gives it a request id:
+/// the client's `X-Request-Id` when a head was read and it is sane, else a
+/// new one.
+///
+/// Architecture invariant: every answer is counted and logged: here, or in
+/// `server::worker::handle` for the requests handlers see.
+pub(crate) fn answered_unhandled(
+    counters: &Counters,
+    ids: &RequestIds,
+    head: Option<&Head>,
+    response: &mut Response,
+    started: std::time::Instant,
+) {
+    let request_id = ids.for_request(head.and_then(|h| h.headers.get("X-Request-Id")));
+    response.headers_mut().insert("X-Request-Id", &*request_id);
+    let status = response.status();
+    counters.responding(status);
+    match head {
+        Some(head) => access::log(&head.method, &head.target, status, started, &request_id, 0),
+        None => access::log(&"-", "-", status, started, &request_id, 0),
+    }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, an HTTP/1.0 one
+/// at most one; its value is `host[:port]` (empty is allowed: a target with
+/// no authority). Anything else is `400`.
+pub(crate) fn check_host(headers: &Headers, http10: bool) -> Result<(), HttpError> {
+    let mut hosts = headers.get_all("Host");
+    let bad = |detail: &str| Err(HttpError::new(400, detail.to_owned()));
+    match (hosts.next(), hosts.next()) {
+        (None, _) if http10 => Ok(()),
+        (None, _) => bad("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => bad("more than one Host header"),
+        (Some(value), None) if is_valid_host(value.trim_matches([' ', '\t'])) => Ok(()),
+        (Some(_), None) => bad("invalid Host header"),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986): an IP literal in brackets, or
+/// registered-name characters; the port all digits.
+fn is_valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let literal_ok = !literal.is_empty()
+            && literal.bytes().all(|b| {
+                b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_unreserved_or_sub_delim(b)
+            });
+        if !literal_ok {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("", port),
+                None => return false,
+            },
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => (value, ""),
+        }
+    };
+    let host_ok = host
+        .bytes()
+        .all(|b| b == b'%' || is_unreserved_or_sub_delim(b));
+    host_ok && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 /// What [`Listener::next`] returns.

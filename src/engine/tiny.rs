@@ -19,12 +19,16 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use super::{wire, ConnectionLimits, Exchange, Head, Next};
+use crate::access::RequestIds;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::response::{IntoResponse, Response};
+use crate::stats::Counters;
 
 /// At most this much of an unread chunked body is drained before responding.
 const MAX_DRAIN: u64 = 64 * 1024;
@@ -33,15 +37,27 @@ const MAX_DRAIN: u64 = 64 * 1024;
 pub(crate) struct TinyListener {
     server: tiny_http::Server,
     local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    ids: Arc<RequestIds>,
 }
 
 impl TinyListener {
     /// Listens on `address` with our socket (and backlog); tiny_http accepts.
-    pub(crate) fn bind(address: &str, limits: &ConnectionLimits) -> io::Result<TinyListener> {
+    pub(crate) fn bind(
+        address: &str,
+        limits: &ConnectionLimits,
+        counters: Arc<Counters>,
+        ids: Arc<RequestIds>,
+    ) -> io::Result<TinyListener> {
         let listener = super::builtin::listen(address, limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
-        Ok(TinyListener { server, local_addr })
+        Ok(TinyListener {
+            server,
+            local_addr,
+            counters,
+            ids,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
@@ -49,20 +65,40 @@ impl TinyListener {
     }
 
     pub(crate) fn next(&self) -> Next {
-        match self.server.recv() {
-            Ok(request) => Next::Request(Exchange::TinyHttp(TinyExchange::new(request))),
-            Err(e) => {
-                log_unless_woken(&e);
-                Next::Woken
+        loop {
+            match self.server.recv() {
+                Ok(request) => {
+                    if let Some(exchange) = self.checked(request) {
+                        return Next::Request(Exchange::TinyHttp(exchange));
+                    }
+                }
+                Err(e) => {
+                    log_unless_woken(&e);
+                    return Next::Woken;
+                }
             }
         }
     }
 
-    pub(crate) fn try_next(&self) -> Option<Exchange> {
-        match self.server.try_recv() {
-            Ok(request) => request.map(|r| Exchange::TinyHttp(TinyExchange::new(r))),
-            Err(e) => {
-                log_unless_woken(&e);
+    /// The request as an exchange, or `None` once it has been refused for
+    /// a checks tiny_http does not make (`Host`, RFC 9112 §3.2).
+    fn checked(&self, request: tiny_http::Request) -> Option<TinyExchange> {
+        let started = Instant::now();
+        let http10 = request.http_version().0 == 1 && request.http_version().1 == 0;
+        let exchange = TinyExchange::new(request);
+        match super::check_host(&exchange.head.headers, http10) {
+            Ok(()) => Some(exchange),
+            Err(refusal) => {
+                let mut response = refusal.into_response();
+                let (counters, ids) = (&self.counters, &self.ids);
+                super::answered_unhandled(
+                    counters,
+                    ids,
+                    Some(&exchange.head),
+                    &mut response,
+                    started,
+                );
+                let _ = exchange.respond(response);
                 None
             }
         }

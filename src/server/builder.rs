@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{Server, Stopper};
 use std::sync::Arc;
 
+use crate::access::RequestIds;
 use crate::engine::{ConnectionLimits, Engine, Listener};
 use crate::error::Error;
 use crate::pool::{OnFull, DEFAULT_QUEUE_CAPACITY};
@@ -236,11 +237,13 @@ impl ServerBuilder {
             }
         }
         let counters = Arc::new(Counters::new(config.queue_capacity));
+        let ids = Arc::new(RequestIds::new());
         let listener = Listener::bind(
             config.engine.unwrap_or_default(),
             &self.address,
             config.connection.clone(),
             counters.clone(),
+            ids.clone(),
         )
         .map_err(|source| Error::Bind {
             address: self.address.clone(),
@@ -249,6 +252,7 @@ impl ServerBuilder {
         Ok(Server {
             listener,
             counters,
+            ids,
             app,
             config,
             stopper: Stopper::default(),

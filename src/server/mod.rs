@@ -17,7 +17,7 @@ pub use self::builder::{
 };
 
 use self::builder::Config;
-use self::worker::RequestIds;
+use crate::access::RequestIds;
 use crate::engine::{Engine, Listener};
 use crate::error::Error;
 use crate::pool::{BackgroundPool, OnFull, ShutdownReport};
@@ -38,6 +38,7 @@ use crate::stats::{Counters, Stats};
 pub struct Server {
     listener: Listener,
     counters: Arc<Counters>,
+    ids: Arc<RequestIds>,
     app: App,
     config: Config,
     stopper: Stopper,
@@ -75,6 +76,7 @@ impl Server {
         let Server {
             listener,
             counters,
+            ids,
             app,
             config,
             stopper,
@@ -93,7 +95,7 @@ impl Server {
             max_body_bytes: config.max_body_bytes,
             shed,
             stopping: AtomicBool::new(false),
-            ids: RequestIds::new(),
+            ids,
         });
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let mut workers = Vec::with_capacity(config.workers);
@@ -161,6 +163,11 @@ impl std::fmt::Debug for Server {
 }
 
 /// Asks a running server to shut down; cheap to clone and `Send`.
+///
+/// It also tells that shutdown has begun: [`ServerHandle::shutdown`] (and
+/// so [`Server::run`]) stops it once new requests are being refused, so
+/// [`wait`](Self::wait) returns then even when nobody called
+/// [`stop`](Self::stop).
 #[derive(Debug, Clone, Default)]
 pub struct Stopper {
     stopped: Arc<(Mutex<bool>, Condvar)>,
@@ -218,7 +225,7 @@ struct ServerState {
     /// Under [`OnFull::Shed`], the exempt paths.
     shed: Option<Vec<String>>,
     stopping: AtomicBool,
-    ids: RequestIds,
+    ids: Arc<RequestIds>,
 }
 
 impl ServerHandle {
@@ -277,14 +284,14 @@ impl ServerHandle {
     /// threads), each is logged, and the counters count it as discarded.
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         let running = self.running.take().expect("a handle shuts down once");
-        running.shutdown(timeout)
+        running.shutdown(timeout, &self.stopper)
     }
 }
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {
-            running.shutdown(self.shutdown_timeout);
+            running.shutdown(self.shutdown_timeout, &self.stopper);
         }
     }
 }

@@ -2,12 +2,13 @@
 //! respond, then dispatch its tasks.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::ServerState;
-use crate::engine::{Exchange, Next};
+use crate::access;
+use crate::engine::{self, Exchange, Next};
 use crate::http_error::HttpError;
 use crate::method::Method;
 use crate::request::{Request, RequestInit};
@@ -59,12 +60,18 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
     let batch = tasks.seal(response_tasks);
     let task_count = batch.len();
     shared.pool.submit(batch);
-    log::info!(
-        target: "afterward::access",
-        "{method} {target} {status} {:.1}ms request_id={request_id} tasks={task_count}",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    access::log(&method, &target, status, started, &request_id, task_count);
     shared.counters.request_finished();
+}
+
+/// Answers a request that arrived once shutdown had begun: `503` with
+/// `Retry-After` and `Connection: close`, counted and logged.
+pub(super) fn refuse(shared: &ServerState, exchange: Exchange) {
+    let started = Instant::now();
+    let mut response = HttpError::shutting_down().into_response();
+    let (counters, ids) = (&shared.counters, &shared.ids);
+    engine::answered_unhandled(counters, ids, Some(exchange.head()), &mut response, started);
+    let _ = exchange.respond(response);
 }
 
 /// Builds the `Request`, routes it and runs its handler, catching a panic.
@@ -129,55 +136,5 @@ impl ServerState {
         };
         let path = target.split('?').next().unwrap_or(target);
         self.pool.is_full() && !exempt.iter().any(|p| p == path)
-    }
-}
-
-/// Request ids: the client's `X-Request-Id` when it is sane, else a new one.
-pub(super) struct RequestIds {
-    prefix: String,
-    next: AtomicU64,
-}
-
-impl RequestIds {
-    pub(super) fn new() -> RequestIds {
-        // Distinct enough across restarts of one service to tell runs apart in logs.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let seed = nanos ^ (u64::from(std::process::id()) << 32);
-        RequestIds {
-            prefix: format!("{:08x}", seed as u32),
-            next: AtomicU64::new(1),
-        }
-    }
-
-    pub(super) fn for_request(&self, client_id: Option<&str>) -> Arc<str> {
-        match client_id {
-            Some(id) if is_sane_id(id) => id.into(),
-            _ => {
-                let n = self.next.fetch_add(1, Ordering::Relaxed);
-                format!("{}-{n}", self.prefix).into()
-            }
-        }
-    }
-}
-
-/// 1 to 200 visible ASCII characters: safe to log and to echo in a header.
-fn is_sane_id(id: &str) -> bool {
-    (1..=200).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{is_sane_id, RequestIds};
-
-    #[test]
-    fn client_request_ids_are_kept_only_when_sane() {
-        let ids = RequestIds::new();
-        assert_eq!(&*ids.for_request(Some("abc-123")), "abc-123");
-        let made = ids.for_request(Some("bad id\r\n"));
-        assert!(is_sane_id(&made) && made.ends_with("-1"), "{made}");
-        assert!(ids.for_request(None).ends_with("-2"));
-        assert!(!is_sane_id(&"x".repeat(201)));
     }
 }
