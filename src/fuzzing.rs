@@ -60,7 +60,7 @@ pub fn handle(method: &str, target: &str, body: &[u8]) {
             state: app.state_map(),
             counters: &counters,
         });
-        let _ = app.handle(&mut request);
+        let _ = app.handle(&mut request, &|_| None);
         let _: Result<Query<Search>, HttpError> = request.extract();
         let _: Result<Query<Numbers>, HttpError> = request.extract();
         let _: Result<Query<(String, bool)>, HttpError> = request.extract();

@@ -59,8 +59,8 @@ impl Stats {
                 self.ran_by_caller,
             ),
             (
-                "afterward_tasks_rejected_total",
-                "Requests refused with 503 because the queue was full; their handlers and tasks never ran.",
+                "afterward_requests_shed_total",
+                "Requests shed with 503 because the queue was full; their handlers never ran.",
                 self.rejected,
             ),
         ];
@@ -120,6 +120,8 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 pub fn metrics_handler(stats: Stats) -> Response {
     Response::new(200)
         .with_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
+        // The counters change all the time: no cache may keep an old copy.
+        .with_header("Cache-Control", "no-store")
         .with_body(stats.to_prometheus())
 }
 

@@ -121,8 +121,25 @@ impl App {
         &self.state
     }
 
-    /// Routes `request` and runs its handler.
-    pub(crate) fn handle(&self, request: &mut Request<'_>) -> Routed {
+    /// Routes `request` and runs its handler, if `admit` lets the routed
+    /// request through (`Some(error)` refuses it: load shedding).
+    ///
+    /// A method no route has and that is not a standard one (`BREW`) is `501`;
+    /// a path no route matches `404`; a known path with another method `405`.
+    pub(crate) fn handle(
+        &self,
+        request: &mut Request<'_>,
+        admit: &dyn Fn(&Request<'_>) -> Option<HttpError>,
+    ) -> Routed {
+        let method = request.method();
+        if matches!(method, Method::Other(_))
+            && !self
+                .routes
+                .iter()
+                .any(|route| route.handlers.iter().any(|(m, _)| m == method))
+        {
+            return Routed::Rejected(HttpError::new(501, "Not Implemented"));
+        }
         let segments = match decode_path(request.path()) {
             Ok(segments) => segments,
             Err(error) => return Routed::Rejected(error),
@@ -133,6 +150,9 @@ impl App {
                 continue;
             };
             if let Some(handler) = route.handler_for(request.method()) {
+                if let Some(refusal) = admit(request) {
+                    return Routed::Rejected(refusal);
+                }
                 request.set_path_params(params);
                 return match handler(request) {
                     Ok(response) => Routed::Handled(response),

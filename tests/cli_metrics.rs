@@ -27,7 +27,7 @@ fn metrics_are_prometheus_text_with_help_and_type() {
         ("afterward_tasks_failed_total", "counter"),
         ("afterward_tasks_panicked_total", "counter"),
         ("afterward_tasks_discarded_total", "counter"),
-        ("afterward_tasks_rejected_total", "counter"),
+        ("afterward_requests_shed_total", "counter"),
         ("afterward_queue_capacity", "gauge"),
         ("afterward_requests_total", "counter"),
         ("afterward_task_duration_seconds", "histogram"),

@@ -34,9 +34,14 @@ fn shed_refuses_new_requests_with_503_and_retry_after() {
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.header("Retry-After"), Some("1"));
     assert!(refused.json()["detail"].is_string());
-    // Health and metrics are exempt.
+    // Only what could add work is shed: GET is served, so is an exempt path,
+    // and an unknown path or a wrong method still gets its own answer.
     assert_eq!(server.get("/health").status(), 200);
-    assert_eq!(server.metric("afterward_tasks_rejected_total"), 1.0);
+    assert_eq!(server.get("/files/0123456789abcdef").status(), 404);
+    assert_eq!(server.post("/nowhere").status(), 404);
+    assert_eq!(server.request("DELETE", "/files").send().status(), 405);
+    assert_eq!(server.request("BREW", "/files").send().status(), 501);
+    assert_eq!(server.metric("afterward_requests_shed_total"), 1.0);
 
     assert!(server.stop().success());
     let log = read(&server.log_file());
@@ -81,7 +86,7 @@ fn block_waits_for_room_and_loses_nothing() {
         server.post("/send-notification/third@example.com").status(),
         200
     );
-    assert_eq!(server.metric("afterward_tasks_rejected_total"), 0.0);
+    assert_eq!(server.metric("afterward_requests_shed_total"), 0.0);
 
     assert!(server.stop().success());
     assert_eq!(read(&server.log_file()).lines().count(), 3);

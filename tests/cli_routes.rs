@@ -169,3 +169,32 @@ fn malformed_input_never_kills_the_process() {
     }
     assert_eq!(server.get("/health").status(), 200);
 }
+
+#[test]
+fn responses_that_change_over_time_say_no_store() {
+    let server = Afterward::start(&[]);
+    let accepted = server.request("POST", "/files").body("a b").send();
+    let location = accepted.header("Location").unwrap().to_owned();
+    for path in ["/health", "/metrics", &*location, "/files/0000000000000000"] {
+        let response = server.get(path);
+        assert_eq!(
+            response.header("Cache-Control"),
+            Some("no-store"),
+            "{path}: {}",
+            response.status()
+        );
+    }
+}
+
+#[test]
+fn a_line_break_in_a_request_cannot_forge_log_lines() {
+    let mut server = Afterward::start(&[]);
+    let response =
+        server.post("/send-notification/eve%0Amessage%20to%20bob@example.com?q=x%0D%0Ay");
+    assert_eq!(response.status(), 200);
+    assert!(server.stop().success());
+    assert_eq!(
+        read(&server.log_file()),
+        "found query: x\\r\\ny\nmessage to eve\\nmessage to bob@example.com\n"
+    );
+}

@@ -8,7 +8,7 @@ mod support;
 use std::io::{BufReader, Write};
 
 use afterward::testing::{TestResponse, TestServer};
-use afterward::{App, HttpError, Json, Path, Query, RawBody, Server};
+use afterward::{App, HttpError, Json, Method, Path, Query, RawBody, Server};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -157,4 +157,19 @@ fn every_response_carries_a_request_id() {
     let made = server.get("/nope").send();
     let id = made.header("X-Request-Id").expect("a generated id");
     assert!(!id.is_empty() && id != "trace-42");
+}
+
+#[test]
+fn an_unknown_method_is_501_and_a_known_one_elsewhere_405() {
+    let app = App::new()
+        .get("/", || "ok")
+        .route(Method::Other("BREW".into()), "/pot", || "coffee");
+    let server = TestServer::new(app);
+    assert_eq!(server.request("BREW", "/").send().status(), 405);
+    assert_eq!(server.request("BREW", "/pot").send().text(), "coffee");
+    assert_eq!(server.request("DELETE", "/").send().status(), 405);
+    let server = TestServer::new(App::new().get("/", || "ok"));
+    let response = server.request("BREW", "/").send();
+    assert_eq!(response.status(), 501);
+    assert_eq!(detail(&response), "Not Implemented");
 }

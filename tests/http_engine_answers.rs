@@ -16,6 +16,9 @@ fn the_engines_own_answers_are_counted_with_a_request_id() {
         .max_header_bytes(1024);
     let server = TestServer::with_builder(builder, App::new().get("/", || "ok"));
     let refused = |request: &str| {
+        // A cap of one: the last connection's thread must have ended first.
+        let closed = |stats: &afterward::Stats| stats.connections_open == 0;
+        assert!(server.handle().wait_for(TEST_TIMEOUT, closed));
         let mut raw = Raw::connect(server.addr());
         let _ = raw.send(request.as_bytes());
         raw.response()
@@ -44,6 +47,9 @@ fn the_engines_own_answers_are_counted_with_a_request_id() {
     assert!(ids.iter().all(Option::is_some), "{ids:?}");
 
     // One connection held open fills the cap of one: the next is refused.
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |stats| stats.connections_open == 0));
     let mut held = Raw::connect(server.addr());
     held.send(&get("/")).unwrap();
     assert_eq!(held.response().status(), 200);

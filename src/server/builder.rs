@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::access::RequestIds;
 use crate::engine::{ConnectionLimits, Engine, Listener};
 use crate::error::Error;
+use crate::method::Method;
 use crate::pool::{OnFull, DEFAULT_QUEUE_CAPACITY};
 use crate::routing::App;
 use crate::stats::Counters;
@@ -31,6 +32,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
 /// | [`on_full`](Self::on_full) | [`OnFull::Block`] |
 /// | [`shed_exempt`](Self::shed_exempt) | none |
+/// | [`shed_exempt_methods`](Self::shed_exempt_methods) | `GET`, `HEAD` |
 /// | [`max_body_bytes`](Self::max_body_bytes) | [`DEFAULT_MAX_BODY_BYTES`] (1 MiB) |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s) |
 /// | [`header_timeout`](Self::header_timeout) | 10 s |
@@ -55,6 +57,7 @@ pub(super) struct Config {
     pub(super) queue_capacity: usize,
     pub(super) on_full: OnFull,
     pub(super) shed_exempt: Vec<String>,
+    pub(super) shed_exempt_methods: Vec<Method>,
     pub(super) max_body_bytes: usize,
     pub(super) shutdown_timeout: Duration,
     pub(super) connection: ConnectionLimits,
@@ -73,6 +76,7 @@ impl Default for ServerBuilder {
                 queue_capacity: DEFAULT_QUEUE_CAPACITY,
                 on_full: OnFull::Block,
                 shed_exempt: Vec::new(),
+                shed_exempt_methods: vec![Method::Get, Method::Head],
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 connection: ConnectionLimits::default(),
@@ -129,6 +133,17 @@ impl ServerBuilder {
         S: Into<String>,
     {
         self.config.shed_exempt = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Methods served even while [`OnFull::Shed`] refuses requests: those
+    /// whose handlers add no background work. `GET` and `HEAD` by default,
+    /// so that clients can still poll the status of work accepted earlier.
+    pub fn shed_exempt_methods<I>(mut self, methods: I) -> ServerBuilder
+    where
+        I: IntoIterator<Item = Method>,
+    {
+        self.config.shed_exempt_methods = methods.into_iter().collect();
         self
     }
 

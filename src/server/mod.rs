@@ -20,6 +20,7 @@ use self::builder::Config;
 use crate::access::RequestIds;
 use crate::engine::{Engine, Listener};
 use crate::error::Error;
+use crate::method::Method;
 use crate::pool::{BackgroundPool, OnFull, ShutdownReport};
 use crate::routing::App;
 use crate::stats::{Counters, Stats};
@@ -86,7 +87,10 @@ impl Server {
             .queue_capacity(config.queue_capacity)
             .on_full(config.on_full)
             .build_with(counters.clone())?;
-        let shed = (config.on_full == OnFull::Shed).then(|| config.shed_exempt.clone());
+        let shed = (config.on_full == OnFull::Shed).then(|| Shedding {
+            paths: config.shed_exempt.clone(),
+            methods: config.shed_exempt_methods.clone(),
+        });
         let shared = Arc::new(ServerState {
             listener,
             app,
@@ -215,6 +219,12 @@ struct Running {
     done: crossbeam_channel::Receiver<()>,
 }
 
+/// Under [`OnFull::Shed`], the requests served even while the queue is full.
+struct Shedding {
+    paths: Vec<String>,
+    methods: Vec<Method>,
+}
+
 /// What every request worker shares.
 struct ServerState {
     listener: Listener,
@@ -222,8 +232,8 @@ struct ServerState {
     counters: Arc<Counters>,
     pool: BackgroundPool,
     max_body_bytes: usize,
-    /// Under [`OnFull::Shed`], the exempt paths.
-    shed: Option<Vec<String>>,
+    /// Under [`OnFull::Shed`], what is never shed.
+    shed: Option<Shedding>,
     stopping: AtomicBool,
     ids: Arc<RequestIds>,
 }

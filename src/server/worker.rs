@@ -37,15 +37,7 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
     let target = head.target.clone();
     let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
 
-    let mut response = if shared.must_shed(&target) {
-        // Refused before anything else: the handler never runs, no task is added.
-        shared.counters.rejected();
-        HttpError::new(503, "the server is busy; retry later")
-            .with_header("Retry-After", "1")
-            .into_response()
-    } else {
-        run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks)
-    };
+    let mut response = run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks);
     let response_tasks = response.take_background();
     response.headers_mut().insert("X-Request-Id", &*request_id);
     let status = response.status();
@@ -100,7 +92,8 @@ fn run_handler(
     });
     // Architecture invariant: no thread dies of a user panic; handlers run
     // only here, under `catch_unwind` (tasks: `BackgroundTask::run`).
-    match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request))) {
+    let admit = |request: &Request<'_>| shared.shed(request);
+    match panic::catch_unwind(AssertUnwindSafe(|| shared.app.handle(&mut request, &admit))) {
         Ok(Routed::Handled(mut response)) => {
             if response.is_from_err() {
                 // FastAPI's semantics: a handler that fails (returns `Err`)
@@ -129,12 +122,18 @@ fn run_handler(
 }
 
 impl ServerState {
-    /// Under [`OnFull::Shed`]: the queue is full and `target` is not exempt.
-    fn must_shed(&self, target: &str) -> bool {
-        let Some(exempt) = &self.shed else {
-            return false;
-        };
-        let path = target.split('?').next().unwrap_or(target);
-        self.pool.is_full() && !exempt.iter().any(|p| p == path)
+    /// Under [`OnFull::Shed`](crate::OnFull::Shed), the refusal of a routed
+    /// request while the queue is full: only requests that may add background
+    /// work (not an exempt method, not an exempt path) are shed, and counted.
+    fn shed(&self, request: &Request<'_>) -> Option<HttpError> {
+        let shed = self.shed.as_ref()?;
+        if shed.methods.contains(request.method())
+            || shed.paths.iter().any(|p| p == request.path())
+            || !self.pool.is_full()
+        {
+            return None;
+        }
+        self.counters.rejected();
+        Some(HttpError::new(503, "the server is busy; retry later").with_header("Retry-After", "1"))
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use afterward::{
-    App, BackgroundTasks, Dependency, Depends, HttpError, Json, Path, Query, RawBody, Request,
-    Response, State,
+    App, BackgroundTasks, Dependency, Depends, HttpError, IntoResponse, Json, Path, Query, RawBody,
+    Request, Response, State,
 };
 use serde_json::{json, Value};
 
@@ -50,6 +50,28 @@ impl Notifier {
     }
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`), so that a
+/// value from a request (a `%0A` in the email, say) can never start a line of
+/// its own in the log file.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A response that changes over time: no cache may keep it.
+fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response.headers_mut().insert("Cache-Control", "no-store");
+    response
+}
+
 /// FastAPI's `get_query` dependency: logs the query, if any, in the background.
 #[derive(Clone)]
 struct GetQuery;
@@ -60,9 +82,9 @@ impl Dependency for GetQuery {
         let State(notifier): State<Notifier> = request.extract()?;
         let Query(mut params): Query<HashMap<String, String>> = request.extract()?;
         if let Some(q) = params.remove("q").filter(|q| !q.is_empty()) {
+            let line = format!("found query: {}\n", one_line(&q));
             tasks.add(
-                afterward::BackgroundTask::new(notifier.task(format!("found query: {q}\n")))
-                    .named("write_log(found query)"),
+                afterward::BackgroundTask::new(notifier.task(line)).named("write_log(found query)"),
             );
         }
         Ok(GetQuery)
@@ -75,10 +97,8 @@ fn send_notification(
     State(notifier): State<Notifier>,
     tasks: BackgroundTasks,
 ) -> Json<Value> {
-    tasks.add(
-        afterward::BackgroundTask::new(notifier.task(format!("message to {email}\n")))
-            .named("write_log(message)"),
-    );
+    let line = format!("message to {}\n", one_line(&email));
+    tasks.add(afterward::BackgroundTask::new(notifier.task(line)).named("write_log(message)"));
     Json(json!({"message": "Message sent"}))
 }
 
@@ -181,13 +201,10 @@ fn upload(
         .with_header("Location", format!("/files/{id}"))
 }
 
-fn file_status(
-    Path(id): Path<String>,
-    State(files): State<Files>,
-) -> Result<Json<Value>, HttpError> {
-    let status = files
-        .get(&id)
-        .ok_or_else(|| HttpError::new(404, format!("no file with id {id}")))?;
+fn file_status(Path(id): Path<String>, State(files): State<Files>) -> Response {
+    let Some(status) = files.get(&id) else {
+        return no_store(HttpError::new(404, format!("no file with id {id}")));
+    };
     let body = match status {
         FileStatus::Queued => json!({"id": id, "status": "queued"}),
         FileStatus::Running => json!({"id": id, "status": "running"}),
@@ -202,7 +219,7 @@ fn file_status(
         }),
         FileStatus::Failed(error) => json!({"id": id, "status": "failed", "error": error}),
     };
-    Ok(Json(body))
+    no_store(Json(body))
 }
 
 /// The demo app.
@@ -218,6 +235,6 @@ pub fn app(notifier: Notifier) -> App {
         .post("/send-notification/{email}", send_notification)
         .post("/files", upload)
         .get("/files/{id}", file_status)
-        .get("/health", || Json(json!({"status": "ok"})))
+        .get("/health", || no_store(Json(json!({"status": "ok"}))))
         .get("/metrics", afterward::metrics_handler)
 }
