@@ -27,6 +27,8 @@ pub struct HttpError {
     status: u16,
     detail: String,
     headers: Vec<(String, String)>,
+    /// Why a `500` happened: logged, never sent (a test server prints it).
+    reason: Option<String>,
 }
 
 impl HttpError {
@@ -44,6 +46,7 @@ impl HttpError {
             status,
             detail: detail.into(),
             headers: Vec::new(),
+            reason: None,
         }
     }
 
@@ -70,8 +73,12 @@ impl HttpError {
 
     /// `500 Internal Server Error`, with the real reason logged, not sent.
     pub(crate) fn internal(reason: impl fmt::Display) -> HttpError {
+        let reason = reason.to_string();
         log::error!("{reason}");
-        HttpError::new(500, "Internal Server Error")
+        HttpError {
+            reason: Some(reason),
+            ..HttpError::new(500, "Internal Server Error")
+        }
     }
 }
 
@@ -90,6 +97,7 @@ impl IntoResponse for HttpError {
         for (name, value) in self.headers {
             response = response.with_header(name, value);
         }
+        response.set_reason(self.reason);
         response
     }
 }

@@ -20,6 +20,8 @@ pub struct Response {
     /// its background tasks are discarded, as FastAPI does after an
     /// `HTTPException`.
     from_err: bool,
+    /// Why this is a `500`, when the server made it so: logged, never sent.
+    reason: Option<String>,
 }
 
 impl Response {
@@ -31,6 +33,7 @@ impl Response {
             body: Vec::new(),
             background: Vec::new(),
             from_err: false,
+            reason: None,
         }
     }
 
@@ -117,6 +120,15 @@ impl Response {
     /// (the request's background tasks are then discarded).
     pub fn is_from_err(&self) -> bool {
         self.from_err
+    }
+
+    /// Why the server made this a `500` (never sent to the client).
+    pub(crate) fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    pub(crate) fn set_reason(&mut self, reason: Option<String>) {
+        self.reason = reason;
     }
 
     /// Takes the attached tasks out, leaving none.

@@ -27,6 +27,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Engine;
@@ -34,7 +35,7 @@ use crate::headers::Headers;
 use crate::pool::ShutdownReport;
 use crate::routing::App;
 use crate::server::{Server, ServerBuilder, ServerHandle};
-use crate::stats::Stats;
+use crate::stats::{Counters, Stats};
 
 /// The environment variable that picks the engine of a [`TestServer`] whose
 /// builder names none (the binary reads the same one).
@@ -44,10 +45,17 @@ pub const ENGINE_VARIABLE: &str = "AFTERWARD_ENGINE";
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A server running an app on a free port of `127.0.0.1`, shut down on drop.
+///
+/// Why a response is a `500` (a missing `State<T>`, a dependency cycle, a
+/// handler's panic message) is added to its body as `"reason"` and printed
+/// to standard error, so that a failing test shows it, no logger needed.
+/// (A server outside the harness never sends it.)
 #[derive(Debug)]
 pub struct TestServer {
     handle: Option<ServerHandle>,
     addr: SocketAddr,
+    /// Whether requests wait for the background tasks (FastAPI's TestClient).
+    wait_for_tasks: bool,
 }
 
 impl TestServer {
@@ -91,6 +99,7 @@ impl TestServer {
             _ => builder,
         };
         let server = builder
+            .echo_errors(true)
             .address("127.0.0.1:0")
             .build(app)
             .expect("the test server binds 127.0.0.1:0");
@@ -99,7 +108,36 @@ impl TestServer {
         TestServer {
             handle: Some(handle),
             addr,
+            wait_for_tasks: false,
         }
+    }
+
+    /// Makes every request of this server wait, once its response has been
+    /// read, for the background tasks to finish: FastAPI's `TestClient`
+    /// behaviour, so a test can read what the tasks wrote right after the
+    /// call. (Concretely: until the server is idle; with several clients at
+    /// once, that is until all their tasks have run.) Per request:
+    /// [`TestRequest::wait_for_tasks`].
+    ///
+    /// ```
+    /// # use afterward::{App, BackgroundTasks};
+    /// # use std::sync::{Arc, Mutex};
+    /// # let log = Arc::new(Mutex::new(Vec::new()));
+    /// # let written = log.clone();
+    /// # let app = App::new().post("/hello", move |tasks: BackgroundTasks| {
+    /// #     let log = written.clone();
+    /// #     tasks.add_task(move || log.lock().unwrap().push("written"));
+    /// #     "hello"
+    /// # });
+    /// use afterward::testing::TestServer;
+    ///
+    /// let server = TestServer::new(app).waiting_for_tasks();
+    /// server.post("/hello").send();
+    /// assert_eq!(*log.lock().unwrap(), ["written"]); // no wait_idle needed
+    /// ```
+    pub fn waiting_for_tasks(mut self) -> TestServer {
+        self.wait_for_tasks = true;
+        self
     }
 
     /// The server's address.
@@ -141,7 +179,10 @@ impl TestServer {
 
     /// A request with any method.
     pub fn request(&self, method: &str, path: &str) -> TestRequest {
-        TestRequest::new(self.addr, method, path)
+        let mut request = TestRequest::new(self.addr, method, path);
+        request.counters = Some(self.handle().counters().clone());
+        request.wait_for_tasks = self.wait_for_tasks;
+        request
     }
 
     /// A `GET` request.
@@ -183,6 +224,9 @@ pub struct TestRequest {
     path: String,
     headers: Headers,
     body: Vec<u8>,
+    /// The server's counters, when a [`TestServer`] made the request.
+    counters: Option<Arc<Counters>>,
+    wait_for_tasks: bool,
 }
 
 impl TestRequest {
@@ -195,7 +239,22 @@ impl TestRequest {
             path: path.to_owned(),
             headers: Headers::new(),
             body: Vec::new(),
+            counters: None,
+            wait_for_tasks: false,
         }
+    }
+
+    /// Makes [`send`](Self::send) wait, once the response has been read, for
+    /// the background tasks to finish, as FastAPI's `TestClient` does (see
+    /// [`TestServer::waiting_for_tasks`]).
+    ///
+    /// # Panics
+    ///
+    /// In `send`, for a request not made by a [`TestServer`] (made with
+    /// [`TestRequest::new`]): it has no server to wait on.
+    pub fn wait_for_tasks(mut self) -> TestRequest {
+        self.wait_for_tasks = true;
+        self
     }
 
     /// Adds a header.
@@ -249,7 +308,19 @@ impl TestRequest {
             .write_all(&self.to_bytes())
             .expect("send the request");
         let head_only = self.method == "HEAD";
-        read_response(&mut BufReader::new(stream), head_only).expect("read the response")
+        let response =
+            read_response(&mut BufReader::new(stream), head_only).expect("read the response");
+        if self.wait_for_tasks {
+            let counters = self
+                .counters
+                .expect("only a request made by a TestServer can wait for its tasks");
+            assert!(
+                counters.wait_idle(TEST_TIMEOUT),
+                "the background tasks did not finish within {TEST_TIMEOUT:?}: {:?}",
+                counters.snapshot()
+            );
+        }
+        response
     }
 }
 

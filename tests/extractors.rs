@@ -111,10 +111,24 @@ fn state_is_shared_across_requests() {
 
 #[test]
 fn missing_state_is_a_logged_500_not_a_panic() {
+    // A real server sends nothing of the reason, which is only logged...
+    let handle = afterward::Server::builder()
+        .address("127.0.0.1:0")
+        .build(app())
+        .and_then(afterward::Server::spawn)
+        .unwrap();
+    let response =
+        afterward::testing::TestRequest::new(handle.local_addr(), "GET", "/missing-state").send();
+    assert_eq!(response.status(), 500);
+    assert_eq!(response.json(), json!({"detail": "Internal Server Error"}));
+    // ...while a test server shows it to the test.
     let server = TestServer::new(app());
     let response = server.get("/missing-state").send();
     assert_eq!(response.status(), 500);
-    assert_eq!(response.json(), json!({"detail": "Internal Server Error"}));
+    assert!(response.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("State<alloc::string::String>"));
 }
 
 #[test]

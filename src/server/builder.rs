@@ -63,6 +63,8 @@ pub(super) struct Config {
     pub(super) connection: ConnectionLimits,
     /// `None`: not chosen, the default (and `TestServer` may pick one).
     pub(super) engine: Option<Engine>,
+    /// Print why a response is a `500` to standard error: `TestServer` sets it.
+    pub(super) echo_errors: bool,
 }
 
 impl Default for ServerBuilder {
@@ -81,6 +83,7 @@ impl Default for ServerBuilder {
                 shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
                 connection: ConnectionLimits::default(),
                 engine: None,
+                echo_errors: false,
             },
         }
     }
@@ -228,6 +231,14 @@ impl ServerBuilder {
     /// (timeouts, limits, the connection cap) apply to the builtin engine only.
     pub fn engine(mut self, engine: Engine) -> ServerBuilder {
         self.config.engine = Some(engine);
+        self
+    }
+
+    /// Prints why a response is a `500` (missing state, dependency cycle,
+    /// handler panic) to standard error, where the test harness shows it
+    /// beside a failing test.
+    pub(crate) fn echo_errors(mut self, on: bool) -> ServerBuilder {
+        self.config.echo_errors = on;
         self
     }
 

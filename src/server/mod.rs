@@ -97,6 +97,7 @@ impl Server {
             counters,
             pool,
             max_body_bytes: config.max_body_bytes,
+            echo_errors: config.echo_errors,
             shed,
             stopping: AtomicBool::new(false),
             ids,
@@ -232,6 +233,8 @@ struct ServerState {
     counters: Arc<Counters>,
     pool: BackgroundPool,
     max_body_bytes: usize,
+    /// Print why a response is a `500` to standard error (test servers).
+    echo_errors: bool,
     /// Under [`OnFull::Shed`], what is never shed.
     shed: Option<Shedding>,
     stopping: AtomicBool,
@@ -247,6 +250,11 @@ impl ServerHandle {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
+    }
+
+    /// The live counters (for the test harness's waiting requests).
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// Blocks until no request is being handled and every background task

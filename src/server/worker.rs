@@ -38,6 +38,15 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
     let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
 
     let mut response = run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks);
+    if let (true, Some(reason)) = (shared.echo_errors, response.reason()) {
+        // A test server: the reason goes in the body, where an assertion on
+        // the response shows it, and to standard error, which the harness
+        // shows beside a failing test. Never so in production.
+        let status = response.status();
+        eprintln!("afterward: request {request_id} answered {status}: {reason}");
+        let body = serde_json::json!({"detail": "Internal Server Error", "reason": reason});
+        response = Response::json(&body).with_status(status);
+    }
     let response_tasks = response.take_background();
     response.headers_mut().insert("X-Request-Id", &*request_id);
     let status = response.status();
@@ -111,12 +120,12 @@ fn run_handler(
             error.into_response()
         }
         Err(payload) => {
-            log::error!(
+            tasks.seal(Vec::new()).discard("its handler panicked");
+            HttpError::internal(format!(
                 "handler for {method} {target} (request {request_id}) panicked: {}",
                 panic_message(payload.as_ref())
-            );
-            tasks.seal(Vec::new()).discard("its handler panicked");
-            HttpError::new(500, "Internal Server Error").into_response()
+            ))
+            .into_response()
         }
     }
 }
