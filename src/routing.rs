@@ -64,7 +64,23 @@ impl App {
         pattern: &str,
         handler: H,
     ) -> App {
+        self.add(method, pattern, handler::boxed(handler));
+        self
+    }
+
+    /// Adds a type-erased handler; panics if the method and path shape are
+    /// already routed (whatever the capture names).
+    fn add(&mut self, method: Method, pattern: &str, handler: BoxedHandler) {
         let segments = parse_pattern(pattern);
+        let taken = self.routes.iter().find(|r| {
+            same_shape(&r.segments, &segments) && r.handlers.iter().any(|(m, _)| *m == method)
+        });
+        if let Some(route) = taken {
+            panic!(
+                "{method} {pattern} is already routed (as {method} {})",
+                route.pattern
+            );
+        }
         let index = match self.routes.iter().position(|r| r.segments == segments) {
             Some(index) => index,
             None => {
@@ -76,12 +92,67 @@ impl App {
                 self.routes.len() - 1
             }
         };
-        let route = &mut self.routes[index];
+        self.routes[index].handlers.push((method, handler));
+    }
+
+    /// Adds every route and state of `other` to this app: composing an app
+    /// from parts, as FastAPI's `include_router(router)` does.
+    ///
+    /// # Panics
+    ///
+    /// If a method and path are routed by both apps (a route defined twice),
+    /// or both have state of the same type.
+    ///
+    /// ```
+    /// use afterward::App;
+    /// let users = App::new().get("/users", || "users");
+    /// let items = App::new().get("/items", || "items");
+    /// let app = App::new().merge(users).merge(items);
+    /// # let _ = app;
+    /// ```
+    pub fn merge(self, other: App) -> App {
+        self.include(None, other)
+    }
+
+    /// Adds every route of `other` under `prefix`, and its state: FastAPI's
+    /// `include_router(router, prefix="/items")`. `other`'s `/` becomes
+    /// `prefix` itself, its `/{id}` becomes `prefix/{id}`. The prefix may
+    /// have captures of its own (`/users/{user}`).
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` does not start with `/` or ends with one, on a route
+    /// defined twice, or on state of the same type in both apps.
+    ///
+    /// ```
+    /// use afterward::{App, Path};
+    /// let items = App::new()
+    ///     .get("/", || "all items")
+    ///     .get("/{id}", |Path(id): Path<u32>| format!("item {id}"));
+    /// let app = App::new().nest("/items", items); // GET /items, GET /items/{id}
+    /// # let _ = app;
+    /// ```
+    pub fn nest(self, prefix: &str, other: App) -> App {
         assert!(
-            route.handlers.iter().all(|(m, _)| *m != method),
-            "{method} {pattern} is already routed"
+            prefix.starts_with('/') && !prefix.ends_with('/'),
+            "nest prefix {prefix:?} must start with '/' and not end with one"
         );
-        route.handlers.push((method, handler::boxed(handler)));
+        self.include(Some(prefix), other)
+    }
+
+    fn include(mut self, prefix: Option<&str>, other: App) -> App {
+        let App { routes, state } = other;
+        for route in routes {
+            let pattern = match (prefix, route.pattern.as_str()) {
+                (None, pattern) => pattern.to_owned(),
+                (Some(prefix), "/") => prefix.to_owned(),
+                (Some(prefix), pattern) => format!("{prefix}{pattern}"),
+            };
+            for (method, handler) in route.handlers {
+                self.add(method, &pattern, handler);
+            }
+        }
+        self.state.merge(state);
         self
     }
 
@@ -112,7 +183,17 @@ impl App {
 
     /// Adds shared state, read by handlers with [`State<T>`](crate::State).
     /// One value per type; adding a second of the same type replaces the first.
-    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> App {
+    ///
+    /// `T` must be what [`State<T>`](crate::State) needs, `Clone + Send +
+    /// Sync + 'static`, so that a mistake shows here rather than as a handler
+    /// that "is not a valid handler":
+    ///
+    /// ```compile_fail
+    /// struct NotClone;
+    /// // error: the trait bound `NotClone: Clone` is not satisfied
+    /// let app = afterward::App::new().state(NotClone);
+    /// ```
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> App {
         self.state.insert(value);
         self
     }
@@ -222,6 +303,17 @@ impl std::fmt::Debug for App {
         }
         list.finish()
     }
+}
+
+/// Whether two patterns match the same paths: the same literals, captures
+/// in the same places (whatever their names).
+fn same_shape(a: &[Segment], b: &[Segment]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Segment::Literal(x), Segment::Literal(y)) => x == y,
+            (Segment::Capture(_), Segment::Capture(_)) => true,
+            _ => false,
+        })
 }
 
 fn parse_pattern(pattern: &str) -> Vec<Segment> {

@@ -8,18 +8,33 @@ use std::sync::Arc;
 /// One value per type, shared by every request.
 #[derive(Default)]
 pub(crate) struct StateMap {
-    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    /// Each value with its type's name, for messages.
+    values: HashMap<TypeId, (Arc<dyn Any + Send + Sync>, &'static str)>,
 }
 
 impl StateMap {
     pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+        let name = std::any::type_name::<T>();
+        self.values
+            .insert(TypeId::of::<T>(), (Arc::new(value), name));
+    }
+
+    /// Adds `other`'s values; panics on a type both have.
+    pub(crate) fn merge(&mut self, other: StateMap) {
+        for (type_id, value) in other.values {
+            assert!(
+                !self.values.contains_key(&type_id),
+                "both apps have state of type {}",
+                value.1
+            );
+            self.values.insert(type_id, value);
+        }
     }
 
     pub(crate) fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.values
             .get(&TypeId::of::<T>())
-            .and_then(|value| value.downcast_ref::<T>())
+            .and_then(|(value, _)| value.downcast_ref::<T>())
     }
 }
 

@@ -99,7 +99,10 @@ fn a_panicking_handler_answers_500_and_its_tasks_are_discarded() {
         let body = response.json();
         assert_eq!(body["detail"], "Internal Server Error");
         // The test server shows why; a real one only logs it.
-        assert!(body["reason"].as_str().unwrap().contains("panicked: task bug"));
+        assert!(body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("panicked: task bug"));
         assert_eq!(server.get("/fine").send().text(), "fine");
     }
     server.wait_idle();
