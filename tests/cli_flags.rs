@@ -5,8 +5,9 @@ mod support;
 
 use support::cli::{run, Afterward};
 
-const FLAGS: [&str; 10] = [
+const FLAGS: [&str; 11] = [
     "host",
+    "engine",
     "port",
     "workers",
     "background-workers",
@@ -32,8 +33,11 @@ fn help_lists_every_flag_and_its_variable() {
 #[test]
 fn a_bad_value_is_a_usage_error_with_status_2() {
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
-    let cases: [Case; 6] = [
+    let cases: [Case; 9] = [
         (&["--port", "eighty"], &[]),
+        (&["--host", "not-a-host.invalid"], &[]),
+        (&[], &[("AFTERWARD_HOST", "not a host")]),
+        (&[], &[("AFTERWARD_WORKERS", "0")]),
         (&["--on-full", "drop"], &[]),
         (&["--workers", "0"], &[]),
         (&["--shutdown-timeout", "soon"], &[]),
@@ -45,7 +49,23 @@ fn a_bad_value_is_a_usage_error_with_status_2() {
         assert_eq!(status.code(), Some(2), "{args:?} {env:?}: {stderr}");
         assert!(stdout.is_empty());
         assert!(stderr.starts_with("error: "), "{stderr}");
+        // The message names where the bad value came from.
+        let source = match (args.first(), env.first()) {
+            (Some(flag), _) => flag.to_string(),
+            (None, Some((var, _))) => var.to_string(),
+            (None, None) => unreachable!(),
+        };
+        assert!(stderr.contains(&source), "{source}: {stderr}");
     }
+}
+
+#[test]
+fn help_tells_the_second_signals_exit_status() {
+    let (_, stdout, _) = run(&["--help"], &[]);
+    assert!(
+        stdout.contains("a second one exits at once, with status 130"),
+        "{stdout}"
+    );
 }
 
 #[test]

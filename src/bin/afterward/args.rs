@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -136,9 +137,20 @@ pub fn parse(
             .parse()
             .map_err(|e| format!("invalid value {value:?} for {source}: {e}"))?,
     };
-    let positive = |n: Option<usize>, name: &str| match n {
-        Some(0) => Err(format!("--{name} must be at least 1")),
-        n => Ok(n),
+    // A count of at least 1, the error naming where the value came from.
+    let count = |name: &'static str| -> Result<Option<usize>, String> {
+        let Some((source, value)) = raw(name) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<usize>() {
+            Ok(0) => Err(format!(
+                "invalid value {value:?} for {source}: must be at least 1"
+            )),
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(format!(
+                "invalid value {value:?} for {source}: expected a whole number"
+            )),
+        }
     };
     let seconds: Option<f64> = typed(raw("shutdown-timeout"), "a number of seconds")?;
     let shutdown_timeout = match seconds {
@@ -147,20 +159,24 @@ pub fn parse(
             format!("invalid value {s} for the shutdown timeout: expected a number of seconds >= 0")
         })?,
     };
+    let (host, host_source) = match raw("host") {
+        Some((source, value)) => (value, source),
+        None => ("127.0.0.1".to_owned(), String::new()),
+    };
+    let port = typed(raw("port"), "a port number (0 to 65535)")?.unwrap_or(8000);
+    let address = socket_address(&host, port);
+    if let Err(e) = address.to_socket_addrs() {
+        return Err(format!(
+            "invalid value {host:?} for {host_source}: not an address to listen on ({e})"
+        ));
+    }
     Ok(Command::Serve(Args {
-        host: raw("host").map_or_else(|| "127.0.0.1".to_owned(), |(_, v)| v),
-        port: typed(raw("port"), "a port number (0 to 65535)")?.unwrap_or(8000),
+        host,
+        port,
         engine,
-        workers: positive(typed(raw("workers"), "a whole number")?, "workers")?,
-        background_workers: positive(
-            typed(raw("background-workers"), "a whole number")?,
-            "background-workers",
-        )?,
-        queue_capacity: positive(
-            typed(raw("queue-capacity"), "a whole number")?,
-            "queue-capacity",
-        )?
-        .unwrap_or(afterward::DEFAULT_QUEUE_CAPACITY),
+        workers: count("workers")?,
+        background_workers: count("background-workers")?,
+        queue_capacity: count("queue-capacity")?.unwrap_or(afterward::DEFAULT_QUEUE_CAPACITY),
         on_full,
         max_body_bytes: typed(raw("max-body-bytes"), "a number of bytes")?
             .unwrap_or(afterward::DEFAULT_MAX_BODY_BYTES),
@@ -170,6 +186,15 @@ pub fn parse(
             typed(raw("notify-delay-ms"), "a number of milliseconds")?.unwrap_or(0),
         ),
     }))
+}
+
+/// `host:port`, with brackets around a bare IPv6 address: `[::1]:8000`.
+pub fn socket_address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// `AFTERWARD_` and the option's name in upper case, `-` as `_`.
@@ -200,7 +225,9 @@ pub fn help() -> String {
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, GET /health, GET /metrics.\n\
          The file store keeps the results of the last 1000 uploads (oldest evicted).\n\
          Logs go to stderr; RUST_LOG sets the level (default info).\n\
-         Exit status: 0 after a clean shutdown, 1 if tasks were left unrun or on a start-up error, 2 on a usage error.\n",
+         SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once, with status 130.\n\
+         Exit status: 0 after a clean shutdown, 1 if tasks were left unrun or on a start-up error, 2 on a usage error\n\
+         (an invalid flag or variable, an address that does not resolve), 130 after a second signal.\n",
     );
     text
 }
@@ -283,6 +310,13 @@ mod tests {
             (&["--on-full", "drop"], &[], "caller-runs"),
             (&["--engine", "hyper"], &[], "unknown engine `hyper`"),
             (&["--workers", "0"], &[], "at least 1"),
+            (&[], &[("AFTERWARD_WORKERS", "0")], "AFTERWARD_WORKERS"),
+            (&["--host", "not-a-host.invalid"], &[], "--host"),
+            (
+                &[],
+                &[("AFTERWARD_HOST", "not-a-host.invalid")],
+                "AFTERWARD_HOST",
+            ),
             (&["--shutdown-timeout", "-1"], &[], "shutdown timeout"),
             (&["--nope"], &[], "unknown option --nope"),
             (&["--port"], &[], "missing argument"),

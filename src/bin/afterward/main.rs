@@ -47,12 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: Args) -> Result<ExitCode, String> {
-    // An IPv6 host needs brackets before the port: [::1]:8000.
-    let address = if args.host.contains(':') && !args.host.starts_with('[') {
-        format!("[{}]:{}", args.host, args.port)
-    } else {
-        format!("{}:{}", args.host, args.port)
-    };
+    let address = args::socket_address(&args.host, args.port);
     let mut builder = Server::builder()
         .address(address)
         .engine(args.engine)
