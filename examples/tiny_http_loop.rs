@@ -12,8 +12,8 @@
 //! cat log.txt    # notification for ada@example.com: some notification
 //! ```
 //!
-//! Press Enter (or close standard input) to stop: the workers finish their
-//! requests, then the pool drains within 30 s and reports. `ADDR` sets the
+//! Ctrl-C (SIGINT) or SIGTERM stops it: the workers finish their requests,
+//! then the pool drains within 30 s and reports. `ADDR` sets the
 //! address (default `127.0.0.1:8000`); `RUST_LOG` the log level.
 
 use std::io::{self, Cursor, Write};
@@ -127,6 +127,9 @@ impl Service {
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let address = std::env::var("ADDR").unwrap_or_else(|_| afterward::DEFAULT_ADDRESS.into());
+    // Watch the signals first: whoever reads the address may signal at once.
+    let stopper = afterward::Stopper::default();
+    stopper.stop_on_signals()?;
     let server = tiny_http::Server::http(&address)?;
     println!("listening on http://{}", server.server_addr());
     let pool = BackgroundPool::builder()
@@ -135,7 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .build()?;
     let service = Service::start(server, pool, 4, "log.txt".into())?;
 
-    let _ = io::stdin().read_line(&mut String::new());
+    stopper.wait();
     let report = service.stop(Duration::from_secs(30));
     println!(
         "stopped: {} tasks completed, {} not run",

@@ -89,6 +89,9 @@
 //!
 //! # Shutdown
 //!
+//! With the `signals` feature, `Server::run_until_signal` serves until
+//! SIGINT or SIGTERM, then shuts down gracefully, as the binary does.
+//!
 //! [`ServerHandle::shutdown`] (or a [`Stopper`] for [`Server::run`]) stops taking
 //! requests, lets those in flight finish and dispatch their tasks, and drains
 //! the queue until the deadline. The [`ShutdownReport`] lists every task not

@@ -72,6 +72,32 @@ impl Server {
         Ok(handle.shutdown(timeout))
     }
 
+    /// Serves until SIGINT or SIGTERM (or the [`Stopper`]), then shuts down
+    /// gracefully within the configured
+    /// [`shutdown_timeout`](ServerBuilder::shutdown_timeout): new requests are
+    /// refused, those in flight finish, the queued tasks run. A second signal
+    /// exits at once, with status 130. (Feature `signals`, Unix; see
+    /// [`Stopper::stop_on_signals`].)
+    ///
+    /// ```no_run
+    /// use afterward::{App, Server};
+    ///
+    /// let app = App::new().get("/", || "hello");
+    /// let server = Server::builder().address("127.0.0.1:8000").build(app)?;
+    /// let report = server.run_until_signal()?; // Ctrl-C drains, then returns
+    /// std::process::exit(if report.is_complete() { 0 } else { 1 });
+    /// # Ok::<(), afterward::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the signal handlers cannot be installed, or the server cannot start.
+    #[cfg(feature = "signals")]
+    pub fn run_until_signal(self) -> Result<ShutdownReport, Error> {
+        self.stopper.stop_on_signals()?;
+        self.run()
+    }
+
     /// Starts serving on background threads and returns at once.
     pub fn spawn(self) -> Result<ServerHandle, Error> {
         let Server {
@@ -189,6 +215,44 @@ impl Stopper {
     /// Whether [`stop`](Self::stop) has been called.
     pub fn is_stopped(&self) -> bool {
         *self.stopped.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops this on the first SIGINT or SIGTERM, for a graceful shutdown;
+    /// a second one exits the process at once, with status 130. (Feature
+    /// `signals`, Unix.)
+    ///
+    /// The signals are watched by a thread of their own
+    /// (`afterward-signals`), through `signal-hook`, for the rest of the
+    /// process's life: the default action (terminate) no longer applies.
+    ///
+    /// # Errors
+    ///
+    /// When the handlers cannot be installed.
+    #[cfg(feature = "signals")]
+    pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let stopper = self.clone();
+        thread::Builder::new()
+            .name("afterward-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    let name = if signal == SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
+                    if stopper.is_stopped() {
+                        log::warn!(
+                            "{name} again: exiting now, without waiting for background tasks"
+                        );
+                        std::process::exit(130);
+                    }
+                    log::info!("{name} received: shutting down gracefully");
+                    stopper.stop();
+                }
+            })?;
+        Ok(())
     }
 
     /// Blocks until [`stop`](Self::stop) is called.

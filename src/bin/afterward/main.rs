@@ -11,11 +11,8 @@ mod args;
 mod demo;
 
 use std::process::ExitCode;
-use std::thread;
 
-use afterward::{Server, ServerHandle, Stopper};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use afterward::Server;
 
 use crate::args::{Args, Command};
 
@@ -64,13 +61,15 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     }
     let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay));
     let server = builder.build(app).map_err(|e| e.to_string())?;
-    let stopper = server.stopper();
-    watch_signals(stopper.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // Signals are watched before the address is printed: whoever reads it
+    // may signal at once. (`run_until_signal` would install them after.)
+    server
+        .stopper()
+        .stop_on_signals()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     println!("listening on http://{}", server.local_addr());
-
-    let handle: ServerHandle = server.spawn().map_err(|e| e.to_string())?;
-    stopper.wait();
-    let report = handle.shutdown(args.shutdown_timeout);
+    // The builder's shutdown timeout is --shutdown-timeout.
+    let report = server.run().map_err(|e| e.to_string())?;
     Ok(if report.is_complete() {
         ExitCode::SUCCESS
     } else {
@@ -82,28 +81,4 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         );
         ExitCode::FAILURE
     })
-}
-
-/// The first SIGINT or SIGTERM stops the server gracefully; a second one
-/// exits at once.
-fn watch_signals(stopper: Stopper) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    thread::Builder::new()
-        .name("afterward-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                if stopper.is_stopped() {
-                    log::warn!("{name} again: exiting now, without waiting for background tasks");
-                    std::process::exit(130);
-                }
-                log::info!("{name} received: shutting down gracefully");
-                stopper.stop();
-            }
-        })?;
-    Ok(())
 }
