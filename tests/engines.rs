@@ -67,31 +67,6 @@ fn an_unknown_engine_name_is_an_error() {
     assert!(error.contains("unknown engine `hyper`"), "{error}");
 }
 
-#[cfg(all(feature = "cli", feature = "tiny-http"))]
-#[test]
-fn the_binary_on_tiny_http_warns_once_at_start_up() {
-    use support::cli::Afterward;
-    let mut tiny = Afterward::start(&["--engine", "tiny-http"]);
-    assert_eq!(tiny.get("/health").status(), 200);
-    assert!(tiny
-        .get("/health")
-        .header("Server")
-        .unwrap()
-        .starts_with("tiny-http"));
-    assert!(tiny.stop().success());
-    let log = tiny.stderr();
-    assert_eq!(
-        log.matches("the tiny-http engine has no timeouts").count(),
-        1,
-        "{log}"
-    );
-
-    let mut builtin = Afterward::start(&["--engine", "builtin"]);
-    assert_eq!(builtin.get("/health").header("Server"), Some("afterward"));
-    assert!(builtin.stop().success());
-    assert!(!builtin.stderr().contains("has no timeouts"));
-}
-
 /// What keeps the CI run on tiny_http honest: `TestServer` really uses the
 /// engine `AFTERWARD_ENGINE` names (the builtin one when it names none).
 #[test]

@@ -40,3 +40,24 @@ fn the_dependency_count_matches_cargo_toml() {
     expected.sort();
     assert_eq!(named, expected, "the README's list of dependencies");
 }
+
+#[test]
+fn the_default_library_build_pulls_no_cli_dependency() {
+    let deps = default_dependencies();
+    for cli_only in ["lexopt", "signal-hook", "env_logger"] {
+        assert!(
+            !deps.iter().any(|d| d == cli_only),
+            "{cli_only} in {deps:?}"
+        );
+    }
+    let manifest = include_str!("../Cargo.toml");
+    assert!(
+        manifest.contains("\n[features]\n") && manifest.contains("\ndefault = []\n"),
+        "the library's default features must stay empty"
+    );
+    let cli = include_str!("../cli/Cargo.toml");
+    assert!(
+        cli.contains("name = \"afterward\""),
+        "the binary lives in cli/"
+    );
+}

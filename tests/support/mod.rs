@@ -11,8 +11,6 @@ use std::time::Duration;
 pub use afterward::testing::TEST_TIMEOUT;
 use afterward::{Engine, Server, ServerBuilder};
 
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod raw;
 
 /// The engine the HTTP hardening suite (`tests/http_*.rs`,

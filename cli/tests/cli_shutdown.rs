@@ -1,6 +1,5 @@
 //! SIGTERM and SIGINT drain the background tasks; a deadline that passes first
 //! is reported, with the tasks not run, and the exit status says so.
-#![cfg(feature = "cli")]
 
 mod support;
 

@@ -1,6 +1,5 @@
 //! The `afterward` binary, black-box: every route of the demo app, request ids,
 //! access log, and malformed input that must not kill the process.
-#![cfg(feature = "cli")]
 
 mod support;
 

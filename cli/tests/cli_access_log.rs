@@ -1,6 +1,5 @@
 //! The `afterward` binary's access log has a line for every answer, the
 //! engine's own refusals included, with the request id.
-#![cfg(feature = "cli")]
 
 mod support;
 

@@ -1,6 +1,5 @@
 //! Running out of file descriptors: the `afterward` binary, started with a
 //! low `RLIMIT_NOFILE`, keeps accepting once descriptors are free again.
-#![cfg(feature = "cli")]
 
 mod support;
 

@@ -1,7 +1,6 @@
 //! `--on-full`: what the binary does when the background queue is full.
 //! One background worker and room for one request's tasks make it full: the
 //! first request's task runs (slowly), the second's waits in the queue.
-#![cfg(feature = "cli")]
 
 mod support;
 

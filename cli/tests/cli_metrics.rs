@@ -1,6 +1,5 @@
 //! `GET /metrics` of the `afterward` binary: the Prometheus text format, with
 //! every metric the contract names, its HELP and TYPE lines.
-#![cfg(feature = "cli")]
 
 mod support;
 

@@ -1,5 +1,4 @@
 //! The `afterward` binary's flags: `--help`, environment variables, usage errors.
-#![cfg(feature = "cli")]
 
 mod support;
 
