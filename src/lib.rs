@@ -130,6 +130,7 @@ mod extract;
 mod handler;
 mod headers;
 mod http_error;
+mod jobs;
 mod json;
 mod method;
 mod metrics;
@@ -150,6 +151,10 @@ pub use crate::extract::{Dependency, Depends, Path, Query, RawBody};
 pub use crate::handler::Handler;
 pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
+pub use crate::jobs::{
+    job_status_handler, DeadLetter, EnqueueError, Envelope, Job, JobContext, JobId, JobResult,
+    JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY, ENVELOPE_VERSION,
+};
 pub use crate::json::Json;
 pub use crate::method::Method;
 pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};

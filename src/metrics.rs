@@ -35,6 +35,11 @@ impl Stats {
                 self.running,
             ),
             (
+                "afterward_jobs_delayed",
+                "Jobs waiting in the timer (a retry's backoff, a delayed enqueue).",
+                self.jobs_delayed,
+            ),
+            (
                 "afterward_queue_capacity",
                 "Request task lists the queue holds at most.",
                 self.queue_capacity,
@@ -64,7 +69,34 @@ impl Stats {
                 self.rejected,
             ),
         ];
-        for (name, help, value) in counters {
+        let jobs = [
+            (
+                "afterward_jobs_enqueued_total",
+                "Jobs enqueued.",
+                self.jobs_enqueued,
+            ),
+            (
+                "afterward_jobs_succeeded_total",
+                "Jobs that succeeded.",
+                self.jobs_succeeded,
+            ),
+            (
+                "afterward_jobs_retried_total",
+                "Failed job attempts followed by a retry.",
+                self.jobs_retried,
+            ),
+            (
+                "afterward_jobs_dead_total",
+                "Jobs whose every attempt failed.",
+                self.jobs_dead,
+            ),
+            (
+                "afterward_jobs_discarded_total",
+                "Jobs that never ran to the end (request failed, shutdown deadline).",
+                self.jobs_discarded,
+            ),
+        ];
+        for (name, help, value) in counters.into_iter().chain(jobs) {
             metric(&mut out, name, "counter", help, &[("", value)]);
         }
         let classes: Vec<(String, u64)> = self
@@ -155,6 +187,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 14);
+        assert_eq!(declared.len(), 20);
     }
 }

@@ -4,13 +4,14 @@
 //! so can any other synchronous server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::Error;
+use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
 use crate::stats::{Counters, Stats};
 use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo};
 
@@ -77,11 +78,24 @@ impl ShutdownReport {
 /// | [`workers`](Self::workers) | the available cores, at least 2 |
 /// | [`queue_capacity`](Self::queue_capacity) | [`DEFAULT_QUEUE_CAPACITY`] (1024) |
 /// | [`on_full`](Self::on_full) | [`OnFull::Block`] |
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BackgroundPoolBuilder {
     workers: usize,
     queue_capacity: usize,
     on_full: OnFull,
+    jobs: Registry,
+    job_settings: JobSettings,
+}
+
+impl std::fmt::Debug for BackgroundPoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundPoolBuilder")
+            .field("workers", &self.workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("on_full", &self.on_full)
+            .field("job_settings", &self.job_settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for BackgroundPoolBuilder {
@@ -91,6 +105,8 @@ impl Default for BackgroundPoolBuilder {
             workers: cores.max(2),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             on_full: OnFull::Block,
+            jobs: Registry::default(),
+            job_settings: JobSettings::default(),
         }
     }
 }
@@ -112,6 +128,29 @@ impl BackgroundPoolBuilder {
     /// What [`dispatch`](BackgroundPool::dispatch) does when the queue is full.
     pub fn on_full(mut self, policy: OnFull) -> BackgroundPoolBuilder {
         self.on_full = policy;
+        self
+    }
+
+    /// Registers the job type `J`, so that [`BackgroundTasks::enqueue`] can
+    /// enqueue it (the server's pool takes the [`App`](crate::App)'s jobs).
+    ///
+    /// # Panics
+    ///
+    /// If another job type has the same name.
+    pub fn job<J: Job>(mut self) -> BackgroundPoolBuilder {
+        self.jobs.register::<J>();
+        self
+    }
+
+    /// How jobs are retried and remembered; see [`JobSettings`].
+    pub fn job_settings(mut self, settings: JobSettings) -> BackgroundPoolBuilder {
+        self.job_settings = settings;
+        self
+    }
+
+    /// Adds `registry`'s jobs (the app's, for the server's pool).
+    pub(crate) fn jobs(mut self, registry: Registry) -> BackgroundPoolBuilder {
+        self.jobs.merge(registry);
         self
     }
 
@@ -177,6 +216,8 @@ pub struct BackgroundPool {
 }
 
 struct PoolInner {
+    /// The job runner, when jobs are registered.
+    jobs: Option<Arc<JobRunner>>,
     sender: Sender<Delivery>,
     /// A receiver of our own, so that shutdown can empty the queue at its deadline.
     receiver: Receiver<Delivery>,
@@ -184,6 +225,20 @@ struct PoolInner {
     on_full: OnFull,
     /// The worker threads; taken by the first shutdown.
     threads: Mutex<Option<Vec<JoinHandle<()>>>>,
+}
+
+/// A way for the job timer to hand batches to the pool without keeping it
+/// alive (the pool owns the timer).
+pub(crate) struct PoolSubmitter(Weak<PoolInner>);
+
+impl PoolSubmitter {
+    /// Submits `batch`; if the pool is gone, dropping it discards its tasks,
+    /// logged and counted.
+    pub(crate) fn submit(&self, batch: Batch) {
+        if let Some(inner) = self.0.upgrade() {
+            BackgroundPool { inner }.submit(batch);
+        }
+    }
 }
 
 /// What the queue carries to the workers.
@@ -242,15 +297,34 @@ impl BackgroundPool {
                 Err(e) => return Err(Error::Io(e)),
             }
         }
-        Ok(BackgroundPool {
-            inner: Arc::new(PoolInner {
+        let mut runner_error = None;
+        let inner = Arc::new_cyclic(|weak: &Weak<PoolInner>| {
+            let jobs = if config.jobs.is_empty() {
+                None
+            } else {
+                let submitter = PoolSubmitter(weak.clone());
+                let (registry, settings) = (config.jobs.clone(), config.job_settings.clone());
+                match JobRunner::start(registry, settings, state.counters.clone(), submitter) {
+                    Ok(runner) => Some(runner),
+                    Err(e) => {
+                        runner_error = Some(e);
+                        None
+                    }
+                }
+            };
+            PoolInner {
+                jobs,
                 sender,
                 receiver,
                 state,
                 on_full: config.on_full,
                 threads: Mutex::new(Some(threads)),
-            }),
-        })
+            }
+        });
+        if let Some(e) = runner_error {
+            return Err(Error::Io(e));
+        }
+        Ok(BackgroundPool { inner })
     }
 
     /// A new, empty task list for one request; `request_id` names it in logs
@@ -260,7 +334,21 @@ impl BackgroundPool {
     /// Until it is dispatched (or dropped, which discards its tasks, logged
     /// and counted), the list keeps the pool from being idle.
     pub fn tasks(&self, request_id: &str) -> BackgroundTasks {
-        BackgroundTasks::new(Arc::from(request_id), self.inner.state.counters.clone())
+        self.task_list(Arc::from(request_id))
+    }
+
+    /// A new task list, able to enqueue this pool's jobs.
+    pub(crate) fn task_list(&self, request_id: Arc<str>) -> BackgroundTasks {
+        let tasks = BackgroundTasks::new(request_id, self.inner.state.counters.clone());
+        match &self.inner.jobs {
+            Some(runner) => tasks.with_jobs(runner.clone()),
+            None => tasks,
+        }
+    }
+
+    /// The jobs' statuses and dead letters, when jobs are registered.
+    pub fn jobs(&self) -> Option<Jobs> {
+        self.inner.jobs.clone().map(Jobs::new)
     }
 
     /// Hands a request's tasks to the pool: call it after the response has
@@ -347,6 +435,10 @@ impl BackgroundPool {
         } else {
             self.abandon()
         };
+        // Jobs waiting in the timer will not run now (none when idle).
+        if let Some(runner) = &inner.jobs {
+            not_run.extend(runner.close());
+        }
         state.stopped.store(true, Ordering::SeqCst);
         if idle {
             // The queue is empty and the workers wait on it: each takes one

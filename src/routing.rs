@@ -3,6 +3,7 @@
 
 use crate::handler::{self, BoxedHandler, Handler};
 use crate::http_error::HttpError;
+use crate::jobs::{Job, Registry};
 use crate::method::Method;
 use crate::percent;
 use crate::request::Request;
@@ -29,6 +30,7 @@ use crate::state::StateMap;
 pub struct App {
     routes: Vec<Route>,
     state: StateMap,
+    jobs: Registry,
 }
 
 struct Route {
@@ -141,7 +143,12 @@ impl App {
     }
 
     fn include(mut self, prefix: Option<&str>, other: App) -> App {
-        let App { routes, state } = other;
+        let App {
+            routes,
+            state,
+            jobs,
+        } = other;
+        self.jobs.merge(jobs);
         for route in routes {
             let pattern = match (prefix, route.pattern.as_str()) {
                 (None, pattern) => pattern.to_owned(),
@@ -196,6 +203,22 @@ impl App {
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> App {
         self.state.insert(value);
         self
+    }
+
+    /// Registers the job type `J` ([`Job`](crate::Job)), so that handlers can
+    /// [`enqueue`](crate::BackgroundTasks::enqueue) it.
+    ///
+    /// # Panics
+    ///
+    /// If another job type is registered under the same name.
+    pub fn job<J: Job>(mut self) -> App {
+        self.jobs.register::<J>();
+        self
+    }
+
+    /// The registered jobs, for the server's pool.
+    pub(crate) fn job_registry(&self) -> Registry {
+        self.jobs.clone()
     }
 
     pub(crate) fn state_map(&self) -> &StateMap {

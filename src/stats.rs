@@ -54,6 +54,18 @@ pub struct Stats {
     pub discarded: u64,
     /// How long the tasks that started took.
     pub task_durations: DurationHistogram,
+    /// Jobs enqueued (each ends as succeeded, dead or discarded).
+    pub jobs_enqueued: u64,
+    /// Jobs whose last attempt succeeded.
+    pub jobs_succeeded: u64,
+    /// Failed attempts followed by a retry.
+    pub jobs_retried: u64,
+    /// Jobs that will not run again: every attempt failed.
+    pub jobs_dead: u64,
+    /// Jobs that never ran to the end: their request failed, or shutdown came first.
+    pub jobs_discarded: u64,
+    /// Jobs waiting in the timer (a retry's backoff, a delayed enqueue): a gauge.
+    pub jobs_delayed: u64,
 }
 
 /// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
@@ -124,6 +136,8 @@ pub(crate) struct Counters {
     /// Task lists made and not yet sealed (each request has one).
     lists_open: AtomicU64,
     connections_open: AtomicU64,
+    jobs: [AtomicU64; 5],
+    jobs_delayed: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -161,6 +175,37 @@ impl Counters {
     pub(crate) fn request_finished(&self) {
         self.requests_in_flight.fetch_sub(1, Ordering::SeqCst);
         self.notify();
+    }
+
+    pub(crate) fn job_enqueued(&self) {
+        self.jobs[0].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn job_succeeded(&self) {
+        self.jobs[1].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn job_retried(&self) {
+        self.jobs[2].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn job_dead(&self) {
+        self.jobs[3].fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn job_discarded(&self) {
+        self.jobs[4].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Jobs entering (`1`) or leaving (`-1`) the timer.
+    pub(crate) fn job_delayed(&self, change: i64) {
+        if change >= 0 {
+            self.jobs_delayed.fetch_add(change as u64, Ordering::SeqCst);
+        } else {
+            self.jobs_delayed
+                .fetch_sub(change.unsigned_abs(), Ordering::SeqCst);
+            self.notify();
+        }
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -266,6 +311,12 @@ impl Counters {
             },
             requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
             connections_open: self.connections_open(),
+            jobs_enqueued: self.jobs[0].load(Ordering::SeqCst),
+            jobs_succeeded: self.jobs[1].load(Ordering::SeqCst),
+            jobs_retried: self.jobs[2].load(Ordering::SeqCst),
+            jobs_dead: self.jobs[3].load(Ordering::SeqCst),
+            jobs_discarded: self.jobs[4].load(Ordering::SeqCst),
+            jobs_delayed: self.jobs_delayed.load(Ordering::SeqCst),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
@@ -283,7 +334,10 @@ impl Counters {
         // it stops counting as open.
         let lists_open = self.lists_open();
         let stats = self.snapshot();
-        lists_open == 0 && stats.requests_in_flight == 0 && stats.pending() == 0
+        lists_open == 0
+            && stats.requests_in_flight == 0
+            && stats.pending() == 0
+            && stats.jobs_delayed == 0
     }
 
     /// Blocks until [`is_idle`](Self::is_idle) or until `timeout` has passed;

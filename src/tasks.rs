@@ -7,9 +7,10 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::block_on::block_on;
+use crate::jobs::{EnqueueError, Job, JobId, JobRunner, Jobs};
 use crate::stats::{Counters, TaskOutcome};
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
@@ -61,7 +62,12 @@ type TaskFn = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
 pub struct BackgroundTask {
     name: String,
     job: TaskFn,
+    /// Called with the reason if the task is discarded instead of run (a
+    /// job's status and counters follow its task).
+    on_discard: Option<DiscardHook>,
 }
+
+type DiscardHook = Box<dyn FnOnce(&str) + Send + 'static>;
 
 impl BackgroundTask {
     /// A task that calls `f`. Capture its arguments in the closure, as
@@ -74,6 +80,7 @@ impl BackgroundTask {
         BackgroundTask {
             name: type_name::<F>().to_owned(),
             job: Box::new(move || f().into_task_result()),
+            on_discard: None,
         }
     }
 
@@ -92,12 +99,19 @@ impl BackgroundTask {
         BackgroundTask {
             name: type_name::<Fut>().to_owned(),
             job: Box::new(move || block_on(future).into_task_result()),
+            on_discard: None,
         }
     }
 
     /// Sets the name used in logs, counters and shutdown reports.
     pub fn named(mut self, name: impl Into<String>) -> BackgroundTask {
         self.name = name.into();
+        self
+    }
+
+    /// Calls `hook` with the reason if this task is discarded instead of run.
+    pub(crate) fn on_discard(mut self, hook: impl FnOnce(&str) + Send + 'static) -> BackgroundTask {
+        self.on_discard = Some(Box::new(hook));
         self
     }
 
@@ -119,7 +133,7 @@ impl BackgroundTask {
     /// Architecture invariant: no thread dies of a task's panic; this is the
     /// one place tasks run.
     pub(crate) fn run(self, request_id: &str) -> TaskOutcome {
-        let BackgroundTask { name, job } = self;
+        let BackgroundTask { name, job, .. } = self;
         match panic::catch_unwind(AssertUnwindSafe(job)) {
             Ok(Ok(())) => TaskOutcome::Completed,
             Ok(Err(message)) => {
@@ -181,6 +195,8 @@ pub struct BackgroundTasks {
 struct TaskList {
     request_id: Arc<str>,
     counters: Arc<Counters>,
+    /// The pool's job runner, for [`BackgroundTasks::enqueue`].
+    jobs: Option<Arc<JobRunner>>,
     /// `None` once the list has been sealed (for dispatch, or to discard it).
     tasks: Mutex<Option<Vec<BackgroundTask>>>,
 }
@@ -194,9 +210,58 @@ impl BackgroundTasks {
             list: Arc::new(TaskList {
                 request_id,
                 counters,
+                jobs: None,
                 tasks: Mutex::new(Some(Vec::new())),
             }),
         }
+    }
+
+    /// The list, able to enqueue `runner`'s jobs (only before it is shared).
+    pub(crate) fn with_jobs(mut self, runner: Arc<JobRunner>) -> BackgroundTasks {
+        if let Some(list) = Arc::get_mut(&mut self.list) {
+            list.jobs = Some(runner);
+        }
+        self
+    }
+
+    /// The jobs of the server (or pool) this list belongs to, if it has any.
+    pub(crate) fn jobs(&self) -> Option<Jobs> {
+        self.list.jobs.clone().map(Jobs::new)
+    }
+
+    /// Enqueues the named job `job`, to start after the response like every
+    /// task (and to be discarded with the other tasks if the handler fails),
+    /// and returns its id. Its payload is serialized now; a failed attempt is
+    /// retried with backoff; [`Jobs::status`] tells where it is.
+    ///
+    /// # Errors
+    ///
+    /// When `J` is not registered ([`App::job`](crate::App::job)) or its
+    /// value does not serialize: a mistake found now, not when it would run.
+    /// An [`EnqueueError`] converts into a `500` [`HttpError`](crate::HttpError).
+    pub fn enqueue<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
+        let runner = self.runner::<J>()?;
+        let envelope = runner.envelope(&job, &self.list.request_id)?;
+        let id = JobId::new(&envelope.id);
+        self.add(runner.attempt_task(envelope));
+        Ok(id)
+    }
+
+    /// [`enqueue`](Self::enqueue), to start `delay` after the response (it
+    /// waits in a timer, not on a pool thread).
+    pub fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<JobId, EnqueueError> {
+        let runner = self.runner::<J>()?;
+        let envelope = runner.envelope(&job, &self.list.request_id)?;
+        let id = JobId::new(&envelope.id);
+        self.add(runner.delayed_task(envelope, delay));
+        Ok(id)
+    }
+
+    fn runner<J: Job>(&self) -> Result<&Arc<JobRunner>, EnqueueError> {
+        self.list
+            .jobs
+            .as_ref()
+            .ok_or(EnqueueError::Unregistered(J::NAME))
     }
 
     /// Adds a closure to run after the response is sent.
@@ -331,7 +396,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn seal(request_id: &Arc<str>, tasks: Vec<BackgroundTask>, counters: &Arc<Counters>) -> Batch {
+    pub(crate) fn seal(
+        request_id: &Arc<str>,
+        tasks: Vec<BackgroundTask>,
+        counters: &Arc<Counters>,
+    ) -> Batch {
         counters.scheduled(tasks.len() as u64);
         Batch {
             request_id: request_id.clone(),
@@ -387,14 +456,17 @@ impl Batch {
     }
 
     fn discard_rest(&mut self, level: log::Level, reason: &str) -> Vec<TaskInfo> {
-        let tasks = std::mem::take(&mut self.tasks);
-        for task in &tasks {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        for task in &mut tasks {
             log::log!(
                 level,
                 "background task {} (request {}) discarded: {reason}",
                 task.name,
                 self.request_id
             );
+            if let Some(hook) = task.on_discard.take() {
+                hook(reason);
+            }
         }
         let n = tasks.len() as u64;
         if self.queued {

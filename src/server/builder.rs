@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::access::RequestIds;
 use crate::engine::{ConnectionLimits, Engine, Listener};
 use crate::error::Error;
+use crate::jobs::JobSettings;
 use crate::method::Method;
 use crate::pool::{OnFull, DEFAULT_QUEUE_CAPACITY};
 use crate::routing::App;
@@ -65,6 +66,7 @@ pub(super) struct Config {
     pub(super) engine: Option<Engine>,
     /// Print why a response is a `500` to standard error: `TestServer` sets it.
     pub(super) echo_errors: bool,
+    pub(super) jobs: JobSettings,
 }
 
 impl Default for ServerBuilder {
@@ -84,6 +86,7 @@ impl Default for ServerBuilder {
                 connection: ConnectionLimits::default(),
                 engine: None,
                 echo_errors: false,
+                jobs: JobSettings::default(),
             },
         }
     }
@@ -239,6 +242,40 @@ impl ServerBuilder {
     /// beside a failing test.
     pub(crate) fn echo_errors(mut self, on: bool) -> ServerBuilder {
         self.config.echo_errors = on;
+        self
+    }
+
+    /// Attempts in all for a [`Job`](crate::Job) that does not set its own
+    /// (default 5).
+    pub fn job_max_attempts(mut self, n: u32) -> ServerBuilder {
+        self.config.jobs.max_attempts = n;
+        self
+    }
+
+    /// The delay before a job's first retry (default 100 ms); it doubles at
+    /// each retry, up to [`job_max_backoff`](Self::job_max_backoff), with
+    /// jitter in its upper half.
+    pub fn job_backoff(mut self, delay: Duration) -> ServerBuilder {
+        self.config.jobs.backoff = delay;
+        self
+    }
+
+    /// The longest delay between two attempts of a job (default 60 s).
+    pub fn job_max_backoff(mut self, delay: Duration) -> ServerBuilder {
+        self.config.jobs.max_backoff = delay;
+        self
+    }
+
+    /// How many job statuses are kept for [`Jobs::status`](crate::Jobs::status)
+    /// (default 10,000; the oldest is evicted first).
+    pub fn job_status_capacity(mut self, n: usize) -> ServerBuilder {
+        self.config.jobs.status_capacity = n;
+        self
+    }
+
+    /// How many dead jobs are kept (default 1,000; the oldest is evicted first).
+    pub fn dead_letter_capacity(mut self, n: usize) -> ServerBuilder {
+        self.config.jobs.dead_letter_capacity = n;
         self
     }
 

@@ -35,7 +35,7 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
     let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
     let method = head.method.clone();
     let target = head.target.clone();
-    let tasks = BackgroundTasks::new(request_id.clone(), shared.counters.clone());
+    let tasks = shared.pool.task_list(request_id.clone());
 
     let mut response = run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks);
     if let (true, Some(reason)) = (shared.echo_errors, response.reason()) {

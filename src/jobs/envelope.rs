@@ -1,0 +1,108 @@
+//! [`Envelope`]: a job as it is stored and sent, in one documented JSON form.
+
+use serde_json::{json, Value};
+
+/// The envelope format's version, `"v"` in the JSON.
+pub const ENVELOPE_VERSION: u64 = 1;
+
+/// A job on its way: its name and payload, with what the runner needs to
+/// retry it and report on it. This is the wire format a broker stores (issue
+/// #7), and it is used in-process too, so that moving jobs out of the process
+/// changes no behaviour.
+///
+/// ```json
+/// {"v": 1, "id": "3f9c…", "name": "send_email", "payload": {"to": "ada@example.com"},
+///  "attempts": 0, "max_attempts": 5, "enqueued_at_ms": 1764260000000, "request_id": "…"}
+/// ```
+///
+/// `attempts` counts the attempts already made; `enqueued_at_ms` is
+/// milliseconds since the Unix epoch.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// The job's id, unique per enqueue.
+    pub id: String,
+    /// The job's registered name ([`Job::NAME`](crate::Job::NAME)).
+    pub name: String,
+    /// The job's value, serialized.
+    pub payload: Value,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// When it was enqueued, in milliseconds since the Unix epoch.
+    pub enqueued_at_ms: u64,
+    /// The request that enqueued it.
+    pub request_id: String,
+}
+
+impl Envelope {
+    /// The envelope as JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "v": ENVELOPE_VERSION,
+            "id": self.id,
+            "name": self.name,
+            "payload": self.payload,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "enqueued_at_ms": self.enqueued_at_ms,
+            "request_id": self.request_id,
+        })
+    }
+
+    /// Reads an envelope; `Err` names what is missing or of another version.
+    pub fn from_json(value: &Value) -> Result<Envelope, String> {
+        let version = value["v"].as_u64();
+        if version != Some(ENVELOPE_VERSION) {
+            return Err(format!("unsupported envelope version {:?}", value["v"]));
+        }
+        let text = |key: &str| {
+            value[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("envelope without a string {key:?}"))
+        };
+        let number = |key: &str| {
+            value[key]
+                .as_u64()
+                .ok_or_else(|| format!("envelope without a number {key:?}"))
+        };
+        let small = |key: &str| {
+            number(key).and_then(|n| u32::try_from(n).map_err(|_| format!("{key:?} too large")))
+        };
+        Ok(Envelope {
+            id: text("id")?,
+            name: text("name")?,
+            payload: value.get("payload").cloned().unwrap_or(Value::Null),
+            attempts: small("attempts")?,
+            max_attempts: small("max_attempts")?,
+            enqueued_at_ms: number("enqueued_at_ms")?,
+            request_id: text("request_id")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_round_trips_through_its_json() {
+        let envelope = Envelope {
+            id: "j1".into(),
+            name: "send_email".into(),
+            payload: json!({"to": "ada@example.com"}),
+            attempts: 2,
+            max_attempts: 5,
+            enqueued_at_ms: 1_764_260_000_000,
+            request_id: "r1".into(),
+        };
+        let json = envelope.to_json();
+        assert_eq!(json["v"], 1);
+        assert_eq!(Envelope::from_json(&json), Ok(envelope));
+        let mut other = json.clone();
+        other["v"] = json!(2);
+        assert!(Envelope::from_json(&other).unwrap_err().contains("version"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Named jobs: typed, serializable background work with an id, a status,
+//! retries with backoff and a dead-letter list, run on the background pool.
+//!
+//! A job is a value of a type implementing [`Job`], registered on the
+//! [`App`](crate::App) with [`App::job`](crate::App::job). A handler enqueues
+//! one through the request's [`BackgroundTasks`](crate::BackgroundTasks)
+//! ([`enqueue`](crate::BackgroundTasks::enqueue)) and gets its [`JobId`]
+//! back; the job starts after the response, like every task. Its payload is
+//! serialized at enqueue and deserialized at run, in-process too, so that
+//! sending jobs to a broker changes no handler.
+
+mod envelope;
+mod runner;
+mod status;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use self::envelope::{Envelope, ENVELOPE_VERSION};
+pub(crate) use self::runner::JobRunner;
+pub use self::runner::{DeadLetter, JobSettings, Jobs};
+pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
+
+use crate::extract::Path;
+use crate::http_error::HttpError;
+use crate::request::{FromRequest, Request};
+use crate::response::{IntoResponse, Response};
+
+/// The server's jobs; a `500` if the app registers none.
+impl FromRequest for Jobs {
+    fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError> {
+        request.background_tasks().jobs().ok_or_else(|| {
+            HttpError::internal("a handler asked for Jobs, but the app registers no job (App::job)")
+        })
+    }
+}
+
+/// A ready-made handler for `GET /jobs/{id}`: `200` with
+/// [`JobStatus::to_json`] (`{"id", "name", "status", "attempts", "error"?}`),
+/// or `404 {"detail"}` for an id the store does not know (never enqueued, or
+/// evicted). Responses say `Cache-Control: no-store`.
+///
+/// ```
+/// # use afterward::App;
+/// let app = App::new().get("/jobs/{id}", afterward::job_status_handler);
+/// # let _ = app;
+/// ```
+pub fn job_status_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
+    let response = match jobs.status(&id) {
+        Some(status) => Response::json(&status.to_json()),
+        None => HttpError::new(404, format!("no job with id {id}")).into_response(),
+    };
+    response.with_header("Cache-Control", "no-store")
+}
+
+/// What a job's attempt returns: `Err` is retried (with backoff, up to the
+/// job's attempts), then the job is dead.
+pub type JobResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A named, serializable unit of background work.
+///
+/// The name is a constant of the type, so a handler cannot enqueue a job
+/// that does not exist under a misspelt name: the compiler checks the type,
+/// and [`App::job`](crate::App::job) registers the name once. The value is
+/// the payload, serialized with serde at enqueue.
+///
+/// ```
+/// use afterward::{App, BackgroundTasks, HttpError, Job, JobContext, JobResult, Json};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail { to: String }
+///
+/// impl Job for SendEmail {
+///     const NAME: &'static str = "send_email";
+///     fn run(self, job: &JobContext) -> JobResult {
+///         println!("attempt {} of job {}: mail to {}", job.attempt(), job.id(), self.to);
+///         Ok(())
+///     }
+/// }
+///
+/// fn signup(tasks: BackgroundTasks) -> Result<Json<serde_json::Value>, HttpError> {
+///     let id = tasks.enqueue(SendEmail { to: "ada@example.com".into() })?;
+///     Ok(Json(serde_json::json!({"job": id.as_str()})))
+/// }
+///
+/// let app = App::new().job::<SendEmail>().post("/signup", signup);
+/// # let _ = app;
+/// ```
+pub trait Job: Serialize + DeserializeOwned + Send + 'static {
+    /// The stable name the job is registered, stored and reported under.
+    const NAME: &'static str;
+    /// How many attempts in all; `None` takes the server's default
+    /// ([`ServerBuilder::job_max_attempts`](crate::ServerBuilder::job_max_attempts)).
+    const MAX_ATTEMPTS: Option<u32> = None;
+
+    /// Runs one attempt. An `Err` or a panic is retried after a backoff,
+    /// until the attempts run out.
+    fn run(self, job: &JobContext) -> JobResult;
+}
+
+/// What an attempt knows of its job.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    id: JobId,
+    attempt: u32,
+    max_attempts: u32,
+    request_id: String,
+}
+
+impl JobContext {
+    /// The job's id: the same for every attempt, to de-duplicate effects.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The attempts allowed in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The request that enqueued the job.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+/// A job's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JobId(Arc<str>);
+
+impl JobId {
+    pub(crate) fn new(id: &str) -> JobId {
+        JobId(Arc::from(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a job could not be enqueued: a mistake of the program, found at
+/// enqueue rather than when the job would run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// No job of this name is registered with [`App::job`](crate::App::job).
+    Unregistered(&'static str),
+    /// The job's value does not serialize.
+    Payload {
+        /// The job's name.
+        name: &'static str,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+}
+
+impl fmt::Display for EnqueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnqueueError::Unregistered(name) => {
+                write!(f, "no job named {name:?} is registered (App::job)")
+            }
+            EnqueueError::Payload { name, source } => {
+                write!(
+                    f,
+                    "the payload of job {name:?} does not serialize: {source}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for EnqueueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EnqueueError::Payload { source, .. } => Some(source),
+            EnqueueError::Unregistered(_) => None,
+        }
+    }
+}
+
+/// A handler can `?` an enqueue: a `500`, with the reason logged.
+impl From<EnqueueError> for HttpError {
+    fn from(error: EnqueueError) -> HttpError {
+        HttpError::internal(error)
+    }
+}
+
+/// How an attempt ended when it did not succeed.
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    /// Whether another attempt could succeed (a payload that does not
+    /// deserialize never will).
+    pub(crate) retry: bool,
+}
+
+type RunFn = fn(serde_json::Value, &JobContext) -> Result<(), Failure>;
+
+/// One registered job type.
+#[derive(Clone, Copy)]
+pub(crate) struct JobSpec {
+    run: RunFn,
+    max_attempts: Option<u32>,
+    /// The job's type, to tell a second registration of it from a clash.
+    type_id: TypeId,
+}
+
+/// The registered job types, by name.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    specs: HashMap<&'static str, JobSpec>,
+}
+
+impl Registry {
+    /// Registers `J`; panics if another type has its name.
+    pub(crate) fn register<J: Job>(&mut self) {
+        let spec = JobSpec {
+            run: run_erased::<J>,
+            max_attempts: J::MAX_ATTEMPTS,
+            type_id: TypeId::of::<J>(),
+        };
+        if let Some(other) = self.specs.insert(J::NAME, spec) {
+            assert!(
+                other.type_id == spec.type_id,
+                "two job types are registered as {:?}",
+                J::NAME
+            );
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<JobSpec> {
+        self.specs.get(name).copied()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Adds `other`'s jobs; panics on a name both register differently.
+    pub(crate) fn merge(&mut self, other: Registry) {
+        for (name, spec) in other.specs {
+            if let Some(mine) = self.specs.insert(name, spec) {
+                assert!(
+                    mine.type_id == spec.type_id,
+                    "two job types are registered as {name:?}"
+                );
+            }
+        }
+    }
+}
+
+fn run_erased<J: Job>(payload: serde_json::Value, context: &JobContext) -> Result<(), Failure> {
+    let job: J = serde_json::from_value(payload).map_err(|e| Failure {
+        message: format!("the payload does not deserialize as {}: {e}", J::NAME),
+        retry: false,
+    })?;
+    job.run(context).map_err(|e| Failure {
+        message: e.to_string(),
+        retry: true,
+    })
+}

@@ -1,0 +1,435 @@
+//! The job runner: attempts on the background pool, retries waiting in a
+//! timer (never on a pool thread), dead letters, statuses and counters.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::status::{JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
+use super::{EnqueueError, Envelope, Failure, Job, JobContext, JobId, Registry};
+use crate::pool::PoolSubmitter;
+use crate::stats::Counters;
+use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo};
+
+/// How jobs are retried and remembered, set on the
+/// [`ServerBuilder`](crate::ServerBuilder) (or the
+/// [`BackgroundPoolBuilder`](crate::BackgroundPoolBuilder)).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobSettings {
+    /// Attempts in all for a job that does not set its own: 5.
+    pub max_attempts: u32,
+    /// The delay before the first retry: 100 ms; it doubles at each retry.
+    pub backoff: Duration,
+    /// The longest delay between two attempts: 60 s.
+    pub max_backoff: Duration,
+    /// Job statuses kept: 10,000, the oldest evicted first.
+    pub status_capacity: usize,
+    /// Dead jobs kept: 1,000, the oldest evicted first.
+    pub dead_letter_capacity: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> JobSettings {
+        JobSettings {
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(60),
+            status_capacity: DEFAULT_JOB_STATUS_CAPACITY,
+            dead_letter_capacity: 1000,
+        }
+    }
+}
+
+/// A job that will not run again, as the dead-letter list keeps it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The job as it was last attempted.
+    pub envelope: Envelope,
+    /// The last attempt's error.
+    pub error: String,
+}
+
+/// The jobs of a server: their statuses and dead letters. Take it as a
+/// handler argument (it is an extractor) to read them.
+#[derive(Clone)]
+pub struct Jobs {
+    runner: Arc<JobRunner>,
+}
+
+impl Jobs {
+    pub(crate) fn new(runner: Arc<JobRunner>) -> Jobs {
+        Jobs { runner }
+    }
+
+    /// What is known of job `id` (statuses are kept for the last
+    /// [`status_capacity`](JobSettings::status_capacity) jobs).
+    pub fn status(&self, id: &str) -> Option<JobStatus> {
+        self.runner.statuses.get(id)
+    }
+
+    /// The dead jobs kept, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.runner.dead).iter().cloned().collect()
+    }
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+/// Runs jobs on the pool and keeps their statuses.
+pub(crate) struct JobRunner {
+    registry: Registry,
+    settings: JobSettings,
+    counters: Arc<Counters>,
+    statuses: StatusStore,
+    dead: Mutex<VecDeque<DeadLetter>>,
+    timer: Arc<Timer>,
+    ids: IdSource,
+}
+
+/// Jobs waiting for their time (a retry's backoff, a delayed enqueue), by due time.
+struct Timer {
+    state: Mutex<TimerState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TimerState {
+    waiting: BinaryHeap<Reverse<Waiting>>,
+    next_seq: u64,
+    closed: bool,
+}
+
+struct Waiting {
+    due: Instant,
+    seq: u64,
+    envelope: Envelope,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+impl JobRunner {
+    /// Starts the runner and its timer thread (`afterward-jobs-timer`), which
+    /// hands due jobs to the pool through `pool`.
+    pub(crate) fn start(
+        registry: Registry,
+        settings: JobSettings,
+        counters: Arc<Counters>,
+        pool: PoolSubmitter,
+    ) -> std::io::Result<Arc<JobRunner>> {
+        let timer = Arc::new(Timer {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        });
+        let runner = Arc::new(JobRunner {
+            registry,
+            statuses: StatusStore::new(settings.status_capacity),
+            settings,
+            counters,
+            dead: Mutex::default(),
+            timer: timer.clone(),
+            ids: IdSource::default(),
+        });
+        let weak = Arc::downgrade(&runner);
+        thread::Builder::new()
+            .name("afterward-jobs-timer".into())
+            .spawn(move || run_timer(&timer, &weak, &pool))?;
+        Ok(runner)
+    }
+
+    /// Checks, serializes and registers a new job; counts it as enqueued.
+    pub(crate) fn envelope<J: Job>(
+        &self,
+        job: &J,
+        request_id: &str,
+    ) -> Result<Envelope, EnqueueError> {
+        let spec = self
+            .registry
+            .get(J::NAME)
+            .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        let payload = serde_json::to_value(job).map_err(|source| EnqueueError::Payload {
+            name: J::NAME,
+            source,
+        })?;
+        let envelope = Envelope {
+            id: self.ids.next(),
+            name: J::NAME.to_owned(),
+            payload,
+            attempts: 0,
+            max_attempts: spec
+                .max_attempts
+                .unwrap_or(self.settings.max_attempts)
+                .max(1),
+            enqueued_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            request_id: request_id.to_owned(),
+        };
+        self.statuses.insert(JobStatus {
+            id: envelope.id.clone(),
+            name: envelope.name.clone(),
+            state: JobState::Queued,
+            attempts: 0,
+            error: None,
+        });
+        self.counters.job_enqueued();
+        Ok(envelope)
+    }
+
+    /// The task that runs the job's next attempt; a discarded task discards
+    /// the job, counted.
+    pub(crate) fn attempt_task(self: &Arc<Self>, envelope: Envelope) -> BackgroundTask {
+        let name = task_name(&envelope);
+        let (runner, hook) = (self.clone(), self.clone());
+        let id = envelope.id.clone();
+        BackgroundTask::new(move || runner.run_attempt(envelope))
+            .named(name)
+            .on_discard(move |reason| hook.discarded(&id, reason))
+    }
+
+    /// The task that puts the job in the timer, due `delay` from when it runs.
+    pub(crate) fn delayed_task(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        delay: Duration,
+    ) -> BackgroundTask {
+        let name = task_name(&envelope);
+        let (runner, hook) = (self.clone(), self.clone());
+        let id = envelope.id.clone();
+        BackgroundTask::new(move || runner.wait(envelope, Instant::now() + delay))
+            .named(name)
+            .on_discard(move |reason| hook.discarded(&id, reason))
+    }
+
+    fn discarded(&self, id: &str, reason: &str) {
+        self.statuses.update(id, |s| s.state = JobState::Discarded);
+        self.counters.job_discarded();
+        log::warn!("job {id} discarded: {reason}");
+    }
+
+    /// Runs one attempt, on a pool thread; what follows (done, a retry in
+    /// the timer, dead) is decided here.
+    fn run_attempt(&self, mut envelope: Envelope) {
+        envelope.attempts += 1;
+        let attempts = envelope.attempts;
+        self.statuses.update(&envelope.id, |s| {
+            s.state = JobState::Running;
+            s.attempts = attempts;
+        });
+        let Some(spec) = self.registry.get(&envelope.name) else {
+            let error = format!("no job named {:?} is registered", envelope.name);
+            return self.dead(envelope, error);
+        };
+        let context = JobContext {
+            id: JobId::new(&envelope.id),
+            attempt: attempts,
+            max_attempts: envelope.max_attempts,
+            request_id: envelope.request_id.clone(),
+        };
+        let payload = envelope.payload.clone();
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(payload, &context)))
+            .unwrap_or_else(|panic| {
+                Err(Failure {
+                    message: format!("panicked: {}", panic_message(panic.as_ref())),
+                    retry: true,
+                })
+            });
+        match outcome {
+            Ok(()) => {
+                self.statuses
+                    .update(&envelope.id, |s| s.state = JobState::Done);
+                self.counters.job_succeeded();
+            }
+            Err(failure) if failure.retry && attempts < envelope.max_attempts => {
+                let delay = self.backoff(&envelope);
+                log::warn!(
+                    "job {} ({}) attempt {attempts} of {} failed: {}; retrying in {delay:?}",
+                    envelope.name,
+                    envelope.id,
+                    envelope.max_attempts,
+                    failure.message
+                );
+                let next_run = SystemTime::now() + delay;
+                self.statuses.update(&envelope.id, |s| {
+                    s.state = JobState::Retrying { next_run };
+                    s.error = Some(failure.message.clone());
+                });
+                self.counters.job_retried();
+                self.wait(envelope, Instant::now() + delay);
+            }
+            Err(failure) => self.dead(envelope, failure.message),
+        }
+    }
+
+    /// Exponential backoff with jitter: `backoff × 2^(attempts-1)`, capped,
+    /// then a random point in its upper half.
+    fn backoff(&self, envelope: &Envelope) -> Duration {
+        let exponent = envelope.attempts.saturating_sub(1).min(30);
+        let full = self
+            .settings
+            .backoff
+            .saturating_mul(1 << exponent)
+            .min(self.settings.max_backoff);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write(envelope.id.as_bytes());
+        hasher.write_u32(envelope.attempts);
+        let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
+        full.mul_f64(0.5 + fraction / 2.0)
+    }
+
+    fn dead(&self, envelope: Envelope, error: String) {
+        log::error!(
+            "job {} ({}) is dead after {} attempts: {error}",
+            envelope.name,
+            envelope.id,
+            envelope.attempts
+        );
+        self.statuses.update(&envelope.id, |s| {
+            s.state = JobState::Dead;
+            s.error = Some(error.clone());
+        });
+        self.counters.job_dead();
+        let mut dead = lock(&self.dead);
+        if self.settings.dead_letter_capacity > 0 {
+            while dead.len() >= self.settings.dead_letter_capacity {
+                dead.pop_front();
+            }
+            dead.push_back(DeadLetter { envelope, error });
+        }
+    }
+
+    /// Puts the job in the timer until `due`; it counts as delayed (and the
+    /// pool as not idle) until then.
+    fn wait(&self, envelope: Envelope, due: Instant) {
+        let mut state = lock(&self.timer.state);
+        if state.closed {
+            drop(state);
+            return self.discarded(&envelope.id, "the pool has shut down");
+        }
+        self.counters.job_delayed(1);
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.waiting.push(Reverse(Waiting { due, seq, envelope }));
+        self.timer.changed.notify_one();
+    }
+
+    /// Shutdown: the timer stops; jobs still waiting will not run, and are
+    /// discarded, counted and listed.
+    pub(crate) fn close(&self) -> Vec<TaskInfo> {
+        let waiting = {
+            let mut state = lock(&self.timer.state);
+            state.closed = true;
+            self.timer.changed.notify_all();
+            std::mem::take(&mut state.waiting)
+        };
+        waiting
+            .into_iter()
+            .map(|Reverse(waiting)| {
+                let envelope = waiting.envelope;
+                self.discarded(&envelope.id, "the shutdown deadline passed while it waited");
+                self.counters.job_delayed(-1);
+                TaskInfo {
+                    name: task_name(&envelope),
+                    request_id: envelope.request_id,
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for JobRunner {
+    fn drop(&mut self) {
+        let mut state = lock(&self.timer.state);
+        state.closed = true;
+        self.timer.changed.notify_all();
+    }
+}
+
+fn task_name(envelope: &Envelope) -> String {
+    format!("job {} ({})", envelope.name, envelope.id)
+}
+
+/// The timer thread: hands each job to the pool when it is due.
+fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
+    let mut state = lock(&timer.state);
+    loop {
+        if state.closed {
+            return;
+        }
+        let now = Instant::now();
+        match state.waiting.peek() {
+            None => state = timer.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+            Some(Reverse(next)) if next.due > now => {
+                let left = next.due - now;
+                state = timer
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            Some(_) => {
+                let Some(Reverse(due)) = state.waiting.pop() else {
+                    continue;
+                };
+                drop(state);
+                if let Some(runner) = runner.upgrade() {
+                    let request_id: Arc<str> = Arc::from(due.envelope.request_id.as_str());
+                    let task = runner.attempt_task(due.envelope);
+                    // Sealed (counted as scheduled) before it stops counting as
+                    // delayed: the pool is never seen idle in between.
+                    let batch = Batch::seal(&request_id, vec![task], &runner.counters);
+                    runner.counters.job_delayed(-1);
+                    pool.submit(batch);
+                }
+                state = lock(&timer.state);
+            }
+        }
+    }
+}
+
+/// Job ids: 128 bits from the standard library's randomly keyed hasher.
+#[derive(Default)]
+struct IdSource {
+    keys: std::collections::hash_map::RandomState,
+    next: AtomicU64,
+}
+
+impl IdSource {
+    fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut high = self.keys.build_hasher();
+        high.write_u64(n);
+        let mut low = self.keys.build_hasher();
+        low.write_u64(!n);
+        format!("{:016x}{:016x}", high.finish(), low.finish())
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
