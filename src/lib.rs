@@ -152,8 +152,9 @@ pub use crate::handler::Handler;
 pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
 pub use crate::jobs::{
-    job_status_handler, DeadLetter, EnqueueError, Envelope, Job, JobContext, JobId, JobResult,
-    JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY, ENVELOPE_VERSION,
+    job_status_handler, DeadLetter, EnqueueError, Envelope, GiveUp, Job, JobContext, JobId,
+    JobResult, JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY,
+    ENVELOPE_VERSION,
 };
 pub use crate::json::Json;
 pub use crate::method::Method;

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::Error;
 use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
+use crate::state::StateMap;
 use crate::stats::{Counters, Stats};
 use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo};
 
@@ -85,6 +86,8 @@ pub struct BackgroundPoolBuilder {
     on_full: OnFull,
     jobs: Registry,
     job_settings: JobSettings,
+    /// What jobs see as the app's state.
+    job_state: StateMap,
 }
 
 impl std::fmt::Debug for BackgroundPoolBuilder {
@@ -107,6 +110,7 @@ impl Default for BackgroundPoolBuilder {
             on_full: OnFull::Block,
             jobs: Registry::default(),
             job_settings: JobSettings::default(),
+            job_state: StateMap::default(),
         }
     }
 }
@@ -148,9 +152,11 @@ impl BackgroundPoolBuilder {
         self
     }
 
-    /// Adds `registry`'s jobs (the app's, for the server's pool).
-    pub(crate) fn jobs(mut self, registry: Registry) -> BackgroundPoolBuilder {
+    /// Adds `registry`'s jobs, and the state they see (the app's, for the
+    /// server's pool).
+    pub(crate) fn jobs(mut self, registry: Registry, state: StateMap) -> BackgroundPoolBuilder {
         self.jobs.merge(registry);
+        self.job_state = state;
         self
     }
 
@@ -304,7 +310,9 @@ impl BackgroundPool {
             } else {
                 let submitter = PoolSubmitter(weak.clone());
                 let (registry, settings) = (config.jobs.clone(), config.job_settings.clone());
-                match JobRunner::start(registry, settings, state.counters.clone(), submitter) {
+                let job_state = config.job_state.clone();
+                let counters = state.counters.clone();
+                match JobRunner::start(registry, job_state, settings, counters, submitter) {
                     Ok(runner) => Some(runner),
                     Err(e) => {
                         runner_error = Some(e);

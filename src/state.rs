@@ -5,8 +5,9 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One value per type, shared by every request.
-#[derive(Default)]
+/// One value per type, shared by every request (and every job). Cloning it
+/// clones the `Arc`s, not the values.
+#[derive(Default, Clone)]
 pub(crate) struct StateMap {
     /// Each value with its type's name, for messages.
     values: HashMap<TypeId, (Arc<dyn Any + Send + Sync>, &'static str)>,

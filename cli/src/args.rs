@@ -39,6 +39,8 @@ const OPTIONS: &[Opt] = &[
     },
     Opt { name: "max-body-bytes", value: "N", default: "1048576", help: "largest request body; larger answers 413" },
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to drain tasks on SIGINT/SIGTERM" },
+    Opt { name: "job-max-attempts", value: "N", default: "5", help: "attempts in all for a job (the demo's /files and /flaky)" },
+    Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
 ];
@@ -55,6 +57,8 @@ pub struct Args {
     pub on_full: OnFull,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub job_max_attempts: u32,
+    pub job_backoff: Duration,
     pub log_file: PathBuf,
     pub notify_delay: Duration,
 }
@@ -181,6 +185,15 @@ pub fn parse(
         max_body_bytes: typed(raw("max-body-bytes"), "a number of bytes")?
             .unwrap_or(afterward::DEFAULT_MAX_BODY_BYTES),
         shutdown_timeout,
+        job_max_attempts: match count("job-max-attempts")? {
+            Some(n) => {
+                u32::try_from(n).map_err(|_| "--job-max-attempts is too large".to_owned())?
+            }
+            None => 5,
+        },
+        job_backoff: Duration::from_millis(
+            typed(raw("job-backoff-ms"), "a number of milliseconds")?.unwrap_or(100),
+        ),
         log_file: raw("log-file").map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
         notify_delay: Duration::from_millis(
             typed(raw("notify-delay-ms"), "a number of milliseconds")?.unwrap_or(0),

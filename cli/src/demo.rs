@@ -1,19 +1,18 @@
-//! The demo app the binary serves: notifications, file uploads processed in the
-//! background (202 Accepted), health and metrics.
+//! The demo app the binary serves: notifications (closure tasks), file
+//! uploads counted by a job (202 Accepted), a flaky job to watch retries,
+//! job statuses, health and metrics.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use afterward::{
-    App, BackgroundTasks, Dependency, Depends, HttpError, IntoResponse, Json, Path, Query, RawBody,
-    Request, Response, State,
+    App, BackgroundTasks, Dependency, Depends, GiveUp, HttpError, IntoResponse, Job, JobContext,
+    JobResult, Json, Path, Query, RawBody, Request, Response, State,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// How many upload results the store keeps; the oldest is evicted first.
@@ -153,52 +152,106 @@ impl Files {
     }
 }
 
-/// Unguessable upload ids: 64 bits from the standard library's randomly keyed hasher.
-struct Ids {
-    keys: RandomState,
-    next: AtomicU64,
+/// The word count of an upload, as a job: `GET /jobs/{id}` follows it, and
+/// its id is the upload's.
+#[derive(Serialize, Deserialize)]
+struct CountWords {
+    /// The upload, when it is UTF-8 text.
+    text: Option<String>,
+    bytes: usize,
+    /// Why it is not text, otherwise.
+    not_text: Option<String>,
 }
 
-impl Ids {
-    fn next(&self) -> String {
-        let mut hasher = self.keys.build_hasher();
-        hasher.write_u64(self.next.fetch_add(1, Ordering::Relaxed));
-        format!("{:016x}", hasher.finish())
+impl Job for CountWords {
+    const NAME: &'static str = "count_words";
+
+    fn run(self, job: &JobContext) -> JobResult {
+        let files = job.state::<Files>().ok_or("the app has no file store")?;
+        let id = job.id().as_str();
+        files.set(id, FileStatus::Running);
+        let Some(text) = self.text else {
+            let reason = self.not_text.unwrap_or_default();
+            files.set(id, FileStatus::Failed(reason.clone()));
+            // No retry makes a file text.
+            return Err(GiveUp::new(reason).into());
+        };
+        files.set(
+            id,
+            FileStatus::Done {
+                bytes: self.bytes,
+                lines: text.matches('\n').count(),
+                words: text.split_whitespace().count(),
+            },
+        );
+        Ok(())
     }
 }
 
-fn upload(
-    RawBody(body): RawBody,
-    State(files): State<Files>,
-    State(ids): State<Arc<Ids>>,
-    tasks: BackgroundTasks,
-) -> Response {
-    let id = ids.next();
+fn upload(RawBody(body): RawBody, State(files): State<Files>, tasks: BackgroundTasks) -> Response {
+    let bytes = body.len();
+    let job = match String::from_utf8(body) {
+        Ok(text) => CountWords {
+            text: Some(text),
+            bytes,
+            not_text: None,
+        },
+        Err(e) => CountWords {
+            text: None,
+            bytes,
+            not_text: Some(format!("the file is not UTF-8 text: {}", e.utf8_error())),
+        },
+    };
+    let id = match tasks.enqueue(job) {
+        Ok(id) => id.to_string(),
+        Err(e) => return HttpError::from(e).into_response(),
+    };
     files.insert(&id);
-    let task_id = id.clone();
-    tasks.add(
-        afterward::BackgroundTask::new(move || {
-            files.set(&task_id, FileStatus::Running);
-            let status = match std::str::from_utf8(&body) {
-                Ok(text) => FileStatus::Done {
-                    bytes: body.len(),
-                    lines: text.matches('\n').count(),
-                    words: text.split_whitespace().count(),
-                },
-                Err(e) => FileStatus::Failed(format!("the file is not UTF-8 text: {e}")),
-            };
-            let result = match &status {
-                FileStatus::Failed(reason) => Err(reason.clone()),
-                _ => Ok(()),
-            };
-            files.set(&task_id, status);
-            result
-        })
-        .named("count_words"),
-    );
     Response::json(&json!({"id": id, "status": "queued"}))
         .with_status(202)
         .with_header("Location", format!("/files/{id}"))
+}
+
+/// A job that sleeps `sleep_ms` on each attempt and fails its first `fail`
+/// attempts, then succeeds: retries and backoff, to watch.
+#[derive(Serialize, Deserialize)]
+struct Flaky {
+    fail: u32,
+    sleep_ms: u64,
+}
+
+impl Job for Flaky {
+    const NAME: &'static str = "flaky";
+
+    fn run(self, job: &JobContext) -> JobResult {
+        if self.sleep_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.sleep_ms));
+        }
+        if job.attempt() <= self.fail {
+            return Err(format!("attempt {} failed on purpose", job.attempt()).into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct FlakyParams {
+    #[serde(default)]
+    fail: u32,
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+fn flaky(Query(params): Query<FlakyParams>, tasks: BackgroundTasks) -> Result<Response, HttpError> {
+    let id = tasks.enqueue(Flaky {
+        fail: params.fail,
+        sleep_ms: params.sleep_ms,
+    })?;
+    Ok(
+        Response::json(&json!({"id": id.as_str(), "status": "queued"}))
+            .with_status(202)
+            .with_header("Location", format!("/jobs/{id}")),
+    )
 }
 
 fn file_status(Path(id): Path<String>, State(files): State<Files>) -> Response {
@@ -224,17 +277,16 @@ fn file_status(Path(id): Path<String>, State(files): State<Files>) -> Response {
 
 /// The demo app.
 pub fn app(notifier: Notifier) -> App {
-    let ids = Arc::new(Ids {
-        keys: RandomState::new(),
-        next: AtomicU64::new(0),
-    });
     App::new()
         .state(notifier)
         .state(Files::default())
-        .state(ids)
+        .job::<CountWords>()
+        .job::<Flaky>()
         .post("/send-notification/{email}", send_notification)
         .post("/files", upload)
         .get("/files/{id}", file_status)
+        .post("/flaky", flaky)
+        .get("/jobs/{id}", afterward::job_status_handler)
         .get("/health", || no_store(Json(json!({"status": "ok"}))))
         .get("/metrics", afterward::metrics_handler)
 }

@@ -52,7 +52,9 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         .on_full(args.on_full)
         .shed_exempt(["/health", "/metrics"])
         .max_body_bytes(args.max_body_bytes)
-        .shutdown_timeout(args.shutdown_timeout);
+        .shutdown_timeout(args.shutdown_timeout)
+        .job_max_attempts(args.job_max_attempts)
+        .job_backoff(args.job_backoff);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }

@@ -4,7 +4,9 @@ mod support;
 
 use support::cli::{run, Afterward};
 
-const FLAGS: [&str; 11] = [
+const FLAGS: [&str; 13] = [
+    "job-max-attempts",
+    "job-backoff-ms",
     "host",
     "engine",
     "port",

@@ -20,6 +20,12 @@ fn metrics_are_prometheus_text_with_help_and_type() {
 
     let expected = [
         ("afterward_connections_open", "gauge"),
+        ("afterward_jobs_delayed", "gauge"),
+        ("afterward_jobs_enqueued_total", "counter"),
+        ("afterward_jobs_succeeded_total", "counter"),
+        ("afterward_jobs_retried_total", "counter"),
+        ("afterward_jobs_dead_total", "counter"),
+        ("afterward_jobs_discarded_total", "counter"),
         ("afterward_tasks_queued", "gauge"),
         ("afterward_tasks_running", "gauge"),
         ("afterward_tasks_completed_total", "counter"),

@@ -30,6 +30,7 @@ use crate::extract::Path;
 use crate::http_error::HttpError;
 use crate::request::{FromRequest, Request};
 use crate::response::{IntoResponse, Response};
+use crate::state::StateMap;
 
 /// The server's jobs; a `500` if the app registers none.
 impl FromRequest for Jobs {
@@ -105,12 +106,24 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
 }
 
 /// What an attempt knows of its job.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobContext {
     id: JobId,
     attempt: u32,
     max_attempts: u32,
     request_id: String,
+    state: Arc<StateMap>,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JobContext {
@@ -132,6 +145,14 @@ impl JobContext {
     /// The request that enqueued the job.
     pub fn request_id(&self) -> &str {
         &self.request_id
+    }
+
+    /// The application state of type `T` ([`App::state`](crate::App::state)),
+    /// as handlers read it with [`State<T>`](crate::State): a job carries
+    /// its data in its payload and reaches shared resources (a store, a
+    /// client) here.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.state.get::<T>()
     }
 }
 
@@ -274,6 +295,35 @@ fn run_erased<J: Job>(payload: serde_json::Value, context: &JobContext) -> Resul
     })?;
     job.run(context).map_err(|e| Failure {
         message: e.to_string(),
-        retry: true,
+        retry: !e.is::<GiveUp>(),
     })
 }
+
+/// An error that no retry can fix: returned by a job, it makes the job dead
+/// at once, without the remaining attempts.
+///
+/// ```
+/// # use afterward::{GiveUp, JobResult};
+/// fn parse(text: &[u8]) -> JobResult {
+///     std::str::from_utf8(text).map_err(|e| GiveUp::new(format!("not UTF-8: {e}")))?;
+///     Ok(())
+/// }
+/// # let _ = parse;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiveUp(String);
+
+impl GiveUp {
+    /// The error, with its message.
+    pub fn new(message: impl Into<String>) -> GiveUp {
+        GiveUp(message.into())
+    }
+}
+
+impl fmt::Display for GiveUp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GiveUp {}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::status::{JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
 use super::{EnqueueError, Envelope, Failure, Job, JobContext, JobId, Registry};
 use crate::pool::PoolSubmitter;
+use crate::state::StateMap;
 use crate::stats::Counters;
 use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo};
 
@@ -89,6 +90,8 @@ impl std::fmt::Debug for Jobs {
 /// Runs jobs on the pool and keeps their statuses.
 pub(crate) struct JobRunner {
     registry: Registry,
+    /// The app's state, for [`JobContext::state`].
+    state: Arc<StateMap>,
     settings: JobSettings,
     counters: Arc<Counters>,
     statuses: StatusStore,
@@ -138,6 +141,7 @@ impl JobRunner {
     /// hands due jobs to the pool through `pool`.
     pub(crate) fn start(
         registry: Registry,
+        state: StateMap,
         settings: JobSettings,
         counters: Arc<Counters>,
         pool: PoolSubmitter,
@@ -148,6 +152,7 @@ impl JobRunner {
         });
         let runner = Arc::new(JobRunner {
             registry,
+            state: Arc::new(state),
             statuses: StatusStore::new(settings.status_capacity),
             settings,
             counters,
@@ -250,6 +255,7 @@ impl JobRunner {
             attempt: attempts,
             max_attempts: envelope.max_attempts,
             request_id: envelope.request_id.clone(),
+            state: self.state.clone(),
         };
         let payload = envelope.payload.clone();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(payload, &context)))

@@ -112,7 +112,7 @@ impl Server {
             .workers(config.background_workers)
             .queue_capacity(config.queue_capacity)
             .on_full(config.on_full)
-            .jobs(app.job_registry())
+            .jobs(app.job_registry(), app.state_map().clone())
             .job_settings(config.jobs.clone())
             .build_with(counters.clone())?;
         let shed = (config.on_full == OnFull::Shed).then(|| Shedding {
