@@ -153,7 +153,7 @@ pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
 pub use crate::jobs::{
     job_status_handler, DeadLetter, EnqueueError, Envelope, GiveUp, Job, JobContext, JobId,
-    JobResult, JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY,
+    JobMode, JobResult, JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY,
     ENVELOPE_VERSION,
 };
 pub use crate::json::Json;

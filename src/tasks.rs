@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::block_on::block_on;
-use crate::jobs::{EnqueueError, Job, JobId, JobRunner, Jobs};
+use crate::jobs::{EnqueueError, Job, JobId, JobMode, JobRunner, Jobs};
 use crate::stats::{Counters, TaskOutcome};
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
@@ -243,7 +243,11 @@ impl BackgroundTasks {
         let runner = self.runner::<J>()?;
         let envelope = runner.envelope(&job, &self.list.request_id)?;
         let id = JobId::new(&envelope.id);
-        self.add(runner.attempt_task(envelope));
+        match runner.mode() {
+            JobMode::Eager => runner.run_now(envelope),
+            JobMode::Capture => runner.capture(envelope),
+            _ => self.add(runner.attempt_task(envelope)),
+        }
         Ok(id)
     }
 
@@ -253,7 +257,11 @@ impl BackgroundTasks {
         let runner = self.runner::<J>()?;
         let envelope = runner.envelope(&job, &self.list.request_id)?;
         let id = JobId::new(&envelope.id);
-        self.add(runner.delayed_task(envelope, delay));
+        match runner.mode() {
+            JobMode::Eager => runner.run_now(envelope),
+            JobMode::Capture => runner.capture(envelope),
+            _ => self.add(runner.delayed_task(envelope, delay)),
+        }
         Ok(id)
     }
 

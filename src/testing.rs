@@ -155,6 +155,19 @@ impl TestServer {
         self.handle().stats()
     }
 
+    /// The app's jobs: statuses, dead letters, and the jobs captured under
+    /// [`JobMode::Capture`](crate::JobMode::Capture)
+    /// (`Server::builder().job_mode(...)`).
+    ///
+    /// # Panics
+    ///
+    /// If the app registers no job.
+    pub fn jobs(&self) -> crate::Jobs {
+        self.handle()
+            .jobs()
+            .expect("the app registers no job (App::job)")
+    }
+
     /// Waits until every request has been answered and every background task
     /// has finished or been discarded.
     ///

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use self::envelope::{Envelope, ENVELOPE_VERSION};
 pub(crate) use self::runner::JobRunner;
-pub use self::runner::{DeadLetter, JobSettings, Jobs};
+pub use self::runner::{DeadLetter, JobMode, JobSettings, Jobs};
 pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
 
 use crate::extract::Path;

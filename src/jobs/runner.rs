@@ -33,6 +33,26 @@ pub struct JobSettings {
     pub status_capacity: usize,
     /// Dead jobs kept: 1,000, the oldest evicted first.
     pub dead_letter_capacity: usize,
+    /// How jobs run: normally, or, for tests, at once or not at all.
+    pub mode: JobMode,
+}
+
+/// How enqueued jobs run. The modes other than `Normal` are for tests, in
+/// the spirit of Celery's eager mode and Laravel's `Queue::fake()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobMode {
+    /// After the response, on the pool, with retries in the timer.
+    #[default]
+    Normal,
+    /// At once, in the handler, before the response: every attempt in a row,
+    /// without the backoff. A test sees the job's effects as soon as it has
+    /// the response.
+    Eager,
+    /// Not at all: [`Jobs::captured`] lists what was enqueued (name,
+    /// payload, id), so a test asserts "this request enqueued `send_email`
+    /// for ada". Captured jobs have no status and are not counted.
+    Capture,
 }
 
 impl Default for JobSettings {
@@ -43,6 +63,7 @@ impl Default for JobSettings {
             max_backoff: Duration::from_secs(60),
             status_capacity: DEFAULT_JOB_STATUS_CAPACITY,
             dead_letter_capacity: 1000,
+            mode: JobMode::Normal,
         }
     }
 }
@@ -79,6 +100,11 @@ impl Jobs {
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         lock(&self.runner.dead).iter().cloned().collect()
     }
+
+    /// The jobs enqueued so far in [`JobMode::Capture`], in order.
+    pub fn captured(&self) -> Vec<Envelope> {
+        lock(&self.runner.captured).clone()
+    }
 }
 
 impl std::fmt::Debug for Jobs {
@@ -96,6 +122,8 @@ pub(crate) struct JobRunner {
     counters: Arc<Counters>,
     statuses: StatusStore,
     dead: Mutex<VecDeque<DeadLetter>>,
+    /// Jobs enqueued in [`JobMode::Capture`].
+    captured: Mutex<Vec<Envelope>>,
     timer: Arc<Timer>,
     ids: IdSource,
 }
@@ -157,6 +185,7 @@ impl JobRunner {
             settings,
             counters,
             dead: Mutex::default(),
+            captured: Mutex::default(),
             timer: timer.clone(),
             ids: IdSource::default(),
         });
@@ -195,14 +224,17 @@ impl JobRunner {
                 .map_or(0, |d| d.as_millis() as u64),
             request_id: request_id.to_owned(),
         };
-        self.statuses.insert(JobStatus {
-            id: envelope.id.clone(),
-            name: envelope.name.clone(),
-            state: JobState::Queued,
-            attempts: 0,
-            error: None,
-        });
-        self.counters.job_enqueued();
+        if self.settings.mode != JobMode::Capture {
+            // A captured job is not in the system: no status, not counted.
+            self.statuses.insert(JobStatus {
+                id: envelope.id.clone(),
+                name: envelope.name.clone(),
+                state: JobState::Queued,
+                attempts: 0,
+                error: None,
+            });
+            self.counters.job_enqueued();
+        }
         Ok(envelope)
     }
 
@@ -239,7 +271,15 @@ impl JobRunner {
 
     /// Runs one attempt, on a pool thread; what follows (done, a retry in
     /// the timer, dead) is decided here.
-    fn run_attempt(&self, mut envelope: Envelope) {
+    fn run_attempt(&self, envelope: Envelope) {
+        if let Some((envelope, delay)) = self.attempt(envelope) {
+            self.wait(envelope, Instant::now() + delay);
+        }
+    }
+
+    /// Runs one attempt and records how it ended; `Some` is a job to retry
+    /// after the delay (already counted and shown as retrying).
+    fn attempt(&self, mut envelope: Envelope) -> Option<(Envelope, Duration)> {
         envelope.attempts += 1;
         let attempts = envelope.attempts;
         self.statuses.update(&envelope.id, |s| {
@@ -248,7 +288,8 @@ impl JobRunner {
         });
         let Some(spec) = self.registry.get(&envelope.name) else {
             let error = format!("no job named {:?} is registered", envelope.name);
-            return self.dead(envelope, error);
+            self.dead(envelope, error);
+            return None;
         };
         let context = JobContext {
             id: JobId::new(&envelope.id),
@@ -270,6 +311,7 @@ impl JobRunner {
                 self.statuses
                     .update(&envelope.id, |s| s.state = JobState::Done);
                 self.counters.job_succeeded();
+                None
             }
             Err(failure) if failure.retry && attempts < envelope.max_attempts => {
                 let delay = self.backoff(&envelope);
@@ -286,10 +328,30 @@ impl JobRunner {
                     s.error = Some(failure.message.clone());
                 });
                 self.counters.job_retried();
-                self.wait(envelope, Instant::now() + delay);
+                Some((envelope, delay))
             }
-            Err(failure) => self.dead(envelope, failure.message),
+            Err(failure) => {
+                self.dead(envelope, failure.message);
+                None
+            }
         }
+    }
+
+    /// Eager mode: every attempt now, on this thread, without the backoff.
+    pub(crate) fn run_now(&self, envelope: Envelope) {
+        let mut next = Some(envelope);
+        while let Some(envelope) = next.take() {
+            next = self.attempt(envelope).map(|(envelope, _)| envelope);
+        }
+    }
+
+    /// Capture mode: kept for the test to read, never run.
+    pub(crate) fn capture(&self, envelope: Envelope) {
+        lock(&self.captured).push(envelope);
+    }
+
+    pub(crate) fn mode(&self) -> JobMode {
+        self.settings.mode
     }
 
     /// Exponential backoff with jitter: `backoff × 2^(attempts-1)`, capped,

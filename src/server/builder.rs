@@ -279,6 +279,15 @@ impl ServerBuilder {
         self
     }
 
+    /// How enqueued jobs run: [`JobMode::Normal`](crate::JobMode::Normal)
+    /// (the default), or, in tests, at once
+    /// ([`Eager`](crate::JobMode::Eager)) or not at all
+    /// ([`Capture`](crate::JobMode::Capture)).
+    pub fn job_mode(mut self, mode: crate::JobMode) -> ServerBuilder {
+        self.config.jobs.mode = mode;
+        self
+    }
+
     /// Whether [`engine`](Self::engine) was called.
     pub(crate) fn engine_is_set(&self) -> bool {
         self.config.engine.is_some()

@@ -318,6 +318,14 @@ impl ServerHandle {
         self.counters.snapshot()
     }
 
+    /// The jobs' statuses, dead letters and captured jobs, when the app
+    /// registers jobs.
+    pub fn jobs(&self) -> Option<crate::Jobs> {
+        self.running
+            .as_ref()
+            .and_then(|running| running.shared.pool.jobs())
+    }
+
     /// The live counters (for the test harness's waiting requests).
     pub(crate) fn counters(&self) -> &Arc<Counters> {
         &self.counters
