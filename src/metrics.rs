@@ -91,6 +91,11 @@ impl Stats {
                 self.jobs_dead,
             ),
             (
+                "afterward_jobs_overdue_total",
+                "Job attempts that ran past their deadline (their thread was replaced).",
+                self.jobs_overdue,
+            ),
+            (
                 "afterward_jobs_discarded_total",
                 "Jobs that never ran to the end (request failed, shutdown deadline).",
                 self.jobs_discarded,
@@ -187,6 +192,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 20);
+        assert_eq!(declared.len(), 21);
     }
 }

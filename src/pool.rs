@@ -235,6 +235,7 @@ struct PoolInner {
 
 /// A way for the job timer to hand batches to the pool without keeping it
 /// alive (the pool owns the timer).
+#[derive(Clone)]
 pub(crate) struct PoolSubmitter(Weak<PoolInner>);
 
 impl PoolSubmitter {
@@ -243,6 +244,40 @@ impl PoolSubmitter {
     pub(crate) fn submit(&self, batch: Batch) {
         if let Some(inner) = self.0.upgrade() {
             BackgroundPool { inner }.submit(batch);
+        }
+    }
+
+    /// The thread of slot `overdue` is held by an overdue job: start a
+    /// replacement thread, so that the pool keeps its capacity; the held
+    /// thread ends once its batch is done. Replacements are bounded; `false`
+    /// when none is left (or the pool has shut down).
+    pub(crate) fn replace(&self, overdue: usize) -> bool {
+        let Some(inner) = self.0.upgrade() else {
+            return false;
+        };
+        let mut threads = lock(&inner.threads);
+        let Some(threads) = threads.as_mut() else {
+            return false; // shutting down
+        };
+        let state = &inner.state;
+        let Some(index) = lock(&state.free_slots).pop() else {
+            return false;
+        };
+        let (receiver, state_for_thread) = (inner.receiver.clone(), state.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("afterward-bg-{index}"))
+            .spawn(move || work(index, &receiver, &state_for_thread));
+        match spawned {
+            Ok(thread) => {
+                lock(&state.slots[overdue]).retire = true;
+                threads.push(thread);
+                true
+            }
+            Err(e) => {
+                log::warn!("cannot start a replacement background thread: {e}");
+                lock(&state.free_slots).push(index);
+                false
+            }
         }
     }
 }
@@ -264,14 +299,30 @@ struct PoolState {
     stopped: AtomicBool,
     /// Set at the shutdown deadline: from then on nothing more is started.
     abandoned: AtomicBool,
-    /// What each worker holds: the rest of its current batch and the running task.
+    /// What each worker holds: the rest of its current batch and the running
+    /// task. One per worker, then one per possible replacement thread.
     slots: Vec<Mutex<Slot>>,
+    /// The slots no live thread uses: where a replacement thread starts.
+    free_slots: Mutex<Vec<usize>>,
 }
 
 #[derive(Default)]
 struct Slot {
     batch: Option<Batch>,
     running: Option<(String, Arc<str>)>,
+    /// A replacement took this thread's place (its job went overdue): it
+    /// ends once its current batch is done.
+    retire: bool,
+}
+
+thread_local! {
+    /// The slot of the pool thread running this code, if it is one.
+    static CURRENT_SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The slot of the pool worker thread this is called on, if any.
+pub(crate) fn current_slot() -> Option<usize> {
+    CURRENT_SLOT.with(std::cell::Cell::get)
 }
 
 impl BackgroundPool {
@@ -289,7 +340,14 @@ impl BackgroundPool {
             counters,
             stopped: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
-            slots: (0..config.workers).map(|_| Mutex::default()).collect(),
+            slots: (0..config.workers + config.job_settings.max_replacement_threads)
+                .map(|_| Mutex::default())
+                .collect(),
+            free_slots: Mutex::new(
+                (config.workers..config.workers + config.job_settings.max_replacement_threads)
+                    .rev()
+                    .collect(),
+            ),
         });
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -591,6 +649,7 @@ const DEADLINE_PASSED: &str = "the shutdown deadline passed before it started";
 /// A background worker: runs each received batch's tasks in order, until
 /// it takes a `Stop` or the queue disconnects (every handle dropped).
 fn work(index: usize, receiver: &Receiver<Delivery>, state: &PoolState) {
+    CURRENT_SLOT.with(|current| current.set(Some(index)));
     let slot = &state.slots[index];
     while let Ok(Delivery::Run(batch)) = receiver.recv() {
         // Architecture invariant: one request's tasks are one batch, run in
@@ -599,6 +658,14 @@ fn work(index: usize, receiver: &Receiver<Delivery>, state: &PoolState) {
         while let Some((task, request_id)) = next_task(slot, state) {
             task.run_counted(&request_id, &state.counters);
             lock(slot).running = None;
+        }
+        let mut slot = lock(slot);
+        if slot.retire {
+            // A replacement has this thread's place since its job went
+            // overdue: end, and leave the slot to a future replacement.
+            slot.retire = false;
+            lock(&state.free_slots).push(index);
+            return;
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Stats {
     pub jobs_discarded: u64,
     /// Jobs waiting in the timer (a retry's backoff, a delayed enqueue): a gauge.
     pub jobs_delayed: u64,
+    /// Job attempts that ran past their deadline (each also ends in one of
+    /// the outcomes above, when it returns).
+    pub jobs_overdue: u64,
 }
 
 /// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
@@ -136,7 +139,7 @@ pub(crate) struct Counters {
     /// Task lists made and not yet sealed (each request has one).
     lists_open: AtomicU64,
     connections_open: AtomicU64,
-    jobs: [AtomicU64; 5],
+    jobs: [AtomicU64; 6],
     jobs_delayed: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
@@ -179,22 +182,32 @@ impl Counters {
 
     pub(crate) fn job_enqueued(&self) {
         self.jobs[0].fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     pub(crate) fn job_succeeded(&self) {
         self.jobs[1].fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     pub(crate) fn job_retried(&self) {
         self.jobs[2].fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     pub(crate) fn job_dead(&self) {
         self.jobs[3].fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     pub(crate) fn job_discarded(&self) {
         self.jobs[4].fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn job_overdue(&self) {
+        self.jobs[5].fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     /// Jobs entering (`1`) or leaving (`-1`) the timer.
@@ -317,6 +330,7 @@ impl Counters {
             jobs_dead: self.jobs[3].load(Ordering::SeqCst),
             jobs_discarded: self.jobs[4].load(Ordering::SeqCst),
             jobs_delayed: self.jobs_delayed.load(Ordering::SeqCst),
+            jobs_overdue: self.jobs[5].load(Ordering::SeqCst),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
@@ -377,7 +391,8 @@ impl Counters {
     }
 
     /// Wakes the threads in `wait_until` after a change that may make the
-    /// server idle (or open or close a connection).
+    /// server idle, or that a waiter may wait for (a connection, a job's
+    /// outcome).
     ///
     /// Sound without a lost wake-up: a waiter registers in `waiters` and checks
     /// its condition while holding `idle_lock`; the changes above are `SeqCst`, so

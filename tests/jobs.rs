@@ -319,3 +319,64 @@ fn every_job_ends_once_as_succeeded_dead_or_discarded() {
     );
     assert_eq!(stats.pending(), 0);
 }
+
+/// Blocks on the gate its key names, as a job held by a slow service.
+#[derive(Serialize, Deserialize)]
+struct Stuck {
+    key: String,
+}
+
+static STUCK_GATES: Mutex<Vec<(String, Gate)>> = Mutex::new(Vec::new());
+
+impl Job for Stuck {
+    const NAME: &'static str = "stuck";
+    const TIMEOUT: Option<Duration> = Some(Duration::from_millis(50));
+    fn run(self, _: &JobContext) -> JobResult {
+        let gate = STUCK_GATES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(key, _)| *key == self.key)
+            .map(|(_, gate)| gate.clone())
+            .unwrap();
+        assert!(gate.wait(), "never released");
+        Ok(())
+    }
+}
+
+#[test]
+fn an_overdue_job_is_reported_and_its_thread_replaced() {
+    let release = Gate::new();
+    STUCK_GATES
+        .lock()
+        .unwrap()
+        .push(("overdue".into(), release.clone()));
+    let notified = Gate::new();
+    let app = app(notified.clone())
+        .job::<Stuck>()
+        .post("/stuck", |tasks: BackgroundTasks| {
+            tasks.enqueue(Stuck {
+                key: "overdue".into(),
+            })?;
+            Ok::<_, HttpError>("stuck")
+        });
+    // One background thread, held by the stuck job.
+    let builder = Server::builder().background_workers(1);
+    let server = TestServer::with_builder(builder, app);
+    server.post("/stuck").send();
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |stats| stats.jobs_overdue == 1));
+    // The replacement thread runs another request's task meanwhile.
+    server.post("/notify").send();
+    assert!(
+        notified.wait(),
+        "the pool lost its only thread to the stuck job"
+    );
+
+    // When the late job returns, its outcome is still counted.
+    release.open();
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!((stats.jobs_overdue, stats.jobs_succeeded), (1, 1));
+}

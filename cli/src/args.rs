@@ -41,6 +41,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to drain tasks on SIGINT/SIGTERM" },
     Opt { name: "job-max-attempts", value: "N", default: "5", help: "attempts in all for a job (the demo's /files and /flaky)" },
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s" },
+    Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue and its thread replaced" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
 ];
@@ -59,6 +60,7 @@ pub struct Args {
     pub shutdown_timeout: Duration,
     pub job_max_attempts: u32,
     pub job_backoff: Duration,
+    pub job_timeout: Duration,
     pub log_file: PathBuf,
     pub notify_delay: Duration,
 }
@@ -194,6 +196,19 @@ pub fn parse(
         job_backoff: Duration::from_millis(
             typed(raw("job-backoff-ms"), "a number of milliseconds")?.unwrap_or(100),
         ),
+        job_timeout: {
+            let seconds: Option<f64> = typed(raw("job-timeout"), "a number of seconds")?;
+            match seconds {
+                None => Duration::from_secs(30),
+                Some(s) if s > 0.0 => Duration::try_from_secs_f64(s)
+                    .map_err(|_| format!("invalid value {s} for the job timeout"))?,
+                Some(s) => {
+                    return Err(format!(
+                        "invalid value {s} for the job timeout: expected seconds > 0"
+                    ))
+                }
+            }
+        },
         log_file: raw("log-file").map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
         notify_delay: Duration::from_millis(
             typed(raw("notify-delay-ms"), "a number of milliseconds")?.unwrap_or(0),

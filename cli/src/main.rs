@@ -54,7 +54,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         .max_body_bytes(args.max_body_bytes)
         .shutdown_timeout(args.shutdown_timeout)
         .job_max_attempts(args.job_max_attempts)
-        .job_backoff(args.job_backoff);
+        .job_backoff(args.job_backoff)
+        .job_timeout(args.job_timeout);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }

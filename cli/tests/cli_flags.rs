@@ -4,7 +4,8 @@ mod support;
 
 use support::cli::{run, Afterward};
 
-const FLAGS: [&str; 13] = [
+const FLAGS: [&str; 14] = [
+    "job-timeout",
     "job-max-attempts",
     "job-backoff-ms",
     "host",

@@ -25,6 +25,7 @@ fn metrics_are_prometheus_text_with_help_and_type() {
         ("afterward_jobs_succeeded_total", "counter"),
         ("afterward_jobs_retried_total", "counter"),
         ("afterward_jobs_dead_total", "counter"),
+        ("afterward_jobs_overdue_total", "counter"),
         ("afterward_jobs_discarded_total", "counter"),
         ("afterward_tasks_queued", "gauge"),
         ("afterward_tasks_running", "gauge"),

@@ -99,6 +99,11 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// How many attempts in all; `None` takes the server's default
     /// ([`ServerBuilder::job_max_attempts`](crate::ServerBuilder::job_max_attempts)).
     const MAX_ATTEMPTS: Option<u32> = None;
+    /// How long an attempt may run before it is reported overdue (and its
+    /// pool thread replaced); `None` takes the server's default
+    /// ([`ServerBuilder::job_timeout`](crate::ServerBuilder::job_timeout)).
+    /// An overdue attempt is not stopped: Rust cannot kill a thread.
+    const TIMEOUT: Option<std::time::Duration> = None;
 
     /// Runs one attempt. An `Err` or a panic is retried after a backoff,
     /// until the attempts run out.
@@ -240,6 +245,7 @@ type RunFn = fn(serde_json::Value, &JobContext) -> Result<(), Failure>;
 pub(crate) struct JobSpec {
     run: RunFn,
     max_attempts: Option<u32>,
+    timeout: Option<std::time::Duration>,
     /// The job's type, to tell a second registration of it from a clash.
     type_id: TypeId,
 }
@@ -256,6 +262,7 @@ impl Registry {
         let spec = JobSpec {
             run: run_erased::<J>,
             max_attempts: J::MAX_ATTEMPTS,
+            timeout: J::TIMEOUT,
             type_id: TypeId::of::<J>(),
         };
         if let Some(other) = self.specs.insert(J::NAME, spec) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::status::{JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
 use super::{EnqueueError, Envelope, Failure, Job, JobContext, JobId, Registry};
-use crate::pool::PoolSubmitter;
+use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::Counters;
 use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo};
@@ -35,6 +35,14 @@ pub struct JobSettings {
     pub dead_letter_capacity: usize,
     /// How jobs run: normally, or, for tests, at once or not at all.
     pub mode: JobMode,
+    /// How long an attempt may run before it is reported overdue and its
+    /// thread replaced: 30 s (a job may set its own, `Job::TIMEOUT`).
+    pub timeout: Duration,
+    /// Replacement threads the pool may add for threads held by overdue
+    /// jobs: 4. Rust cannot stop a running thread, so an overdue job keeps
+    /// its thread until it returns; its replacement keeps the pool's
+    /// capacity, and the held thread ends once it is free.
+    pub max_replacement_threads: usize,
 }
 
 /// How enqueued jobs run. The modes other than `Normal` are for tests, in
@@ -64,6 +72,8 @@ impl Default for JobSettings {
             status_capacity: DEFAULT_JOB_STATUS_CAPACITY,
             dead_letter_capacity: 1000,
             mode: JobMode::Normal,
+            timeout: Duration::from_secs(30),
+            max_replacement_threads: 4,
         }
     }
 }
@@ -124,6 +134,10 @@ pub(crate) struct JobRunner {
     dead: Mutex<VecDeque<DeadLetter>>,
     /// Jobs enqueued in [`JobMode::Capture`].
     captured: Mutex<Vec<Envelope>>,
+    /// The attempts running now, by job id: the attempt number, and whether
+    /// it has gone overdue.
+    running: Mutex<std::collections::HashMap<String, (u32, bool)>>,
+    pool: PoolSubmitter,
     timer: Arc<Timer>,
     ids: IdSource,
 }
@@ -144,7 +158,20 @@ struct TimerState {
 struct Waiting {
     due: Instant,
     seq: u64,
-    envelope: Envelope,
+    what: Due,
+}
+
+/// What comes due in the timer.
+enum Due {
+    /// A job to run again (a retry, a delayed enqueue).
+    Job(Envelope),
+    /// The deadline of a running attempt.
+    Deadline {
+        id: String,
+        attempt: u32,
+        /// The pool slot of the thread running it, if a pool thread.
+        slot: Option<usize>,
+    },
 }
 
 impl PartialEq for Waiting {
@@ -186,6 +213,8 @@ impl JobRunner {
             counters,
             dead: Mutex::default(),
             captured: Mutex::default(),
+            running: Mutex::default(),
+            pool: pool.clone(),
             timer: timer.clone(),
             ids: IdSource::default(),
         });
@@ -299,6 +328,16 @@ impl JobRunner {
             state: self.state.clone(),
         };
         let payload = envelope.payload.clone();
+        lock(&self.running).insert(envelope.id.clone(), (attempts, false));
+        let timeout = spec.timeout.unwrap_or(self.settings.timeout);
+        self.schedule(
+            Instant::now() + timeout,
+            Due::Deadline {
+                id: envelope.id.clone(),
+                attempt: attempts,
+                slot: current_slot(),
+            },
+        );
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(payload, &context)))
             .unwrap_or_else(|panic| {
                 Err(Failure {
@@ -306,6 +345,21 @@ impl JobRunner {
                     retry: true,
                 })
             });
+        let late = lock(&self.running)
+            .remove(&envelope.id)
+            .is_some_and(|(_, overdue)| overdue);
+        if late {
+            log::warn!(
+                "job {} ({}) attempt {attempts} returned after its deadline: {}",
+                envelope.name,
+                envelope.id,
+                if outcome.is_ok() {
+                    "it succeeded"
+                } else {
+                    "it failed"
+                }
+            );
+        }
         match outcome {
             Ok(()) => {
                 self.statuses
@@ -394,16 +448,41 @@ impl JobRunner {
     /// Puts the job in the timer until `due`; it counts as delayed (and the
     /// pool as not idle) until then.
     fn wait(&self, envelope: Envelope, due: Instant) {
-        let mut state = lock(&self.timer.state);
-        if state.closed {
-            drop(state);
+        if lock(&self.timer.state).closed {
             return self.discarded(&envelope.id, "the pool has shut down");
         }
         self.counters.job_delayed(1);
+        self.schedule(due, Due::Job(envelope));
+    }
+
+    fn schedule(&self, due: Instant, what: Due) {
+        let mut state = lock(&self.timer.state);
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.waiting.push(Reverse(Waiting { due, seq, envelope }));
+        state.waiting.push(Reverse(Waiting { due, seq, what }));
         self.timer.changed.notify_one();
+    }
+
+    /// An attempt's deadline has come: if it still runs, it is overdue
+    /// (logged, counted) and its pool thread gets a replacement.
+    fn deadline(&self, id: &str, attempt: u32, slot: Option<usize>) {
+        {
+            let mut running = lock(&self.running);
+            match running.get_mut(id) {
+                Some((running_attempt, overdue)) if *running_attempt == attempt => *overdue = true,
+                _ => return,
+            }
+        }
+        self.counters.job_overdue();
+        let replaced = slot.is_some_and(|slot| self.pool.replace(slot));
+        log::warn!(
+            "job {id} attempt {attempt} is overdue: still running past its deadline; {}",
+            if replaced {
+                "a replacement thread keeps the pool's capacity"
+            } else {
+                "no replacement thread (none left, or not on a pool thread)"
+            }
+        );
     }
 
     /// Shutdown: the timer stops; jobs still waiting will not run, and are
@@ -417,8 +496,11 @@ impl JobRunner {
         };
         waiting
             .into_iter()
-            .map(|Reverse(waiting)| {
-                let envelope = waiting.envelope;
+            .filter_map(|Reverse(waiting)| match waiting.what {
+                Due::Job(envelope) => Some(envelope),
+                Due::Deadline { .. } => None,
+            })
+            .map(|envelope| {
                 self.discarded(&envelope.id, "the shutdown deadline passed while it waited");
                 self.counters.job_delayed(-1);
                 TaskInfo {
@@ -466,13 +548,18 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
                 };
                 drop(state);
                 if let Some(runner) = runner.upgrade() {
-                    let request_id: Arc<str> = Arc::from(due.envelope.request_id.as_str());
-                    let task = runner.attempt_task(due.envelope);
-                    // Sealed (counted as scheduled) before it stops counting as
-                    // delayed: the pool is never seen idle in between.
-                    let batch = Batch::seal(&request_id, vec![task], &runner.counters);
-                    runner.counters.job_delayed(-1);
-                    pool.submit(batch);
+                    match due.what {
+                        Due::Job(envelope) => {
+                            let request_id: Arc<str> = Arc::from(envelope.request_id.as_str());
+                            let task = runner.attempt_task(envelope);
+                            // Sealed (counted as scheduled) before it stops counting
+                            // as delayed: the pool is never seen idle in between.
+                            let batch = Batch::seal(&request_id, vec![task], &runner.counters);
+                            runner.counters.job_delayed(-1);
+                            pool.submit(batch);
+                        }
+                        Due::Deadline { id, attempt, slot } => runner.deadline(&id, attempt, slot),
+                    }
                 }
                 state = lock(&timer.state);
             }

@@ -279,6 +279,22 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a job's attempt may run before it is reported overdue and
+    /// its background thread replaced (default 30 s). The attempt is not
+    /// stopped (Rust cannot kill a thread): when it returns, its outcome is
+    /// counted as usual.
+    pub fn job_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.jobs.timeout = timeout;
+        self
+    }
+
+    /// How many replacement threads the background pool may add for threads
+    /// held by overdue jobs (default 4).
+    pub fn job_replacement_threads(mut self, n: usize) -> ServerBuilder {
+        self.config.jobs.max_replacement_threads = n;
+        self
+    }
+
     /// How enqueued jobs run: [`JobMode::Normal`](crate::JobMode::Normal)
     /// (the default), or, in tests, at once
     /// ([`Eager`](crate::JobMode::Eager)) or not at all

@@ -346,9 +346,10 @@ impl ServerHandle {
     /// Blocks until `condition` holds for the counters, or until `timeout`
     /// has passed; returns whether it held. The condition is checked now and
     /// again each time a request finishes, a task ends or is discarded, a
-    /// request's task list is sealed, or a connection opens or closes: wait on
-    /// those fields (`connections_open`, `requests_in_flight`, the task
-    /// outcomes), not on counters that change at other moments.
+    /// request's task list is sealed, a connection opens or closes, or a job
+    /// counter changes: wait on those fields (`connections_open`,
+    /// `requests_in_flight`, the task outcomes, the `jobs_*` counters), not on
+    /// counters that change at other moments.
     ///
     /// ```no_run
     /// # use std::time::Duration;
