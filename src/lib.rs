@@ -71,6 +71,18 @@
 //! defaults. [`ServerHandle::stats`] reads the counters at any time, and
 //! [`ServerHandle::wait_idle`] waits until no work is left.
 //!
+//! # Named jobs
+//!
+//! For work that needs more than a closure (retries, a status to poll, a
+//! payload that could travel to another machine), a handler enqueues a
+//! [`Job`]: a serde type with a `NAME`, registered with [`App::job`]. The
+//! job starts after the response like a task; a failed attempt is retried
+//! with exponential backoff and jitter (the wait happens in a timer, not on
+//! a pool thread), then the job is dead and kept in the dead letters.
+//! [`Jobs`] and [`job_status_handler`] tell where each job is; every job
+//! ends once as succeeded, dead or discarded. [`JobMode`] makes tests run
+//! jobs at once or capture them. README "Tasks or jobs?" compares the two.
+//!
 //! # Background tasks in your own server
 //!
 //! The pool is public: [`BackgroundPool`] gives any synchronous server (a
