@@ -24,8 +24,8 @@ pub struct Envelope {
     pub id: String,
     /// The job's registered name ([`Job::NAME`](crate::Job::NAME)).
     pub name: String,
-    /// The job's value, serialized.
-    pub payload: Value,
+    /// The job's value, serialized as JSON text (parsed only to run it).
+    pub payload: String,
     /// Attempts already made.
     pub attempts: u32,
     /// Attempts allowed in all.
@@ -43,7 +43,7 @@ impl Envelope {
             "v": ENVELOPE_VERSION,
             "id": self.id,
             "name": self.name,
-            "payload": self.payload,
+            "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "enqueued_at_ms": self.enqueued_at_ms,
@@ -74,7 +74,7 @@ impl Envelope {
         Ok(Envelope {
             id: text("id")?,
             name: text("name")?,
-            payload: value.get("payload").cloned().unwrap_or(Value::Null),
+            payload: value.get("payload").unwrap_or(&Value::Null).to_string(),
             attempts: small("attempts")?,
             max_attempts: small("max_attempts")?,
             enqueued_at_ms: number("enqueued_at_ms")?,
@@ -92,7 +92,7 @@ mod tests {
         let envelope = Envelope {
             id: "j1".into(),
             name: "send_email".into(),
-            payload: json!({"to": "ada@example.com"}),
+            payload: json!({"to": "ada@example.com"}).to_string(),
             attempts: 2,
             max_attempts: 5,
             enqueued_at_ms: 1_764_260_000_000,

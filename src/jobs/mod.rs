@@ -238,7 +238,7 @@ pub(crate) struct Failure {
     pub(crate) retry: bool,
 }
 
-type RunFn = fn(serde_json::Value, &JobContext) -> Result<(), Failure>;
+type RunFn = fn(&str, &JobContext) -> Result<(), Failure>;
 
 /// One registered job type.
 #[derive(Clone, Copy)]
@@ -295,8 +295,8 @@ impl Registry {
     }
 }
 
-fn run_erased<J: Job>(payload: serde_json::Value, context: &JobContext) -> Result<(), Failure> {
-    let job: J = serde_json::from_value(payload).map_err(|e| Failure {
+fn run_erased<J: Job>(payload: &str, context: &JobContext) -> Result<(), Failure> {
+    let job: J = serde_json::from_str(payload).map_err(|e| Failure {
         message: format!("the payload does not deserialize as {}: {e}", J::NAME),
         retry: false,
     })?;

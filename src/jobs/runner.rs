@@ -235,7 +235,7 @@ impl JobRunner {
             .registry
             .get(J::NAME)
             .ok_or(EnqueueError::Unregistered(J::NAME))?;
-        let payload = serde_json::to_value(job).map_err(|source| EnqueueError::Payload {
+        let payload = serde_json::to_string(job).map_err(|source| EnqueueError::Payload {
             name: J::NAME,
             source,
         })?;
@@ -327,7 +327,6 @@ impl JobRunner {
             request_id: envelope.request_id.clone(),
             state: self.state.clone(),
         };
-        let payload = envelope.payload.clone();
         lock(&self.running).insert(envelope.id.clone(), (attempts, false));
         let timeout = spec.timeout.unwrap_or(self.settings.timeout);
         self.schedule(
@@ -338,13 +337,14 @@ impl JobRunner {
                 slot: current_slot(),
             },
         );
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(payload, &context)))
-            .unwrap_or_else(|panic| {
-                Err(Failure {
-                    message: format!("panicked: {}", panic_message(panic.as_ref())),
-                    retry: true,
-                })
-            });
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(&envelope.payload, &context)))
+                .unwrap_or_else(|panic| {
+                    Err(Failure {
+                        message: format!("panicked: {}", panic_message(panic.as_ref())),
+                        retry: true,
+                    })
+                });
         let late = lock(&self.running)
             .remove(&envelope.id)
             .is_some_and(|(_, overdue)| overdue);
@@ -459,8 +459,16 @@ impl JobRunner {
         let mut state = lock(&self.timer.state);
         let seq = state.next_seq;
         state.next_seq += 1;
+        // The timer thread sleeps until the earliest entry: wake it only
+        // when this one comes first (most deadlines come after).
+        let first = state
+            .waiting
+            .peek()
+            .is_none_or(|Reverse(next)| due < next.due);
         state.waiting.push(Reverse(Waiting { due, seq, what }));
-        self.timer.changed.notify_one();
+        if first {
+            self.timer.changed.notify_one();
+        }
     }
 
     /// An attempt's deadline has come: if it still runs, it is overdue
@@ -567,7 +575,8 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
     }
 }
 
-/// Job ids: 128 bits from the standard library's randomly keyed hasher.
+/// Job ids: 64 unguessable bits (the standard library's randomly keyed
+/// hasher over a counter), then the counter, which makes them unique.
 #[derive(Default)]
 struct IdSource {
     keys: std::collections::hash_map::RandomState,
@@ -577,11 +586,9 @@ struct IdSource {
 impl IdSource {
     fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut high = self.keys.build_hasher();
-        high.write_u64(n);
-        let mut low = self.keys.build_hasher();
-        low.write_u64(!n);
-        format!("{:016x}{:016x}", high.finish(), low.finish())
+        let mut hasher = self.keys.build_hasher();
+        hasher.write_u64(n);
+        format!("{:016x}{n:x}", hasher.finish())
     }
 }
 
