@@ -816,6 +816,41 @@ mod tests {
         assert_eq!(pool.stats().ran_by_caller, 1);
     }
 
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Later;
+
+    impl crate::Job for Later {
+        const NAME: &'static str = "later";
+        fn run(self, _: &crate::JobContext) -> crate::JobResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_pool_dropped_without_shutdown_discards_its_waiting_jobs_counted() {
+        let pool = BackgroundPool::builder()
+            .workers(1)
+            .job::<Later>()
+            .build()
+            .unwrap();
+        let counters = pool.inner.state.counters.clone();
+        let tasks = pool.tasks("r1");
+        tasks.enqueue_in(Later, Duration::from_secs(3600)).unwrap();
+        pool.dispatch(&tasks);
+        assert!(counters.wait_until(Duration::from_secs(30), |c| c.snapshot().jobs_delayed == 1));
+        drop(tasks); // it holds the job runner too
+        drop(pool);
+        let stats = counters.snapshot();
+        assert_eq!(
+            (
+                stats.jobs_enqueued,
+                stats.jobs_discarded,
+                stats.jobs_delayed
+            ),
+            (1, 1, 0)
+        );
+    }
+
     #[test]
     fn zero_workers_or_capacity_is_a_config_error() {
         assert!(matches!(

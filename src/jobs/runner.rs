@@ -521,10 +521,10 @@ impl JobRunner {
 }
 
 impl Drop for JobRunner {
+    /// A pool dropped without a shutdown: the timer stops, and the jobs still
+    /// waiting in it are discarded, logged and counted, not lost silently.
     fn drop(&mut self) {
-        let mut state = lock(&self.timer.state);
-        state.closed = true;
-        self.timer.changed.notify_all();
+        self.close();
     }
 }
 
