@@ -309,7 +309,7 @@ struct PoolState {
 #[derive(Default)]
 struct Slot {
     batch: Option<Batch>,
-    running: Option<(String, Arc<str>)>,
+    running: Option<(std::borrow::Cow<'static, str>, Arc<str>)>,
     /// A replacement took this thread's place (its job went overdue): it
     /// ends once its current batch is done.
     retire: bool,
@@ -555,7 +555,7 @@ impl BackgroundPool {
             let mut slot = lock(slot);
             if let Some((name, request_id)) = &slot.running {
                 still_running.push(TaskInfo {
-                    name: name.clone(),
+                    name: name.to_string(),
                     request_id: request_id.to_string(),
                 });
             }
@@ -681,7 +681,7 @@ fn next_task(slot: &Mutex<Slot>, state: &PoolState) -> Option<(BackgroundTask, A
     }
     let task = batch.start_next()?;
     let request_id = batch.request_id().clone();
-    slot.running = Some((task.name().to_owned(), request_id.clone()));
+    slot.running = Some((task.shared_name(), request_id.clone()));
     slot.batch = Some(batch);
     Some((task, request_id))
 }

@@ -60,7 +60,9 @@ type TaskFn = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
 /// afterward::BackgroundTask::new(move || println!("{shared}"));
 /// ```
 pub struct BackgroundTask {
-    name: String,
+    /// Borrowed for the default (the type's name), so that adding a task
+    /// allocates no name.
+    name: std::borrow::Cow<'static, str>,
     job: TaskFn,
     /// Called with the reason if the task is discarded instead of run (a
     /// job's status and counters follow its task).
@@ -78,7 +80,7 @@ impl BackgroundTask {
         R: IntoTaskResult,
     {
         BackgroundTask {
-            name: type_name::<F>().to_owned(),
+            name: type_name::<F>().into(),
             job: Box::new(move || f().into_task_result()),
             on_discard: None,
         }
@@ -97,7 +99,7 @@ impl BackgroundTask {
         Fut::Output: IntoTaskResult,
     {
         BackgroundTask {
-            name: type_name::<Fut>().to_owned(),
+            name: type_name::<Fut>().into(),
             job: Box::new(move || block_on(future).into_task_result()),
             on_discard: None,
         }
@@ -105,7 +107,7 @@ impl BackgroundTask {
 
     /// Sets the name used in logs, counters and shutdown reports.
     pub fn named(mut self, name: impl Into<String>) -> BackgroundTask {
-        self.name = name.into();
+        self.name = std::borrow::Cow::Owned(name.into());
         self
     }
 
@@ -113,6 +115,11 @@ impl BackgroundTask {
     pub(crate) fn on_discard(mut self, hook: impl FnOnce(&str) + Send + 'static) -> BackgroundTask {
         self.on_discard = Some(Box::new(hook));
         self
+    }
+
+    /// The name, cheap to keep when it is the default (a borrowed type name).
+    pub(crate) fn shared_name(&self) -> std::borrow::Cow<'static, str> {
+        self.name.clone()
     }
 
     /// The task's name.
@@ -484,7 +491,7 @@ impl Batch {
         tasks
             .into_iter()
             .map(|task| TaskInfo {
-                name: task.name,
+                name: task.name.into_owned(),
                 request_id: self.request_id.to_string(),
             })
             .collect()
