@@ -249,7 +249,7 @@ impl BackgroundTasks {
     pub fn enqueue<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
         let runner = self.runner::<J>()?;
         let envelope = runner.envelope(&job, &self.list.request_id)?;
-        let id = JobId::new(&envelope.id);
+        let id = JobId::new(envelope.id.clone());
         match runner.mode() {
             JobMode::Eager => runner.run_now(envelope),
             JobMode::Capture => runner.capture(envelope),
@@ -263,7 +263,7 @@ impl BackgroundTasks {
     pub fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<JobId, EnqueueError> {
         let runner = self.runner::<J>()?;
         let envelope = runner.envelope(&job, &self.list.request_id)?;
-        let id = JobId::new(&envelope.id);
+        let id = JobId::new(envelope.id.clone());
         match runner.mode() {
             JobMode::Eager => runner.run_now(envelope),
             JobMode::Capture => runner.capture(envelope),

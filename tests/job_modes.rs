@@ -61,10 +61,7 @@ fn captured_jobs_are_listed_and_never_run() {
     server.wait_idle();
     let captured = server.jobs().captured();
     assert_eq!(captured.len(), 1);
-    assert_eq!(
-        (captured[0].id.as_str(), captured[0].name.as_str()),
-        (&*id, "send_email")
-    );
+    assert_eq!((&*captured[0].id, &*captured[0].name), (&*id, "send_email"));
     let payload: serde_json::Value = serde_json::from_str(&captured[0].payload).unwrap();
     assert_eq!(payload, json!({"to": "ada@capture", "fail": 0}));
     assert!(sent("ada@capture").is_empty(), "a captured job ran");

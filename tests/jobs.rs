@@ -141,7 +141,7 @@ fn app(gate: Gate) -> App {
             Json(Value::from(
                 jobs.dead_letters()
                     .iter()
-                    .map(|d| json!({"id": d.envelope.id, "error": d.error}))
+                    .map(|d| json!({"id": &*d.envelope.id, "error": d.error}))
                     .collect::<Vec<_>>(),
             ))
         })

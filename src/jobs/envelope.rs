@@ -1,5 +1,8 @@
 //! [`Envelope`]: a job as it is stored and sent, in one documented JSON form.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 /// The envelope format's version, `"v"` in the JSON.
@@ -21,9 +24,9 @@ pub const ENVELOPE_VERSION: u64 = 1;
 #[non_exhaustive]
 pub struct Envelope {
     /// The job's id, unique per enqueue.
-    pub id: String,
+    pub id: Arc<str>,
     /// The job's registered name ([`Job::NAME`](crate::Job::NAME)).
-    pub name: String,
+    pub name: Cow<'static, str>,
     /// The job's value, serialized as JSON text (parsed only to run it).
     pub payload: String,
     /// Attempts already made.
@@ -33,7 +36,7 @@ pub struct Envelope {
     /// When it was enqueued, in milliseconds since the Unix epoch.
     pub enqueued_at_ms: u64,
     /// The request that enqueued it.
-    pub request_id: String,
+    pub request_id: Arc<str>,
 }
 
 impl Envelope {
@@ -41,13 +44,13 @@ impl Envelope {
     pub fn to_json(&self) -> Value {
         json!({
             "v": ENVELOPE_VERSION,
-            "id": self.id,
+            "id": &*self.id,
             "name": self.name,
             "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "enqueued_at_ms": self.enqueued_at_ms,
-            "request_id": self.request_id,
+            "request_id": &*self.request_id,
         })
     }
 
@@ -72,13 +75,13 @@ impl Envelope {
             number(key).and_then(|n| u32::try_from(n).map_err(|_| format!("{key:?} too large")))
         };
         Ok(Envelope {
-            id: text("id")?,
-            name: text("name")?,
+            id: text("id")?.into(),
+            name: text("name")?.into(),
             payload: value.get("payload").unwrap_or(&Value::Null).to_string(),
             attempts: small("attempts")?,
             max_attempts: small("max_attempts")?,
             enqueued_at_ms: number("enqueued_at_ms")?,
-            request_id: text("request_id")?,
+            request_id: text("request_id")?.into(),
         })
     }
 }

@@ -166,8 +166,8 @@ impl JobContext {
 pub struct JobId(Arc<str>);
 
 impl JobId {
-    pub(crate) fn new(id: &str) -> JobId {
-        JobId(Arc::from(id))
+    pub(crate) fn new(id: Arc<str>) -> JobId {
+        JobId(id)
     }
 
     /// The id as text.

@@ -1,6 +1,7 @@
 //! The job runner: attempts on the background pool, retries waiting in a
 //! timer (never on a pool thread), dead letters, statuses and counters.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -136,7 +137,7 @@ pub(crate) struct JobRunner {
     captured: Mutex<Vec<Envelope>>,
     /// The attempts running now, by job id: the attempt number, and whether
     /// it has gone overdue.
-    running: Mutex<std::collections::HashMap<String, (u32, bool)>>,
+    running: Mutex<std::collections::HashMap<Arc<str>, (u32, bool)>>,
     pool: PoolSubmitter,
     timer: Arc<Timer>,
     ids: IdSource,
@@ -167,7 +168,7 @@ enum Due {
     Job(Envelope),
     /// The deadline of a running attempt.
     Deadline {
-        id: String,
+        id: Arc<str>,
         attempt: u32,
         /// The pool slot of the thread running it, if a pool thread.
         slot: Option<usize>,
@@ -229,7 +230,7 @@ impl JobRunner {
     pub(crate) fn envelope<J: Job>(
         &self,
         job: &J,
-        request_id: &str,
+        request_id: &Arc<str>,
     ) -> Result<Envelope, EnqueueError> {
         let spec = self
             .registry
@@ -241,7 +242,7 @@ impl JobRunner {
         })?;
         let envelope = Envelope {
             id: self.ids.next(),
-            name: J::NAME.to_owned(),
+            name: Cow::Borrowed(J::NAME),
             payload,
             attempts: 0,
             max_attempts: spec
@@ -251,17 +252,11 @@ impl JobRunner {
             enqueued_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            request_id: request_id.to_owned(),
+            request_id: request_id.clone(),
         };
         if self.settings.mode != JobMode::Capture {
             // A captured job is not in the system: no status, not counted.
-            self.statuses.insert(JobStatus {
-                id: envelope.id.clone(),
-                name: envelope.name.clone(),
-                state: JobState::Queued,
-                attempts: 0,
-                error: None,
-            });
+            self.statuses.insert(&envelope.id, envelope.name.clone());
             self.counters.job_enqueued();
         }
         Ok(envelope)
@@ -321,10 +316,10 @@ impl JobRunner {
             return None;
         };
         let context = JobContext {
-            id: JobId::new(&envelope.id),
+            id: JobId::new(envelope.id.clone()),
             attempt: attempts,
             max_attempts: envelope.max_attempts,
-            request_id: envelope.request_id.clone(),
+            request_id: envelope.request_id.to_string(),
             state: self.state.clone(),
         };
         lock(&self.running).insert(envelope.id.clone(), (attempts, false));
@@ -513,7 +508,7 @@ impl JobRunner {
                 self.counters.job_delayed(-1);
                 TaskInfo {
                     name: task_name(&envelope),
-                    request_id: envelope.request_id,
+                    request_id: envelope.request_id.to_string(),
                 }
             })
             .collect()
@@ -558,7 +553,7 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
                 if let Some(runner) = runner.upgrade() {
                     match due.what {
                         Due::Job(envelope) => {
-                            let request_id: Arc<str> = Arc::from(envelope.request_id.as_str());
+                            let request_id = envelope.request_id.clone();
                             let task = runner.attempt_task(envelope);
                             // Sealed (counted as scheduled) before it stops counting
                             // as delayed: the pool is never seen idle in between.
@@ -584,11 +579,17 @@ struct IdSource {
 }
 
 impl IdSource {
-    fn next(&self) -> String {
+    fn next(&self) -> Arc<str> {
+        use std::io::Write;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut hasher = self.keys.build_hasher();
         hasher.write_u64(n);
-        format!("{:016x}{n:x}", hasher.finish())
+        // Written on the stack, then one allocation: the shared id.
+        let mut buf = [0u8; 32];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{:016x}{n:x}", hasher.finish());
+        let len = cursor.position() as usize;
+        Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
 }
 

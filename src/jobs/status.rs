@@ -1,7 +1,8 @@
 //! What is known of each job: a bounded store, oldest entry evicted first.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The default number of job statuses kept: 10,000.
@@ -76,7 +77,8 @@ impl JobStatus {
 }
 
 /// At most `capacity` statuses; inserting one more evicts the oldest
-/// inserted, whatever its state.
+/// inserted, whatever its state. Entries share the job's id and name with
+/// its envelope: keeping one allocates little.
 pub(crate) struct StatusStore {
     capacity: usize,
     inner: Mutex<Entries>,
@@ -84,8 +86,16 @@ pub(crate) struct StatusStore {
 
 #[derive(Default)]
 struct Entries {
-    by_id: HashMap<String, JobStatus>,
-    order: VecDeque<String>,
+    by_id: HashMap<Arc<str>, Record>,
+    order: VecDeque<Arc<str>>,
+}
+
+/// A status as the store keeps it.
+pub(crate) struct Record {
+    pub(crate) name: Cow<'static, str>,
+    pub(crate) state: JobState,
+    pub(crate) attempts: u32,
+    pub(crate) error: Option<String>,
 }
 
 impl StatusStore {
@@ -100,29 +110,44 @@ impl StatusStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn insert(&self, status: JobStatus) {
+    /// Keeps a new job's status, `queued`.
+    pub(crate) fn insert(&self, id: &Arc<str>, name: Cow<'static, str>) {
         if self.capacity == 0 {
             return;
         }
+        let record = Record {
+            name,
+            state: JobState::Queued,
+            attempts: 0,
+            error: None,
+        };
         let mut entries = self.lock();
         while entries.order.len() >= self.capacity {
             if let Some(oldest) = entries.order.pop_front() {
                 entries.by_id.remove(&oldest);
             }
         }
-        entries.order.push_back(status.id.clone());
-        entries.by_id.insert(status.id.clone(), status);
+        entries.order.push_back(id.clone());
+        entries.by_id.insert(id.clone(), record);
     }
 
     /// Changes a status still in the store.
-    pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut JobStatus)) {
-        if let Some(status) = self.lock().by_id.get_mut(id) {
-            change(status);
+    pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) {
+        if let Some(record) = self.lock().by_id.get_mut(id) {
+            change(record);
         }
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<JobStatus> {
-        self.lock().by_id.get(id).cloned()
+        let entries = self.lock();
+        let (id, record) = entries.by_id.get_key_value(id)?;
+        Some(JobStatus {
+            id: id.to_string(),
+            name: record.name.to_string(),
+            state: record.state.clone(),
+            attempts: record.attempts,
+            error: record.error.clone(),
+        })
     }
 }
 
@@ -130,23 +155,13 @@ impl StatusStore {
 mod tests {
     use super::*;
 
-    fn status(id: &str) -> JobStatus {
-        JobStatus {
-            id: id.into(),
-            name: "j".into(),
-            state: JobState::Queued,
-            attempts: 0,
-            error: None,
-        }
-    }
-
     #[test]
     fn the_oldest_status_is_evicted_first() {
         let store = StatusStore::new(2);
-        store.insert(status("a"));
-        store.insert(status("b"));
+        store.insert(&"a".into(), Cow::Borrowed("j"));
+        store.insert(&"b".into(), Cow::Borrowed("j"));
         store.update("a", |s| s.state = JobState::Done);
-        store.insert(status("c"));
+        store.insert(&"c".into(), Cow::Borrowed("j"));
         assert_eq!(store.get("a"), None);
         assert!(store.get("b").is_some() && store.get("c").is_some());
     }
