@@ -247,36 +247,34 @@ impl BackgroundTasks {
     /// value does not serialize: a mistake found now, not when it would run.
     /// An [`EnqueueError`] converts into a `500` [`HttpError`](crate::HttpError).
     pub fn enqueue<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
-        let runner = self.runner::<J>()?;
-        let envelope = runner.envelope(&job, &self.list.request_id)?;
-        let id = JobId::new(envelope.id.clone());
-        match runner.mode() {
-            JobMode::Eager => runner.run_now(envelope),
-            JobMode::Capture => runner.capture(envelope),
-            _ => self.add(runner.attempt_task(envelope)),
-        }
-        Ok(id)
+        self.enqueue_after(job, None)
     }
 
     /// [`enqueue`](Self::enqueue), to start `delay` after the response (it
     /// waits in a timer, not on a pool thread).
     pub fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<JobId, EnqueueError> {
-        let runner = self.runner::<J>()?;
-        let envelope = runner.envelope(&job, &self.list.request_id)?;
-        let id = JobId::new(envelope.id.clone());
-        match runner.mode() {
-            JobMode::Eager => runner.run_now(envelope),
-            JobMode::Capture => runner.capture(envelope),
-            _ => self.add(runner.delayed_task(envelope, delay)),
-        }
-        Ok(id)
+        self.enqueue_after(job, Some(delay))
     }
 
-    fn runner<J: Job>(&self) -> Result<&Arc<JobRunner>, EnqueueError> {
-        self.list
+    fn enqueue_after<J: Job>(
+        &self,
+        job: J,
+        delay: Option<Duration>,
+    ) -> Result<JobId, EnqueueError> {
+        let runner = self
+            .list
             .jobs
             .as_ref()
-            .ok_or(EnqueueError::Unregistered(J::NAME))
+            .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        let envelope = runner.envelope(&job, &self.list.request_id)?;
+        let id = JobId::new(envelope.id.clone());
+        match (runner.mode(), delay) {
+            (JobMode::Eager, _) => runner.run_now(envelope),
+            (JobMode::Capture, _) => runner.capture(envelope),
+            (_, None) => self.add(runner.attempt_task(envelope)),
+            (_, Some(delay)) => self.add(runner.delayed_task(envelope, delay)),
+        }
+        Ok(id)
     }
 
     /// Adds a closure to run after the response is sent.

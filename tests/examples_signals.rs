@@ -55,32 +55,31 @@ fn notify_then_interrupt(name: &str, dir: &TempDir) -> (Option<i32>, String) {
     (child.wait().unwrap().code(), rest)
 }
 
-#[test]
-fn ctrl_c_on_an_example_drains_and_exits_0() {
+/// Interrupting `example` after one notification exits 0 once its task ran,
+/// having written `expected` to its log file.
+fn drains_on_ctrl_c(example: &str, expected: &str) {
     let dir = TempDir::new();
-    let (code, printed) = notify_then_interrupt("send_notification", &dir);
+    let (code, printed) = notify_then_interrupt(example, &dir);
     assert_eq!(code, Some(0), "{printed}");
     assert!(
         printed.contains("stopped: 1 tasks completed, 0 not run"),
         "{printed}"
     );
-    assert_eq!(
-        read(&dir.file("log.txt")),
-        "notification for ada@example.com: some notification"
+    assert_eq!(read(&dir.file("log.txt")), expected);
+}
+
+#[test]
+fn ctrl_c_on_an_example_drains_and_exits_0() {
+    drains_on_ctrl_c(
+        "send_notification",
+        "notification for ada@example.com: some notification",
     );
 }
 
 #[test]
 fn ctrl_c_on_the_tiny_http_loop_drains_and_exits_0() {
-    let dir = TempDir::new();
-    let (code, printed) = notify_then_interrupt("tiny_http_loop", &dir);
-    assert_eq!(code, Some(0), "{printed}");
-    assert!(
-        printed.contains("stopped: 1 tasks completed, 0 not run"),
-        "{printed}"
-    );
-    assert_eq!(
-        read(&dir.file("log.txt")),
-        "notification for ada@example.com: some notification\n"
+    drains_on_ctrl_c(
+        "tiny_http_loop",
+        "notification for ada@example.com: some notification\n",
     );
 }
