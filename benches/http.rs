@@ -1,7 +1,8 @@
 //! The HTTP benchmark of issue #2 (and the burst of issue #4): afterward
 //! against a plain tiny_http hello-world, in one run, on the same machine,
-//! driven by `wrk`; with the feature `tiny-http`, afterward on the tiny_http
-//! engine as well (issue #8).
+//! driven by `wrk`; afterward with the notification as a named job as well
+//! (issue #6); with the feature `tiny-http`, afterward on the tiny_http
+//! engine too (issue #8).
 //!
 //! ```text
 //! cargo bench --bench http
@@ -11,8 +12,8 @@
 //! BENCH_BURST_ROUNDS=9 cargo bench --bench http
 //! ```
 //!
-//! Two servers run inside this process, or three with the feature `tiny-http`,
-//! all on `127.0.0.1:0`:
+//! Three servers run inside this process, or four with the feature
+//! `tiny-http`, all on `127.0.0.1:0`:
 //!
 //! - **baseline**: a plain `tiny_http::Server` with `BENCH_WORKERS` threads, each
 //!   looping on `recv()` and answering a fixed JSON body;
@@ -21,18 +22,24 @@
 //!   `POST /send-notification/{email}` with a task that appends one line to a
 //!   temporary file (opened in append mode per task, as the FastAPI example
 //!   does) and the same JSON body;
+//! - **afterward (job)**: the same app, engine, workers and background
+//!   workers, but its handler enqueues a named job ([`AppendLine`], issue #6)
+//!   instead of adding a closure task; the job appends the same line to a file
+//!   of its own, whose path it reads from the app's state
+//!   ([`JobContext::state`]). Its requests/s against afterward's with the
+//!   closure, in the same rounds, is the figure of issue #6's bar (≥ 0.9×);
 //! - **afterward on tiny_http** (only with `--features tiny-http`): the same
 //!   app, workers and background workers on [`Engine::TinyHttp`], its task
 //!   appending to a file of its own. Without the feature the summary says
 //!   that this server was not measured.
 //!
 //! `wrk -t2 -c32 --latency` drives each in turn: one warm-up run each, then
-//! `BENCH_ROUNDS` interleaved rounds (baseline, afterward, afterward on
-//! tiny_http, baseline, ...) of `BENCH_SECS` seconds. The machine is shared by
+//! `BENCH_ROUNDS` interleaved rounds (baseline, afterward, afterward (job),
+//! afterward on tiny_http, baseline, ...) of `BENCH_SECS` seconds. The machine is shared by
 //! the client and the servers, so the figures that matter are the ratios
 //! within one run, over the medians. Each run also reports this process's CPU
 //! time per response (every thread: tiny_http's, the workers', the background
-//! pool's, with afterward's tasks waited for at the end of its run), a figure
+//! pool's, with afterward's tasks or jobs waited for at the end of its run), a figure
 //! that other load on the machine disturbs much less than requests/s. The
 //! servers not under test are idle meanwhile.
 //!
@@ -44,7 +51,9 @@
 //! At the end each afterward server is waited on until idle and shut down, and
 //! the lines in its file must equal the requests it answered (its own count:
 //! `wrk` may drop responses still in flight when its time is up) and the tasks
-//! it completed.
+//! it completed. For afterward (job), the lines must also equal the jobs
+//! enqueued and the jobs that succeeded, with none retried, dead or
+//! discarded.
 //!
 //! Then comes the **burst** of issue #4: 256 keep-alive connections opened at
 //! once, then one `POST /send-notification/burst{i}@example.com` written on
@@ -57,20 +66,25 @@
 //! the threads of an earlier burst for 5 s), then medians and the worst round.
 //! All connections are closed after each round. Each afterward server's
 //! instances append to a file of their own, checked the same way. With
-//! `BENCH_PIN=1` the client thread is on wrk's CPU.
+//! `BENCH_PIN=1` the client thread is on wrk's CPU. afterward (job) takes no
+//! part in the burst: it runs on the same engine as afterward, and the burst
+//! measures how the engine takes in connections, not how the work after the
+//! response is scheduled.
 //!
 //! The process exits non-zero if a line check fails, if `wrk` is missing or
 //! fails, or if any server answers `wrk` with a non-2xx/3xx status. A missed
 //! performance target (the burst's included) is reported in the table but does
 //! not fail the run: the machine is noisy. The targets are those of afterward
-//! on its own engine; the tiny_http engine's figures are for comparison.
+//! on its own engine; the tiny_http engine's figures are for comparison, and
+//! afterward (job) has a bar of its own, issue #6's, reported likewise.
 //!
 //! The markdown summary is printed and written to `target/bench-http.md`.
 //!
 //! Run without `--bench` (as `cargo test --all-targets` does), it only makes a
-//! quick check without `wrk`: a few requests to each server, the line counts,
-//! the parsing of a sample `wrk` report, and a burst of 8 connections to each
-//! afterward server. All 8 must be answered within 1 s on afterward's own
+//! quick check without `wrk`: a few requests to each server (afterward (job)
+//! included), the line counts, the parsing of a sample `wrk` report, and a
+//! burst of 8 connections to each afterward server that takes part in the
+//! burst. All 8 must be answered within 1 s on afterward's own
 //! engine; on the tiny_http engine only the line check must hold, since
 //! tiny_http's thread pool may leave a held-open connection waiting.
 
@@ -85,7 +99,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use afterward::{App, BackgroundTasks, Engine, Json, Path, Server, ServerHandle, Stats};
+use afterward::{
+    App, BackgroundTasks, Engine, GiveUp, HttpError, Job, JobContext, JobResult, Json, Path,
+    Server, ServerHandle, Stats,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// The request path, the same for every server.
@@ -104,6 +122,9 @@ const WARM_UP_SECS: u64 = 1;
 /// The targets of issue #2.
 const TARGET_RATIO: f64 = 0.9;
 const TARGET_P99_MS: f64 = 3.0;
+/// The bar of issue #6: afterward's requests/s with the notification as a
+/// job, over its requests/s with the closure, in the same rounds.
+const TARGET_JOB_RATIO: f64 = 0.9;
 /// How long the servers get to finish their work at the end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The burst of issue #4: connections opened at once, each with one request.
@@ -116,10 +137,31 @@ const BURST_CAP: Duration = Duration::from_secs(2);
 /// The client's pause after a pass over the connections that read nothing.
 const BURST_POLL: Duration = Duration::from_micros(500);
 
-/// One afterward server under test: the engine it runs on, and its names.
+/// How an afterward server's handler schedules the notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// A closure task, with `add_task`, as in FastAPI's example.
+    Closure,
+    /// A named job, [`AppendLine`], with `enqueue` (issue #6).
+    Job,
+}
+
+impl Work {
+    /// In file names, one word.
+    fn name(self) -> &'static str {
+        match self {
+            Work::Closure => "closure",
+            Work::Job => "job",
+        }
+    }
+}
+
+/// One afterward server under test: the engine it runs on, how it schedules
+/// the notification, and its names.
 #[derive(Debug, Clone, Copy)]
 struct Variant {
     engine: Engine,
+    work: Work,
     /// In the console, one word.
     name: &'static str,
     /// In the markdown tables.
@@ -129,24 +171,48 @@ struct Variant {
     burst_target: bool,
 }
 
-/// The afterward servers measured: on its own engine, and on tiny_http when
-/// built with the feature `tiny-http`. The first is the one the targets are
-/// about.
+impl Variant {
+    /// Whether the server takes part in the burst: not afterward (job), whose
+    /// engine is afterward's own, already there with the closure.
+    fn in_burst(&self) -> bool {
+        self.work == Work::Closure
+    }
+}
+
+/// The afterward servers measured: on its own engine with the closure, on it
+/// with the job, and on tiny_http when built with the feature `tiny-http`.
+/// The first is the one the targets are about, and the one the job is
+/// compared with.
 const VARIANTS: &[Variant] = &[
     Variant {
         engine: Engine::Builtin,
+        work: Work::Closure,
         name: "afterward",
         label: "afterward",
         burst_target: true,
     },
+    Variant {
+        engine: Engine::Builtin,
+        work: Work::Job,
+        name: "afterward/job",
+        label: "afterward (job)",
+        burst_target: false,
+    },
     #[cfg(feature = "tiny-http")]
     Variant {
         engine: Engine::TinyHttp,
+        work: Work::Closure,
         name: "afterward/tiny_http",
         label: "afterward on tiny_http",
         burst_target: false,
     },
 ];
+
+/// The afterward servers that take part in the burst, in the order of
+/// [`VARIANTS`].
+fn burst_variants() -> impl Iterator<Item = &'static Variant> {
+    VARIANTS.iter().filter(|variant| variant.in_burst())
+}
 
 /// The width of the longest server name in the console.
 fn name_width() -> usize {
@@ -363,25 +429,65 @@ fn baseline_worker(server: &tiny_http::Server, stopping: &AtomicBool, received: 
     }
 }
 
-/// afterward on `engine` serving the FastAPI example, the task writing to `log`.
-fn start_afterward(workers: usize, log: &FsPath, engine: Engine) -> Result<ServerHandle, String> {
+/// afterward as `variant` serving the FastAPI example, the closure task or
+/// the job writing to `log`.
+fn start_afterward(
+    workers: usize,
+    log: &FsPath,
+    variant: &Variant,
+) -> Result<ServerHandle, String> {
     let log: Arc<PathBuf> = Arc::new(log.to_owned());
-    let app = App::new().post(
-        "/send-notification/{email}",
-        move |Path(email): Path<String>, tasks: BackgroundTasks| -> Json<Value> {
-            let log = log.clone();
-            tasks.add_task(move || write_notification(&log, &email, "some notification"));
-            Json(json!({"message": "Notification sent in the background"}))
-        },
-    );
+    let app = match variant.work {
+        Work::Closure => App::new().post(
+            "/send-notification/{email}",
+            move |Path(email): Path<String>, tasks: BackgroundTasks| -> Json<Value> {
+                let log = log.clone();
+                tasks.add_task(move || write_notification(&log, &email, "some notification"));
+                Json(json!({"message": "Notification sent in the background"}))
+            },
+        ),
+        Work::Job => App::new().state(JobLog(log)).job::<AppendLine>().post(
+            "/send-notification/{email}",
+            |Path(email): Path<String>, tasks: BackgroundTasks| -> Result<Json<Value>, HttpError> {
+                tasks.enqueue(AppendLine { email })?;
+                Ok(Json(
+                    json!({"message": "Notification sent in the background"}),
+                ))
+            },
+        ),
+    };
     Server::builder()
         .address("127.0.0.1:0")
         .workers(workers)
         .background_workers(BACKGROUND_WORKERS)
-        .engine(engine)
+        .engine(variant.engine)
         .build(app)
         .and_then(Server::spawn)
         .map_err(|e| format!("afterward: {e}"))
+}
+
+/// The notification as a named job (issue #6): the same line as the closure
+/// task's, appended to the file named in the app's state ([`JobLog`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct AppendLine {
+    email: String,
+}
+
+/// The file [`AppendLine`] appends to, in the job server's app state.
+#[derive(Debug, Clone)]
+struct JobLog(Arc<PathBuf>);
+
+impl Job for AppendLine {
+    const NAME: &'static str = "append_line";
+
+    fn run(self, job: &JobContext) -> JobResult {
+        // Without its file the job cannot succeed, at any attempt.
+        let log = job
+            .state::<JobLog>()
+            .ok_or_else(|| GiveUp::new("the app's state has no JobLog"))?;
+        write_notification(&log.0, &self.email, "some notification")?;
+        Ok(())
+    }
 }
 
 /// The task: open in append mode, write one line, close.
@@ -398,6 +504,8 @@ fn write_notification(log: &FsPath, email: &str, message: &str) -> io::Result<()
 
 /// What the file and afterward's counters say once it is shut down.
 struct Check {
+    /// How the server scheduled the notification: what its counters must say.
+    work: Work,
     lines: u64,
     malformed_lines: u64,
     stats: Stats,
@@ -406,8 +514,9 @@ struct Check {
 
 impl Check {
     /// Nothing counted yet, for the burst's instances to add to.
-    fn empty() -> Check {
+    fn empty(work: Work) -> Check {
         Check {
+            work,
             lines: 0,
             malformed_lines: 0,
             stats: Stats::default(),
@@ -427,21 +536,54 @@ impl Check {
         sum.failed += s.failed;
         sum.panicked += s.panicked;
         sum.discarded += s.discarded;
+        sum.jobs_enqueued += s.jobs_enqueued;
+        sum.jobs_succeeded += s.jobs_succeeded;
+        sum.jobs_retried += s.jobs_retried;
+        sum.jobs_dead += s.jobs_dead;
+        sum.jobs_discarded += s.jobs_discarded;
     }
 
+    /// Lines == requests answered == tasks completed, none failed; with the
+    /// job, also == jobs enqueued == jobs succeeded, none retried, dead or
+    /// discarded (each attempt is one task: a retry would add one). The
+    /// closure server must enqueue no job.
     fn passed(&self) -> bool {
         let stats = &self.stats;
+        let jobs = match self.work {
+            Work::Closure => stats.jobs_enqueued == 0,
+            Work::Job => {
+                stats.jobs_enqueued == stats.requests
+                    && stats.jobs_succeeded == stats.requests
+                    && stats.jobs_retried + stats.jobs_dead + stats.jobs_discarded == 0
+            }
+        };
         self.complete
             && self.malformed_lines == 0
             && self.lines == stats.requests
             && stats.requests == stats.completed
             && stats.failed + stats.panicked + stats.discarded == 0
+            && jobs
+    }
+
+    /// What the summary's line-check cell says after `lines == requests`.
+    fn done(&self) -> String {
+        match self.work {
+            Work::Closure => format!("{} tasks completed", self.stats.completed),
+            Work::Job => format!("{} jobs succeeded", self.stats.jobs_succeeded),
+        }
     }
 
     fn describe(&self) -> String {
         let s = &self.stats;
+        let jobs = match self.work {
+            Work::Closure => String::new(),
+            Work::Job => format!(
+                ", {} jobs enqueued, {} succeeded ({} retried, {} dead, {} discarded)",
+                s.jobs_enqueued, s.jobs_succeeded, s.jobs_retried, s.jobs_dead, s.jobs_discarded
+            ),
+        };
         format!(
-            "{} lines written, {} requests answered, {} tasks completed \
+            "{} lines written, {} requests answered{jobs}, {} tasks completed \
              ({} failed, {} panicked, {} discarded, {} malformed lines, shutdown {})",
             self.lines,
             s.requests,
@@ -459,10 +601,12 @@ impl Check {
     }
 }
 
-/// Waits for afterward to become idle, shuts it down, and counts the lines,
-/// each of which must pass `well_formed`.
+/// Waits for afterward (scheduling its notifications as `work`) to become
+/// idle, shuts it down, and counts the lines, each of which must pass
+/// `well_formed`.
 fn finish_afterward(
     handle: ServerHandle,
+    work: Work,
     log: &FsPath,
     well_formed: fn(&str) -> bool,
 ) -> Result<Check, String> {
@@ -470,6 +614,7 @@ fn finish_afterward(
     let report = handle.shutdown(DRAIN_TIMEOUT);
     let (lines, malformed_lines) = count_lines(log, well_formed)?;
     Ok(Check {
+        work,
         lines,
         malformed_lines,
         stats: report.stats,
@@ -905,7 +1050,7 @@ struct BurstSeries {
 /// The burst rounds of one run: the baseline's, and each afterward server's.
 struct BurstResults {
     baseline: Vec<BurstRound>,
-    /// In the order of [`VARIANTS`].
+    /// In the order of [`burst_variants`].
     ours: Vec<BurstSeries>,
 }
 
@@ -918,7 +1063,7 @@ impl BurstResults {
 /// Runs `rounds` interleaved burst rounds of `connections` connections, each
 /// against a fresh instance of its server (started on this thread, so pinned
 /// with it), the instances of each afterward server appending to its file in
-/// `burst_logs` (one per entry of [`VARIANTS`]). The client runs on a thread
+/// `burst_logs` (one per entry of [`burst_variants`]). The client runs on a thread
 /// of its own, pinned to `client_cpu` if given. After each round the server is
 /// given time to take in every request sent (those left unanswered are read
 /// once their connection closes), then stopped.
@@ -957,12 +1102,11 @@ fn run_bursts(
 
     let rounds_run = || -> Result<BurstResults, String> {
         let mut base_rounds = Vec::with_capacity(rounds);
-        let mut ours: Vec<BurstSeries> = VARIANTS
-            .iter()
+        let mut ours: Vec<BurstSeries> = burst_variants()
             .map(|&variant| BurstSeries {
                 variant,
                 rounds: Vec::with_capacity(rounds),
-                check: Check::empty(),
+                check: Check::empty(variant.work),
             })
             .collect();
         for round in 1..=rounds {
@@ -979,13 +1123,14 @@ fn run_bursts(
             base_rounds.push(base);
 
             for (series, burst_log) in ours.iter_mut().zip(burst_logs) {
-                let afterward = start_afterward(workers, burst_log, series.variant.engine)?;
+                let afterward = start_afterward(workers, burst_log, &series.variant)?;
                 let theirs = ask(afterward.local_addr())?;
                 let deadline = Instant::now() + DRAIN_TIMEOUT;
                 while afterward.stats().requests < theirs.sent as u64 && Instant::now() < deadline {
                     thread::sleep(Duration::from_millis(5));
                 }
-                let instance = finish_afterward(afterward, burst_log, is_burst_line)?;
+                let instance =
+                    finish_afterward(afterward, series.variant.work, burst_log, is_burst_line)?;
                 if verbose {
                     print_burst(round, series.variant.name, &theirs);
                 }
@@ -1040,7 +1185,8 @@ struct TempFiles {
     script: PathBuf,
     /// One per entry of [`VARIANTS`]: that afterward server writes here.
     logs: Vec<PathBuf>,
-    /// One per entry of [`VARIANTS`]: that server's burst instances write here.
+    /// One per entry of [`burst_variants`]: that server's burst instances
+    /// write here.
     burst_logs: Vec<PathBuf>,
     keep_logs: bool,
 }
@@ -1052,16 +1198,14 @@ impl TempFiles {
             .map_or(0, |d| d.as_nanos());
         let stem = format!("afterward-bench-{}-{nanos}", std::process::id());
         let dir = std::env::temp_dir();
-        let log = |suffix: &str| -> Vec<PathBuf> {
-            VARIANTS
-                .iter()
-                .map(|v| dir.join(format!("{stem}-{}{suffix}.log", v.engine.name())))
-                .collect()
+        let log = |v: &Variant, suffix: &str| {
+            let (engine, work) = (v.engine.name(), v.work.name());
+            dir.join(format!("{stem}-{engine}-{work}{suffix}.log"))
         };
         let files = TempFiles {
             script: dir.join(format!("{stem}.lua")),
-            logs: log(""),
-            burst_logs: log("-burst"),
+            logs: VARIANTS.iter().map(|v| log(v, "")).collect(),
+            burst_logs: burst_variants().map(|v| log(v, "-burst")).collect(),
             keep_logs: false,
         };
         fs::write(&files.script, wrk_script())
@@ -1084,8 +1228,9 @@ impl Drop for TempFiles {
     }
 }
 
-/// Waits until `server` is idle: afterward's tasks may lag its responses by up
-/// to a queue's worth, and must finish inside the run that caused them.
+/// Waits until `server` is idle: afterward's tasks (or jobs) may lag its
+/// responses by up to a queue's worth, and must finish inside the run that
+/// caused them.
 fn settle(server: &ServerHandle) -> impl Fn() + '_ {
     move || {
         server.wait_idle(DRAIN_TIMEOUT);
@@ -1111,7 +1256,7 @@ fn bench() -> Result<bool, String> {
         "{} vs plain tiny_http: {} request workers each, {BACKGROUND_WORKERS} background \
          workers for afterward; wrk -t{WRK_THREADS} -c{CONNECTIONS}, {} rounds of {} s, \
          {cores} cores{}; {wrk_name}",
-        servers.join(" and "),
+        servers.join(", "),
         config.workers,
         config.rounds,
         config.secs,
@@ -1126,7 +1271,7 @@ fn bench() -> Result<bool, String> {
     let baseline = Baseline::start(config.workers)?;
     let mut handles = Vec::with_capacity(VARIANTS.len());
     for (variant, log) in VARIANTS.iter().zip(&files.logs) {
-        handles.push(start_afterward(config.workers, log, variant.engine)?);
+        handles.push(start_afterward(config.workers, log, variant)?);
     }
 
     println!("warm-up: {WARM_UP_SECS} s each");
@@ -1164,7 +1309,7 @@ fn bench() -> Result<bool, String> {
         .zip(runs)
         .zip(files.logs.iter().zip(wrk_responses))
     {
-        let check = finish_afterward(handle, log, is_expected_line)?;
+        let check = finish_afterward(handle, variant.work, log, is_expected_line)?;
         println!(
             "check, {}: {}; wrk read {responses} of the responses",
             variant.label,
@@ -1179,7 +1324,7 @@ fn bench() -> Result<bool, String> {
 
     println!(
         "burst: {BURST_CONNECTIONS} keep-alive connections at once, one request each, \
-         {} rounds, a fresh server each",
+         {} rounds, a fresh server each (afterward (job) takes no part)",
         config.burst_rounds
     );
     let burst = run_bursts(
@@ -1392,8 +1537,10 @@ impl Summary {
             let (check, s) = (&series.check, &series.check.stats);
             let _ = write!(
                 md,
-                " {} == {} ({} tasks completed) | |",
-                check.lines, s.requests, s.completed
+                " {} == {} ({}) | |",
+                check.lines,
+                s.requests,
+                check.done()
             );
         }
         let _ = writeln!(
@@ -1414,31 +1561,60 @@ impl Summary {
             md.push_str(" | |\n");
         }
 
-        // Each other engine against afterward's own, in the same rounds.
+        // Each other server against afterward on its own engine with the
+        // closure, in the same rounds: the job (issue #6's bar), then each
+        // other engine.
         let (own, others) = self.ours.split_first().expect("afterward's own engine");
+        let cpu_ratio = |series: &Series| {
+            cpu(&series.runs)
+                .zip(cpu(&own.runs))
+                .map_or("n/a".to_owned(), |(theirs, ours)| {
+                    format!("{:.2}×", theirs / ours)
+                })
+        };
         for series in others {
-            let _ = writeln!(
-                md,
-                "\n**{} / afterward** (same rounds): requests/s **{:.2}×** (the median of \
-                 the per-round ratios: {:.2}×), p99 {:.2}×, CPU per request {}. The targets \
-                 are afterward's on its own engine; this engine's figures are for comparison.",
-                series.variant.label,
-                rps(&series.runs) / rps(&own.runs),
+            let label = series.variant.label;
+            let ratio = rps(&series.runs) / rps(&own.runs);
+            let (per_round, p99_ratio) = (
                 round_ratio(&series.runs, &own.runs),
                 p99(&series.runs) / p99(&own.runs),
-                cpu(&series.runs).zip(cpu(&own.runs)).map_or(
-                    "n/a".to_owned(),
-                    |(theirs, ours)| format!("{:.2}×", theirs / ours)
-                )
             );
+            let _ = match series.variant.work {
+                Work::Job => writeln!(
+                    md,
+                    "\n**{label} / afterward** (issue #6: the same engine and settings, the \
+                     notification enqueued as the job `{}` instead of added as a closure; same \
+                     rounds): requests/s **{ratio:.3}×** (the median of the per-round ratios: \
+                     {per_round:.3}×), p99 {p99_ratio:.2}×, CPU per request {}. Bar: \
+                     ≥ {TARGET_JOB_RATIO:.2}× on requests/s (of the medians); met: {}.",
+                    AppendLine::NAME,
+                    cpu_ratio(series),
+                    met(ratio >= TARGET_JOB_RATIO)
+                ),
+                Work::Closure => writeln!(
+                    md,
+                    "\n**{label} / afterward** (same rounds): requests/s **{ratio:.2}×** (the \
+                     median of the per-round ratios: {per_round:.2}×), p99 {p99_ratio:.2}×, CPU \
+                     per request {}. The targets are afterward's on its own engine; this \
+                     engine's figures are for comparison.",
+                    cpu_ratio(series)
+                ),
+            };
         }
         if !cfg!(feature = "tiny-http") {
             let _ = writeln!(md, "\n{TINY_HTTP_NOT_MEASURED}");
         }
 
+        // The job's requests/s over the closure's, in one round, in a column
+        // of its own after the job's ratio to tiny_http.
+        let is_job = |series: &Series| series.variant.work == Work::Job;
+        let jobs = self.ours.iter().filter(|series| is_job(series)).count();
         md.push_str("\nEach round:\n\n| round | tiny_http req/s |");
         for series in &self.ours {
             let _ = write!(md, " {} req/s | ratio |", series.variant.label);
+            if is_job(series) {
+                let _ = write!(md, " {} / afterward |", series.variant.label);
+            }
         }
         md.push_str(" tiny_http p99 |");
         for series in &self.ours {
@@ -1449,19 +1625,28 @@ impl Summary {
             let _ = write!(md, " {} CPU/req |", series.variant.label);
         }
         md.push_str("\n|");
-        md.push_str(&"---:|".repeat(4 + 4 * self.ours.len()));
+        md.push_str(&"---:|".repeat(4 + 4 * self.ours.len() + jobs));
         md.push('\n');
         let us = |value: Option<f64>| value.map_or("n/a".to_owned(), |us| format!("{us:.1} µs"));
         for (i, base) in base.iter().enumerate() {
             let _ = write!(md, "| {} | {:.0} |", i + 1, base.wrk.requests_per_sec);
             let theirs = self.ours.iter().map(|series| &series.runs[i]);
-            for ours in theirs.clone() {
+            for series in &self.ours {
+                let ours = &series.runs[i];
                 let _ = write!(
                     md,
                     " {:.0} | {:.2} |",
                     ours.wrk.requests_per_sec,
                     ours.wrk.requests_per_sec / base.wrk.requests_per_sec
                 );
+                if is_job(series) {
+                    let closure = &own.runs[i];
+                    let _ = write!(
+                        md,
+                        " {:.2} |",
+                        ours.wrk.requests_per_sec / closure.wrk.requests_per_sec
+                    );
+                }
             }
             let _ = write!(md, " {:.2} ms |", base.wrk.p99_ms);
             for ours in theirs.clone() {
@@ -1481,6 +1666,9 @@ impl Summary {
                 rps(&series.runs),
                 round_ratio(&series.runs, base)
             );
+            if is_job(series) {
+                let _ = write!(md, " {:.2} |", round_ratio(&series.runs, &own.runs));
+            }
         }
         let _ = write!(md, " {base_p99:.2} ms |");
         for series in &self.ours {
@@ -1516,7 +1704,8 @@ impl Summary {
              of the per-round ratios (each round's runs are back to back). CPU per request is \
              this process's CPU time (every thread: tiny_http's, the workers', afterward's \
              background pool) over the responses wrk read, while only the server under test \
-             was busy; afterward's includes the tasks, waited for at the end of each run.\n",
+             was busy; afterward's includes the tasks (or jobs), waited for at the end of each \
+             run.\n",
         );
         self.burst_markdown(&mut md);
         md
@@ -1559,7 +1748,8 @@ impl Summary {
              response read on each, all held open; answers timed from the first write (all \
              connections open), for at most {cap} s, connecting also capped at {cap} s. A fresh \
              instance of each server per round; medians (and the worst round) of {} interleaved \
-             rounds.\n",
+             rounds. afterward (job) takes no part: its engine is afterward's own, and the burst \
+             measures how the engine takes in connections, not how the work is scheduled.\n",
             base.len(),
             cap = BURST_CAP.as_secs(),
         );
@@ -1614,11 +1804,7 @@ impl Summary {
         md.push_str("| lines written == requests answered | |");
         for series in &burst.ours {
             let c = &series.check;
-            let _ = write!(
-                md,
-                " {} == {} ({} tasks completed) |",
-                c.lines, c.stats.requests, c.stats.completed
-            );
+            let _ = write!(md, " {} == {} ({}) |", c.lines, c.stats.requests, c.done());
         }
         let _ = writeln!(md, " equal | {} |", met(burst.passed()));
         if burst.ours.len() > 1 {
@@ -1710,7 +1896,7 @@ fn smoke() -> Result<bool, String> {
     let baseline = Baseline::start(2)?;
     let mut handles = Vec::with_capacity(VARIANTS.len());
     for (variant, log) in VARIANTS.iter().zip(&files.logs) {
-        handles.push(start_afterward(2, log, variant.engine)?);
+        handles.push(start_afterward(2, log, variant)?);
     }
     let addrs = [baseline.addr]
         .into_iter()
@@ -1734,13 +1920,14 @@ fn smoke() -> Result<bool, String> {
     baseline.stop();
     let mut passed = true;
     for ((variant, handle), log) in VARIANTS.iter().zip(handles).zip(&files.logs) {
-        let check = finish_afterward(handle, log, is_expected_line)?;
+        let check = finish_afterward(handle, variant.work, log, is_expected_line)?;
         println!("check, {}: {}", variant.label, check.describe());
         passed &= check.passed() && check.stats.requests == 20;
     }
 
-    // A small burst: each afterward server must take in every request, and
-    // afterward's own engine must answer every connection within the target.
+    // A small burst: each afterward server in the burst must take in every
+    // request, and afterward's own engine must answer every connection within
+    // the target.
     const SMOKE_BURST: usize = 8;
     let burst = run_bursts(2, 1, SMOKE_BURST, None, &files.burst_logs, false)?;
     for series in &burst.ours {
