@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::jobs::Jobs;
 use crate::response::Response;
 use crate::stats::Stats;
 
@@ -148,18 +149,23 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
     }
 }
 
-/// A `GET /metrics` handler: the server's counters for Prometheus.
+/// A `GET /metrics` handler: the server's counters for Prometheus, and, when
+/// the app registers jobs, `afterward_jobs_by_name_total{job, outcome}`.
 ///
 /// ```
 /// let app = afterward::App::new().get("/metrics", afterward::metrics_handler);
 /// # let _ = app;
 /// ```
-pub fn metrics_handler(stats: Stats) -> Response {
+pub fn metrics_handler(stats: Stats, jobs: Option<Jobs>) -> Response {
+    let mut body = stats.to_prometheus();
+    if let Some(jobs) = jobs {
+        body.push_str(&jobs.to_prometheus());
+    }
     Response::new(200)
         .with_header("Content-Type", PROMETHEUS_CONTENT_TYPE)
         // The counters change all the time: no cache may keep an old copy.
         .with_header("Cache-Control", "no-store")
-        .with_body(stats.to_prometheus())
+        .with_body(body)
 }
 
 #[cfg(test)]

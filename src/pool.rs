@@ -851,6 +851,34 @@ mod tests {
         );
     }
 
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Weird;
+
+    impl crate::Job for Weird {
+        const NAME: &'static str = "we\"ird\\";
+        fn run(self, _: &crate::JobContext) -> crate::JobResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn job_counts_by_name_escape_the_label() {
+        let pool = BackgroundPool::builder()
+            .workers(1)
+            .job::<Weird>()
+            .build()
+            .unwrap();
+        let tasks = pool.tasks("r1");
+        tasks.enqueue(Weird).unwrap();
+        pool.dispatch(&tasks);
+        assert!(pool.wait_idle(Duration::from_secs(30)));
+        let text = pool.jobs().unwrap().to_prometheus();
+        let expected =
+            "afterward_jobs_by_name_total{job=\"we\\\"ird\\\\\",outcome=\"succeeded\"} 1\n";
+        assert!(text.contains(expected), "{text}");
+        pool.shutdown(Duration::from_secs(30));
+    }
+
     #[test]
     fn zero_workers_or_capacity_is_a_config_error() {
         assert!(matches!(

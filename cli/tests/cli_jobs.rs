@@ -77,3 +77,30 @@ fn an_upload_is_a_job_too() {
         "failed"
     );
 }
+
+#[test]
+fn metrics_count_jobs_by_name_and_outcome() {
+    let server = Afterward::start(&["--job-backoff-ms", "1", "--job-max-attempts", "2"]);
+    server.post("/flaky?fail=1");
+    server.post("/flaky?fail=9");
+    server.wait_for_metric("afterward_jobs_dead_total", 1.0);
+    server.wait_for_metric("afterward_jobs_succeeded_total", 1.0);
+    let text = server.get("/metrics").text();
+    assert!(
+        text.contains("\n# TYPE afterward_jobs_by_name_total counter\n"),
+        "{text}"
+    );
+    for (outcome, n) in [
+        ("enqueued", 2),
+        ("succeeded", 1),
+        ("retried", 2),
+        ("dead", 1),
+    ] {
+        let line =
+            format!("afterward_jobs_by_name_total{{job=\"flaky\",outcome=\"{outcome}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(
+        text.contains("afterward_jobs_by_name_total{job=\"count_words\",outcome=\"enqueued\"} 0\n")
+    );
+}

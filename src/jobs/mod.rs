@@ -41,6 +41,13 @@ impl FromRequest for Jobs {
     }
 }
 
+/// `None` when the app registers no job.
+impl crate::request::OptionalFromRequest for Jobs {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        Ok(request.background_tasks().jobs())
+    }
+}
+
 /// A ready-made handler for `GET /jobs/{id}`: `200` with
 /// [`JobStatus::to_json`] (`{"id", "name", "status", "attempts", "error"?}`),
 /// or `404 {"detail"}` for an id the store does not know (never enqueued, or
@@ -241,8 +248,10 @@ pub(crate) struct Failure {
 type RunFn = fn(&str, &JobContext) -> Result<(), Failure>;
 
 /// One registered job type.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct JobSpec {
+    /// This type's jobs by outcome, for the `job` label of the metrics.
+    pub(crate) counts: Arc<JobCounts>,
     run: RunFn,
     max_attempts: Option<u32>,
     timeout: Option<std::time::Duration>,
@@ -260,22 +269,35 @@ impl Registry {
     /// Registers `J`; panics if another type has its name.
     pub(crate) fn register<J: Job>(&mut self) {
         let spec = JobSpec {
+            counts: Arc::default(),
             run: run_erased::<J>,
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
             type_id: TypeId::of::<J>(),
         };
+        let type_id = spec.type_id;
         if let Some(other) = self.specs.insert(J::NAME, spec) {
             assert!(
-                other.type_id == spec.type_id,
+                other.type_id == type_id,
                 "two job types are registered as {:?}",
                 J::NAME
             );
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<JobSpec> {
-        self.specs.get(name).copied()
+    pub(crate) fn get(&self, name: &str) -> Option<&JobSpec> {
+        self.specs.get(name)
+    }
+
+    /// Each job type's counts, by name.
+    pub(crate) fn counts(&self) -> Vec<(&'static str, [u64; OUTCOMES.len()])> {
+        let mut counts: Vec<_> = self
+            .specs
+            .iter()
+            .map(|(name, spec)| (*name, spec.counts.snapshot()))
+            .collect();
+        counts.sort_unstable_by_key(|(name, _)| *name);
+        counts
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -285,13 +307,41 @@ impl Registry {
     /// Adds `other`'s jobs; panics on a name both register differently.
     pub(crate) fn merge(&mut self, other: Registry) {
         for (name, spec) in other.specs {
+            let type_id = spec.type_id;
             if let Some(mine) = self.specs.insert(name, spec) {
                 assert!(
-                    mine.type_id == spec.type_id,
+                    mine.type_id == type_id,
                     "two job types are registered as {name:?}"
                 );
             }
         }
+    }
+}
+
+/// What happened to a job, as the `outcome` label of
+/// `afterward_jobs_by_name_total` says.
+pub(crate) const OUTCOMES: [&str; 6] = [
+    "enqueued",
+    "succeeded",
+    "retried",
+    "dead",
+    "overdue",
+    "discarded",
+];
+
+/// One job type's counts, in the order of [`OUTCOMES`].
+#[derive(Default)]
+pub(crate) struct JobCounts([std::sync::atomic::AtomicU64; OUTCOMES.len()]);
+
+impl JobCounts {
+    pub(crate) fn bump(&self, outcome: usize) {
+        self.0[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> [u64; OUTCOMES.len()] {
+        self.0
+            .each_ref()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 

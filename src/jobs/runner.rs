@@ -18,6 +18,14 @@ use crate::state::StateMap;
 use crate::stats::Counters;
 use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo};
 
+/// Indexes into [`OUTCOMES`](super::OUTCOMES).
+const ENQUEUED: usize = 0;
+const SUCCEEDED: usize = 1;
+const RETRIED: usize = 2;
+const DEAD: usize = 3;
+const OVERDUE: usize = 4;
+const DISCARDED: usize = 5;
+
 /// How jobs are retried and remembered, set on the
 /// [`ServerBuilder`](crate::ServerBuilder) (or the
 /// [`BackgroundPoolBuilder`](crate::BackgroundPoolBuilder)).
@@ -112,6 +120,28 @@ impl Jobs {
         lock(&self.runner.dead).iter().cloned().collect()
     }
 
+    /// Each registered job type's counts by outcome, as
+    /// `afterward_jobs_by_name_total{job, outcome}` in the Prometheus text
+    /// format (appended by [`metrics_handler`](crate::metrics_handler)).
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let name = "afterward_jobs_by_name_total";
+        let mut out = format!(
+            "# HELP {name} Jobs by type and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
+        );
+        for (job, counts) in self.runner.registry.counts() {
+            // A label value escapes backslashes, quotes and line feeds.
+            let job = job
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            for (outcome, n) in super::OUTCOMES.iter().zip(counts) {
+                let _ = writeln!(out, "{name}{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+            }
+        }
+        out
+    }
+
     /// The jobs enqueued so far in [`JobMode::Capture`], in order.
     pub fn captured(&self) -> Vec<Envelope> {
         lock(&self.runner.captured).clone()
@@ -169,6 +199,7 @@ enum Due {
     /// The deadline of a running attempt.
     Deadline {
         id: Arc<str>,
+        name: Cow<'static, str>,
         attempt: u32,
         /// The pool slot of the thread running it, if a pool thread.
         slot: Option<usize>,
@@ -258,6 +289,7 @@ impl JobRunner {
             // A captured job is not in the system: no status, not counted.
             self.statuses.insert(&envelope.id, envelope.name.clone());
             self.counters.job_enqueued();
+            spec.counts.bump(ENQUEUED);
         }
         Ok(envelope)
     }
@@ -267,10 +299,10 @@ impl JobRunner {
     pub(crate) fn attempt_task(self: &Arc<Self>, envelope: Envelope) -> BackgroundTask {
         let name = task_name(&envelope);
         let (runner, hook) = (self.clone(), self.clone());
-        let id = envelope.id.clone();
+        let (id, job) = (envelope.id.clone(), envelope.name.clone());
         BackgroundTask::new(move || runner.run_attempt(envelope))
             .named(name)
-            .on_discard(move |reason| hook.discarded(&id, reason))
+            .on_discard(move |reason| hook.discarded(&id, &job, reason))
     }
 
     /// The task that puts the job in the timer, due `delay` from when it runs.
@@ -281,15 +313,23 @@ impl JobRunner {
     ) -> BackgroundTask {
         let name = task_name(&envelope);
         let (runner, hook) = (self.clone(), self.clone());
-        let id = envelope.id.clone();
+        let (id, job) = (envelope.id.clone(), envelope.name.clone());
         BackgroundTask::new(move || runner.wait(envelope, Instant::now() + delay))
             .named(name)
-            .on_discard(move |reason| hook.discarded(&id, reason))
+            .on_discard(move |reason| hook.discarded(&id, &job, reason))
     }
 
-    fn discarded(&self, id: &str, reason: &str) {
+    /// Counts `outcome` for the job type `name` (the metrics' `job` label).
+    fn count(&self, name: &str, outcome: usize) {
+        if let Some(spec) = self.registry.get(name) {
+            spec.counts.bump(outcome);
+        }
+    }
+
+    fn discarded(&self, id: &str, name: &str, reason: &str) {
         self.statuses.update(id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
+        self.count(name, DISCARDED);
         log::warn!("job {id} discarded: {reason}");
     }
 
@@ -328,6 +368,7 @@ impl JobRunner {
             Instant::now() + timeout,
             Due::Deadline {
                 id: envelope.id.clone(),
+                name: envelope.name.clone(),
                 attempt: attempts,
                 slot: current_slot(),
             },
@@ -360,6 +401,7 @@ impl JobRunner {
                 self.statuses
                     .update(&envelope.id, |s| s.state = JobState::Done);
                 self.counters.job_succeeded();
+                spec.counts.bump(SUCCEEDED);
                 None
             }
             Err(failure) if failure.retry && attempts < envelope.max_attempts => {
@@ -377,6 +419,7 @@ impl JobRunner {
                     s.error = Some(failure.message.clone());
                 });
                 self.counters.job_retried();
+                spec.counts.bump(RETRIED);
                 Some((envelope, delay))
             }
             Err(failure) => {
@@ -431,6 +474,7 @@ impl JobRunner {
             s.error = Some(error.clone());
         });
         self.counters.job_dead();
+        self.count(&envelope.name, DEAD);
         let mut dead = lock(&self.dead);
         if self.settings.dead_letter_capacity > 0 {
             while dead.len() >= self.settings.dead_letter_capacity {
@@ -444,7 +488,7 @@ impl JobRunner {
     /// pool as not idle) until then.
     fn wait(&self, envelope: Envelope, due: Instant) {
         if lock(&self.timer.state).closed {
-            return self.discarded(&envelope.id, "the pool has shut down");
+            return self.discarded(&envelope.id, &envelope.name, "the pool has shut down");
         }
         self.counters.job_delayed(1);
         self.schedule(due, Due::Job(envelope));
@@ -468,7 +512,7 @@ impl JobRunner {
 
     /// An attempt's deadline has come: if it still runs, it is overdue
     /// (logged, counted) and its pool thread gets a replacement.
-    fn deadline(&self, id: &str, attempt: u32, slot: Option<usize>) {
+    fn deadline(&self, id: &str, name: &str, attempt: u32, slot: Option<usize>) {
         {
             let mut running = lock(&self.running);
             match running.get_mut(id) {
@@ -477,6 +521,7 @@ impl JobRunner {
             }
         }
         self.counters.job_overdue();
+        self.count(name, OVERDUE);
         let replaced = slot.is_some_and(|slot| self.pool.replace(slot));
         log::warn!(
             "job {id} attempt {attempt} is overdue: still running past its deadline; {}",
@@ -504,7 +549,11 @@ impl JobRunner {
                 Due::Deadline { .. } => None,
             })
             .map(|envelope| {
-                self.discarded(&envelope.id, "the shutdown deadline passed while it waited");
+                self.discarded(
+                    &envelope.id,
+                    &envelope.name,
+                    "the shutdown deadline passed while it waited",
+                );
                 self.counters.job_delayed(-1);
                 TaskInfo {
                     name: task_name(&envelope),
@@ -561,7 +610,12 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
                             runner.counters.job_delayed(-1);
                             pool.submit(batch);
                         }
-                        Due::Deadline { id, attempt, slot } => runner.deadline(&id, attempt, slot),
+                        Due::Deadline {
+                            id,
+                            name,
+                            attempt,
+                            slot,
+                        } => runner.deadline(&id, &name, attempt, slot),
                     }
                 }
                 state = lock(&timer.state);
