@@ -188,10 +188,7 @@ fn to_parts(response: Response) -> Result<(u16, Vec<tiny_http::Header>, Vec<u8>)
     wire::check_headers(&headers).map_err(|bad| bad.0)?;
     let mut converted = Vec::with_capacity(headers.len());
     for (name, value) in headers.iter() {
-        let framing = ["Content-Length", "Transfer-Encoding", "Connection"]
-            .iter()
-            .any(|f| name.eq_ignore_ascii_case(f));
-        if framing {
+        if wire::is_framing_header(name) {
             continue;
         }
         let header = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())

@@ -37,6 +37,14 @@ pub(crate) fn check_headers(headers: &Headers) -> Result<(), InvalidHeader> {
     Ok(())
 }
 
+/// The headers that frame a response (`Content-Length`, `Transfer-Encoding`,
+/// `Connection`): always the engine's, never a handler's.
+pub(crate) fn is_framing_header(name: &str) -> bool {
+    ["Content-Length", "Transfer-Encoding", "Connection"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
+}
+
 /// RFC 9110 `tchar`.
 pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -71,10 +79,7 @@ pub(crate) fn write_response(
         buf.extend_from_slice(b"Server: afterward\r\n");
     }
     for (name, value) in headers.iter() {
-        let framing = ["Content-Length", "Transfer-Encoding", "Connection"]
-            .iter()
-            .any(|f| name.eq_ignore_ascii_case(f));
-        if !framing {
+        if !is_framing_header(name) {
             let _ = write!(buf, "{name}: {value}\r\n");
         }
     }
