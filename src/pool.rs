@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
 use crate::state::StateMap;
 use crate::stats::{Counters, Stats};
-use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo};
+use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo, TaskName};
 
 /// The default number of queued request task lists: 1024.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -309,7 +309,7 @@ struct PoolState {
 #[derive(Default)]
 struct Slot {
     batch: Option<Batch>,
-    running: Option<(std::borrow::Cow<'static, str>, Arc<str>)>,
+    running: Option<(TaskName, Arc<str>)>,
     /// A replacement took this thread's place (its job went overdue): it
     /// ends once its current batch is done.
     retire: bool,

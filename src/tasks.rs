@@ -2,6 +2,7 @@
 //! and dependencies fill, and that the server hands to the pool after responding.
 
 use std::any::type_name;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::block_on::block_on;
-use crate::jobs::{EnqueueError, Job, JobId, JobMode, JobRunner, Jobs};
+use crate::jobs::{EnqueueError, Job, JobId, JobMode, JobRunner, JobStep, Jobs};
 use crate::stats::{Counters, TaskOutcome};
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
@@ -60,16 +61,40 @@ type TaskFn = Box<dyn FnOnce() -> Result<(), String> + Send + 'static>;
 /// afterward::BackgroundTask::new(move || println!("{shared}"));
 /// ```
 pub struct BackgroundTask {
-    /// Borrowed for the default (the type's name), so that adding a task
-    /// allocates no name.
-    name: std::borrow::Cow<'static, str>,
-    job: TaskFn,
-    /// Called with the reason if the task is discarded instead of run (a
-    /// job's status and counters follow its task).
-    on_discard: Option<DiscardHook>,
+    name: TaskName,
+    work: Work,
 }
 
-type DiscardHook = Box<dyn FnOnce(&str) + Send + 'static>;
+/// What a task runs.
+enum Work {
+    /// A closure, or a future wrapped in one.
+    Closure(TaskFn),
+    /// A named job's next step (an attempt, or its wait in the timer): no
+    /// box, no name to format, and the runner accounts for it if it is
+    /// discarded.
+    Job(JobStep),
+}
+
+/// A task's name as logs and shutdown reports show it, cheap to keep: a
+/// borrowed type name by default, and for a job its name and id, formatted
+/// only when shown.
+#[derive(Clone)]
+pub(crate) enum TaskName {
+    Text(Cow<'static, str>),
+    Job {
+        name: Cow<'static, str>,
+        id: Arc<str>,
+    },
+}
+
+impl fmt::Display for TaskName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskName::Text(text) => f.write_str(text),
+            TaskName::Job { name, id } => write!(f, "job {name} ({id})"),
+        }
+    }
+}
 
 impl BackgroundTask {
     /// A task that calls `f`. Capture its arguments in the closure, as
@@ -80,9 +105,8 @@ impl BackgroundTask {
         R: IntoTaskResult,
     {
         BackgroundTask {
-            name: type_name::<F>().into(),
-            job: Box::new(move || f().into_task_result()),
-            on_discard: None,
+            name: TaskName::Text(type_name::<F>().into()),
+            work: Work::Closure(Box::new(move || f().into_task_result())),
         }
     }
 
@@ -99,32 +123,52 @@ impl BackgroundTask {
         Fut::Output: IntoTaskResult,
     {
         BackgroundTask {
-            name: type_name::<Fut>().into(),
-            job: Box::new(move || block_on(future).into_task_result()),
-            on_discard: None,
+            name: TaskName::Text(type_name::<Fut>().into()),
+            work: Work::Closure(Box::new(move || block_on(future).into_task_result())),
+        }
+    }
+
+    /// The task of a job's next step.
+    pub(crate) fn job(step: JobStep) -> BackgroundTask {
+        BackgroundTask {
+            name: step.name(),
+            work: Work::Job(step),
         }
     }
 
     /// Sets the name used in logs, counters and shutdown reports.
     pub fn named(mut self, name: impl Into<String>) -> BackgroundTask {
-        self.name = std::borrow::Cow::Owned(name.into());
+        self.name = TaskName::Text(Cow::Owned(name.into()));
         self
     }
 
-    /// Calls `hook` with the reason if this task is discarded instead of run.
-    pub(crate) fn on_discard(mut self, hook: impl FnOnce(&str) + Send + 'static) -> BackgroundTask {
-        self.on_discard = Some(Box::new(hook));
-        self
-    }
-
-    /// The name, cheap to keep when it is the default (a borrowed type name).
-    pub(crate) fn shared_name(&self) -> std::borrow::Cow<'static, str> {
+    /// The name, cheap to keep.
+    pub(crate) fn shared_name(&self) -> TaskName {
         self.name.clone()
     }
 
-    /// The task's name.
+    /// The task's name (for a job's task, the job's name).
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.name {
+            TaskName::Text(text) => text,
+            TaskName::Job { name, .. } => name,
+        }
+    }
+
+    /// Logs the task as not run, and tells its job, if it has one.
+    fn discard(self, level: log::Level, request_id: &str, reason: &str) -> TaskInfo {
+        log::log!(
+            level,
+            "background task {} (request {request_id}) discarded: {reason}",
+            self.name
+        );
+        if let Work::Job(step) = self.work {
+            step.discarded(reason);
+        }
+        TaskInfo {
+            name: self.name.to_string(),
+            request_id: request_id.to_owned(),
+        }
     }
 
     /// Runs the task (already counted as started), then counts how it ended
@@ -140,8 +184,15 @@ impl BackgroundTask {
     /// Architecture invariant: no thread dies of a task's panic; this is the
     /// one place tasks run.
     pub(crate) fn run(self, request_id: &str) -> TaskOutcome {
-        let BackgroundTask { name, job, .. } = self;
-        match panic::catch_unwind(AssertUnwindSafe(job)) {
+        let BackgroundTask { name, work } = self;
+        let run = || match work {
+            Work::Closure(f) => f(),
+            Work::Job(step) => {
+                step.run();
+                Ok(())
+            }
+        };
+        match panic::catch_unwind(AssertUnwindSafe(run)) {
             Ok(Ok(())) => TaskOutcome::Completed,
             Ok(Err(message)) => {
                 log::error!("background task {name} (request {request_id}) failed: {message}");
@@ -159,7 +210,7 @@ impl BackgroundTask {
 impl fmt::Debug for BackgroundTask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackgroundTask")
-            .field("name", &self.name)
+            .field("name", &self.name.to_string())
             .finish_non_exhaustive()
     }
 }
@@ -469,30 +520,18 @@ impl Batch {
     }
 
     fn discard_rest(&mut self, level: log::Level, reason: &str) -> Vec<TaskInfo> {
-        let mut tasks = std::mem::take(&mut self.tasks);
-        for task in &mut tasks {
-            log::log!(
-                level,
-                "background task {} (request {}) discarded: {reason}",
-                task.name,
-                self.request_id
-            );
-            if let Some(hook) = task.on_discard.take() {
-                hook(reason);
-            }
-        }
-        let n = tasks.len() as u64;
+        // Each job hears of it before the tasks stop counting as pending:
+        // no observer sees the server idle with a job's outcome missing.
+        let discarded: Vec<TaskInfo> = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .map(|task| task.discard(level, &self.request_id, reason))
+            .collect();
+        let n = discarded.len() as u64;
         if self.queued {
             self.counters.unqueued(n);
         }
         self.counters.discarded(n);
-        tasks
-            .into_iter()
-            .map(|task| TaskInfo {
-                name: task.name.into_owned(),
-                request_id: self.request_id.to_string(),
-            })
-            .collect()
+        discarded
     }
 }
 

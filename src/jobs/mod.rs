@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::envelope::{Envelope, ENVELOPE_VERSION};
-pub(crate) use self::runner::JobRunner;
 pub use self::runner::{DeadLetter, JobMode, JobSettings, Jobs};
+pub(crate) use self::runner::{JobRunner, JobStep};
 pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
 
 use crate::extract::Path;
@@ -123,7 +123,7 @@ pub struct JobContext {
     id: JobId,
     attempt: u32,
     max_attempts: u32,
-    request_id: String,
+    request_id: Arc<str>,
     state: Arc<StateMap>,
 }
 

@@ -6,17 +6,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::status::{JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
+use super::status::{IdSource, JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
 use super::{EnqueueError, Envelope, Failure, Job, JobContext, JobId, Registry};
 use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::Counters;
-use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo};
+use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo, TaskName};
 
 /// Indexes into [`OUTCOMES`](super::OUTCOMES).
 const ENQUEUED: usize = 0;
@@ -165,15 +164,13 @@ pub(crate) struct JobRunner {
     dead: Mutex<VecDeque<DeadLetter>>,
     /// Jobs enqueued in [`JobMode::Capture`].
     captured: Mutex<Vec<Envelope>>,
-    /// The attempts running now, by job id: the attempt number, and whether
-    /// it has gone overdue.
-    running: Mutex<std::collections::HashMap<Arc<str>, (u32, bool)>>,
     pool: PoolSubmitter,
     timer: Arc<Timer>,
     ids: IdSource,
 }
 
-/// Jobs waiting for their time (a retry's backoff, a delayed enqueue), by due time.
+/// Jobs waiting for their time (a retry's backoff, a delayed enqueue), by due
+/// time, and the deadlines of the attempts running now.
 struct Timer {
     state: Mutex<TimerState>,
     changed: Condvar,
@@ -183,27 +180,67 @@ struct Timer {
 struct TimerState {
     waiting: BinaryHeap<Reverse<Waiting>>,
     next_seq: u64,
+    /// The attempts running now (a few: one per pool thread at most, plus
+    /// eager ones), each with its deadline. They are kept here, not in the
+    /// heap, so that an attempt that ends in time leaves nothing behind.
+    running: Vec<Running>,
+    /// When the timer thread will look again.
+    wake: Wake,
     closed: bool,
 }
 
 struct Waiting {
     due: Instant,
     seq: u64,
-    what: Due,
+    /// A job to run again (a retry, a delayed enqueue).
+    envelope: Envelope,
 }
 
-/// What comes due in the timer.
-enum Due {
-    /// A job to run again (a retry, a delayed enqueue).
-    Job(Envelope),
-    /// The deadline of a running attempt.
-    Deadline {
-        id: Arc<str>,
-        name: Cow<'static, str>,
-        attempt: u32,
-        /// The pool slot of the thread running it, if a pool thread.
-        slot: Option<usize>,
-    },
+/// When the timer thread looks at its state again.
+#[derive(Default, Clone, Copy)]
+enum Wake {
+    /// It is awake, and reads the state again before it sleeps.
+    #[default]
+    Awake,
+    /// It sleeps until then.
+    At(Instant),
+    /// It sleeps until woken: nothing is due.
+    Never,
+}
+
+/// An attempt running now.
+#[derive(Clone)]
+struct Running {
+    id: Arc<str>,
+    name: Cow<'static, str>,
+    attempt: u32,
+    deadline: Instant,
+    /// The pool slot of the thread running it, if a pool thread.
+    slot: Option<usize>,
+    overdue: bool,
+}
+
+impl TimerState {
+    /// The earliest time the timer thread has something to do.
+    fn next_due(&self) -> Option<Instant> {
+        let retry = self.waiting.peek().map(|Reverse(next)| next.due);
+        let deadline = self
+            .running
+            .iter()
+            .filter(|r| !r.overdue)
+            .map(|r| r.deadline)
+            .min();
+        retry.into_iter().chain(deadline).min()
+    }
+
+    /// Whether something due at `due` comes before the timer looks again.
+    fn wakes_too_late_for(&self, due: Instant) -> bool {
+        match self.wake {
+            Wake::Awake => false,
+            Wake::At(wake) => due < wake,
+            Wake::Never => true,
+        }
+    }
 }
 
 impl PartialEq for Waiting {
@@ -245,7 +282,6 @@ impl JobRunner {
             counters,
             dead: Mutex::default(),
             captured: Mutex::default(),
-            running: Mutex::default(),
             pool: pool.clone(),
             timer: timer.clone(),
             ids: IdSource::default(),
@@ -297,12 +333,11 @@ impl JobRunner {
     /// The task that runs the job's next attempt; a discarded task discards
     /// the job, counted.
     pub(crate) fn attempt_task(self: &Arc<Self>, envelope: Envelope) -> BackgroundTask {
-        let name = task_name(&envelope);
-        let (runner, hook) = (self.clone(), self.clone());
-        let (id, job) = (envelope.id.clone(), envelope.name.clone());
-        BackgroundTask::new(move || runner.run_attempt(envelope))
-            .named(name)
-            .on_discard(move |reason| hook.discarded(&id, &job, reason))
+        BackgroundTask::job(JobStep {
+            runner: self.clone(),
+            envelope,
+            delay: None,
+        })
     }
 
     /// The task that puts the job in the timer, due `delay` from when it runs.
@@ -311,12 +346,11 @@ impl JobRunner {
         envelope: Envelope,
         delay: Duration,
     ) -> BackgroundTask {
-        let name = task_name(&envelope);
-        let (runner, hook) = (self.clone(), self.clone());
-        let (id, job) = (envelope.id.clone(), envelope.name.clone());
-        BackgroundTask::new(move || runner.wait(envelope, Instant::now() + delay))
-            .named(name)
-            .on_discard(move |reason| hook.discarded(&id, &job, reason))
+        BackgroundTask::job(JobStep {
+            runner: self.clone(),
+            envelope,
+            delay: Some(delay),
+        })
     }
 
     /// Counts `outcome` for the job type `name` (the metrics' `job` label).
@@ -359,20 +393,18 @@ impl JobRunner {
             id: JobId::new(envelope.id.clone()),
             attempt: attempts,
             max_attempts: envelope.max_attempts,
-            request_id: envelope.request_id.to_string(),
+            request_id: envelope.request_id.clone(),
             state: self.state.clone(),
         };
-        lock(&self.running).insert(envelope.id.clone(), (attempts, false));
         let timeout = spec.timeout.unwrap_or(self.settings.timeout);
-        self.schedule(
-            Instant::now() + timeout,
-            Due::Deadline {
-                id: envelope.id.clone(),
-                name: envelope.name.clone(),
-                attempt: attempts,
-                slot: current_slot(),
-            },
-        );
+        self.started(Running {
+            id: envelope.id.clone(),
+            name: envelope.name.clone(),
+            attempt: attempts,
+            deadline: Instant::now() + timeout,
+            slot: current_slot(),
+            overdue: false,
+        });
         let outcome =
             panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(&envelope.payload, &context)))
                 .unwrap_or_else(|panic| {
@@ -381,9 +413,7 @@ impl JobRunner {
                         retry: true,
                     })
                 });
-        let late = lock(&self.running)
-            .remove(&envelope.id)
-            .is_some_and(|(_, overdue)| overdue);
+        let late = self.ended(&envelope.id, attempts);
         if late {
             log::warn!(
                 "job {} ({}) attempt {attempts} returned after its deadline: {}",
@@ -491,40 +521,53 @@ impl JobRunner {
             return self.discarded(&envelope.id, &envelope.name, "the pool has shut down");
         }
         self.counters.job_delayed(1);
-        self.schedule(due, Due::Job(envelope));
+        self.schedule(due, envelope);
     }
 
-    fn schedule(&self, due: Instant, what: Due) {
+    fn schedule(&self, due: Instant, envelope: Envelope) {
         let mut state = lock(&self.timer.state);
         let seq = state.next_seq;
         state.next_seq += 1;
-        // The timer thread sleeps until the earliest entry: wake it only
-        // when this one comes first (most deadlines come after).
-        let first = state
-            .waiting
-            .peek()
-            .is_none_or(|Reverse(next)| due < next.due);
-        state.waiting.push(Reverse(Waiting { due, seq, what }));
-        if first {
+        let wake = state.wakes_too_late_for(due);
+        state.waiting.push(Reverse(Waiting { due, seq, envelope }));
+        if wake {
             self.timer.changed.notify_one();
         }
     }
 
-    /// An attempt's deadline has come: if it still runs, it is overdue
-    /// (logged, counted) and its pool thread gets a replacement.
-    fn deadline(&self, id: &str, name: &str, attempt: u32, slot: Option<usize>) {
-        {
-            let mut running = lock(&self.running);
-            match running.get_mut(id) {
-                Some((running_attempt, overdue)) if *running_attempt == attempt => *overdue = true,
-                _ => return,
-            }
+    /// An attempt starts: its deadline goes to the timer, which is woken
+    /// only if it would look too late (with one timeout for all, deadlines
+    /// come in order, so it rarely is).
+    fn started(&self, attempt: Running) {
+        let mut state = lock(&self.timer.state);
+        let wake = state.wakes_too_late_for(attempt.deadline);
+        state.running.push(attempt);
+        if wake {
+            self.timer.changed.notify_one();
         }
+    }
+
+    /// An attempt has returned; whether it had gone overdue.
+    fn ended(&self, id: &Arc<str>, attempt: u32) -> bool {
+        let mut state = lock(&self.timer.state);
+        let position = state
+            .running
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.id, id) && r.attempt == attempt);
+        position.is_some_and(|i| state.running.swap_remove(i).overdue)
+    }
+
+    /// An attempt is still running past its deadline: logged, counted, and
+    /// its pool thread gets a replacement.
+    fn overdue(&self, attempt: &Running) {
         self.counters.job_overdue();
-        self.count(name, OVERDUE);
-        let replaced = slot.is_some_and(|slot| self.pool.replace(slot));
+        self.count(&attempt.name, OVERDUE);
+        let replaced = attempt.slot.is_some_and(|slot| self.pool.replace(slot));
         log::warn!(
-            "job {id} attempt {attempt} is overdue: still running past its deadline; {}",
+            "job {} ({}) attempt {} is overdue: still running past its deadline; {}",
+            attempt.name,
+            attempt.id,
+            attempt.attempt,
             if replaced {
                 "a replacement thread keeps the pool's capacity"
             } else {
@@ -544,10 +587,7 @@ impl JobRunner {
         };
         waiting
             .into_iter()
-            .filter_map(|Reverse(waiting)| match waiting.what {
-                Due::Job(envelope) => Some(envelope),
-                Due::Deadline { .. } => None,
-            })
+            .map(|Reverse(waiting)| waiting.envelope)
             .map(|envelope| {
                 self.discarded(
                     &envelope.id,
@@ -556,7 +596,7 @@ impl JobRunner {
                 );
                 self.counters.job_delayed(-1);
                 TaskInfo {
-                    name: task_name(&envelope),
+                    name: format!("job {} ({})", envelope.name, envelope.id),
                     request_id: envelope.request_id.to_string(),
                 }
             })
@@ -572,11 +612,44 @@ impl Drop for JobRunner {
     }
 }
 
-fn task_name(envelope: &Envelope) -> String {
-    format!("job {} ({})", envelope.name, envelope.id)
+/// A job's next step, as a pool task: an attempt, or (with a delay) its
+/// wait in the timer.
+pub(crate) struct JobStep {
+    runner: Arc<JobRunner>,
+    envelope: Envelope,
+    delay: Option<Duration>,
 }
 
-/// The timer thread: hands each job to the pool when it is due.
+impl JobStep {
+    pub(crate) fn name(&self) -> TaskName {
+        TaskName::Job {
+            name: self.envelope.name.clone(),
+            id: self.envelope.id.clone(),
+        }
+    }
+
+    /// Runs on a pool thread (catches the job's panics itself).
+    pub(crate) fn run(self) {
+        let JobStep {
+            runner,
+            envelope,
+            delay,
+        } = self;
+        match delay {
+            None => runner.run_attempt(envelope),
+            Some(delay) => runner.wait(envelope, Instant::now() + delay),
+        }
+    }
+
+    /// Its task was discarded: so is the job, counted.
+    pub(crate) fn discarded(self, reason: &str) {
+        let envelope = &self.envelope;
+        self.runner.discarded(&envelope.id, &envelope.name, reason);
+    }
+}
+
+/// The timer thread: hands each job to the pool when it is due, and reports
+/// attempts still running past their deadlines.
 fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
     let mut state = lock(&timer.state);
     loop {
@@ -584,69 +657,175 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
             return;
         }
         let now = Instant::now();
-        match state.waiting.peek() {
-            None => state = timer.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
-            Some(Reverse(next)) if next.due > now => {
-                let left = next.due - now;
-                state = timer
+        let overdue: Vec<Running> = state
+            .running
+            .iter_mut()
+            .filter(|r| !r.overdue && r.deadline <= now)
+            .map(|r| {
+                r.overdue = true;
+                r.clone()
+            })
+            .collect();
+        if !overdue.is_empty() {
+            drop(state);
+            if let Some(runner) = runner.upgrade() {
+                overdue.iter().for_each(|attempt| runner.overdue(attempt));
+            }
+            state = lock(&timer.state);
+            continue;
+        }
+        let due = state
+            .waiting
+            .peek()
+            .is_some_and(|Reverse(next)| next.due <= now);
+        if due {
+            let Some(Reverse(due)) = state.waiting.pop() else {
+                continue;
+            };
+            drop(state);
+            if let Some(runner) = runner.upgrade() {
+                let request_id = due.envelope.request_id.clone();
+                let task = runner.attempt_task(due.envelope);
+                // Sealed (counted as scheduled) before it stops counting
+                // as delayed: the pool is never seen idle in between.
+                let batch = Batch::seal(&request_id, vec![task], &runner.counters);
+                runner.counters.job_delayed(-1);
+                pool.submit(batch);
+            }
+            state = lock(&timer.state);
+            continue;
+        }
+        state.wake = state.next_due().map_or(Wake::Never, Wake::At);
+        state = match state.wake {
+            Wake::At(wake) => {
+                let left = wake.saturating_duration_since(now);
+                timer
                     .changed
                     .wait_timeout(state, left)
                     .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                    .0
             }
-            Some(_) => {
-                let Some(Reverse(due)) = state.waiting.pop() else {
-                    continue;
-                };
-                drop(state);
-                if let Some(runner) = runner.upgrade() {
-                    match due.what {
-                        Due::Job(envelope) => {
-                            let request_id = envelope.request_id.clone();
-                            let task = runner.attempt_task(envelope);
-                            // Sealed (counted as scheduled) before it stops counting
-                            // as delayed: the pool is never seen idle in between.
-                            let batch = Batch::seal(&request_id, vec![task], &runner.counters);
-                            runner.counters.job_delayed(-1);
-                            pool.submit(batch);
-                        }
-                        Due::Deadline {
-                            id,
-                            name,
-                            attempt,
-                            slot,
-                        } => runner.deadline(&id, &name, attempt, slot),
-                    }
-                }
-                state = lock(&timer.state);
-            }
-        }
-    }
-}
-
-/// Job ids: 64 unguessable bits (the standard library's randomly keyed
-/// hasher over a counter), then the counter, which makes them unique.
-#[derive(Default)]
-struct IdSource {
-    keys: std::collections::hash_map::RandomState,
-    next: AtomicU64,
-}
-
-impl IdSource {
-    fn next(&self) -> Arc<str> {
-        use std::io::Write;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut hasher = self.keys.build_hasher();
-        hasher.write_u64(n);
-        // Written on the stack, then one allocation: the shared id.
-        let mut buf = [0u8; 32];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cursor, "{:016x}{n:x}", hasher.finish());
-        let len = cursor.position() as usize;
-        Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or_default())
+            _ => timer.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+        };
+        state.wake = Wake::Awake;
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackgroundPool, JobResult};
+    use std::sync::mpsc;
+
+    /// What the jobs below share with the test: a gate each, and a line
+    /// to say they have started.
+    struct Gates {
+        gates: Mutex<Vec<mpsc::Receiver<()>>>,
+        started: Mutex<mpsc::Sender<()>>,
+    }
+
+    /// Says it has started, then waits until its gate opens (or is dropped).
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Hold;
+
+    impl Job for Hold {
+        const NAME: &'static str = "hold";
+        const TIMEOUT: Option<Duration> = Some(Duration::from_secs(3600));
+        fn run(self, context: &JobContext) -> JobResult {
+            let shared = context.state::<Arc<Gates>>().unwrap();
+            let gate = lock(&shared.gates).remove(0);
+            lock(&shared.started).send(()).unwrap();
+            let _ = gate.recv();
+            Ok(())
+        }
+    }
+
+    /// `Hold`, with a deadline that passes while it waits.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Stuck;
+
+    impl Job for Stuck {
+        const NAME: &'static str = "stuck";
+        const TIMEOUT: Option<Duration> = Some(Duration::from_millis(50));
+        fn run(self, context: &JobContext) -> JobResult {
+            Hold.run(context)
+        }
+    }
+
+    /// A pool of `workers`, and the senders opening `jobs` gates, in order.
+    fn pool(
+        workers: usize,
+        jobs: usize,
+    ) -> (BackgroundPool, Vec<mpsc::Sender<()>>, mpsc::Receiver<()>) {
+        let (opens, gates) = (0..jobs).map(|_| mpsc::channel()).unzip();
+        let (started, starts) = mpsc::channel();
+        let mut state = StateMap::default();
+        state.insert(Arc::new(Gates {
+            gates: Mutex::new(gates),
+            started: Mutex::new(started),
+        }));
+        let pool = BackgroundPool::builder()
+            .workers(workers)
+            .job::<Hold>()
+            .job::<Stuck>()
+            .jobs(Registry::default(), state)
+            .build()
+            .unwrap();
+        (pool, opens, starts)
+    }
+
+    fn runner(pool: &BackgroundPool) -> Arc<JobRunner> {
+        pool.jobs().unwrap().runner
+    }
+
+    /// What the timer holds: jobs waiting, attempts running.
+    fn timer_entries(pool: &BackgroundPool) -> (usize, usize) {
+        let runner = runner(pool);
+        let state = lock(&runner.timer.state);
+        (state.waiting.len(), state.running.len())
+    }
+
+    const GUARD: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_attempt_that_ends_in_time_leaves_nothing_in_the_timer() {
+        let (pool, opens, starts) = pool(2, 100);
+        let tasks = pool.tasks("r1");
+        (0..100).for_each(|_| drop(tasks.enqueue(Hold).unwrap()));
+        pool.dispatch(&tasks);
+        starts.recv_timeout(GUARD).unwrap();
+        // One attempt runs (a list runs on one thread), with its deadline.
+        assert_eq!(timer_entries(&pool), (0, 1));
+        drop(opens);
+        assert!(pool.wait_idle(GUARD));
+        assert_eq!(pool.stats().jobs_succeeded, 100);
+        assert_eq!(timer_entries(&pool), (0, 0));
+        pool.shutdown(GUARD);
+    }
+
+    #[test]
+    fn a_short_deadline_is_seen_while_the_timer_waits_for_a_long_one() {
+        let (pool, opens, starts) = pool(2, 2);
+        let first = pool.tasks("r1");
+        first.enqueue(Hold).unwrap();
+        pool.dispatch(&first);
+        starts.recv_timeout(GUARD).unwrap();
+        // The timer now sleeps until Hold's deadline, an hour away.
+        let second = pool.tasks("r2");
+        second.enqueue(Stuck).unwrap();
+        pool.dispatch(&second);
+        let counters = runner(&pool).counters.clone();
+        assert!(
+            counters.wait_until(GUARD, |c| c.snapshot().jobs_overdue == 1),
+            "the 50 ms deadline was not reported while the timer waited for the hour"
+        );
+        drop(opens);
+        assert!(pool.wait_idle(GUARD));
+        assert_eq!(pool.stats().jobs_succeeded, 2);
+        pool.shutdown(GUARD);
+    }
 }

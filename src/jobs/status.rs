@@ -1,7 +1,8 @@
 //! What is known of each job: a bounded store, oldest entry evicted first.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -76,18 +77,20 @@ impl JobStatus {
     }
 }
 
-/// At most `capacity` statuses; inserting one more evicts the oldest
-/// inserted, whatever its state. Entries share the job's id and name with
-/// its envelope: keeping one allocates little.
+/// At most `capacity` statuses, the oldest evicted first: a job's status
+/// lives in slot `sequence % capacity`, where `sequence` is the counter its
+/// id ends with ([`IdSource`]), so a new job's status takes the place of the
+/// one enqueued `capacity` jobs earlier. No hashing and no eviction list:
+/// a lookup reads the slot and compares the whole id. Slots are allocated as
+/// they are first used.
 pub(crate) struct StatusStore {
     capacity: usize,
-    inner: Mutex<Entries>,
+    slots: Mutex<Vec<Option<Slot>>>,
 }
 
-#[derive(Default)]
-struct Entries {
-    by_id: HashMap<Arc<str>, Record>,
-    order: VecDeque<Arc<str>>,
+struct Slot {
+    id: Arc<str>,
+    record: Record,
 }
 
 /// A status as the store keeps it.
@@ -102,45 +105,62 @@ impl StatusStore {
     pub(crate) fn new(capacity: usize) -> StatusStore {
         StatusStore {
             capacity,
-            inner: Mutex::default(),
+            slots: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot of `id`, if it is an id of ours.
+    fn slot_of(&self, id: &str) -> Option<usize> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let sequence = IdSource::sequence(id)?;
+        usize::try_from(sequence % self.capacity as u64).ok()
     }
 
     /// Keeps a new job's status, `queued`.
     pub(crate) fn insert(&self, id: &Arc<str>, name: Cow<'static, str>) {
-        if self.capacity == 0 {
+        let Some(index) = self.slot_of(id) else {
             return;
-        }
-        let record = Record {
-            name,
-            state: JobState::Queued,
-            attempts: 0,
-            error: None,
         };
-        let mut entries = self.lock();
-        while entries.order.len() >= self.capacity {
-            if let Some(oldest) = entries.order.pop_front() {
-                entries.by_id.remove(&oldest);
-            }
+        let slot = Slot {
+            id: id.clone(),
+            record: Record {
+                name,
+                state: JobState::Queued,
+                attempts: 0,
+                error: None,
+            },
+        };
+        let mut slots = self.lock();
+        if slots.len() <= index {
+            slots.resize_with(index + 1, || None);
         }
-        entries.order.push_back(id.clone());
-        entries.by_id.insert(id.clone(), record);
+        let evicted = slots[index].replace(slot);
+        drop(slots);
+        drop(evicted);
     }
 
     /// Changes a status still in the store.
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) {
-        if let Some(record) = self.lock().by_id.get_mut(id) {
-            change(record);
+        let Some(index) = self.slot_of(id) else {
+            return;
+        };
+        if let Some(Some(slot)) = self.lock().get_mut(index) {
+            if *slot.id == *id {
+                change(&mut slot.record);
+            }
         }
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<JobStatus> {
-        let entries = self.lock();
-        let (id, record) = entries.by_id.get_key_value(id)?;
+        let index = self.slot_of(id)?;
+        let slots = self.lock();
+        let Slot { id, record } = slots.get(index)?.as_ref().filter(|s| *s.id == *id)?;
         Some(JobStatus {
             id: id.to_string(),
             name: record.name.to_string(),
@@ -151,18 +171,86 @@ impl StatusStore {
     }
 }
 
+/// Job ids: 16 hex digits of a secret (the standard library's randomly keyed
+/// hasher over a counter), which makes them unguessable, then the counter in
+/// hex, which makes them unique and gives the status store its slot.
+#[derive(Default)]
+pub(crate) struct IdSource {
+    keys: std::collections::hash_map::RandomState,
+    next: AtomicU64,
+}
+
+impl IdSource {
+    pub(crate) fn next(&self) -> Arc<str> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        // Written on the stack, then one allocation: the shared id.
+        let mut buf = [0u8; 32];
+        let digits = 16 + (64 - n.leading_zeros() as usize).div_ceil(4).max(1);
+        let hex = |v: u64, at: usize| b"0123456789abcdef"[(v >> (4 * at) & 0xf) as usize];
+        let secret = self.secret(n);
+        for (i, byte) in buf[..16].iter_mut().enumerate() {
+            *byte = hex(secret, 15 - i);
+        }
+        for (i, byte) in buf[16..digits].iter_mut().enumerate() {
+            *byte = hex(n, digits - 17 - i);
+        }
+        Arc::from(std::str::from_utf8(&buf[..digits]).unwrap_or_default())
+    }
+
+    fn secret(&self, n: u64) -> u64 {
+        let mut hasher = self.keys.build_hasher();
+        hasher.write_u64(n);
+        hasher.finish()
+    }
+
+    /// The counter an id of this form ends with.
+    fn sequence(id: &str) -> Option<u64> {
+        let counter = id.get(16..).filter(|c| !c.is_empty() && c.len() <= 16)?;
+        u64::from_str_radix(counter, 16).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_oldest_status_is_evicted_first() {
-        let store = StatusStore::new(2);
-        store.insert(&"a".into(), Cow::Borrowed("j"));
-        store.insert(&"b".into(), Cow::Borrowed("j"));
-        store.update("a", |s| s.state = JobState::Done);
-        store.insert(&"c".into(), Cow::Borrowed("j"));
-        assert_eq!(store.get("a"), None);
-        assert!(store.get("b").is_some() && store.get("c").is_some());
+        let (ids, store) = (IdSource::default(), StatusStore::new(2));
+        let [a, b, c] = [(); 3].map(|()| ids.next());
+        store.insert(&a, Cow::Borrowed("j"));
+        store.insert(&b, Cow::Borrowed("j"));
+        store.update(&a, |s| s.state = JobState::Done);
+        assert_eq!(store.get(&a).map(|s| s.state), Some(JobState::Done));
+        store.insert(&c, Cow::Borrowed("j"));
+        assert_eq!(store.get(&a), None);
+        assert!(store.get(&b).is_some() && store.get(&c).is_some());
+    }
+
+    #[test]
+    fn only_the_whole_id_finds_a_status() {
+        let (ids, store) = (IdSource::default(), StatusStore::new(8));
+        let id = ids.next();
+        store.insert(&id, Cow::Borrowed("j"));
+        // Same slot (same counter), another secret: a guessed id.
+        let guessed = format!("{:016x}{}", 0u64, &id[16..]);
+        for other in [&guessed[..], &id[..16], &id[..id.len() - 1], "", "é", "zz"] {
+            assert_eq!(store.get(other), None, "{other:?}");
+            store.update(other, |s| s.state = JobState::Dead);
+        }
+        assert_eq!(store.get(&id).map(|s| s.state), Some(JobState::Queued));
+    }
+
+    #[test]
+    fn ids_are_sixteen_secret_hex_digits_then_the_counter_in_hex() {
+        let ids = IdSource::default();
+        let mut seen = std::collections::HashSet::new();
+        for n in [0u64, 1, 15, 16, 255, 256, 0xabc_def, u64::MAX] {
+            ids.next.store(n, Ordering::Relaxed);
+            let id = ids.next();
+            assert_eq!(&*id, format!("{:016x}{n:x}", ids.secret(n)));
+            assert_eq!(IdSource::sequence(&id), Some(n));
+            assert!(seen.insert(id));
+        }
     }
 }
