@@ -148,6 +148,8 @@ mod method;
 mod metrics;
 mod percent;
 mod pool;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod request;
 mod response;
 mod routing;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::Error;
+use crate::jobs::broker::Broker;
 use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
 use crate::state::StateMap;
 use crate::stats::{Counters, Stats};
@@ -88,6 +89,20 @@ pub struct BackgroundPoolBuilder {
     job_settings: JobSettings,
     /// What jobs see as the app's state.
     job_state: StateMap,
+    /// Starts the broker jobs go to instead of the pool, if any.
+    pub(crate) broker: Option<BrokerFactory>,
+}
+
+/// Starts a broker, given the counters it reports to.
+#[derive(Clone)]
+pub(crate) struct BrokerFactory(pub(crate) Arc<StartBroker>);
+
+type StartBroker = dyn Fn(Arc<Counters>) -> Result<Arc<dyn Broker>, Error> + Send + Sync;
+
+impl std::fmt::Debug for BrokerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerFactory")
+    }
 }
 
 impl std::fmt::Debug for BackgroundPoolBuilder {
@@ -111,6 +126,7 @@ impl Default for BackgroundPoolBuilder {
             jobs: Registry::default(),
             job_settings: JobSettings::default(),
             job_state: StateMap::default(),
+            broker: None,
         }
     }
 }
@@ -149,6 +165,12 @@ impl BackgroundPoolBuilder {
     /// How jobs are retried and remembered; see [`JobSettings`].
     pub fn job_settings(mut self, settings: JobSettings) -> BackgroundPoolBuilder {
         self.job_settings = settings;
+        self
+    }
+
+    /// Sends jobs to this broker instead of running them here.
+    pub(crate) fn broker(mut self, broker: Option<BrokerFactory>) -> BackgroundPoolBuilder {
+        self.broker = broker;
         self
     }
 
@@ -370,7 +392,15 @@ impl BackgroundPool {
                 let (registry, settings) = (config.jobs.clone(), config.job_settings.clone());
                 let job_state = config.job_state.clone();
                 let counters = state.counters.clone();
-                match JobRunner::start(registry, job_state, settings, counters, submitter) {
+                let started = match &config.broker {
+                    Some(start) => (start.0)(counters.clone()).map(Some),
+                    None => Ok(None),
+                }
+                .and_then(|broker| {
+                    JobRunner::start(registry, job_state, settings, counters, submitter, broker)
+                        .map_err(Error::Io)
+                });
+                match started {
                     Ok(runner) => Some(runner),
                     Err(e) => {
                         runner_error = Some(e);
@@ -388,7 +418,7 @@ impl BackgroundPool {
             }
         });
         if let Some(e) = runner_error {
-            return Err(Error::Io(e));
+            return Err(e);
         }
         Ok(BackgroundPool { inner })
     }

@@ -54,7 +54,8 @@ pub struct Stats {
     pub discarded: u64,
     /// How long the tasks that started took.
     pub task_durations: DurationHistogram,
-    /// Jobs enqueued (each ends as succeeded, dead or discarded).
+    /// Jobs enqueued (each ends as succeeded, dead or discarded here, or
+    /// sent to a broker).
     pub jobs_enqueued: u64,
     /// Jobs whose last attempt succeeded.
     pub jobs_succeeded: u64,
@@ -69,6 +70,11 @@ pub struct Stats {
     /// Job attempts that ran past their deadline (each also ends in one of
     /// the outcomes above, when it returns).
     pub jobs_overdue: u64,
+    /// Jobs a broker (Redis, feature `redis`) has acknowledged: they run
+    /// elsewhere, and their outcomes are counted there.
+    pub jobs_sent: u64,
+    /// Jobs handed to the broker's buffer and not yet acknowledged: a gauge.
+    pub jobs_buffered: u64,
 }
 
 /// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
@@ -139,8 +145,9 @@ pub(crate) struct Counters {
     /// Task lists made and not yet sealed (each request has one).
     lists_open: AtomicU64,
     connections_open: AtomicU64,
-    jobs: [AtomicU64; 6],
+    jobs: [AtomicU64; 7],
     jobs_delayed: AtomicU64,
+    jobs_buffered: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -207,6 +214,27 @@ impl Counters {
 
     pub(crate) fn job_overdue(&self) {
         self.jobs[5].fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Jobs handed to a broker's buffer (it has not got them yet).
+    pub(crate) fn job_buffered(&self) {
+        self.jobs_buffered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A job sent to a broker directly, without its buffer.
+    pub(crate) fn jobs_sent_now(&self) {
+        self.jobs[6].fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Jobs out of a broker's buffer: `sent` of them it has, the others
+    /// are discarded (counted by the runner first).
+    pub(crate) fn jobs_unbuffered(&self, n: u64, sent: bool) {
+        if sent {
+            self.jobs[6].fetch_add(n, Ordering::SeqCst);
+        }
+        self.jobs_buffered.fetch_sub(n, Ordering::SeqCst);
         self.notify();
     }
 
@@ -331,6 +359,8 @@ impl Counters {
             jobs_discarded: self.jobs[4].load(Ordering::SeqCst),
             jobs_delayed: self.jobs_delayed.load(Ordering::SeqCst),
             jobs_overdue: self.jobs[5].load(Ordering::SeqCst),
+            jobs_sent: self.jobs[6].load(Ordering::SeqCst),
+            jobs_buffered: self.jobs_buffered.load(Ordering::SeqCst),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),
@@ -352,6 +382,7 @@ impl Counters {
             && stats.requests_in_flight == 0
             && stats.pending() == 0
             && stats.jobs_delayed == 0
+            && stats.jobs_buffered == 0
     }
 
     /// Blocks until [`is_idle`](Self::is_idle) or until `timeout` has passed;

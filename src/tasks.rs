@@ -307,6 +307,36 @@ impl BackgroundTasks {
         self.enqueue_after(job, Some(delay))
     }
 
+    /// [`enqueue`](Self::enqueue), for a `202 Accepted` that promises the
+    /// job: with a broker (Redis), it returns only once the broker has the
+    /// job, so a crash of this process after the response loses nothing.
+    /// The job is sent now, before the response, and runs even if the
+    /// handler fails afterwards. Without a broker it is
+    /// [`enqueue`](Self::enqueue).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`enqueue`](Self::enqueue), and
+    /// [`EnqueueError::Unavailable`] when the broker could not be reached in
+    /// time (a `503`): the job is then discarded, counted and logged. A
+    /// broker that timed out may still have received it (a duplicate, if the
+    /// client retries; see the job's id).
+    pub fn enqueue_durable<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
+        let runner = self
+            .list
+            .jobs
+            .as_ref()
+            .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        if !runner.has_broker() || runner.mode() != JobMode::Normal {
+            return self.enqueue(job);
+        }
+        let envelope = runner.envelope(&job, &self.list.request_id)?;
+        runner
+            .send_now(&envelope, None)
+            .map_err(EnqueueError::Unavailable)?;
+        Ok(JobId::new(envelope.id.clone()))
+    }
+
     fn enqueue_after<J: Job>(
         &self,
         job: J,
@@ -322,6 +352,7 @@ impl BackgroundTasks {
         match (runner.mode(), delay) {
             (JobMode::Eager, _) => runner.run_now(envelope),
             (JobMode::Capture, _) => runner.capture(envelope),
+            _ if runner.has_broker() => self.add(runner.send_task(envelope, delay)),
             (_, None) => self.add(runner.attempt_task(envelope)),
             (_, Some(delay)) => self.add(runner.delayed_task(envelope, delay)),
         }

@@ -54,6 +54,37 @@ impl Envelope {
         })
     }
 
+    /// The envelope as JSON text, as a broker stores it: [`to_json`](Self::to_json)
+    /// written directly, the payload copied as the text it already is.
+    pub fn to_json_text(&self) -> String {
+        use std::fmt::Write;
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let payload = if self.payload.is_empty() {
+            "null"
+        } else {
+            &self.payload
+        };
+        let mut out = String::with_capacity(self.payload.len() + 160);
+        let _ = write!(
+            out,
+            "{{\"v\":{ENVELOPE_VERSION},\"id\":{},\"name\":{},\"payload\":{payload},\"attempts\":{},\"max_attempts\":{},\"enqueued_at_ms\":{},\"request_id\":{}}}",
+            text(&self.id),
+            text(&self.name),
+            self.attempts,
+            self.max_attempts,
+            self.enqueued_at_ms,
+            text(&self.request_id),
+        );
+        out
+    }
+
+    /// Reads an envelope from JSON text ([`to_json_text`](Self::to_json_text)).
+    pub fn from_json_text(text: &str) -> Result<Envelope, String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("the envelope is not JSON: {e}"))?;
+        Envelope::from_json(&value)
+    }
+
     /// Reads an envelope; `Err` names what is missing or of another version.
     pub fn from_json(value: &Value) -> Result<Envelope, String> {
         let version = value["v"].as_u64();
@@ -103,7 +134,13 @@ mod tests {
         };
         let json = envelope.to_json();
         assert_eq!(json["v"], 1);
-        assert_eq!(Envelope::from_json(&json), Ok(envelope));
+        assert_eq!(Envelope::from_json(&json), Ok(envelope.clone()));
+        let text = envelope.to_json_text();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), json);
+        assert_eq!(Envelope::from_json_text(&text), Ok(envelope.clone()));
+        assert!(Envelope::from_json_text("{")
+            .unwrap_err()
+            .contains("not JSON"));
         let mut other = json.clone();
         other["v"] = json!(2);
         assert!(Envelope::from_json(&other).unwrap_err().contains("version"));

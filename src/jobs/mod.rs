@@ -9,6 +9,7 @@
 //! serialized at enqueue and deserialized at run, in-process too, so that
 //! sending jobs to a broker changes no handler.
 
+pub(crate) mod broker;
 mod envelope;
 mod runner;
 mod status;
@@ -22,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use self::envelope::{Envelope, ENVELOPE_VERSION};
+#[cfg(feature = "redis")]
+pub(crate) use self::runner::backoff;
 pub use self::runner::{DeadLetter, JobMode, JobSettings, Jobs};
 pub(crate) use self::runner::{JobRunner, JobStep};
 pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
@@ -59,9 +62,13 @@ impl crate::request::OptionalFromRequest for Jobs {
 /// # let _ = app;
 /// ```
 pub fn job_status_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
-    let response = match jobs.status(&id) {
-        Some(status) => Response::json(&status.to_json()),
-        None => HttpError::new(404, format!("no job with id {id}")).into_response(),
+    let response = match jobs.lookup(&id) {
+        Ok(Some(status)) => Response::json(&status.to_json()),
+        Ok(None) => HttpError::new(404, format!("no job with id {id}")).into_response(),
+        Err(error) => {
+            log::warn!("job {id}: its status could not be read: {error}");
+            HttpError::new(503, "job statuses are unavailable, try again later").into_response()
+        }
     };
     response.with_header("Cache-Control", "no-store")
 }
@@ -125,6 +132,23 @@ pub struct JobContext {
     max_attempts: u32,
     request_id: Arc<str>,
     state: Arc<StateMap>,
+}
+
+impl JobContext {
+    /// The context of attempt `attempt` of `envelope`'s job (a worker's).
+    pub(crate) fn for_attempt(
+        envelope: &Envelope,
+        attempt: u32,
+        state: Arc<StateMap>,
+    ) -> JobContext {
+        JobContext {
+            id: JobId::new(envelope.id.clone()),
+            attempt,
+            max_attempts: envelope.max_attempts,
+            request_id: envelope.request_id.clone(),
+            state,
+        }
+    }
 }
 
 impl fmt::Debug for JobContext {
@@ -203,6 +227,9 @@ pub enum EnqueueError {
         /// What serde said.
         source: serde_json::Error,
     },
+    /// The broker could not be reached in time by a durable enqueue
+    /// ([`enqueue_durable`](crate::BackgroundTasks::enqueue_durable)).
+    Unavailable(String),
 }
 
 impl fmt::Display for EnqueueError {
@@ -217,6 +244,9 @@ impl fmt::Display for EnqueueError {
                     "the payload of job {name:?} does not serialize: {source}"
                 )
             }
+            EnqueueError::Unavailable(error) => {
+                write!(f, "the job could not be handed to the broker: {error}")
+            }
         }
     }
 }
@@ -225,15 +255,22 @@ impl std::error::Error for EnqueueError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             EnqueueError::Payload { source, .. } => Some(source),
-            EnqueueError::Unregistered(_) => None,
+            EnqueueError::Unregistered(_) | EnqueueError::Unavailable(_) => None,
         }
     }
 }
 
-/// A handler can `?` an enqueue: a `500`, with the reason logged.
+/// A handler can `?` an enqueue: a `500` for a mistake of the program, with
+/// the reason logged; a `503` when the broker is unavailable.
 impl From<EnqueueError> for HttpError {
     fn from(error: EnqueueError) -> HttpError {
-        HttpError::internal(error)
+        match error {
+            EnqueueError::Unavailable(_) => {
+                log::warn!("{error}");
+                HttpError::new(503, "the job queue is unavailable, try again later")
+            }
+            _ => HttpError::internal(error),
+        }
     }
 }
 
@@ -263,6 +300,32 @@ pub(crate) struct JobSpec {
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     specs: HashMap<&'static str, JobSpec>,
+}
+
+impl JobSpec {
+    /// Runs one attempt of a job of this type on this thread, catching a
+    /// panic: `Err` says why it failed, and whether another attempt could help.
+    pub(crate) fn attempt(&self, payload: &str, context: &JobContext) -> Result<(), Failure> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.run)(payload, context)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(Failure {
+                message: format!("panicked: {}", crate::tasks::panic_message(panic.as_ref())),
+                retry: true,
+            })
+        })
+    }
+
+    /// The attempts a job of this type has in all, `default` unless it sets its own.
+    pub(crate) fn max_attempts(&self, default: u32) -> u32 {
+        self.max_attempts.unwrap_or(default).max(1)
+    }
+
+    /// How long an attempt may run, `default` unless the type sets its own.
+    pub(crate) fn timeout(&self, default: std::time::Duration) -> std::time::Duration {
+        self.timeout.unwrap_or(default)
+    }
 }
 
 impl Registry {

@@ -5,17 +5,17 @@ use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::broker::Broker;
 use super::status::{IdSource, JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
-use super::{EnqueueError, Envelope, Failure, Job, JobContext, JobId, Registry};
+use super::{EnqueueError, Envelope, Job, JobContext, Registry};
 use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::Counters;
-use crate::tasks::{panic_message, BackgroundTask, Batch, TaskInfo, TaskName};
+use crate::tasks::{BackgroundTask, Batch, TaskInfo, TaskName};
 
 /// Indexes into [`OUTCOMES`](super::OUTCOMES).
 const ENQUEUED: usize = 0;
@@ -109,9 +109,23 @@ impl Jobs {
     }
 
     /// What is known of job `id` (statuses are kept for the last
-    /// [`status_capacity`](JobSettings::status_capacity) jobs).
+    /// [`status_capacity`](JobSettings::status_capacity) jobs; with Redis,
+    /// in Redis). `None` too when Redis cannot be asked (logged); see
+    /// [`lookup`](Self::lookup).
     pub fn status(&self, id: &str) -> Option<JobStatus> {
-        self.runner.statuses.get(id)
+        self.lookup(id).unwrap_or_else(|error| {
+            log::warn!("job {id}: its status could not be read: {error}");
+            None
+        })
+    }
+
+    /// [`status`](Self::status), telling "unknown" (`Ok(None)`) from "could
+    /// not ask" (`Err`, the broker's error).
+    pub fn lookup(&self, id: &str) -> Result<Option<JobStatus>, String> {
+        match &self.runner.broker {
+            Some(broker) => broker.status(id),
+            None => Ok(self.runner.statuses.get(id)),
+        }
     }
 
     /// The dead jobs kept, oldest first.
@@ -125,7 +139,14 @@ impl Jobs {
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
         let name = "afterward_jobs_by_name_total";
-        let mut out = format!(
+        let mut out = self
+            .runner
+            .broker
+            .as_ref()
+            .map(|broker| broker.to_prometheus())
+            .unwrap_or_default();
+        let _ = write!(
+            out,
             "# HELP {name} Jobs by type and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
         );
         for (job, counts) in self.runner.registry.counts() {
@@ -167,6 +188,8 @@ pub(crate) struct JobRunner {
     pool: PoolSubmitter,
     timer: Arc<Timer>,
     ids: IdSource,
+    /// Where jobs go instead of the pool, when they run elsewhere.
+    broker: Option<Arc<dyn Broker>>,
 }
 
 /// Jobs waiting for their time (a retry's backoff, a delayed enqueue), by due
@@ -269,6 +292,7 @@ impl JobRunner {
         settings: JobSettings,
         counters: Arc<Counters>,
         pool: PoolSubmitter,
+        broker: Option<Arc<dyn Broker>>,
     ) -> std::io::Result<Arc<JobRunner>> {
         let timer = Arc::new(Timer {
             state: Mutex::default(),
@@ -285,6 +309,7 @@ impl JobRunner {
             pool: pool.clone(),
             timer: timer.clone(),
             ids: IdSource::default(),
+            broker,
         });
         let weak = Arc::downgrade(&runner);
         thread::Builder::new()
@@ -312,10 +337,7 @@ impl JobRunner {
             name: Cow::Borrowed(J::NAME),
             payload,
             attempts: 0,
-            max_attempts: spec
-                .max_attempts
-                .unwrap_or(self.settings.max_attempts)
-                .max(1),
+            max_attempts: spec.max_attempts(self.settings.max_attempts),
             enqueued_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -323,7 +345,10 @@ impl JobRunner {
         };
         if self.settings.mode != JobMode::Capture {
             // A captured job is not in the system: no status, not counted.
-            self.statuses.insert(&envelope.id, envelope.name.clone());
+            // A job for the broker gets its status there, as it is sent.
+            if self.broker.is_none() {
+                self.statuses.insert(&envelope.id, envelope.name.clone());
+            }
             self.counters.job_enqueued();
             spec.counts.bump(ENQUEUED);
         }
@@ -332,11 +357,50 @@ impl JobRunner {
 
     /// The task that runs the job's next attempt; a discarded task discards
     /// the job, counted.
+    /// Whether jobs go to a broker instead of the pool.
+    pub(crate) fn has_broker(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    /// Sends the job to the broker now, on this thread (a durable enqueue).
+    pub(crate) fn send_now(
+        &self,
+        envelope: &Envelope,
+        delay: Option<Duration>,
+    ) -> Result<(), String> {
+        match &self.broker {
+            Some(broker) => {
+                let sent = broker.send_now(envelope, delay);
+                match &sent {
+                    Ok(()) => self.counters.jobs_sent_now(),
+                    Err(error) => self.discarded(&envelope.id, &envelope.name, error),
+                }
+                sent
+            }
+            None => Err("no broker is configured".into()),
+        }
+    }
+
+    /// The task that hands the job to the broker after the response.
+    pub(crate) fn send_task(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        delay: Option<Duration>,
+    ) -> BackgroundTask {
+        BackgroundTask::job(JobStep {
+            runner: self.clone(),
+            envelope,
+            delay,
+            send: true,
+        })
+    }
+
     pub(crate) fn attempt_task(self: &Arc<Self>, envelope: Envelope) -> BackgroundTask {
         BackgroundTask::job(JobStep {
             runner: self.clone(),
             envelope,
             delay: None,
+            send: false,
         })
     }
 
@@ -350,6 +414,7 @@ impl JobRunner {
             runner: self.clone(),
             envelope,
             delay: Some(delay),
+            send: false,
         })
     }
 
@@ -360,7 +425,7 @@ impl JobRunner {
         }
     }
 
-    fn discarded(&self, id: &str, name: &str, reason: &str) {
+    pub(crate) fn discarded(&self, id: &str, name: &str, reason: &str) {
         self.statuses.update(id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
         self.count(name, DISCARDED);
@@ -389,14 +454,8 @@ impl JobRunner {
             self.dead(envelope, error);
             return None;
         };
-        let context = JobContext {
-            id: JobId::new(envelope.id.clone()),
-            attempt: attempts,
-            max_attempts: envelope.max_attempts,
-            request_id: envelope.request_id.clone(),
-            state: self.state.clone(),
-        };
-        let timeout = spec.timeout.unwrap_or(self.settings.timeout);
+        let context = JobContext::for_attempt(&envelope, attempts, self.state.clone());
+        let timeout = spec.timeout(self.settings.timeout);
         self.started(Running {
             id: envelope.id.clone(),
             name: envelope.name.clone(),
@@ -405,14 +464,7 @@ impl JobRunner {
             slot: current_slot(),
             overdue: false,
         });
-        let outcome =
-            panic::catch_unwind(AssertUnwindSafe(|| (spec.run)(&envelope.payload, &context)))
-                .unwrap_or_else(|panic| {
-                    Err(Failure {
-                        message: format!("panicked: {}", panic_message(panic.as_ref())),
-                        retry: true,
-                    })
-                });
+        let outcome = spec.attempt(&envelope.payload, &context);
         let late = self.ended(&envelope.id, attempts);
         if late {
             log::warn!(
@@ -479,17 +531,7 @@ impl JobRunner {
     /// Exponential backoff with jitter: `backoff × 2^(attempts-1)`, capped,
     /// then a random point in its upper half.
     fn backoff(&self, envelope: &Envelope) -> Duration {
-        let exponent = envelope.attempts.saturating_sub(1).min(30);
-        let full = self
-            .settings
-            .backoff
-            .saturating_mul(1 << exponent)
-            .min(self.settings.max_backoff);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write(envelope.id.as_bytes());
-        hasher.write_u32(envelope.attempts);
-        let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
-        full.mul_f64(0.5 + fraction / 2.0)
+        backoff(&self.settings, envelope)
     }
 
     fn dead(&self, envelope: Envelope, error: String) {
@@ -585,22 +627,33 @@ impl JobRunner {
             self.timer.changed.notify_all();
             std::mem::take(&mut state.waiting)
         };
-        waiting
+        let unsent = self.broker.as_ref().map(|b| b.close()).unwrap_or_default();
+        let unsent_n = unsent.len() as u64;
+        let mut report: Vec<TaskInfo> = unsent
             .into_iter()
-            .map(|Reverse(waiting)| waiting.envelope)
             .map(|envelope| {
                 self.discarded(
                     &envelope.id,
                     &envelope.name,
-                    "the shutdown deadline passed while it waited",
+                    "the shutdown deadline passed before the broker had it",
                 );
-                self.counters.job_delayed(-1);
-                TaskInfo {
-                    name: format!("job {} ({})", envelope.name, envelope.id),
-                    request_id: envelope.request_id.to_string(),
-                }
+                job_info(&envelope)
             })
-            .collect()
+            .collect();
+        if unsent_n > 0 {
+            self.counters.jobs_unbuffered(unsent_n, false);
+        }
+        report.extend(waiting.into_iter().map(|Reverse(waiting)| {
+            let envelope = waiting.envelope;
+            self.discarded(
+                &envelope.id,
+                &envelope.name,
+                "the shutdown deadline passed while it waited",
+            );
+            self.counters.job_delayed(-1);
+            job_info(&envelope)
+        }));
+        report
     }
 }
 
@@ -612,12 +665,38 @@ impl Drop for JobRunner {
     }
 }
 
+/// A job as a shutdown report lists it.
+fn job_info(envelope: &Envelope) -> TaskInfo {
+    TaskInfo {
+        name: format!("job {} ({})", envelope.name, envelope.id),
+        request_id: envelope.request_id.to_string(),
+    }
+}
+
+/// Exponential backoff with jitter, after `envelope`'s attempts so far:
+/// `backoff × 2^(attempts-1)`, capped at `max_backoff`, then a random point
+/// in its upper half. The same policy in-process and on Redis workers.
+pub(crate) fn backoff(settings: &JobSettings, envelope: &Envelope) -> Duration {
+    let exponent = envelope.attempts.saturating_sub(1).min(30);
+    let full = settings
+        .backoff
+        .saturating_mul(1 << exponent)
+        .min(settings.max_backoff);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(envelope.id.as_bytes());
+    hasher.write_u32(envelope.attempts);
+    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
+    full.mul_f64(0.5 + fraction / 2.0)
+}
+
 /// A job's next step, as a pool task: an attempt, or (with a delay) its
 /// wait in the timer.
 pub(crate) struct JobStep {
     runner: Arc<JobRunner>,
     envelope: Envelope,
     delay: Option<Duration>,
+    /// Hand it to the broker (with its delay) instead of running it here.
+    send: bool,
 }
 
 impl JobStep {
@@ -634,10 +713,19 @@ impl JobStep {
             runner,
             envelope,
             delay,
+            send,
         } = self;
-        match delay {
-            None => runner.run_attempt(envelope),
-            Some(delay) => runner.wait(envelope, Instant::now() + delay),
+        match (&runner.broker, delay) {
+            (Some(broker), _) if send => {
+                runner.counters.job_buffered();
+                if let Err(envelope) = broker.send(envelope, delay) {
+                    let reason = "the broker's sender has stopped";
+                    runner.discarded(&envelope.id, &envelope.name, reason);
+                    runner.counters.jobs_unbuffered(1, false);
+                }
+            }
+            (_, None) => runner.run_attempt(envelope),
+            (_, Some(delay)) => runner.wait(envelope, Instant::now() + delay),
         }
     }
 

@@ -67,6 +67,8 @@ pub(super) struct Config {
     /// Print why a response is a `500` to standard error: `TestServer` sets it.
     pub(super) echo_errors: bool,
     pub(super) jobs: JobSettings,
+    /// Where jobs go instead of the pool (`ServerBuilder::redis`).
+    pub(super) broker: Option<crate::pool::BrokerFactory>,
 }
 
 impl Default for ServerBuilder {
@@ -87,6 +89,7 @@ impl Default for ServerBuilder {
                 engine: None,
                 echo_errors: false,
                 jobs: JobSettings::default(),
+                broker: None,
             },
         }
     }
@@ -263,6 +266,13 @@ impl ServerBuilder {
     /// The longest delay between two attempts of a job (default 60 s).
     pub fn job_max_backoff(mut self, delay: Duration) -> ServerBuilder {
         self.config.jobs.max_backoff = delay;
+        self
+    }
+
+    /// Sends jobs to `broker` instead of the pool (`ServerBuilder::redis`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn broker(mut self, broker: crate::pool::BrokerFactory) -> ServerBuilder {
+        self.config.broker = Some(broker);
         self
     }
 

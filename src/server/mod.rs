@@ -114,6 +114,7 @@ impl Server {
             .on_full(config.on_full)
             .jobs(app.job_registry(), app.state_map().clone())
             .job_settings(config.jobs.clone())
+            .broker(config.broker.clone())
             .build_with(counters.clone())?;
         let shed = (config.on_full == OnFull::Shed).then(|| Shedding {
             paths: config.shed_exempt.clone(),

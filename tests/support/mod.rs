@@ -12,6 +12,8 @@ pub use afterward::testing::TEST_TIMEOUT;
 use afterward::{Engine, Server, ServerBuilder};
 
 pub mod raw;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// The engine the HTTP hardening suite (`tests/http_*.rs`,
 /// `tests/cli_fd_exhaustion.rs`) runs on: the builtin one, whose guarantees it

@@ -1,0 +1,31 @@
+//! The seam between the job runner and a broker that takes jobs out of the
+//! process (Redis Streams, with the `redis` feature): the runner hands it
+//! each job after the response, instead of running it on the pool.
+
+use std::time::Duration;
+
+use super::{Envelope, JobStatus};
+
+/// Where jobs go when they run elsewhere.
+///
+/// Architecture invariant: a job handed to [`send`](Broker::send) is counted
+/// `jobs_buffered` until the broker has it (then `jobs_sent`), or until
+/// [`close`](Broker::close) gives it back, and the runner counts it discarded.
+pub(crate) trait Broker: Send + Sync + 'static {
+    /// Takes the job (due `delay` from now, if any), to send it soon, in a
+    /// batch with others. Waits while the broker's buffer is full. `Err`
+    /// gives the job back when the broker has stopped.
+    fn send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Envelope>;
+
+    /// Sends the job now, on this thread: `Ok` once the broker has it.
+    fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String>;
+
+    /// What the broker knows of job `id`; `Err` when it cannot be asked.
+    fn status(&self, id: &str) -> Result<Option<JobStatus>, String>;
+
+    /// Stops sending, and gives back the jobs not sent.
+    fn close(&self) -> Vec<Envelope>;
+
+    /// The broker's own metrics, in the Prometheus text format.
+    fn to_prometheus(&self) -> String;
+}

@@ -1,0 +1,280 @@
+//! Operations on a deployment's queues (`afterward jobs`), and the
+//! de-duplication helper for jobs that must not act twice.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::streams::StreamRangeReply;
+use redis::Value;
+
+use super::{Keys, RedisConfig};
+use crate::jobs::Envelope;
+
+/// Reads and repairs a deployment's queues.
+pub struct Admin {
+    config: RedisConfig,
+    keys: Keys,
+    connection: Mutex<Option<redis::Connection>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many jobs wait, and where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueCounts {
+    /// In the stream, not yet read by any worker.
+    pub ready: u64,
+    /// Read by a worker and not yet acknowledged (running, or held by a
+    /// worker that died: taken over after the visibility timeout).
+    pub pending: u64,
+    /// Waiting for a retry's backoff or a delayed start.
+    pub delayed: u64,
+    /// Dead letters kept.
+    pub dead: u64,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadJob {
+    /// The job as last attempted.
+    pub envelope: Envelope,
+    /// The last attempt's error.
+    pub error: String,
+}
+
+impl Admin {
+    /// An admin of `config`'s deployment (connects on first use).
+    pub fn new(config: RedisConfig) -> Admin {
+        Admin {
+            keys: config.keys(),
+            config,
+            connection: Mutex::default(),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        call: impl FnOnce(&mut redis::Connection, &Keys) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if connection.is_none() {
+            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
+        }
+        call(connection.as_mut().expect("connected above"), &self.keys).map_err(|e| {
+            *connection = None;
+            e.to_string()
+        })
+    }
+
+    /// The counts of jobs waiting.
+    pub fn counts(&self) -> Result<QueueCounts, String> {
+        self.with(|con, keys| {
+            let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
+                .cmd("XLEN")
+                .arg(&keys.stream)
+                .cmd("ZCARD")
+                .arg(&keys.delayed)
+                .cmd("XLEN")
+                .arg(&keys.dead)
+                .query(con)?;
+            let pending: Value = redis::cmd("XPENDING")
+                .arg(&keys.stream)
+                .arg(&keys.group)
+                .query(con)
+                .or_else(|e| {
+                    if e.code() == Some("NOGROUP") {
+                        Ok(Value::Nil)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            let pending = match pending {
+                Value::Array(items) => match items.first() {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            Ok(QueueCounts {
+                ready: length.saturating_sub(pending),
+                pending,
+                delayed,
+                dead,
+            })
+        })
+    }
+
+    /// The dead letters, oldest first (at most `limit`).
+    pub fn dead(&self, limit: usize) -> Result<Vec<DeadJob>, String> {
+        Ok(self
+            .dead_entries(limit)?
+            .into_iter()
+            .map(|(_, job)| job)
+            .collect())
+    }
+
+    fn dead_entries(&self, limit: usize) -> Result<Vec<(String, DeadJob)>, String> {
+        self.with(|con, keys| {
+            let reply: StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&keys.dead)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query(con)?;
+            Ok(reply
+                .ids
+                .into_iter()
+                .filter_map(|entry| {
+                    let field = |name: &str| match entry.map.get(name) {
+                        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                        _ => String::new(),
+                    };
+                    let envelope = Envelope::from_json_text(&field("envelope")).ok()?;
+                    Some((
+                        entry.id.clone(),
+                        DeadJob {
+                            envelope,
+                            error: field("error"),
+                        },
+                    ))
+                })
+                .collect())
+        })
+    }
+
+    /// Sends dead job `id` back to the stream with its attempts reset, and
+    /// removes its dead letter, in one transaction. `Ok(false)` when no dead
+    /// letter has that job id.
+    pub fn requeue(&self, id: &str) -> Result<bool, String> {
+        let entries = self.dead_entries(self.config.dead_letter_capacity.max(1) * 2)?;
+        let Some((entry, job)) = entries.into_iter().find(|(_, job)| &*job.envelope.id == id)
+        else {
+            return Ok(false);
+        };
+        let mut envelope = job.envelope;
+        envelope.attempts = 0;
+        let ttl = self.config.status_ttl.as_millis() as u64;
+        self.with(|con, keys| {
+            let status = keys.status(id);
+            redis::pipe()
+                .atomic()
+                .cmd("XADD")
+                .arg(&keys.stream)
+                .arg("*")
+                .arg("envelope")
+                .arg(envelope.to_json_text())
+                .ignore()
+                .cmd("XDEL")
+                .arg(&keys.dead)
+                .arg(&entry)
+                .ignore()
+                .cmd("HSET")
+                .arg(&status)
+                .arg("name")
+                .arg(&*envelope.name)
+                .arg("status")
+                .arg("queued")
+                .arg("attempts")
+                .arg(0)
+                .ignore()
+                .cmd("HDEL")
+                .arg(&status)
+                .arg("error")
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&status)
+                .arg(ttl)
+                .ignore()
+                .query::<()>(con)
+        })?;
+        Ok(true)
+    }
+}
+
+/// Remembers job ids in Redis for a while, so that a job that must not act
+/// twice (charge a card, send a message) can ask before it acts:
+///
+/// ```no_run
+/// # use afterward::{App, Job, JobContext, JobResult};
+/// # use afterward::redis::{Dedupe, RedisConfig};
+/// # use std::{sync::Arc, time::Duration};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Charge { cents: u64 }
+/// impl Job for Charge {
+///     const NAME: &'static str = "charge";
+///     fn run(self, job: &JobContext) -> JobResult {
+///         let dedupe = job.state::<Arc<Dedupe>>().expect("App::state(Arc<Dedupe>)");
+///         if !dedupe.first_time(job.id().as_str())? {
+///             return Ok(()); // it ran already, on this or another worker
+///         }
+///         // charge self.cents …
+///         Ok(())
+///     }
+/// }
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")?;
+/// let dedupe = Arc::new(Dedupe::new(config, Duration::from_secs(24 * 3600)));
+/// let app = App::new().state(dedupe).job::<Charge>();
+/// # Ok::<(), afterward::Error>(())
+/// ```
+///
+/// The mark is set before the effect: a job that fails after asking will
+/// not act on its retry. Mark only the step that must happen at most once,
+/// and prefer effects that are idempotent by the job id where you can.
+pub struct Dedupe {
+    config: RedisConfig,
+    keys: Keys,
+    ttl: Duration,
+    connection: Mutex<Option<redis::Connection>>,
+}
+
+impl std::fmt::Debug for Dedupe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedupe")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dedupe {
+    /// Remembers ids for `ttl` (longer than a job can be retried or taken
+    /// over: a day is typical).
+    pub fn new(config: RedisConfig, ttl: Duration) -> Dedupe {
+        Dedupe {
+            keys: config.keys(),
+            config,
+            ttl,
+            connection: Mutex::default(),
+        }
+    }
+
+    /// `true` the first time `id` is asked about within the TTL (and marks
+    /// it); `false` after. `Err` when Redis cannot be asked: the job fails,
+    /// and is retried.
+    pub fn first_time(&self, id: &str) -> Result<bool, String> {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if connection.is_none() {
+            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
+        }
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.seen(id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl.as_millis().max(1) as u64)
+            .query(connection.as_mut().expect("connected above"))
+            .map_err(|e| {
+                *connection = None;
+                e.to_string()
+            })?;
+        Ok(set.is_some())
+    }
+}

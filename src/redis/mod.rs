@@ -1,0 +1,241 @@
+//! Named jobs over Redis Streams (feature `redis`): the same [`Job`](crate::Job)s,
+//! sent by the web server and run by [`Worker`]s in any number of processes.
+//!
+//! Set [`ServerBuilder::redis`](crate::ServerBuilder::redis) and every job a
+//! handler enqueues goes to Redis instead of the local pool, still after the
+//! response: a sender thread batches many requests' jobs into pipelined
+//! `XADD`s. Closures (`add_task`) stay local. A [`Worker`], in a binary that
+//! registers the same job types, reads them with a consumer group and runs
+//! them with the same retry policy ([`JobSettings`](crate::JobSettings)).
+//!
+//! # What is guaranteed
+//!
+//! **At least once.** A job enqueued with
+//! [`enqueue_durable`](crate::BackgroundTasks::enqueue_durable) is in Redis
+//! before the handler returns; one enqueued with
+//! [`enqueue`](crate::BackgroundTasks::enqueue) is in the server's bounded
+//! buffer until Redis acknowledges it (a crash of the web server loses what
+//! the buffer holds; a graceful stop sends it first, and reports what it
+//! could not send). A job in Redis runs until an attempt succeeds, or until
+//! its attempts run out (then it is a dead letter in its own stream).
+//!
+//! A job can run more than once:
+//! - a worker stalls (paused, a long GC-like stop, a network partition) for
+//!   longer than the visibility timeout: another worker reclaims the job and
+//!   runs it, and the stalled one may finish it too (Redis's `XACK` does not
+//!   check who owns the entry). The reclaim is counted
+//!   ([`WorkerStats::reclaimed`]), and the attempt knows
+//!   ([`JobContext::attempt`](crate::JobContext::attempt) is the same number);
+//! - a send to Redis times out after Redis got the job: the sender sends it
+//!   again, with the same id.
+//!
+//! Every job carries its id ([`JobContext::id`](crate::JobContext::id)): make
+//! effects idempotent by that id, or ask a [`Dedupe`] before a side effect
+//! that must not happen twice.
+
+mod admin;
+mod producer;
+mod worker;
+
+/// The [`redis`](https://docs.rs/redis/1) crate (1.x, blocking API) this
+/// module uses, for commands of your own on a [`RedisConfig::connect`]ion.
+pub use ::redis as client;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
+pub(crate) use self::producer::Producer;
+pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
+
+use crate::jobs::{JobState, JobStatus};
+use crate::pool::{BackgroundPoolBuilder, BrokerFactory};
+use crate::server::ServerBuilder;
+use crate::Error;
+
+/// Where Redis is and how the jobs are kept there.
+///
+/// | setting | default |
+/// |---|---|
+/// | [`prefix`](Self::prefix) | `afterward` (keys `afterward:jobs`, `afterward:dead`, …) |
+/// | [`timeout`](Self::timeout) | 2 s, on every connect, read and write |
+/// | [`buffer_capacity`](Self::buffer_capacity) | 10,000 jobs waiting to be sent |
+/// | [`batch`](Self::batch) | 100 jobs per pipelined send or read |
+/// | [`status_ttl`](Self::status_ttl) | 24 h |
+/// | [`dead_letter_capacity`](Self::dead_letter_capacity) | 10,000 (oldest trimmed) |
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    client: redis::Client,
+    /// The prefix of every key.
+    pub prefix: String,
+    /// The longest a connect, a read or a write may take; a call that times
+    /// out is retried, and a send that timed out may have landed.
+    pub timeout: Duration,
+    /// Jobs the web server holds while Redis is slow or down; when full, the
+    /// background thread handing it a job waits (and the server's
+    /// [`OnFull`](crate::OnFull) policy applies as its queue fills).
+    pub buffer_capacity: usize,
+    /// Jobs per pipelined `XADD` (sender) or `XREADGROUP` (worker).
+    pub batch: usize,
+    /// How long a job's status is kept in Redis after its last change.
+    pub status_ttl: Duration,
+    /// Dead letters kept in their stream (`XADD … MAXLEN ~`): only dead
+    /// letters are ever trimmed, never jobs.
+    pub dead_letter_capacity: usize,
+}
+
+impl RedisConfig {
+    /// Redis at `url`: `redis://host:port[/db]` or `redis+unix:///path/to/socket`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL Redis's client does not accept (nothing is
+    /// connected yet).
+    pub fn new(url: &str) -> Result<RedisConfig, Error> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Config(format!("invalid Redis URL {url:?}: {e}")))?;
+        Ok(RedisConfig {
+            client,
+            prefix: "afterward".into(),
+            timeout: Duration::from_secs(2),
+            buffer_capacity: 10_000,
+            batch: 100,
+            status_ttl: Duration::from_secs(24 * 3600),
+            dead_letter_capacity: 10_000,
+        })
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let positive = [
+            ("timeout", self.timeout.is_zero()),
+            ("buffer_capacity", self.buffer_capacity == 0),
+            ("batch", self.batch == 0),
+            ("status_ttl", self.status_ttl.as_millis() == 0),
+        ];
+        match positive.iter().find(|(_, zero)| *zero) {
+            Some((name, _)) => Err(Error::Config(format!("Redis {name} must be above zero"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A new connection, with the [`timeout`](Self::timeout) on connect,
+    /// reads and writes.
+    ///
+    /// # Errors
+    ///
+    /// Redis's, when it cannot be reached in time.
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let connection = self.client.get_connection_with_timeout(self.timeout)?;
+        connection.set_read_timeout(Some(self.timeout))?;
+        connection.set_write_timeout(Some(self.timeout))?;
+        Ok(connection)
+    }
+
+    pub(crate) fn keys(&self) -> Keys {
+        Keys {
+            stream: format!("{}:jobs", self.prefix),
+            group: "workers".into(),
+            delayed: format!("{}:delayed", self.prefix),
+            dead: format!("{}:dead", self.prefix),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+/// The keys of one deployment.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    /// The stream of jobs to run (field `envelope`).
+    pub(crate) stream: String,
+    /// The workers' consumer group on it.
+    pub(crate) group: String,
+    /// Jobs due later (a retry's backoff, a delayed enqueue): a sorted set of
+    /// envelopes scored by their due time in Unix milliseconds.
+    pub(crate) delayed: String,
+    /// Dead letters: a stream (fields `envelope`, `error`).
+    pub(crate) dead: String,
+    prefix: String,
+}
+
+impl Keys {
+    /// A job's status: a hash (`name`, `status`, `attempts`, `error`,
+    /// `next_run_ms`) with a TTL.
+    pub(crate) fn status(&self, id: &str) -> String {
+        format!("{}:status:{id}", self.prefix)
+    }
+
+    /// The de-duplication mark of a job id ([`Dedupe`]).
+    pub(crate) fn seen(&self, id: &str) -> String {
+        format!("{}:seen:{id}", self.prefix)
+    }
+}
+
+/// Unix milliseconds, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads a status hash (`HGETALL`); `None` for a missing key.
+pub(crate) fn read_status(
+    connection: &mut redis::Connection,
+    keys: &Keys,
+    id: &str,
+) -> redis::RedisResult<Option<JobStatus>> {
+    let fields: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys.status(id))
+        .query(connection)?;
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let number = |key: &str| fields.get(key).and_then(|v| v.parse::<u64>().ok());
+    let state = match fields.get("status").map(String::as_str) {
+        Some("running") => JobState::Running,
+        Some("retrying") => JobState::Retrying {
+            next_run: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(number("next_run_ms").unwrap_or(0)),
+        },
+        Some("done") => JobState::Done,
+        Some("dead") => JobState::Dead,
+        Some("discarded") => JobState::Discarded,
+        _ => JobState::Queued,
+    };
+    Ok(Some(JobStatus {
+        id: id.to_owned(),
+        name: fields.get("name").cloned().unwrap_or_default(),
+        state,
+        attempts: number("attempts").unwrap_or(0) as u32,
+        error: fields.get("error").cloned(),
+    }))
+}
+
+impl BackgroundPoolBuilder {
+    /// Sends jobs to Redis (see [`crate::redis`]) instead of running them on
+    /// this pool; closures still run here.
+    pub fn redis(self, config: RedisConfig) -> BackgroundPoolBuilder {
+        self.broker(Some(broker(config)))
+    }
+}
+
+impl ServerBuilder {
+    /// Sends the app's jobs to Redis (see [`crate::redis`]): a handler's
+    /// `enqueue` hands the job to a sender thread after the response, and
+    /// [`Worker`]s run it; `GET /jobs/{id}`
+    /// ([`job_status_handler`](crate::job_status_handler)) reads its status
+    /// from Redis. Closures (`add_task`) still run on this server's pool.
+    pub fn redis(self, config: RedisConfig) -> ServerBuilder {
+        self.broker(broker(config))
+    }
+}
+
+fn broker(config: RedisConfig) -> BrokerFactory {
+    BrokerFactory(Arc::new(move |counters| {
+        config.check()?;
+        let producer: Arc<dyn crate::jobs::broker::Broker> =
+            Producer::start(config.clone(), counters)?;
+        Ok(producer)
+    }))
+}

@@ -1,0 +1,280 @@
+//! The web server's side: a bounded buffer of jobs and the sender thread
+//! that empties it into Redis in pipelined batches, retrying with backoff
+//! while Redis is slow or down.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+use super::{now_ms, read_status, Keys, RedisConfig};
+use crate::jobs::broker::Broker;
+use crate::jobs::{Envelope, JobStatus};
+use crate::stats::Counters;
+use crate::Error;
+
+/// A job on its way to Redis.
+struct Outgoing {
+    envelope: Envelope,
+    /// Unix milliseconds when it is due, for a delayed one.
+    due_ms: Option<u64>,
+}
+
+/// Sends jobs to Redis: [`Broker`] for the web server.
+pub(crate) struct Producer {
+    config: RedisConfig,
+    keys: Keys,
+    buffer: Sender<Outgoing>,
+    /// Dropped to stop the sender thread.
+    stop: Mutex<Option<Sender<()>>>,
+    /// The sender thread; it returns the jobs it could not send.
+    thread: Mutex<Option<JoinHandle<Vec<Outgoing>>>>,
+    /// For durable sends and status reads, on the caller's thread.
+    direct: Mutex<Option<redis::Connection>>,
+    stats: Arc<SendStats>,
+}
+
+#[derive(Default)]
+struct SendStats {
+    batches: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Producer {
+    /// Starts the sender thread (`afterward-redis-sender`). Redis need not be
+    /// up: jobs wait in the buffer until it is.
+    pub(crate) fn start(
+        config: RedisConfig,
+        counters: Arc<Counters>,
+    ) -> Result<Arc<Producer>, Error> {
+        let (buffer, jobs) = crossbeam_channel::bounded(config.buffer_capacity);
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let stats = Arc::new(SendStats::default());
+        let sender = SendLoop {
+            config: config.clone(),
+            keys: config.keys(),
+            counters,
+            stats: stats.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name("afterward-redis-sender".into())
+            .spawn(move || sender.run(&jobs, &stopped))?;
+        Ok(Arc::new(Producer {
+            keys: config.keys(),
+            config,
+            buffer,
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
+            direct: Mutex::default(),
+            stats,
+        }))
+    }
+
+    /// Runs `call` on the direct connection, connecting first if needed;
+    /// an error drops the connection (the next call reconnects).
+    fn with_direct<T>(
+        &self,
+        call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
+        if direct.is_none() {
+            *direct = Some(self.config.connect().map_err(|e| e.to_string())?);
+        }
+        let connection = direct.as_mut().expect("connected above");
+        call(connection).map_err(|e| {
+            *direct = None;
+            e.to_string()
+        })
+    }
+}
+
+impl Broker for Producer {
+    fn send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Envelope> {
+        let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
+        // Waits while the buffer is full. The receiver lives as long as the
+        // sender thread, which ends only at `close`.
+        self.buffer
+            .send(Outgoing { envelope, due_ms })
+            .map_err(|unsent| unsent.0.envelope)
+    }
+
+    fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
+        let outgoing = Outgoing {
+            envelope: envelope.clone(),
+            due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
+        };
+        let mut pipe = redis::pipe();
+        write_job(&mut pipe, &self.keys, &self.config, &outgoing);
+        self.with_direct(|connection| pipe.query::<()>(connection))
+    }
+
+    fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
+        self.with_direct(|connection| read_status(connection, &self.keys, id))
+    }
+
+    fn close(&self) -> Vec<Envelope> {
+        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let unsent = thread
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
+        unsent.into_iter().map(|o| o.envelope).collect()
+    }
+
+    fn to_prometheus(&self) -> String {
+        format!(
+            "# HELP afterward_jobs_send_batches_total Pipelined sends of jobs to Redis that succeeded.\n\
+             # TYPE afterward_jobs_send_batches_total counter\n\
+             afterward_jobs_send_batches_total {}\n\
+             # HELP afterward_jobs_send_errors_total Sends of jobs to Redis that failed (retried).\n\
+             # TYPE afterward_jobs_send_errors_total counter\n\
+             afterward_jobs_send_errors_total {}\n",
+            self.stats.batches.load(Ordering::Relaxed),
+            self.stats.errors.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let unsent = self.close();
+        if !unsent.is_empty() {
+            log::error!("{} jobs dropped unsent with the Redis sender", unsent.len());
+        }
+    }
+}
+
+/// Adds one job to a pipeline: its status (`queued`, first, so that a
+/// worker's `running` always comes after), then the job itself.
+fn write_job(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, job: &Outgoing) {
+    let envelope = &job.envelope;
+    let status = keys.status(&envelope.id);
+    pipe.cmd("HSET")
+        .arg(&status)
+        .arg("name")
+        .arg(&*envelope.name)
+        .arg("status")
+        .arg("queued")
+        .arg("attempts")
+        .arg(envelope.attempts)
+        .ignore();
+    pipe.cmd("PEXPIRE")
+        .arg(&status)
+        .arg(config.status_ttl.as_millis() as u64)
+        .ignore();
+    let text = envelope.to_json_text();
+    match job.due_ms {
+        None => pipe
+            .cmd("XADD")
+            .arg(&keys.stream)
+            .arg("*")
+            .arg("envelope")
+            .arg(text)
+            .ignore(),
+        Some(due) => pipe
+            .cmd("ZADD")
+            .arg(&keys.delayed)
+            .arg(due)
+            .arg(text)
+            .ignore(),
+    };
+}
+
+/// The sender thread's state.
+struct SendLoop {
+    config: RedisConfig,
+    keys: Keys,
+    counters: Arc<Counters>,
+    stats: Arc<SendStats>,
+}
+
+impl SendLoop {
+    /// Sends batches until stopped; returns what it could not send.
+    fn run(self, jobs: &Receiver<Outgoing>, stop: &Receiver<()>) -> Vec<Outgoing> {
+        let mut batch: Vec<Outgoing> = Vec::with_capacity(self.config.batch);
+        let mut connection: Option<redis::Connection> = None;
+        let mut delay = Duration::from_millis(50);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            if batch.is_empty() {
+                select! {
+                    recv(jobs) -> job => match job {
+                        Ok(job) => batch.push(job),
+                        Err(_) => return batch,
+                    },
+                    recv(stop) -> _ => break,
+                }
+            }
+            while batch.len() < self.config.batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            match self.send(&mut connection, &batch) {
+                Ok(()) => {
+                    if let Some(since) = failing_since.take() {
+                        log::info!(
+                            "Redis takes jobs again, after {:.1} s of failed sends",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.counters.jobs_unbuffered(batch.len() as u64, true);
+                    batch.clear();
+                    delay = Duration::from_millis(50);
+                }
+                Err(error) => {
+                    connection = None;
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    if failing_since.is_none() {
+                        failing_since = Some(Instant::now());
+                        log::warn!(
+                            "jobs could not be sent to Redis ({error}); {} wait in the buffer, retrying with backoff",
+                            batch.len() + jobs.len()
+                        );
+                    } else {
+                        log::debug!("jobs still not sent to Redis: {error}");
+                    }
+                    select! {
+                        recv(stop) -> _ => break,
+                        default(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Stopped: the pool has drained, or its deadline passed. One last
+        // try for what is left, then it goes back to the runner.
+        batch.extend(jobs.try_iter());
+        let mut sent = 0;
+        while sent < batch.len() {
+            let end = (sent + self.config.batch).min(batch.len());
+            if self.send(&mut connection, &batch[sent..end]).is_err() {
+                break;
+            }
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters.jobs_unbuffered((end - sent) as u64, true);
+            sent = end;
+        }
+        batch.split_off(sent)
+    }
+
+    /// One pipelined send of `batch`.
+    fn send(
+        &self,
+        connection: &mut Option<redis::Connection>,
+        batch: &[Outgoing],
+    ) -> redis::RedisResult<()> {
+        if connection.is_none() {
+            *connection = Some(self.config.connect()?);
+        }
+        let mut pipe = redis::pipe();
+        for job in batch {
+            write_job(&mut pipe, &self.keys, &self.config, job);
+        }
+        pipe.query::<()>(connection.as_mut().expect("connected above"))
+    }
+}

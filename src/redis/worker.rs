@@ -1,0 +1,873 @@
+//! The worker: a consumer in the group, running jobs on its threads, with
+//! one thread for everything it says to Redis (reads, acks, retries, dead
+//! letters, reclaims), so that all of it goes in batches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::Value;
+
+use super::{now_ms, Keys, RedisConfig};
+use crate::jobs::{backoff, Envelope, Failure, Job, JobContext, JobSettings, Registry};
+use crate::routing::App;
+use crate::state::StateMap;
+use crate::Error;
+
+/// Moves the jobs now due from the delayed set to the stream, atomically
+/// (several workers may run it at once; a job moves once).
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, job in ipairs(due) do
+  redis.call('XADD', KEYS[2], '*', 'envelope', job)
+  redis.call('ZREM', KEYS[1], job)
+end
+return #due
+";
+
+/// Builds a [`Worker`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`concurrency`](Self::concurrency) | the available cores, at least 2 |
+/// | [`visibility_timeout`](Self::visibility_timeout) | 60 s |
+/// | [`job_settings`](Self::job_settings) | [`JobSettings::default`] (5 attempts, 100 ms backoff doubling to 60 s, 30 s timeout) |
+/// | [`consumer`](Self::consumer) | `HOST-PID` |
+pub struct WorkerBuilder {
+    config: RedisConfig,
+    registry: Registry,
+    state: StateMap,
+    concurrency: usize,
+    visibility_timeout: Duration,
+    settings: JobSettings,
+    consumer: String,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Registers the job type `J`.
+    pub fn job<J: Job>(mut self) -> WorkerBuilder {
+        self.registry.register::<J>();
+        self
+    }
+
+    /// Takes `app`'s job types and state ([`App::job`], [`App::state`]): the
+    /// worker runs the jobs the web server enqueues, with the state they see
+    /// there.
+    pub fn app(mut self, app: &App) -> WorkerBuilder {
+        self.registry.merge(app.job_registry());
+        self.state = app.state_map().clone();
+        self
+    }
+
+    /// Threads running jobs at once; also how many jobs the worker holds
+    /// (read and not finished) at most.
+    pub fn concurrency(mut self, n: usize) -> WorkerBuilder {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a job read by a worker may go without news (the worker
+    /// renews it while the job runs) before another worker takes it over:
+    /// the time to notice a crashed or stalled worker.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> WorkerBuilder {
+        self.visibility_timeout = timeout;
+        self
+    }
+
+    /// Attempts, backoff and the attempt deadline.
+    pub fn job_settings(mut self, settings: JobSettings) -> WorkerBuilder {
+        self.settings = settings;
+        self
+    }
+
+    /// This worker's name in the consumer group (unique per process).
+    pub fn consumer(mut self, name: impl Into<String>) -> WorkerBuilder {
+        self.consumer = name.into();
+        self
+    }
+
+    /// Starts the worker's threads: `afterward-worker-io` and
+    /// `afterward-worker-N`. Redis need not be up yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a setting out of range or no job registered;
+    /// [`Error::Io`] when a thread cannot be started.
+    pub fn start(self) -> Result<Worker, Error> {
+        self.config.check()?;
+        if self.concurrency == 0 {
+            return Err(Error::Config(
+                "worker concurrency must be above zero".into(),
+            ));
+        }
+        if self.visibility_timeout < Duration::from_millis(100) {
+            return Err(Error::Config(
+                "the visibility timeout must be at least 100 ms".into(),
+            ));
+        }
+        if self.registry.is_empty() {
+            return Err(Error::Config("the worker registers no job".into()));
+        }
+        let shared = Arc::new(Shared::default());
+        let (jobs, to_run) = crossbeam_channel::bounded::<Delivery>(self.concurrency);
+        let (finished, results) = crossbeam_channel::unbounded::<Finished>();
+        let registry = Arc::new(self.registry);
+        let state = Arc::new(self.state);
+        let mut runners = Vec::with_capacity(self.concurrency);
+        for index in 0..self.concurrency {
+            let (to_run, finished) = (to_run.clone(), finished.clone());
+            let (registry, state, shared) = (registry.clone(), state.clone(), shared.clone());
+            runners.push(
+                thread::Builder::new()
+                    .name(format!("afterward-worker-{index}"))
+                    .spawn(move || run_jobs(&to_run, &finished, &registry, &state, &shared))?,
+            );
+        }
+        drop(finished);
+        let io = IoLoop {
+            keys: self.config.keys(),
+            config: self.config,
+            consumer: self.consumer,
+            capacity: self.concurrency,
+            visibility: self.visibility_timeout,
+            settings: self.settings,
+            registry,
+            shared: shared.clone(),
+        };
+        let io = thread::Builder::new()
+            .name("afterward-worker-io".into())
+            .spawn(move || io.run(&jobs, &results))?;
+        Ok(Worker {
+            shared,
+            io: Mutex::new(Some(io)),
+            runners: Mutex::new(runners),
+        })
+    }
+}
+
+/// Runs jobs from Redis (see [`crate::redis`]): in a binary of the user's,
+/// which registers the job types the web server enqueues.
+///
+/// ```no_run
+/// # use afterward::{App, Job, JobContext, JobResult};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail;
+/// # impl Job for SendEmail { const NAME: &'static str = "send_email";
+/// #     fn run(self, _: &JobContext) -> JobResult { Ok(()) } }
+/// use afterward::redis::{RedisConfig, Worker};
+/// use std::time::Duration;
+///
+/// let config = RedisConfig::new("redis://127.0.0.1:6379")?;
+/// let worker = Worker::builder(config).job::<SendEmail>().concurrency(8).start()?;
+/// // … until SIGTERM, then:
+/// let report = worker.stop(Duration::from_secs(30));
+/// assert!(report.is_complete());
+/// # Ok::<(), afterward::Error>(())
+/// ```
+pub struct Worker {
+    shared: Arc<Shared>,
+    io: Mutex<Option<JoinHandle<WorkerReport>>>,
+    runners: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a worker has done, as counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Jobs read from the stream, new.
+    pub claimed: u64,
+    /// Jobs taken over from another consumer that held them past the
+    /// visibility timeout (each may run a second time: a duplicate).
+    pub reclaimed: u64,
+    /// Jobs whose attempt succeeded (acknowledged and deleted).
+    pub succeeded: u64,
+    /// Failed attempts sent back to wait for a retry.
+    pub retried: u64,
+    /// Jobs whose attempts ran out, moved to the dead letters.
+    pub dead: u64,
+    /// Attempts still running past their deadline (reported, not stopped).
+    pub overdue: u64,
+    /// Calls to Redis that failed (each retried).
+    pub redis_errors: u64,
+    /// Jobs this worker holds now: read, not yet acknowledged.
+    pub in_flight: u64,
+    /// Jobs moved from the delayed set to the stream by this worker.
+    pub promoted: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    stats: Mutex<WorkerStats>,
+    changed: Condvar,
+    stopping: AtomicBool,
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn update(&self, change: impl FnOnce(&mut WorkerStats)) {
+        change(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+        self.changed.notify_all();
+    }
+}
+
+/// How a worker's stop went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// The counters at the end.
+    pub stats: WorkerStats,
+    /// Jobs read and not finished by the deadline: left unacknowledged, for
+    /// another worker to take over after the visibility timeout.
+    pub left_pending: u64,
+}
+
+impl WorkerReport {
+    /// Whether every job the worker held was finished.
+    pub fn is_complete(&self) -> bool {
+        self.left_pending == 0
+    }
+}
+
+impl Worker {
+    /// A worker of the jobs in `config`'s Redis.
+    pub fn builder(config: RedisConfig) -> WorkerBuilder {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "worker".into());
+        WorkerBuilder {
+            config,
+            registry: Registry::default(),
+            state: StateMap::default(),
+            concurrency: cores.max(2),
+            visibility_timeout: Duration::from_secs(60),
+            settings: JobSettings::default(),
+            consumer: format!("{host}-{}", std::process::id()),
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> WorkerStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until `condition` holds for the counters, or `timeout` has
+    /// passed; returns whether it held. For tests and health checks.
+    pub fn wait_for(&self, timeout: Duration, condition: impl Fn(&WorkerStats) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if condition(&stats) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            stats = self
+                .shared
+                .changed
+                .wait_timeout(stats, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops gracefully: reads no more jobs, lets the running ones finish
+    /// until `timeout`, acknowledges what finished, and leaves the rest
+    /// pending for other workers. Jobs still running at the deadline keep
+    /// their threads until they return (Rust cannot stop a thread); their
+    /// outcome is not recorded, so they run again elsewhere.
+    pub fn stop(&self, timeout: Duration) -> WorkerReport {
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + timeout);
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let report = io
+            .and_then(|io| io.join().ok())
+            .unwrap_or_else(|| WorkerReport {
+                stats: self.stats(),
+                left_pending: 0,
+            });
+        // The job channel is closed: idle runners end now, busy ones when
+        // their job returns (not waited for past the deadline).
+        let runners = std::mem::take(&mut *self.runners.lock().unwrap_or_else(|e| e.into_inner()));
+        for runner in runners {
+            if runner.is_finished() {
+                let _ = runner.join();
+            }
+        }
+        report
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.io.lock().map(|io| io.is_some()).unwrap_or(false) {
+            self.stop(Duration::ZERO);
+        }
+    }
+}
+
+/// A job read from the stream, for a runner thread.
+struct Delivery {
+    entry: String,
+    envelope: Envelope,
+}
+
+/// A runner's result, for the I/O thread to record.
+struct Finished {
+    entry: String,
+    envelope: Envelope,
+    /// `None`: not run (the worker is stopping): leave it pending.
+    outcome: Option<Result<(), Failure>>,
+}
+
+fn run_jobs(
+    to_run: &Receiver<Delivery>,
+    finished: &Sender<Finished>,
+    registry: &Registry,
+    state: &Arc<StateMap>,
+    shared: &Shared,
+) {
+    for Delivery {
+        entry,
+        mut envelope,
+    } in to_run
+    {
+        if shared.stopping.load(Ordering::SeqCst) {
+            let _ = finished.send(Finished {
+                entry,
+                envelope,
+                outcome: None,
+            });
+            continue;
+        }
+        envelope.attempts += 1;
+        let outcome = match registry.get(&envelope.name) {
+            Some(spec) => {
+                let context = JobContext::for_attempt(&envelope, envelope.attempts, state.clone());
+                spec.attempt(&envelope.payload, &context)
+            }
+            None => Err(Failure {
+                message: format!(
+                    "no job named {:?} is registered in this worker",
+                    envelope.name
+                ),
+                retry: false,
+            }),
+        };
+        let _ = finished.send(Finished {
+            entry,
+            envelope,
+            outcome: Some(outcome),
+        });
+    }
+}
+
+/// The I/O thread: everything said to Redis.
+struct IoLoop {
+    config: RedisConfig,
+    keys: Keys,
+    consumer: String,
+    capacity: usize,
+    visibility: Duration,
+    settings: JobSettings,
+    registry: Arc<Registry>,
+    shared: Arc<Shared>,
+}
+
+/// A job this worker holds.
+struct Held {
+    started: Instant,
+    deadline: Instant,
+    overdue: bool,
+    name: String,
+}
+
+impl IoLoop {
+    fn run(self, jobs: &Sender<Delivery>, results: &Receiver<Finished>) -> WorkerReport {
+        let mut connection: Option<redis::Connection> = None;
+        let mut held: HashMap<String, Held> = HashMap::new();
+        let mut done: Vec<Finished> = Vec::new();
+        let mut last_promote = Instant::now() - Duration::from_secs(60);
+        let mut last_reclaim = Instant::now();
+        let mut last_renew = Instant::now();
+        let mut reclaim_cursor = "0-0".to_owned();
+        let mut retry_delay = Duration::from_millis(50);
+        loop {
+            done.extend(results.try_iter());
+            let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if connection.is_none() {
+                match self.connect() {
+                    Ok(c) => {
+                        connection = Some(c);
+                        retry_delay = Duration::from_millis(50);
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        if stopping && self.past_deadline() {
+                            break;
+                        }
+                        let _ = self.wait(results, &mut done, retry_delay);
+                        retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                }
+            }
+            let con = connection.as_mut().expect("connected above");
+            let step = self.step(
+                con,
+                jobs,
+                results,
+                &mut held,
+                &mut done,
+                stopping,
+                (&mut last_promote, &mut last_reclaim, &mut last_renew),
+                &mut reclaim_cursor,
+            );
+            match step {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    self.failed(&error);
+                    connection = None;
+                }
+            }
+        }
+        // Stopped: what was not finished stays pending in Redis.
+        done.extend(results.try_iter());
+        let left = held.len() as u64;
+        if left > 0 {
+            log::warn!(
+                "worker {} stops with {left} jobs unfinished: left pending for other workers",
+                self.consumer
+            );
+        }
+        self.shared.update(|s| s.in_flight = 0);
+        WorkerReport {
+            stats: *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()),
+            left_pending: left,
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let mut connection = self.config.connect()?;
+        // The group is created on every connect: a Redis restarted without
+        // its data has none, and reading would fail with NOGROUP forever.
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(&self.keys.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut connection);
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+            _ => Ok(connection),
+        }
+    }
+
+    fn failed(&self, error: &redis::RedisError) {
+        log::warn!(
+            "worker {}: Redis call failed ({error}); retrying",
+            self.consumer
+        );
+        self.shared.update(|s| s.redis_errors += 1);
+    }
+
+    fn past_deadline(&self) -> bool {
+        let deadline = *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        deadline.is_none_or(|d| Instant::now() >= d)
+    }
+
+    /// Waits up to `timeout` for a result (collecting it); false if none came.
+    fn wait(
+        &self,
+        results: &Receiver<Finished>,
+        done: &mut Vec<Finished>,
+        timeout: Duration,
+    ) -> bool {
+        match results.recv_timeout(timeout) {
+            Ok(finished) => {
+                done.push(finished);
+                done.extend(results.try_iter());
+                true
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// One turn of the loop; `Ok(false)` when the worker is done.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        con: &mut redis::Connection,
+        jobs: &Sender<Delivery>,
+        results: &Receiver<Finished>,
+        held: &mut HashMap<String, Held>,
+        done: &mut Vec<Finished>,
+        stopping: bool,
+        (last_promote, last_reclaim, last_renew): (&mut Instant, &mut Instant, &mut Instant),
+        reclaim_cursor: &mut String,
+    ) -> redis::RedisResult<bool> {
+        if !done.is_empty() {
+            self.record(con, done, held)?;
+            done.clear();
+        }
+        self.watch_deadlines(held);
+        if stopping {
+            if held.is_empty() || self.past_deadline() {
+                return Ok(false);
+            }
+            self.wait(results, done, Duration::from_millis(20));
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now.duration_since(*last_promote) >= Duration::from_millis(50) {
+            *last_promote = now;
+            let moved: u64 = redis::cmd("EVAL")
+                .arg(PROMOTE)
+                .arg(2)
+                .arg(&self.keys.delayed)
+                .arg(&self.keys.stream)
+                .arg(now_ms())
+                .arg(self.config.batch)
+                .query(con)?;
+            if moved > 0 {
+                self.shared.update(|s| s.promoted += moved);
+            }
+        }
+        if !held.is_empty() && now.duration_since(*last_renew) >= self.visibility / 3 {
+            *last_renew = now;
+            self.renew(con, held)?;
+        }
+        let free = self.capacity.saturating_sub(held.len());
+        if free > 0 && now.duration_since(*last_reclaim) >= self.visibility / 2 {
+            *last_reclaim = now;
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&self.keys.stream)
+                .arg(&self.keys.group)
+                .arg(&self.consumer)
+                .arg(self.visibility.as_millis() as u64)
+                .arg(&*reclaim_cursor)
+                .arg("COUNT")
+                .arg(free)
+                .query(con)?;
+            *reclaim_cursor = reply.next_stream_id;
+            if !reply.claimed.is_empty() {
+                let n = reply.claimed.len() as u64;
+                log::warn!(
+                    "worker {}: took over {n} jobs held past the visibility timeout by another worker (they may run twice)",
+                    self.consumer
+                );
+                self.shared.update(|s| s.reclaimed += n);
+                self.hand_out(con, reply.claimed, jobs, held)?;
+            }
+        }
+        let free = self.capacity.saturating_sub(held.len());
+        if free == 0 {
+            self.wait(results, done, Duration::from_millis(20));
+            return Ok(true);
+        }
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(&self.keys.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(free.min(self.config.batch));
+        if held.is_empty() {
+            // Nothing to acknowledge meanwhile: wait in Redis, briefly (the
+            // delayed set and reclaims are looked at between waits).
+            read.arg("BLOCK").arg(100);
+        }
+        read.arg("STREAMS").arg(&self.keys.stream).arg(">");
+        let reply: Option<StreamReadReply> = read.query(con)?;
+        let entries: Vec<StreamId> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        if entries.is_empty() {
+            if !held.is_empty() {
+                self.wait(results, done, Duration::from_millis(5));
+            }
+            return Ok(true);
+        }
+        let n = entries.len() as u64;
+        self.shared.update(|s| s.claimed += n);
+        self.hand_out(con, entries, jobs, held)?;
+        Ok(true)
+    }
+
+    /// Marks the entries running and gives them to the runner threads; an
+    /// entry whose envelope cannot be read is a dead letter at once.
+    fn hand_out(
+        &self,
+        con: &mut redis::Connection,
+        entries: Vec<StreamId>,
+        jobs: &Sender<Delivery>,
+        held: &mut HashMap<String, Held>,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut deliveries = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let text = match entry.map.get("envelope") {
+                Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => String::new(),
+            };
+            match Envelope::from_json_text(&text) {
+                Ok(envelope) => {
+                    let status = self.keys.status(&envelope.id);
+                    pipe.cmd("HSET")
+                        .arg(&status)
+                        .arg("name")
+                        .arg(&*envelope.name)
+                        .arg("status")
+                        .arg("running")
+                        .arg("attempts")
+                        .arg(envelope.attempts + 1)
+                        .ignore();
+                    pipe.cmd("PEXPIRE")
+                        .arg(&status)
+                        .arg(self.config.status_ttl.as_millis() as u64)
+                        .ignore();
+                    deliveries.push(Delivery {
+                        entry: entry.id,
+                        envelope,
+                    });
+                }
+                Err(error) => {
+                    log::error!(
+                        "stream entry {} is not a job ({error}): moved to the dead letters",
+                        entry.id
+                    );
+                    pipe.cmd("XADD")
+                        .arg(&self.keys.dead)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(self.config.dead_letter_capacity)
+                        .arg("*")
+                        .arg("envelope")
+                        .arg(&text)
+                        .arg("error")
+                        .arg(error)
+                        .ignore();
+                    pipe.cmd("XACK")
+                        .arg(&self.keys.stream)
+                        .arg(&self.keys.group)
+                        .arg(&entry.id)
+                        .ignore();
+                    pipe.cmd("XDEL")
+                        .arg(&self.keys.stream)
+                        .arg(&entry.id)
+                        .ignore();
+                    self.shared.update(|s| s.dead += 1);
+                }
+            }
+        }
+        pipe.query::<()>(con)?;
+        let now = Instant::now();
+        for delivery in deliveries {
+            let timeout = self
+                .registry
+                .get(&delivery.envelope.name)
+                .map_or(self.settings.timeout, |spec| {
+                    spec.timeout(self.settings.timeout)
+                });
+            held.insert(
+                delivery.entry.clone(),
+                Held {
+                    started: now,
+                    deadline: now + timeout,
+                    overdue: false,
+                    name: format!("{} ({})", delivery.envelope.name, delivery.envelope.id),
+                },
+            );
+            // Room for it: `held` never exceeds the channel's capacity.
+            let _ = jobs.send(delivery);
+        }
+        let in_flight = held.len() as u64;
+        self.shared.update(|s| s.in_flight = in_flight);
+        Ok(())
+    }
+
+    /// Resets the idle time of the jobs this worker runs, so that no other
+    /// worker takes them over while they run. An entry another worker took
+    /// recently (idle under a quarter of the timeout) is not taken back.
+    fn renew(
+        &self,
+        con: &mut redis::Connection,
+        held: &HashMap<String, Held>,
+    ) -> redis::RedisResult<()> {
+        let mut claim = redis::cmd("XCLAIM");
+        claim
+            .arg(&self.keys.stream)
+            .arg(&self.keys.group)
+            .arg(&self.consumer)
+            .arg((self.visibility / 4).as_millis() as u64);
+        for entry in held.keys() {
+            claim.arg(entry);
+        }
+        claim.arg("JUSTID");
+        claim.query::<()>(con)
+    }
+
+    fn watch_deadlines(&self, held: &mut HashMap<String, Held>) {
+        let now = Instant::now();
+        for job in held
+            .values_mut()
+            .filter(|j| !j.overdue && now >= j.deadline)
+        {
+            job.overdue = true;
+            log::warn!(
+                "job {} is overdue: still running after {:?}",
+                job.name,
+                now - job.started
+            );
+            self.shared.update(|s| s.overdue += 1);
+        }
+    }
+
+    /// Records finished attempts, in one atomic transaction: each is
+    /// acknowledged and deleted together with what follows it (done, a
+    /// retry in the delayed set, or a dead letter).
+    fn record(
+        &self,
+        con: &mut redis::Connection,
+        done: &[Finished],
+        held: &mut HashMap<String, Held>,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let (mut succeeded, mut retried, mut dead) = (0, 0, 0);
+        let ttl = self.config.status_ttl.as_millis() as u64;
+        for finished in done {
+            let Some(outcome) = &finished.outcome else {
+                continue; // not run: it stays pending, for another worker
+            };
+            let envelope = &finished.envelope;
+            let status = self.keys.status(&envelope.id);
+            pipe.cmd("XACK")
+                .arg(&self.keys.stream)
+                .arg(&self.keys.group)
+                .arg(&finished.entry)
+                .ignore();
+            pipe.cmd("XDEL")
+                .arg(&self.keys.stream)
+                .arg(&finished.entry)
+                .ignore();
+            match outcome {
+                Ok(()) => {
+                    succeeded += 1;
+                    pipe.cmd("HSET")
+                        .arg(&status)
+                        .arg("status")
+                        .arg("done")
+                        .arg("attempts")
+                        .arg(envelope.attempts)
+                        .ignore();
+                }
+                Err(failure) if failure.retry && envelope.attempts < envelope.max_attempts => {
+                    retried += 1;
+                    let delay = backoff(&self.settings, envelope);
+                    let due = now_ms() + delay.as_millis() as u64;
+                    log::warn!(
+                        "job {} ({}) attempt {} of {} failed: {}; retrying in {delay:?}",
+                        envelope.name,
+                        envelope.id,
+                        envelope.attempts,
+                        envelope.max_attempts,
+                        failure.message
+                    );
+                    pipe.cmd("ZADD")
+                        .arg(&self.keys.delayed)
+                        .arg(due)
+                        .arg(envelope.to_json_text())
+                        .ignore();
+                    pipe.cmd("HSET")
+                        .arg(&status)
+                        .arg("status")
+                        .arg("retrying")
+                        .arg("attempts")
+                        .arg(envelope.attempts)
+                        .arg("error")
+                        .arg(&failure.message)
+                        .arg("next_run_ms")
+                        .arg(due)
+                        .ignore();
+                }
+                Err(failure) => {
+                    dead += 1;
+                    log::error!(
+                        "job {} ({}) is dead after {} attempts: {}",
+                        envelope.name,
+                        envelope.id,
+                        envelope.attempts,
+                        failure.message
+                    );
+                    pipe.cmd("XADD")
+                        .arg(&self.keys.dead)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(self.config.dead_letter_capacity)
+                        .arg("*")
+                        .arg("envelope")
+                        .arg(envelope.to_json_text())
+                        .arg("error")
+                        .arg(&failure.message)
+                        .ignore();
+                    pipe.cmd("HSET")
+                        .arg(&status)
+                        .arg("status")
+                        .arg("dead")
+                        .arg("attempts")
+                        .arg(envelope.attempts)
+                        .arg("error")
+                        .arg(&failure.message)
+                        .ignore();
+                }
+            }
+            pipe.cmd("PEXPIRE").arg(&status).arg(ttl).ignore();
+        }
+        pipe.query::<()>(con)?;
+        for finished in done {
+            held.remove(&finished.entry);
+        }
+        let in_flight = held.len() as u64;
+        self.shared.update(|s| {
+            s.succeeded += succeeded;
+            s.retried += retried;
+            s.dead += dead;
+            s.in_flight = in_flight;
+        });
+        Ok(())
+    }
+}

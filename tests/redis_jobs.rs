@@ -1,0 +1,329 @@
+//! Named jobs over Redis Streams (feature `redis`), against a real
+//! `redis-server` each test starts: the web server sends jobs after the
+//! response, a worker runs them with retries and dead letters, statuses live
+//! in Redis, a durable enqueue promises the job, and nothing is lost while
+//! Redis is down or when the server stops.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use afterward::redis::{Admin, RedisConfig, Worker};
+use afterward::testing::TestServer;
+use afterward::{
+    App, BackgroundTasks, HttpError, Job, JobContext, JobResult, JobSettings, Json, Query, Server,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use support::redis::RedisServer;
+use support::TEST_TIMEOUT;
+
+/// What the jobs of one test did, by the key in their payload.
+static RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn runs(key: &str) -> Vec<String> {
+    RUNS.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with(&format!("{key} ")))
+        .cloned()
+        .collect()
+}
+
+/// Fails its first `fail` attempts, then succeeds; `fail` above the
+/// attempts allowed makes it dead.
+#[derive(Serialize, Deserialize)]
+struct Flaky {
+    key: String,
+    fail: u32,
+}
+
+impl Job for Flaky {
+    const NAME: &'static str = "flaky";
+    const MAX_ATTEMPTS: Option<u32> = Some(3);
+    fn run(self, job: &JobContext) -> JobResult {
+        RUNS.lock().unwrap().push(format!(
+            "{} {} attempt {}",
+            self.key,
+            job.id(),
+            job.attempt()
+        ));
+        if job.attempt() <= self.fail {
+            return Err(format!("attempt {} fails", job.attempt()).into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Params {
+    key: String,
+    #[serde(default)]
+    fail: u32,
+}
+
+fn app() -> App {
+    App::new()
+        .job::<Flaky>()
+        .post(
+            "/flaky",
+            |Query(p): Query<Params>, tasks: BackgroundTasks| {
+                let id = tasks.enqueue(Flaky {
+                    key: p.key,
+                    fail: p.fail,
+                })?;
+                Ok::<_, HttpError>((202, Json(json!({"id": id.as_str()}))))
+            },
+        )
+        .post(
+            "/durable",
+            |Query(p): Query<Params>, tasks: BackgroundTasks| {
+                let id = tasks.enqueue_durable(Flaky {
+                    key: p.key,
+                    fail: p.fail,
+                })?;
+                Ok::<_, HttpError>((202, Json(json!({"id": id.as_str()}))))
+            },
+        )
+        .get("/jobs/{id}", afterward::job_status_handler)
+}
+
+fn server(config: RedisConfig) -> TestServer {
+    TestServer::with_builder(
+        Server::builder()
+            .workers(4)
+            .background_workers(2)
+            .shutdown_timeout(Duration::from_secs(5))
+            .redis(config),
+        app(),
+    )
+}
+
+fn fast_retries() -> JobSettings {
+    let mut settings = JobSettings::default();
+    settings.backoff = Duration::from_millis(10);
+    settings.max_backoff = Duration::from_millis(50);
+    settings
+}
+
+fn worker(config: RedisConfig) -> Worker {
+    Worker::builder(config)
+        .job::<Flaky>()
+        .concurrency(2)
+        .job_settings(fast_retries())
+        .visibility_timeout(Duration::from_secs(30))
+        .consumer("test-worker")
+        .start()
+        .expect("the worker starts")
+}
+
+fn post(server: &TestServer, path: &str) -> String {
+    let response = server.post(path).send();
+    assert_eq!(response.status(), 202, "{}", response.text());
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn jobs_go_to_redis_after_the_response_and_a_worker_runs_them() {
+    let redis = RedisServer::start();
+    let server = server(redis.config());
+    let ids: Vec<String> = (0..20).map(|_| post(&server, "/flaky?key=ran")).collect();
+    // Sent (not run here): the server is idle once Redis has them all.
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!(
+        (stats.jobs_enqueued, stats.jobs_sent, stats.jobs_buffered),
+        (20, 20, 0)
+    );
+    assert_eq!(stats.jobs_succeeded, 0, "jobs ran in the web server");
+    assert!(runs("ran").is_empty(), "a job ran before any worker");
+    let status = server.get(&format!("/jobs/{}", ids[0])).send();
+    assert_eq!(status.json()["status"], "queued", "{}", status.text());
+    assert_eq!(Admin::new(redis.config()).counts().unwrap().ready, 20);
+
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 20));
+    let ran = runs("ran");
+    assert_eq!(ran.len(), 20);
+    for id in &ids {
+        assert!(
+            ran.contains(&format!("ran {id} attempt 1")),
+            "{id} did not run"
+        );
+        let status = server.get(&format!("/jobs/{id}")).send().json();
+        assert_eq!(
+            (status["status"].as_str(), status["attempts"].as_u64()),
+            (Some("done"), Some(1))
+        );
+    }
+    // Acknowledged and deleted: nothing left in the stream.
+    let counts = Admin::new(redis.config()).counts().unwrap();
+    assert_eq!((counts.ready, counts.pending, counts.delayed), (0, 0, 0));
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn a_failing_job_is_retried_by_the_worker_then_dead_and_can_be_requeued() {
+    let redis = RedisServer::start();
+    let server = server(redis.config());
+    let flaky = post(&server, "/flaky?key=twice&fail=2");
+    let doomed = post(&server, "/flaky?key=doomed&fail=9");
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1 && s.dead == 1));
+    let stats = worker.stats();
+    assert_eq!((stats.retried, stats.promoted), (4, 4), "{stats:?}");
+    assert_eq!(runs("twice").len(), 3);
+    assert_eq!(runs("doomed").len(), 3);
+
+    let status = server.get(&format!("/jobs/{flaky}")).send().json();
+    assert_eq!(status["status"], "done");
+    assert_eq!(status["attempts"], 3);
+    let status = server.get(&format!("/jobs/{doomed}")).send().json();
+    assert_eq!(status["status"], "dead");
+    assert_eq!(status["error"], "attempt 3 fails");
+
+    let admin = Admin::new(redis.config());
+    let dead = admin.dead(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (&*dead[0].envelope.id, dead[0].error.as_str()),
+        (doomed.as_str(), "attempt 3 fails")
+    );
+    assert_eq!(admin.counts().unwrap().dead, 1);
+
+    // Requeued, it starts again from its first attempt (and fails again).
+    assert!(admin.requeue(&doomed).unwrap());
+    assert!(!admin.requeue("no-such-job").unwrap());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.dead == 2));
+    assert_eq!(runs("doomed").len(), 6);
+    assert!(runs("doomed").contains(&format!("doomed {doomed} attempt 1")));
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn jobs_wait_in_the_buffer_while_redis_is_down_and_arrive_when_it_is_back() {
+    let mut redis = RedisServer::not_started();
+    let server = server(redis.config());
+    let ids: Vec<String> = (0..30).map(|_| post(&server, "/flaky?key=late")).collect();
+    // Every request was answered at once; the jobs wait, counted.
+    let stats = server.stats();
+    assert_eq!(stats.jobs_enqueued, 30);
+    assert_eq!(stats.jobs_sent, 0);
+    assert_eq!(server.jobs().status(&ids[0]), None, "no Redis to ask");
+    assert_eq!(
+        server.get(&format!("/jobs/{}", ids[0])).send().status(),
+        503
+    );
+
+    redis.restart();
+    server.wait_idle();
+    assert_eq!(server.stats().jobs_sent, 30);
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 30));
+    assert_eq!(runs("late").len(), 30);
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn a_durable_enqueue_answers_once_redis_has_the_job_or_503() {
+    let mut redis = RedisServer::start();
+    let server = server(redis.config());
+    let id = post(&server, "/durable?key=durable");
+    // In Redis before the response: no wait for the sender.
+    assert_eq!(Admin::new(redis.config()).counts().unwrap().ready, 1);
+    assert_eq!(server.jobs().status(&id).unwrap().state.as_str(), "queued");
+
+    redis.kill();
+    let refused = server.post("/durable?key=refused").send();
+    assert_eq!(refused.status(), 503, "{}", refused.text());
+    assert!(refused.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("unavailable"));
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!(
+        (stats.jobs_enqueued, stats.jobs_sent, stats.jobs_discarded),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn a_job_held_past_the_visibility_timeout_is_taken_over_by_another_worker() {
+    let redis = RedisServer::start();
+    let server = server(redis.config());
+    let id = post(&server, "/flaky?key=orphan");
+    server.wait_idle();
+    // A consumer reads the job and dies without acknowledging it.
+    let mut con = redis.connection();
+    let _: () = afterward::redis::client::cmd("XGROUP")
+        .arg(&["CREATE", "afterward:jobs", "workers", "0", "MKSTREAM"])
+        .query(&mut con)
+        .unwrap();
+    let read: afterward::redis::client::Value = afterward::redis::client::cmd("XREADGROUP")
+        .arg(&[
+            "GROUP",
+            "workers",
+            "crashed",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "afterward:jobs",
+            ">",
+        ])
+        .query(&mut con)
+        .unwrap();
+    assert!(format!("{read:?}").contains(&id));
+    assert_eq!(Admin::new(redis.config()).counts().unwrap().pending, 1);
+
+    let worker = Worker::builder(redis.config())
+        .job::<Flaky>()
+        .concurrency(1)
+        .visibility_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    assert_eq!(worker.stats().reclaimed, 1);
+    assert_eq!(worker.stats().claimed, 0);
+    assert_eq!(runs("orphan"), [format!("orphan {id} attempt 1")]);
+    assert_eq!(Admin::new(redis.config()).counts().unwrap().pending, 0);
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn stopping_the_server_sends_its_buffer_or_reports_what_it_could_not() {
+    // Redis up: the shutdown waits for the buffer to reach it.
+    let redis = RedisServer::start();
+    let up = server(redis.config());
+    (0..10).for_each(|_| drop(post(&up, "/flaky?key=spill")));
+    let report = up.shutdown(TEST_TIMEOUT);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.stats.jobs_sent, 10);
+    assert_eq!(Admin::new(redis.config()).counts().unwrap().ready, 10);
+
+    // Redis down: the deadline passes, and each unsent job is listed.
+    let down = RedisServer::not_started();
+    let server = server(down.config());
+    let ids: Vec<String> = (0..3).map(|_| post(&server, "/flaky?key=lost")).collect();
+    let report = server.shutdown(Duration::from_millis(300));
+    assert!(!report.is_complete());
+    assert_eq!(report.not_run.len(), 3, "{report:?}");
+    for id in &ids {
+        assert!(
+            report.not_run.iter().any(|t| t.name.contains(id.as_str())),
+            "{id}"
+        );
+    }
+    let stats = report.stats;
+    assert_eq!(
+        (
+            stats.jobs_enqueued,
+            stats.jobs_sent,
+            stats.jobs_discarded,
+            stats.jobs_buffered
+        ),
+        (3, 0, 3, 0)
+    );
+}
