@@ -41,6 +41,11 @@ impl Stats {
                 self.jobs_delayed,
             ),
             (
+                "afterward_jobs_buffered",
+                "Jobs waiting to be sent to Redis (feature redis).",
+                self.jobs_buffered,
+            ),
+            (
                 "afterward_queue_capacity",
                 "Request task lists the queue holds at most.",
                 self.queue_capacity,
@@ -100,6 +105,11 @@ impl Stats {
                 "afterward_jobs_discarded_total",
                 "Jobs that never ran to the end (request failed, shutdown deadline).",
                 self.jobs_discarded,
+            ),
+            (
+                "afterward_jobs_sent_total",
+                "Jobs Redis has acknowledged, to run on workers (feature redis).",
+                self.jobs_sent,
             ),
         ];
         for (name, help, value) in counters.into_iter().chain(jobs) {
@@ -198,6 +208,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 23);
     }
 }

@@ -44,7 +44,32 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue and its thread replaced" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
+    Opt {
+        name: "redis-url",
+        value: "URL",
+        default: "none: jobs run in this process",
+        help: "send the demo's jobs (/files, /flaky) to Redis, for `afterward worker`s to run: redis://HOST:PORT or redis+unix:///PATH (build feature `redis`)",
+    },
 ];
+
+/// The options of `afterward worker`.
+const WORKER_OPTIONS: &[Opt] = &[
+    Opt { name: "redis-url", value: "URL", default: "(required)", help: "the Redis the web server sends jobs to" },
+    Opt { name: "concurrency", value: "N", default: "cores, at least 2", help: "jobs run at once" },
+    Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the demo's jobs append their lines to (`flaky ID done`)" },
+    Opt { name: "visibility-timeout", value: "SECONDS", default: "60", help: "how long a job held by a silent (crashed, stalled) worker waits before another takes it over" },
+    Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue" },
+    Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s (the attempts allowed come with each job, set by the web server's --job-max-attempts)" },
+    Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to finish running jobs on SIGINT/SIGTERM; the rest stay pending for other workers" },
+];
+
+/// The options of `afterward jobs`.
+const JOBS_OPTIONS: &[Opt] = &[Opt {
+    name: "redis-url",
+    value: "URL",
+    default: "(required)",
+    help: "the Redis holding the jobs",
+}];
 
 /// The settings, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,32 +88,76 @@ pub struct Args {
     pub job_timeout: Duration,
     pub log_file: PathBuf,
     pub notify_delay: Duration,
+    pub redis_url: Option<String>,
+}
+
+/// The settings of `afterward worker`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerArgs {
+    pub redis_url: String,
+    pub concurrency: Option<usize>,
+    pub log_file: PathBuf,
+    pub visibility_timeout: Duration,
+    pub job_timeout: Duration,
+    pub job_backoff: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// What `afterward jobs` is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobsAction {
+    /// Counts of jobs ready, pending, delayed and dead.
+    Pending,
+    /// The dead letters.
+    Dead,
+    /// Sends a dead job back to run.
+    Requeue(String),
+}
+
+/// The settings of `afterward jobs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsArgs {
+    pub redis_url: String,
+    pub action: JobsAction,
 }
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Serve(Args),
+    Worker(WorkerArgs),
+    Jobs(JobsArgs),
     Help,
     Version,
 }
 
-/// Parses `args` (without the program name), reading missing options from
-/// `env`. `Err` is a usage error message.
-pub fn parse(
+/// The flags given and the other arguments, or a request for help or the version.
+enum Read {
+    Given {
+        given: Vec<(&'static str, String)>,
+        positional: Vec<String>,
+    },
+    Help,
+    Version,
+}
+
+/// Reads `args` against the options `table`.
+fn read(
     args: impl IntoIterator<Item = OsString>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Command, String> {
+    table: &[Opt],
+    positional_ok: bool,
+) -> Result<Read, String> {
     use lexopt::prelude::*;
 
     let mut given: Vec<(&'static str, String)> = Vec::new();
+    let mut positional = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
+            Short('h') | Long("help") => return Ok(Read::Help),
+            Short('V') | Long("version") => return Ok(Read::Version),
             Long(name) => {
-                let Some(opt) = OPTIONS.iter().find(|o| o.name == name) else {
+                let Some(opt) = table.iter().find(|o| o.name == name) else {
                     return Err(format!("unknown option --{name}"));
                 };
                 let value = parser
@@ -98,32 +167,197 @@ pub fn parse(
                     .map_err(|e| e.to_string())?;
                 given.push((opt.name, value));
             }
+            Value(value) if positional_ok => {
+                positional.push(value.string().map_err(|e| e.to_string())?);
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
+    Ok(Read::Given { given, positional })
+}
 
-    // The last flag wins, then the environment, then the default (`None`).
-    let raw = |name: &'static str| -> Option<(String, String)> {
-        if let Some((_, value)) = given.iter().rev().find(|(n, _)| *n == name) {
+/// Where each option's value comes from: the last flag, else the
+/// environment, else `None` (the default).
+struct Resolver<'a, E> {
+    given: &'a [(&'static str, String)],
+    env: &'a E,
+}
+
+impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
+    fn raw(&self, name: &'static str) -> Option<(String, String)> {
+        if let Some((_, value)) = self.given.iter().rev().find(|(n, _)| *n == name) {
             return Some((format!("--{name}"), value.clone()));
         }
         let var = env_var(name);
-        env(&var).map(|value| (var, value))
-    };
-    fn typed<T: std::str::FromStr>(
-        raw: Option<(String, String)>,
-        what: &str,
-    ) -> Result<Option<T>, String> {
-        raw.map(|(source, value)| {
-            value
-                .trim()
-                .parse()
-                .map_err(|_| format!("invalid value {value:?} for {source}: expected {what}"))
-        })
-        .transpose()
+        (self.env)(&var).map(|value| (var, value))
     }
 
-    let on_full = match raw("on-full") {
+    fn typed<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        what: &str,
+    ) -> Result<Option<T>, String> {
+        self.raw(name)
+            .map(|(source, value)| {
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid value {value:?} for {source}: expected {what}"))
+            })
+            .transpose()
+    }
+
+    /// A count of at least 1, the error naming where the value came from.
+    fn count(&self, name: &'static str) -> Result<Option<usize>, String> {
+        let Some((source, value)) = self.raw(name) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<usize>() {
+            Ok(0) => Err(format!(
+                "invalid value {value:?} for {source}: must be at least 1"
+            )),
+            Ok(n) => Ok(Some(n)),
+            Err(_) => Err(format!(
+                "invalid value {value:?} for {source}: expected a whole number"
+            )),
+        }
+    }
+
+    /// Seconds, above zero unless `zero_ok`.
+    fn seconds(
+        &self,
+        name: &'static str,
+        default: Duration,
+        zero_ok: bool,
+    ) -> Result<Duration, String> {
+        let Some((source, value)) = self.raw(name) else {
+            return Ok(default);
+        };
+        let expected = if zero_ok {
+            "seconds >= 0"
+        } else {
+            "seconds > 0"
+        };
+        match value.trim().parse::<f64>() {
+            Ok(s) if s > 0.0 || (zero_ok && s == 0.0) => Duration::try_from_secs_f64(s)
+                .map_err(|_| format!("invalid value {value:?} for {source}: expected {expected}")),
+            _ => Err(format!(
+                "invalid value {value:?} for {source}: expected {expected}"
+            )),
+        }
+    }
+
+    fn job_max_attempts(&self) -> Result<u32, String> {
+        match self.count("job-max-attempts")? {
+            Some(n) => u32::try_from(n).map_err(|_| "--job-max-attempts is too large".to_owned()),
+            None => Ok(5),
+        }
+    }
+
+    fn job_backoff(&self) -> Result<Duration, String> {
+        Ok(Duration::from_millis(
+            self.typed("job-backoff-ms", "a number of milliseconds")?
+                .unwrap_or(100),
+        ))
+    }
+
+    fn redis_url(&self, required: bool) -> Result<Option<String>, String> {
+        match self.raw("redis-url") {
+            Some((source, url)) if cfg!(not(feature = "redis")) => Err(format!(
+                "{source} {url:?}: this afterward was built without the feature `redis`"
+            )),
+            Some((_, url)) => Ok(Some(url)),
+            None if required => Err("--redis-url (or AFTERWARD_REDIS_URL) is required".into()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Parses `args` (without the program name), reading missing options from
+/// `env`. `Err` is a usage error message.
+pub fn parse(
+    args: impl IntoIterator<Item = OsString>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let sub = args.first().and_then(|a| a.to_str()).map(str::to_owned);
+    match sub.as_deref() {
+        Some("worker") => {
+            args.remove(0);
+            parse_worker(args, &env)
+        }
+        Some("jobs") => {
+            args.remove(0);
+            parse_jobs(args, &env)
+        }
+        _ => parse_serve(args, &env),
+    }
+}
+
+fn parse_worker(
+    args: Vec<OsString>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let given = match read(args, WORKER_OPTIONS, false)? {
+        Read::Help => return Ok(Command::Help),
+        Read::Version => return Ok(Command::Version),
+        Read::Given { given, .. } => given,
+    };
+    let options = Resolver { given: &given, env };
+    Ok(Command::Worker(WorkerArgs {
+        redis_url: options.redis_url(true)?.unwrap_or_default(),
+        concurrency: options.count("concurrency")?,
+        log_file: options
+            .raw("log-file")
+            .map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
+        visibility_timeout: options.seconds(
+            "visibility-timeout",
+            Duration::from_secs(60),
+            false,
+        )?,
+        job_timeout: options.seconds("job-timeout", Duration::from_secs(30), false)?,
+        job_backoff: options.job_backoff()?,
+        shutdown_timeout: options.seconds("shutdown-timeout", Duration::from_secs(30), true)?,
+    }))
+}
+
+fn parse_jobs(
+    args: Vec<OsString>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let (given, positional) = match read(args, JOBS_OPTIONS, true)? {
+        Read::Help => return Ok(Command::Help),
+        Read::Version => return Ok(Command::Version),
+        Read::Given { given, positional } => (given, positional),
+    };
+    let words: Vec<&str> = positional.iter().map(String::as_str).collect();
+    let action = match words.as_slice() {
+        ["pending"] => JobsAction::Pending,
+        ["dead"] => JobsAction::Dead,
+        ["requeue", id] => JobsAction::Requeue((*id).to_owned()),
+        _ => {
+            return Err(format!(
+                "`afterward jobs` takes pending, dead or requeue ID, not {:?}",
+                words.join(" ")
+            ))
+        }
+    };
+    let options = Resolver { given: &given, env };
+    let redis_url = options.redis_url(true)?.unwrap_or_default();
+    Ok(Command::Jobs(JobsArgs { redis_url, action }))
+}
+
+fn parse_serve(
+    args: Vec<OsString>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let given = match read(args, OPTIONS, false)? {
+        Read::Help => return Ok(Command::Help),
+        Read::Version => return Ok(Command::Version),
+        Read::Given { given, .. } => given,
+    };
+    let options = Resolver { given: &given, env };
+    let on_full = match options.raw("on-full") {
         None => OnFull::Block,
         Some((source, value)) => match value.trim() {
             "block" => OnFull::Block,
@@ -136,40 +370,20 @@ pub fn parse(
             }
         },
     };
-    let engine = match raw("engine") {
+    let engine = match options.raw("engine") {
         None => Engine::default(),
         Some((source, value)) => value
             .trim()
             .parse()
             .map_err(|e| format!("invalid value {value:?} for {source}: {e}"))?,
     };
-    // A count of at least 1, the error naming where the value came from.
-    let count = |name: &'static str| -> Result<Option<usize>, String> {
-        let Some((source, value)) = raw(name) else {
-            return Ok(None);
-        };
-        match value.trim().parse::<usize>() {
-            Ok(0) => Err(format!(
-                "invalid value {value:?} for {source}: must be at least 1"
-            )),
-            Ok(n) => Ok(Some(n)),
-            Err(_) => Err(format!(
-                "invalid value {value:?} for {source}: expected a whole number"
-            )),
-        }
-    };
-    let seconds: Option<f64> = typed(raw("shutdown-timeout"), "a number of seconds")?;
-    let shutdown_timeout = match seconds {
-        None => Duration::from_secs(30),
-        Some(s) => Duration::try_from_secs_f64(s).map_err(|_| {
-            format!("invalid value {s} for the shutdown timeout: expected a number of seconds >= 0")
-        })?,
-    };
-    let (host, host_source) = match raw("host") {
+    let (host, host_source) = match options.raw("host") {
         Some((source, value)) => (value, source),
         None => ("127.0.0.1".to_owned(), String::new()),
     };
-    let port = typed(raw("port"), "a port number (0 to 65535)")?.unwrap_or(8000);
+    let port = options
+        .typed("port", "a port number (0 to 65535)")?
+        .unwrap_or(8000);
     let address = socket_address(&host, port);
     if let Err(e) = address.to_socket_addrs() {
         return Err(format!(
@@ -180,39 +394,28 @@ pub fn parse(
         host,
         port,
         engine,
-        workers: count("workers")?,
-        background_workers: count("background-workers")?,
-        queue_capacity: count("queue-capacity")?.unwrap_or(afterward::DEFAULT_QUEUE_CAPACITY),
+        workers: options.count("workers")?,
+        background_workers: options.count("background-workers")?,
+        queue_capacity: options
+            .count("queue-capacity")?
+            .unwrap_or(afterward::DEFAULT_QUEUE_CAPACITY),
         on_full,
-        max_body_bytes: typed(raw("max-body-bytes"), "a number of bytes")?
+        max_body_bytes: options
+            .typed("max-body-bytes", "a number of bytes")?
             .unwrap_or(afterward::DEFAULT_MAX_BODY_BYTES),
-        shutdown_timeout,
-        job_max_attempts: match count("job-max-attempts")? {
-            Some(n) => {
-                u32::try_from(n).map_err(|_| "--job-max-attempts is too large".to_owned())?
-            }
-            None => 5,
-        },
-        job_backoff: Duration::from_millis(
-            typed(raw("job-backoff-ms"), "a number of milliseconds")?.unwrap_or(100),
-        ),
-        job_timeout: {
-            let seconds: Option<f64> = typed(raw("job-timeout"), "a number of seconds")?;
-            match seconds {
-                None => Duration::from_secs(30),
-                Some(s) if s > 0.0 => Duration::try_from_secs_f64(s)
-                    .map_err(|_| format!("invalid value {s} for the job timeout"))?,
-                Some(s) => {
-                    return Err(format!(
-                        "invalid value {s} for the job timeout: expected seconds > 0"
-                    ))
-                }
-            }
-        },
-        log_file: raw("log-file").map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
+        shutdown_timeout: options.seconds("shutdown-timeout", Duration::from_secs(30), true)?,
+        job_max_attempts: options.job_max_attempts()?,
+        job_backoff: options.job_backoff()?,
+        job_timeout: options.seconds("job-timeout", Duration::from_secs(30), false)?,
+        log_file: options
+            .raw("log-file")
+            .map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
         notify_delay: Duration::from_millis(
-            typed(raw("notify-delay-ms"), "a number of milliseconds")?.unwrap_or(0),
+            options
+                .typed("notify-delay-ms", "a number of milliseconds")?
+                .unwrap_or(0),
         ),
+        redis_url: options.redis_url(false)?,
     }))
 }
 
@@ -234,23 +437,37 @@ fn env_var(name: &str) -> String {
 pub fn help() -> String {
     let mut text = String::from(
         "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
-         Usage: afterward [OPTIONS]\n\nOptions (each also read from its environment variable):\n",
+         Usage: afterward [OPTIONS]                          serve the demo app\n       \
+         afterward worker --redis-url URL [OPTIONS]    run the demo's jobs from Redis\n       \
+         afterward jobs --redis-url URL pending|dead|requeue ID\n\n\
+         Options (each also read from its environment variable):\n",
     );
-    for opt in OPTIONS {
-        let flag = format!("--{} <{}>", opt.name, opt.value);
-        let _ = writeln!(text, "  {flag:<30} {}", opt.help);
-        let _ = writeln!(
-            text,
-            "  {:<30} [env: {}] [default: {}]",
-            "",
-            env_var(opt.name),
-            opt.default
-        );
-    }
+    let list = |text: &mut String, table: &[Opt]| {
+        for opt in table {
+            let flag = format!("--{} <{}>", opt.name, opt.value);
+            let _ = writeln!(text, "  {flag:<30} {}", opt.help);
+            let _ = writeln!(
+                text,
+                "  {:<30} [env: {}] [default: {}]",
+                "",
+                env_var(opt.name),
+                opt.default
+            );
+        }
+    };
+    list(&mut text, OPTIONS);
     text.push_str(
         "  -h, --help                     print this help\n  \
          -V, --version                  print the version\n\n\
-         Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, GET /health, GET /metrics.\n\
+         afterward worker options (the Redis features need a build with the feature `redis`):\n",
+    );
+    list(&mut text, WORKER_OPTIONS);
+    text.push_str(
+        "\nafterward jobs: pending prints the counts of jobs ready, pending (read, not acknowledged),\n\
+         delayed and dead, as JSON; dead prints the dead letters, one JSON object per line;\n\
+         requeue ID sends dead job ID back to run, with its attempts reset.\n\n\
+         Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
+         GET /health, GET /metrics.\n\
          The file store keeps the results of the last 1000 uploads (oldest evicted).\n\
          Logs go to stderr; RUST_LOG sets the level (default info).\n\
          SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once, with status 130.\n\
@@ -345,7 +562,20 @@ mod tests {
                 &[("AFTERWARD_HOST", "not-a-host.invalid")],
                 "AFTERWARD_HOST",
             ),
-            (&["--shutdown-timeout", "-1"], &[], "shutdown timeout"),
+            (&["--shutdown-timeout", "-1"], &[], "--shutdown-timeout"),
+            (&["--job-timeout", "0"], &[], "--job-timeout"),
+            (&["worker"], &[], "--redis-url"),
+            (&["worker", "--port", "1"], &[], "unknown option --port"),
+            (
+                &["jobs", "--redis-url", "redis://x", "drop"],
+                &[],
+                "pending, dead or requeue",
+            ),
+            (
+                &["jobs", "--redis-url", "redis://x", "requeue"],
+                &[],
+                "pending, dead or requeue",
+            ),
             (&["--nope"], &[], "unknown option --nope"),
             (&["--port"], &[], "missing argument"),
             (&["stray"], &[], "stray"),
@@ -357,10 +587,52 @@ mod tests {
     }
 
     #[test]
+    fn worker_and_jobs_are_subcommands_with_their_own_flags() {
+        let env = [("AFTERWARD_REDIS_URL", "redis://127.0.0.1:6379")];
+        let worker = parse_with(
+            &[
+                "worker",
+                "--concurrency",
+                "3",
+                "--visibility-timeout",
+                "0.5",
+            ],
+            &env,
+        );
+        let jobs = parse_with(&["jobs", "requeue", "abc"], &env);
+        #[cfg(feature = "redis")]
+        {
+            let Ok(Command::Worker(worker)) = worker else {
+                panic!("{worker:?}")
+            };
+            assert_eq!(worker.redis_url, "redis://127.0.0.1:6379");
+            assert_eq!(worker.concurrency, Some(3));
+            assert_eq!(worker.visibility_timeout, Duration::from_millis(500));
+            assert_eq!(worker.job_timeout, Duration::from_secs(30));
+            assert_eq!(
+                jobs,
+                Ok(Command::Jobs(JobsArgs {
+                    redis_url: "redis://127.0.0.1:6379".into(),
+                    action: JobsAction::Requeue("abc".into())
+                }))
+            );
+            assert_eq!(
+                serve(&[], &env).redis_url.as_deref(),
+                Some("redis://127.0.0.1:6379")
+            );
+        }
+        #[cfg(not(feature = "redis"))]
+        for parsed in [worker, jobs] {
+            assert!(parsed.unwrap_err().contains("feature `redis`"));
+        }
+    }
+
+    #[test]
     fn help_lists_every_flag_and_variable() {
         assert_eq!(parse_with(&["--help"], &[]), Ok(Command::Help));
+        assert_eq!(parse_with(&["worker", "--help"], &[]), Ok(Command::Help));
         let text = help();
-        for opt in OPTIONS {
+        for opt in OPTIONS.iter().chain(WORKER_OPTIONS).chain(JOBS_OPTIONS) {
             assert!(text.contains(&format!("--{}", opt.name)), "{}", opt.name);
             assert!(text.contains(&env_var(opt.name)), "{}", opt.name);
         }

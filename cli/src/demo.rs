@@ -33,6 +33,15 @@ impl Notifier {
         }
     }
 
+    /// Appends `line` to the log file, now.
+    fn append(&self, line: &str) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&*self.log_file)?;
+        file.write_all(line.as_bytes())
+    }
+
     /// The background task: wait (the slow mail server), then append `line`.
     fn task(&self, line: String) -> impl FnOnce() -> std::io::Result<()> + Send + 'static {
         let notifier = self.clone();
@@ -40,11 +49,7 @@ impl Notifier {
             if !notifier.delay.is_zero() {
                 std::thread::sleep(notifier.delay);
             }
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&*notifier.log_file)?;
-            file.write_all(line.as_bytes())
+            notifier.append(&line)
         }
     }
 }
@@ -213,7 +218,9 @@ fn upload(RawBody(body): RawBody, State(files): State<Files>, tasks: BackgroundT
 }
 
 /// A job that sleeps `sleep_ms` on each attempt and fails its first `fail`
-/// attempts, then succeeds: retries and backoff, to watch.
+/// attempts, then succeeds: retries and backoff, to watch. On success it
+/// appends `flaky ID done` to the log file (of the server, or of the worker
+/// that ran it).
 #[derive(Serialize, Deserialize)]
 struct Flaky {
     fail: u32,
@@ -230,7 +237,8 @@ impl Job for Flaky {
         if job.attempt() <= self.fail {
             return Err(format!("attempt {} failed on purpose", job.attempt()).into());
         }
-        Ok(())
+        let notifier = job.state::<Notifier>().ok_or("the app has no notifier")?;
+        Ok(notifier.append(&format!("flaky {} done\n", job.id()))?)
     }
 }
 

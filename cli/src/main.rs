@@ -9,6 +9,8 @@
 
 mod args;
 mod demo;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::process::ExitCode;
 
@@ -18,8 +20,18 @@ use crate::args::{Args, Command};
 
 fn main() -> ExitCode {
     let command = args::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
-    let args = match command {
-        Ok(Command::Serve(args)) => args,
+    let run: Box<dyn FnOnce() -> Result<ExitCode, String>> = match command {
+        Ok(Command::Serve(args)) => Box::new(move || serve(args)),
+        #[cfg(feature = "redis")]
+        Ok(Command::Worker(args)) => Box::new(move || redis::worker(args)),
+        #[cfg(feature = "redis")]
+        Ok(Command::Jobs(args)) => Box::new(move || redis::jobs(args)),
+        // Parsed only in a build with the feature.
+        #[cfg(not(feature = "redis"))]
+        Ok(Command::Worker(_) | Command::Jobs(_)) => {
+            eprintln!("error: this afterward was built without the feature `redis`");
+            return ExitCode::from(2);
+        }
         Ok(Command::Help) => {
             print!("{}", args::help());
             return ExitCode::SUCCESS;
@@ -34,7 +46,7 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match serve(args) {
+    match run() {
         Ok(code) => code,
         Err(message) => {
             log::error!("{message}");
@@ -61,6 +73,11 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     }
     if let Some(n) = args.background_workers {
         builder = builder.background_workers(n);
+    }
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis_url {
+        let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+        builder = builder.redis(config);
     }
     let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay));
     let server = builder.build(app).map_err(|e| e.to_string())?;

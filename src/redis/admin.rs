@@ -128,7 +128,7 @@ impl Admin {
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
-                .arg(limit)
+                .arg(limit.min(i64::MAX as usize))
                 .query(con)?;
             Ok(reply
                 .ids

@@ -155,3 +155,81 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) 
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// `afterward worker` running in the background, with a log file of its own;
+/// killed on drop.
+pub struct WorkerProcess {
+    child: Child,
+    dir: TempDir,
+}
+
+impl WorkerProcess {
+    /// Starts `afterward worker --redis-url URL` with `args`; returns once it
+    /// runs (its first line on standard output).
+    pub fn start(redis_url: &str, args: &[&str]) -> WorkerProcess {
+        let dir = TempDir::new();
+        let stderr = std::fs::File::create(dir.file("stderr.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["worker", "--redis-url", redis_url, "--log-file"])
+            .arg(dir.file("log.txt"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start afterward worker");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the first line");
+        assert!(line.contains("worker running jobs"), "{line:?}");
+        WorkerProcess { child, dir }
+    }
+
+    /// The lines the worker's jobs appended to its log file.
+    pub fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.file("log.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the log file has `line`.
+    pub fn wait_for_line(&self, line: &str) {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        while !self.lines().iter().any(|l| l == line) {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never wrote {line:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.child.id())])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (after a signal).
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait for the worker")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.file("stderr.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

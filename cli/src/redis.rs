@@ -1,0 +1,92 @@
+//! `afterward worker` and `afterward jobs`: the demo's jobs over Redis
+//! (feature `redis`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use afterward::redis::{Admin, RedisConfig, Worker};
+use afterward::{JobSettings, Stopper};
+use serde_json::json;
+
+use crate::args::{JobsAction, JobsArgs, WorkerArgs};
+use crate::demo;
+
+/// Runs the demo's jobs until SIGINT or SIGTERM, then stops gracefully.
+pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
+    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+    // The attempts allowed travel with each job (the web server's setting).
+    let mut settings = JobSettings::default();
+    settings.backoff = args.job_backoff;
+    settings.timeout = args.job_timeout;
+    // The demo app's jobs, and the state they read (the log file).
+    let app = demo::app(demo::Notifier::new(args.log_file, Duration::ZERO));
+    let mut builder = Worker::builder(config)
+        .app(&app)
+        .job_settings(settings)
+        .visibility_timeout(args.visibility_timeout);
+    if let Some(n) = args.concurrency {
+        builder = builder.concurrency(n);
+    }
+    let stopper = Stopper::default();
+    stopper
+        .stop_on_signals()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let worker = builder.start().map_err(|e| e.to_string())?;
+    println!("worker running jobs from {}", args.redis_url);
+    stopper.wait();
+    let report = worker.stop(args.shutdown_timeout);
+    let stats = report.stats;
+    log::info!(
+        "worker stopped: {} succeeded, {} retried, {} dead, {} taken over from other workers; {} left pending for others",
+        stats.succeeded,
+        stats.retried,
+        stats.dead,
+        stats.reclaimed,
+        report.left_pending
+    );
+    // Jobs left pending are not lost: another worker takes them over.
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `afterward jobs pending|dead|requeue ID`.
+pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
+    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+    let admin = Admin::new(config);
+    match args.action {
+        JobsAction::Pending => {
+            let counts = admin.counts()?;
+            println!(
+                "{}",
+                json!({
+                    "ready": counts.ready,
+                    "pending": counts.pending,
+                    "delayed": counts.delayed,
+                    "dead": counts.dead,
+                })
+            );
+        }
+        JobsAction::Dead => {
+            for dead in admin.dead(usize::MAX)? {
+                let envelope = dead.envelope;
+                println!(
+                    "{}",
+                    json!({
+                        "id": &*envelope.id,
+                        "name": &*envelope.name,
+                        "attempts": envelope.attempts,
+                        "error": dead.error,
+                        "payload": serde_json::from_str::<serde_json::Value>(&envelope.payload)
+                            .unwrap_or(serde_json::Value::Null),
+                    })
+                );
+            }
+        }
+        JobsAction::Requeue(id) => {
+            if !admin.requeue(&id)? {
+                return Err(format!("no dead job with id {id}"));
+            }
+            println!("{}", json!({"requeued": id}));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

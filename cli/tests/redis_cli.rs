@@ -1,0 +1,210 @@
+//! The binary over Redis (feature `redis`), against a real `redis-server`:
+//! `afterward --redis-url` sends the demo's jobs, `afterward worker`
+//! processes run them, and no job is lost when a worker is killed or
+//! stalled, when Redis is killed and restarted, or when the web server stops
+//! with jobs it has not sent yet. `afterward jobs` reads and repairs the
+//! queues.
+#![cfg(feature = "redis")]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::cli::{run, Afterward, WorkerProcess};
+use support::redis::RedisServer;
+use support::TEST_TIMEOUT;
+
+fn accepted_id(server: &Afterward, path: &str) -> String {
+    let response = server.post(path);
+    assert_eq!(response.status(), 202, "{}", response.text());
+    response.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `GET /jobs/{id}` says `status`.
+fn wait_for_status(server: &Afterward, id: &str, status: &str) {
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let now = server.get(&format!("/jobs/{id}")).json();
+        if now["status"] == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "job {id} never {status}: {now}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn flaky_jobs_run_on_a_worker_and_their_status_comes_from_redis() {
+    let redis = RedisServer::start();
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let id = accepted_id(&server, "/flaky?fail=1");
+    server.wait_for_metric("afterward_jobs_sent_total", 1.0);
+    assert_eq!(
+        server.get(&format!("/jobs/{id}")).json()["status"],
+        "queued"
+    );
+
+    let worker = WorkerProcess::start(&redis.url(), &["--job-backoff-ms", "1"]);
+    worker.wait_for_line(&format!("flaky {id} done"));
+    wait_for_status(&server, &id, "done");
+    let status = server.get(&format!("/jobs/{id}")).json();
+    assert_eq!(status["attempts"], 2);
+    assert_eq!(status["error"], "attempt 1 failed on purpose");
+    // The job ran on the worker, not in the server.
+    assert!(
+        !server.log_file().exists()
+            || !std::fs::read_to_string(server.log_file())
+                .unwrap()
+                .contains("flaky")
+    );
+    assert_eq!(server.metric("afterward_jobs_succeeded_total"), 0.0);
+
+    let (status, out, _) = run(&["jobs", "--redis-url", &redis.url(), "pending"], &[]);
+    assert!(status.success());
+    let counts: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        counts,
+        serde_json::json!({"ready": 0, "pending": 0, "delayed": 0, "dead": 0})
+    );
+}
+
+#[test]
+fn a_dead_job_is_listed_and_requeued_with_afterward_jobs() {
+    let redis = RedisServer::start();
+    // The attempts allowed are the web server's, carried by the job.
+    let server = Afterward::start(&["--redis-url", &redis.url(), "--job-max-attempts", "2"]);
+    let id = accepted_id(&server, "/flaky?fail=2");
+    let worker = WorkerProcess::start(&redis.url(), &["--job-backoff-ms", "1"]);
+    wait_for_status(&server, &id, "dead");
+
+    let url = redis.url();
+    let (status, out, _) = run(&["jobs", "--redis-url", &url, "dead"], &[]);
+    assert!(status.success());
+    let dead: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (dead["id"].as_str(), dead["attempts"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    assert_eq!(dead["error"], "attempt 2 failed on purpose");
+
+    // Requeued with its attempts reset, it runs twice more (its payload
+    // still fails its first two attempts): dead again.
+    let (status, out, _) = run(&["jobs", "--redis-url", &url, "requeue", &id], &[]);
+    assert!(status.success(), "{out}");
+    assert_eq!(out.trim(), format!("{{\"requeued\":\"{id}\"}}"));
+    let mut worker = worker;
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    // Dead a second time: listed again, once, and the worker counts two.
+    loop {
+        let (_, out, _) = run(&["jobs", "--redis-url", &url, "dead"], &[]);
+        let (_, counts, _) = run(&["jobs", "--redis-url", &url, "pending"], &[]);
+        if out.lines().count() == 1
+            && counts.contains("\"dead\":1")
+            && counts.contains("\"delayed\":0,")
+            && server.get(&format!("/jobs/{id}")).json()["status"] == "dead"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead again: {out} {counts}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    worker.signal("TERM");
+    assert!(worker.wait().success());
+    assert!(
+        worker.stderr().contains("2 retried, 2 dead"),
+        "{}",
+        worker.stderr()
+    );
+    let (status, _, err) = run(&["jobs", "--redis-url", &url, "requeue", "nope"], &[]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no dead job with id nope"), "{err}");
+}
+
+#[test]
+fn a_job_of_a_worker_killed_mid_job_completes_on_another_worker() {
+    let redis = RedisServer::start();
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let first = WorkerProcess::start(&redis.url(), &["--visibility-timeout", "1"]);
+    let id = accepted_id(&server, "/flaky?sleep_ms=2000");
+    wait_for_status(&server, &id, "running");
+    first.signal("KILL");
+
+    let second = WorkerProcess::start(&redis.url(), &["--visibility-timeout", "1"]);
+    second.wait_for_line(&format!("flaky {id} done"));
+    assert!(first.lines().is_empty(), "the killed worker finished it");
+    wait_for_status(&server, &id, "done");
+    assert!(
+        second.stderr().contains("took over 1 jobs"),
+        "{}",
+        second.stderr()
+    );
+}
+
+#[test]
+fn a_worker_stalled_past_the_visibility_timeout_loses_its_job_to_another_and_the_duplicate_shows() {
+    let redis = RedisServer::start();
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let mut stalled = WorkerProcess::start(&redis.url(), &["--visibility-timeout", "1"]);
+    let id = accepted_id(&server, "/flaky?sleep_ms=1500");
+    wait_for_status(&server, &id, "running");
+    stalled.signal("STOP");
+
+    let mut other = WorkerProcess::start(&redis.url(), &["--visibility-timeout", "1"]);
+    other.wait_for_line(&format!("flaky {id} done"));
+    // Resumed, the stalled worker finishes its copy too: at least once,
+    // here twice, and both are visible.
+    stalled.signal("CONT");
+    stalled.wait_for_line(&format!("flaky {id} done"));
+    for worker in [&mut stalled, &mut other] {
+        worker.signal("TERM");
+        assert!(worker.wait().success());
+    }
+    assert!(
+        other.stderr().contains("1 taken over from other workers"),
+        "{}",
+        other.stderr()
+    );
+    let (_, out, _) = run(&["jobs", "--redis-url", &redis.url(), "pending"], &[]);
+    assert!(out.contains("\"pending\":0"), "{out}");
+}
+
+#[test]
+fn every_job_acknowledged_survives_redis_killed_and_restarted_with_aof() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let before: Vec<String> = (0..50).map(|_| accepted_id(&server, "/flaky")).collect();
+    server.wait_for_metric("afterward_jobs_sent_total", 50.0);
+    redis.kill();
+    // Redis down: the server answers at once, and holds the jobs.
+    let during: Vec<String> = (0..50).map(|_| accepted_id(&server, "/flaky")).collect();
+    assert_eq!(server.metric("afterward_jobs_sent_total"), 50.0);
+    redis.restart();
+    server.wait_for_metric("afterward_jobs_sent_total", 100.0);
+
+    let worker = WorkerProcess::start(&redis.url(), &[]);
+    for id in before.iter().chain(&during) {
+        worker.wait_for_line(&format!("flaky {id} done"));
+    }
+    assert_eq!(worker.lines().len(), 100);
+}
+
+#[test]
+fn a_server_stopped_with_jobs_unsent_sends_them_before_it_exits() {
+    let redis = RedisServer::start();
+    let mut server = Afterward::start(&["--redis-url", &redis.url(), "--shutdown-timeout", "30"]);
+    // Redis paused: sends time out, the jobs wait in the server's buffer.
+    redis.signal("-STOP");
+    let ids: Vec<String> = (0..20).map(|_| accepted_id(&server, "/flaky")).collect();
+    assert_eq!(server.metric("afterward_jobs_sent_total"), 0.0);
+    server.signal("TERM");
+    redis.signal("-CONT");
+    assert!(server.wait().success(), "{}", server.stderr());
+
+    let worker = WorkerProcess::start(&redis.url(), &[]);
+    for id in &ids {
+        worker.wait_for_line(&format!("flaky {id} done"));
+    }
+}
