@@ -19,7 +19,8 @@ pub const ENVELOPE_VERSION: u64 = 1;
 /// ```
 ///
 /// `attempts` counts the attempts already made; `enqueued_at_ms` is
-/// milliseconds since the Unix epoch.
+/// milliseconds since the Unix epoch. After a failed attempt, a broker's
+/// copy also has `"last_error"` (the status shows it until the job is done).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Envelope {
@@ -37,12 +38,15 @@ pub struct Envelope {
     pub enqueued_at_ms: u64,
     /// The request that enqueued it.
     pub request_id: Arc<str>,
+    /// The last failed attempt's error, on a broker's copy of a job waiting
+    /// for its retry.
+    pub last_error: Option<String>,
 }
 
 impl Envelope {
     /// The envelope as JSON.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut value = json!({
             "v": ENVELOPE_VERSION,
             "id": &*self.id,
             "name": self.name,
@@ -51,7 +55,11 @@ impl Envelope {
             "max_attempts": self.max_attempts,
             "enqueued_at_ms": self.enqueued_at_ms,
             "request_id": &*self.request_id,
-        })
+        });
+        if let Some(error) = &self.last_error {
+            value["last_error"] = error.as_str().into();
+        }
+        value
     }
 
     /// The envelope as JSON text, as a broker stores it: [`to_json`](Self::to_json)
@@ -75,6 +83,10 @@ impl Envelope {
             self.enqueued_at_ms,
             text(&self.request_id),
         );
+        if let Some(error) = &self.last_error {
+            out.pop();
+            let _ = write!(out, ",\"last_error\":{}}}", text(error));
+        }
         out
     }
 
@@ -113,6 +125,7 @@ impl Envelope {
             max_attempts: small("max_attempts")?,
             enqueued_at_ms: number("enqueued_at_ms")?,
             request_id: text("request_id")?.into(),
+            last_error: value["last_error"].as_str().map(str::to_owned),
         })
     }
 }
@@ -131,6 +144,7 @@ mod tests {
             max_attempts: 5,
             enqueued_at_ms: 1_764_260_000_000,
             request_id: "r1".into(),
+            last_error: None,
         };
         let json = envelope.to_json();
         assert_eq!(json["v"], 1);
@@ -141,6 +155,16 @@ mod tests {
         assert!(Envelope::from_json_text("{")
             .unwrap_err()
             .contains("not JSON"));
+        let failed = Envelope {
+            last_error: Some("the \"mail\" server\nis gone".into()),
+            ..envelope.clone()
+        };
+        let text = failed.to_json_text();
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            failed.to_json()
+        );
+        assert_eq!(Envelope::from_json_text(&text), Ok(failed));
         let mut other = json.clone();
         other["v"] = json!(2);
         assert!(Envelope::from_json(&other).unwrap_err().contains("version"));

@@ -342,6 +342,7 @@ impl JobRunner {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             request_id: request_id.clone(),
+            last_error: None,
         };
         if self.settings.mode != JobMode::Capture {
             // A captured job is not in the system: no status, not counted.

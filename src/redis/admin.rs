@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use redis::Value;
 
-use super::{Keys, RedisConfig};
+use super::{Keys, RedisConfig, StatusWrite};
 use crate::jobs::Envelope;
 
 /// Reads and repairs a deployment's queues.
@@ -162,11 +162,10 @@ impl Admin {
         };
         let mut envelope = job.envelope;
         envelope.attempts = 0;
-        let ttl = self.config.status_ttl.as_millis() as u64;
+        envelope.last_error = None;
         self.with(|con, keys| {
-            let status = keys.status(id);
-            redis::pipe()
-                .atomic()
+            let mut pipe = redis::pipe();
+            pipe.atomic()
                 .cmd("XADD")
                 .arg(&keys.stream)
                 .arg("*")
@@ -176,25 +175,16 @@ impl Admin {
                 .cmd("XDEL")
                 .arg(&keys.dead)
                 .arg(&entry)
-                .ignore()
-                .cmd("HSET")
-                .arg(&status)
-                .arg("name")
-                .arg(&*envelope.name)
-                .arg("status")
-                .arg("queued")
-                .arg("attempts")
-                .arg(0)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&status)
-                .arg("error")
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&status)
-                .arg(ttl)
-                .ignore()
-                .query::<()>(con)
+                .ignore();
+            StatusWrite {
+                name: &envelope.name,
+                state: "queued",
+                attempts: 0,
+                error: None,
+                next_run_ms: None,
+            }
+            .add_to(&mut pipe, keys, &self.config, id);
+            pipe.query::<()>(con)
         })?;
         Ok(true)
     }

@@ -41,7 +41,6 @@ mod worker;
 /// module uses, for commands of your own on a [`RedisConfig::connect`]ion.
 pub use ::redis as client;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -160,8 +159,7 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// A job's status: a hash (`name`, `status`, `attempts`, `error`,
-    /// `next_run_ms`) with a TTL.
+    /// A job's status ([`StatusWrite`]).
     pub(crate) fn status(&self, id: &str) -> String {
         format!("{}:status:{id}", self.prefix)
     }
@@ -179,24 +177,62 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads a status hash (`HGETALL`); `None` for a missing key.
+/// A job's status as it is written to Redis: one JSON value
+/// (`{"name", "status", "attempts", "error"?, "next_run_ms"?}`) with the
+/// status TTL, in one `SET … PX` (a hash would take a second command for
+/// the TTL, for every job, twice).
+pub(crate) struct StatusWrite<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) state: &'a str,
+    pub(crate) attempts: u32,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) next_run_ms: Option<u64>,
+}
+
+impl StatusWrite<'_> {
+    /// Adds the write of job `id`'s status to `pipe`.
+    pub(crate) fn add_to(
+        &self,
+        pipe: &mut redis::Pipeline,
+        keys: &Keys,
+        config: &RedisConfig,
+        id: &str,
+    ) {
+        let mut value = serde_json::json!({
+            "name": self.name,
+            "status": self.state,
+            "attempts": self.attempts,
+        });
+        if let Some(error) = self.error {
+            value["error"] = error.into();
+        }
+        if let Some(next) = self.next_run_ms {
+            value["next_run_ms"] = next.into();
+        }
+        pipe.cmd("SET")
+            .arg(keys.status(id))
+            .arg(value.to_string())
+            .arg("PX")
+            .arg(config.status_ttl.as_millis().max(1) as u64)
+            .ignore();
+    }
+}
+
+/// Reads a job's status; `None` for a missing (or expired) one.
 pub(crate) fn read_status(
     connection: &mut redis::Connection,
     keys: &Keys,
     id: &str,
 ) -> redis::RedisResult<Option<JobStatus>> {
-    let fields: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.status(id))
-        .query(connection)?;
-    if fields.is_empty() {
+    let text: Option<String> = redis::cmd("GET").arg(keys.status(id)).query(connection)?;
+    let Some(value) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
         return Ok(None);
-    }
-    let number = |key: &str| fields.get(key).and_then(|v| v.parse::<u64>().ok());
-    let state = match fields.get("status").map(String::as_str) {
+    };
+    let state = match value["status"].as_str() {
         Some("running") => JobState::Running,
         Some("retrying") => JobState::Retrying {
             next_run: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(number("next_run_ms").unwrap_or(0)),
+                + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0)),
         },
         Some("done") => JobState::Done,
         Some("dead") => JobState::Dead,
@@ -205,10 +241,10 @@ pub(crate) fn read_status(
     };
     Ok(Some(JobStatus {
         id: id.to_owned(),
-        name: fields.get("name").cloned().unwrap_or_default(),
+        name: value["name"].as_str().unwrap_or_default().to_owned(),
         state,
-        attempts: number("attempts").unwrap_or(0) as u32,
-        error: fields.get("error").cloned(),
+        attempts: value["attempts"].as_u64().unwrap_or(0) as u32,
+        error: value["error"].as_str().map(str::to_owned),
     }))
 }
 

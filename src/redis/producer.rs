@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::{now_ms, read_status, Keys, RedisConfig};
+use super::{now_ms, read_status, Keys, RedisConfig, StatusWrite};
 use crate::jobs::broker::Broker;
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
@@ -150,20 +150,14 @@ impl Drop for Producer {
 /// worker's `running` always comes after), then the job itself.
 fn write_job(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, job: &Outgoing) {
     let envelope = &job.envelope;
-    let status = keys.status(&envelope.id);
-    pipe.cmd("HSET")
-        .arg(&status)
-        .arg("name")
-        .arg(&*envelope.name)
-        .arg("status")
-        .arg("queued")
-        .arg("attempts")
-        .arg(envelope.attempts)
-        .ignore();
-    pipe.cmd("PEXPIRE")
-        .arg(&status)
-        .arg(config.status_ttl.as_millis() as u64)
-        .ignore();
+    StatusWrite {
+        name: &envelope.name,
+        state: "queued",
+        attempts: envelope.attempts,
+        error: None,
+        next_run_ms: None,
+    }
+    .add_to(pipe, keys, config, &envelope.id);
     let text = envelope.to_json_text();
     match job.due_ms {
         None => pipe

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::Value;
 
-use super::{now_ms, Keys, RedisConfig};
+use super::{now_ms, Keys, RedisConfig, StatusWrite};
 use crate::jobs::{backoff, Envelope, Failure, Job, JobContext, JobSettings, Registry};
 use crate::routing::App;
 use crate::state::StateMap;
@@ -645,20 +645,14 @@ impl IoLoop {
             };
             match Envelope::from_json_text(&text) {
                 Ok(envelope) => {
-                    let status = self.keys.status(&envelope.id);
-                    pipe.cmd("HSET")
-                        .arg(&status)
-                        .arg("name")
-                        .arg(&*envelope.name)
-                        .arg("status")
-                        .arg("running")
-                        .arg("attempts")
-                        .arg(envelope.attempts + 1)
-                        .ignore();
-                    pipe.cmd("PEXPIRE")
-                        .arg(&status)
-                        .arg(self.config.status_ttl.as_millis() as u64)
-                        .ignore();
+                    StatusWrite {
+                        name: &envelope.name,
+                        state: "running",
+                        attempts: envelope.attempts + 1,
+                        error: envelope.last_error.as_deref(),
+                        next_run_ms: None,
+                    }
+                    .add_to(&mut pipe, &self.keys, &self.config, &envelope.id);
                     deliveries.push(Delivery {
                         entry: entry.id,
                         envelope,
@@ -758,7 +752,8 @@ impl IoLoop {
 
     /// Records finished attempts, in one atomic transaction: each is
     /// acknowledged and deleted together with what follows it (done, a
-    /// retry in the delayed set, or a dead letter).
+    /// retry in the delayed set, or a dead letter). One `XACK` and one
+    /// `XDEL` take the whole batch.
     fn record(
         &self,
         con: &mut redis::Connection,
@@ -768,33 +763,28 @@ impl IoLoop {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let (mut succeeded, mut retried, mut dead) = (0, 0, 0);
-        let ttl = self.config.status_ttl.as_millis() as u64;
+        let mut ack = redis::cmd("XACK");
+        ack.arg(&self.keys.stream).arg(&self.keys.group);
+        let mut delete = redis::cmd("XDEL");
+        delete.arg(&self.keys.stream);
+        let mut finished_any = false;
         for finished in done {
             let Some(outcome) = &finished.outcome else {
                 continue; // not run: it stays pending, for another worker
             };
+            finished_any = true;
+            ack.arg(&finished.entry);
+            delete.arg(&finished.entry);
             let envelope = &finished.envelope;
-            let status = self.keys.status(&envelope.id);
-            pipe.cmd("XACK")
-                .arg(&self.keys.stream)
-                .arg(&self.keys.group)
-                .arg(&finished.entry)
-                .ignore();
-            pipe.cmd("XDEL")
-                .arg(&self.keys.stream)
-                .arg(&finished.entry)
-                .ignore();
+            let mut status = StatusWrite {
+                name: &envelope.name,
+                state: "done",
+                attempts: envelope.attempts,
+                error: envelope.last_error.as_deref(),
+                next_run_ms: None,
+            };
             match outcome {
-                Ok(()) => {
-                    succeeded += 1;
-                    pipe.cmd("HSET")
-                        .arg(&status)
-                        .arg("status")
-                        .arg("done")
-                        .arg("attempts")
-                        .arg(envelope.attempts)
-                        .ignore();
-                }
+                Ok(()) => succeeded += 1,
                 Err(failure) if failure.retry && envelope.attempts < envelope.max_attempts => {
                     retried += 1;
                     let delay = backoff(&self.settings, envelope);
@@ -807,22 +797,18 @@ impl IoLoop {
                         envelope.max_attempts,
                         failure.message
                     );
+                    let retry = Envelope {
+                        last_error: Some(failure.message.clone()),
+                        ..envelope.clone()
+                    };
                     pipe.cmd("ZADD")
                         .arg(&self.keys.delayed)
                         .arg(due)
-                        .arg(envelope.to_json_text())
+                        .arg(retry.to_json_text())
                         .ignore();
-                    pipe.cmd("HSET")
-                        .arg(&status)
-                        .arg("status")
-                        .arg("retrying")
-                        .arg("attempts")
-                        .arg(envelope.attempts)
-                        .arg("error")
-                        .arg(&failure.message)
-                        .arg("next_run_ms")
-                        .arg(due)
-                        .ignore();
+                    status.state = "retrying";
+                    status.error = Some(&failure.message);
+                    status.next_run_ms = Some(due);
                 }
                 Err(failure) => {
                     dead += 1;
@@ -844,18 +830,15 @@ impl IoLoop {
                         .arg("error")
                         .arg(&failure.message)
                         .ignore();
-                    pipe.cmd("HSET")
-                        .arg(&status)
-                        .arg("status")
-                        .arg("dead")
-                        .arg("attempts")
-                        .arg(envelope.attempts)
-                        .arg("error")
-                        .arg(&failure.message)
-                        .ignore();
+                    status.state = "dead";
+                    status.error = Some(&failure.message);
                 }
             }
-            pipe.cmd("PEXPIRE").arg(&status).arg(ttl).ignore();
+            status.add_to(&mut pipe, &self.keys, &self.config, &envelope.id);
+        }
+        if finished_any {
+            pipe.add_command(ack).ignore();
+            pipe.add_command(delete).ignore();
         }
         pipe.query::<()>(con)?;
         for finished in done {
