@@ -34,6 +34,7 @@ return #due
 /// | setting | default |
 /// |---|---|
 /// | [`concurrency`](Self::concurrency) | the available cores, at least 2 |
+/// | [`prefetch`](Self::prefetch) | 100 jobs held at most (at least `concurrency`) |
 /// | [`visibility_timeout`](Self::visibility_timeout) | 60 s |
 /// | [`job_settings`](Self::job_settings) | [`JobSettings::default`] (5 attempts, 100 ms backoff doubling to 60 s, 30 s timeout) |
 /// | [`consumer`](Self::consumer) | `HOST-PID` |
@@ -42,6 +43,7 @@ pub struct WorkerBuilder {
     registry: Registry,
     state: StateMap,
     concurrency: usize,
+    prefetch: usize,
     visibility_timeout: Duration,
     settings: JobSettings,
     consumer: String,
@@ -73,10 +75,19 @@ impl WorkerBuilder {
         self
     }
 
-    /// Threads running jobs at once; also how many jobs the worker holds
-    /// (read and not finished) at most.
+    /// Threads running jobs at once.
     pub fn concurrency(mut self, n: usize) -> WorkerBuilder {
         self.concurrency = n;
+        self
+    }
+
+    /// Jobs the worker holds at most, read and not finished (never fewer
+    /// than [`concurrency`](Self::concurrency)): reading many at once is
+    /// what makes short jobs fast, but a job held waits for this worker's
+    /// threads even when another worker is idle. For jobs of seconds, set it
+    /// near the concurrency (Celery calls this the prefetch).
+    pub fn prefetch(mut self, n: usize) -> WorkerBuilder {
+        self.prefetch = n;
         self
     }
 
@@ -123,8 +134,9 @@ impl WorkerBuilder {
             return Err(Error::Config("the worker registers no job".into()));
         }
         let shared = Arc::new(Shared::default());
-        let (jobs, to_run) = crossbeam_channel::bounded::<Delivery>(self.concurrency);
-        let (finished, results) = crossbeam_channel::unbounded::<Finished>();
+        let capacity = self.prefetch.max(self.concurrency);
+        let (jobs, to_run) = crossbeam_channel::bounded::<Delivery>(capacity);
+        let (finished, results) = crossbeam_channel::unbounded::<Vec<Finished>>();
         let registry = Arc::new(self.registry);
         let state = Arc::new(self.state);
         let mut runners = Vec::with_capacity(self.concurrency);
@@ -142,7 +154,7 @@ impl WorkerBuilder {
             keys: self.config.keys(),
             config: self.config,
             consumer: self.consumer,
-            capacity: self.concurrency,
+            capacity,
             visibility: self.visibility_timeout,
             settings: self.settings,
             registry,
@@ -261,6 +273,7 @@ impl Worker {
             registry: Registry::default(),
             state: StateMap::default(),
             concurrency: cores.max(2),
+            prefetch: 100,
             visibility_timeout: Duration::from_secs(60),
             settings: JobSettings::default(),
             consumer: format!("{host}-{}", std::process::id()),
@@ -348,45 +361,65 @@ struct Finished {
     outcome: Option<Result<(), Failure>>,
 }
 
+/// A runner thread: runs the jobs it is given, and sends their results in
+/// batches (whenever no other job is waiting for it), so that the I/O thread
+/// is woken once per batch rather than once per job.
 fn run_jobs(
     to_run: &Receiver<Delivery>,
-    finished: &Sender<Finished>,
+    finished: &Sender<Vec<Finished>>,
     registry: &Registry,
     state: &Arc<StateMap>,
     shared: &Shared,
 ) {
-    for Delivery {
+    let mut results = Vec::new();
+    while let Ok(first) = to_run.recv() {
+        let mut next = Some(first);
+        while let Some(delivery) = next {
+            results.push(run_one(delivery, registry, state, shared));
+            next = to_run.try_recv().ok();
+        }
+        if finished.send(std::mem::take(&mut results)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs one job (unless the worker is stopping: then it goes back unrun).
+fn run_one(
+    delivery: Delivery,
+    registry: &Registry,
+    state: &Arc<StateMap>,
+    shared: &Shared,
+) -> Finished {
+    let Delivery {
         entry,
         mut envelope,
-    } in to_run
-    {
-        if shared.stopping.load(Ordering::SeqCst) {
-            let _ = finished.send(Finished {
-                entry,
-                envelope,
-                outcome: None,
-            });
-            continue;
-        }
-        envelope.attempts += 1;
-        let outcome = match registry.get(&envelope.name) {
-            Some(spec) => {
-                let context = JobContext::for_attempt(&envelope, envelope.attempts, state.clone());
-                spec.attempt(&envelope.payload, &context)
-            }
-            None => Err(Failure {
-                message: format!(
-                    "no job named {:?} is registered in this worker",
-                    envelope.name
-                ),
-                retry: false,
-            }),
-        };
-        let _ = finished.send(Finished {
+    } = delivery;
+    if shared.stopping.load(Ordering::SeqCst) {
+        return Finished {
             entry,
             envelope,
-            outcome: Some(outcome),
-        });
+            outcome: None,
+        };
+    }
+    envelope.attempts += 1;
+    let outcome = match registry.get(&envelope.name) {
+        Some(spec) => {
+            let context = JobContext::for_attempt(&envelope, envelope.attempts, state.clone());
+            spec.attempt(&envelope.payload, &context)
+        }
+        None => Err(Failure {
+            message: format!(
+                "no job named {:?} is registered in this worker",
+                envelope.name
+            ),
+            retry: false,
+        }),
+    };
+    Finished {
+        entry,
+        envelope,
+        outcome: Some(outcome),
     }
 }
 
@@ -402,6 +435,47 @@ struct IoLoop {
     shared: Arc<Shared>,
 }
 
+/// What the I/O thread keeps between turns.
+struct LoopState {
+    /// The jobs held: read, not yet recorded, by stream entry id.
+    held: HashMap<String, Held>,
+    /// Results not yet recorded.
+    done: Vec<Finished>,
+    /// When the oldest of them came.
+    first_done: Option<Instant>,
+    last_promote: Instant,
+    last_reclaim: Instant,
+    last_renew: Instant,
+    reclaim_cursor: String,
+    /// Jobs handed back unrun (the worker is stopping): pending in Redis.
+    not_run: u64,
+}
+
+impl LoopState {
+    /// Takes the results there are, without waiting.
+    fn collect(&mut self, results: &Receiver<Vec<Finished>>) {
+        let before = self.done.len();
+        self.done.extend(results.try_iter().flatten());
+        if before == 0 && !self.done.is_empty() {
+            self.first_done = Some(Instant::now());
+        }
+    }
+
+    /// Waits up to `timeout` for a result, then takes those there are.
+    fn wait(&mut self, results: &Receiver<Vec<Finished>>, timeout: Duration) {
+        match results.recv_timeout(timeout) {
+            Ok(finished) => {
+                if self.done.is_empty() {
+                    self.first_done = Some(Instant::now());
+                }
+                self.done.extend(finished);
+                self.collect(results);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+    }
+}
+
 /// A job this worker holds.
 struct Held {
     started: Instant,
@@ -411,17 +485,21 @@ struct Held {
 }
 
 impl IoLoop {
-    fn run(self, jobs: &Sender<Delivery>, results: &Receiver<Finished>) -> WorkerReport {
+    fn run(self, jobs: &Sender<Delivery>, results: &Receiver<Vec<Finished>>) -> WorkerReport {
         let mut connection: Option<redis::Connection> = None;
-        let mut held: HashMap<String, Held> = HashMap::new();
-        let mut done: Vec<Finished> = Vec::new();
-        let mut last_promote = Instant::now() - Duration::from_secs(60);
-        let mut last_reclaim = Instant::now();
-        let mut last_renew = Instant::now();
-        let mut reclaim_cursor = "0-0".to_owned();
+        let mut state = LoopState {
+            held: HashMap::new(),
+            done: Vec::new(),
+            first_done: None,
+            last_promote: Instant::now() - Duration::from_secs(60),
+            last_reclaim: Instant::now(),
+            last_renew: Instant::now(),
+            reclaim_cursor: "0-0".to_owned(),
+            not_run: 0,
+        };
         let mut retry_delay = Duration::from_millis(50);
         loop {
-            done.extend(results.try_iter());
+            state.collect(results);
             let stopping = self.shared.stopping.load(Ordering::SeqCst);
             if connection.is_none() {
                 match self.connect() {
@@ -434,24 +512,14 @@ impl IoLoop {
                         if stopping && self.past_deadline() {
                             break;
                         }
-                        let _ = self.wait(results, &mut done, retry_delay);
+                        state.wait(results, retry_delay);
                         retry_delay = (retry_delay * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 }
             }
             let con = connection.as_mut().expect("connected above");
-            let step = self.step(
-                con,
-                jobs,
-                results,
-                &mut held,
-                &mut done,
-                stopping,
-                (&mut last_promote, &mut last_reclaim, &mut last_renew),
-                &mut reclaim_cursor,
-            );
-            match step {
+            match self.step(con, jobs, results, &mut state, stopping) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(error) => {
@@ -461,8 +529,7 @@ impl IoLoop {
             }
         }
         // Stopped: what was not finished stays pending in Redis.
-        done.extend(results.try_iter());
-        let left = held.len() as u64;
+        let left = state.held.len() as u64 + state.not_run;
         if left > 0 {
             log::warn!(
                 "worker {} stops with {left} jobs unfinished: left pending for other workers",
@@ -510,51 +577,45 @@ impl IoLoop {
         deadline.is_none_or(|d| Instant::now() >= d)
     }
 
-    /// Waits up to `timeout` for a result (collecting it); false if none came.
-    fn wait(
-        &self,
-        results: &Receiver<Finished>,
-        done: &mut Vec<Finished>,
-        timeout: Duration,
-    ) -> bool {
-        match results.recv_timeout(timeout) {
-            Ok(finished) => {
-                done.push(finished);
-                done.extend(results.try_iter());
-                true
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => false,
-        }
-    }
-
     /// One turn of the loop; `Ok(false)` when the worker is done.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// Results are recorded, and jobs read, in batches of at least half the
+    /// batch size when there is that much to do: one round trip per job
+    /// would make Redis's latency the limit. A result waits at most 2 ms for
+    /// others to join it.
     fn step(
         &self,
         con: &mut redis::Connection,
         jobs: &Sender<Delivery>,
-        results: &Receiver<Finished>,
-        held: &mut HashMap<String, Held>,
-        done: &mut Vec<Finished>,
+        results: &Receiver<Vec<Finished>>,
+        state: &mut LoopState,
         stopping: bool,
-        (last_promote, last_reclaim, last_renew): (&mut Instant, &mut Instant, &mut Instant),
-        reclaim_cursor: &mut String,
     ) -> redis::RedisResult<bool> {
-        if !done.is_empty() {
-            self.record(con, done, held)?;
-            done.clear();
+        let half = (self.capacity.min(self.config.batch) / 2).max(1);
+        let all_done = state.done.len() >= state.held.len();
+        let waited = state
+            .first_done
+            .is_some_and(|first| first.elapsed() >= Duration::from_millis(2));
+        if !state.done.is_empty() && (state.done.len() >= half || all_done || waited || stopping) {
+            state.not_run += self.record(con, &state.done, &mut state.held)?;
+            state.done.clear();
+            state.first_done = None;
         }
-        self.watch_deadlines(held);
+        self.watch_deadlines(&mut state.held);
         if stopping {
-            if held.is_empty() || self.past_deadline() {
+            if state.held.is_empty() || self.past_deadline() {
+                if !state.done.is_empty() {
+                    state.not_run += self.record(con, &state.done, &mut state.held)?;
+                    state.done.clear();
+                }
                 return Ok(false);
             }
-            self.wait(results, done, Duration::from_millis(20));
+            state.wait(results, Duration::from_millis(20));
             return Ok(true);
         }
         let now = Instant::now();
-        if now.duration_since(*last_promote) >= Duration::from_millis(50) {
-            *last_promote = now;
+        if now.duration_since(state.last_promote) >= Duration::from_millis(50) {
+            state.last_promote = now;
             let moved: u64 = redis::cmd("EVAL")
                 .arg(PROMOTE)
                 .arg(2)
@@ -567,23 +628,23 @@ impl IoLoop {
                 self.shared.update(|s| s.promoted += moved);
             }
         }
-        if !held.is_empty() && now.duration_since(*last_renew) >= self.visibility / 3 {
-            *last_renew = now;
-            self.renew(con, held)?;
+        if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
+            state.last_renew = now;
+            self.renew(con, &state.held)?;
         }
-        let free = self.capacity.saturating_sub(held.len());
-        if free > 0 && now.duration_since(*last_reclaim) >= self.visibility / 2 {
-            *last_reclaim = now;
+        let free = self.capacity.saturating_sub(state.held.len());
+        if free > 0 && now.duration_since(state.last_reclaim) >= self.visibility / 2 {
+            state.last_reclaim = now;
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&self.keys.stream)
                 .arg(&self.keys.group)
                 .arg(&self.consumer)
                 .arg(self.visibility.as_millis() as u64)
-                .arg(&*reclaim_cursor)
+                .arg(&state.reclaim_cursor)
                 .arg("COUNT")
                 .arg(free)
                 .query(con)?;
-            *reclaim_cursor = reply.next_stream_id;
+            state.reclaim_cursor = reply.next_stream_id;
             if !reply.claimed.is_empty() {
                 let n = reply.claimed.len() as u64;
                 log::warn!(
@@ -591,12 +652,13 @@ impl IoLoop {
                     self.consumer
                 );
                 self.shared.update(|s| s.reclaimed += n);
-                self.hand_out(con, reply.claimed, jobs, held)?;
+                self.hand_out(con, reply.claimed, jobs, &mut state.held)?;
             }
         }
-        let free = self.capacity.saturating_sub(held.len());
-        if free == 0 {
-            self.wait(results, done, Duration::from_millis(20));
+        let free = self.capacity.saturating_sub(state.held.len());
+        if free < half && !state.held.is_empty() {
+            // Enough to do: wait for results rather than read a few more.
+            state.wait(results, Duration::from_millis(2));
             return Ok(true);
         }
         let mut read = redis::cmd("XREADGROUP");
@@ -605,7 +667,7 @@ impl IoLoop {
             .arg(&self.consumer)
             .arg("COUNT")
             .arg(free.min(self.config.batch));
-        if held.is_empty() {
+        if state.held.is_empty() {
             // Nothing to acknowledge meanwhile: wait in Redis, briefly (the
             // delayed set and reclaims are looked at between waits).
             read.arg("BLOCK").arg(100);
@@ -616,14 +678,14 @@ impl IoLoop {
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
             .unwrap_or_default();
         if entries.is_empty() {
-            if !held.is_empty() {
-                self.wait(results, done, Duration::from_millis(5));
+            if !state.held.is_empty() {
+                state.wait(results, Duration::from_millis(2));
             }
             return Ok(true);
         }
         let n = entries.len() as u64;
         self.shared.update(|s| s.claimed += n);
-        self.hand_out(con, entries, jobs, held)?;
+        self.hand_out(con, entries, jobs, &mut state.held)?;
         Ok(true)
     }
 
@@ -753,13 +815,13 @@ impl IoLoop {
     /// Records finished attempts, in one atomic transaction: each is
     /// acknowledged and deleted together with what follows it (done, a
     /// retry in the delayed set, or a dead letter). One `XACK` and one
-    /// `XDEL` take the whole batch.
+    /// `XDEL` take the whole batch. Returns how many came back unrun.
     fn record(
         &self,
         con: &mut redis::Connection,
         done: &[Finished],
         held: &mut HashMap<String, Held>,
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<u64> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let (mut succeeded, mut retried, mut dead) = (0, 0, 0);
@@ -851,6 +913,6 @@ impl IoLoop {
             s.dead += dead;
             s.in_flight = in_flight;
         });
-        Ok(())
+        Ok(done.iter().filter(|f| f.outcome.is_none()).count() as u64)
     }
 }

@@ -1,0 +1,251 @@
+//! Jobs over Redis (issue #7), against a `redis-server` the bench starts on
+//! a unix socket, in one run:
+//!
+//! ```text
+//! cargo bench --bench redis --features redis
+//! REDIS_JOBS=200000 cargo bench --bench redis --features redis
+//! ```
+//!
+//! 1. **Send**: jobs enqueued on a `BackgroundPool` with Redis, until Redis
+//!    has them all (the sender's pipelined `XADD`s), in jobs/s.
+//! 2. **Worker, end to end**: one [`Worker`] (2 threads) runs the queued
+//!    no-op jobs: read, status `running`, run, status `done`, acknowledged
+//!    and deleted; jobs/s until the last is done.
+//! 3. **Raw consumer**, the baseline: the same number of envelopes read by a
+//!    loop on the `redis` crate alone, `XREADGROUP COUNT 100`, each envelope
+//!    parsed, one pipelined `XACK` + `XDEL` per batch: what a worker could
+//!    do at most with nothing else (no status, no job run).
+//!
+//! Rounds interleave (send, worker, raw) and the medians are reported, with
+//! the worker's ratio to the raw consumer. The markdown is printed and written
+//! to `target/bench-redis.md`. Without `--bench` it only makes a quick check.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use afterward::redis::client::{self, streams::StreamReadReply, Value};
+use afterward::redis::{Admin, RedisConfig, Worker};
+use afterward::{BackgroundPool, Envelope, Job, JobContext, JobResult};
+use serde::{Deserialize, Serialize};
+
+/// A no-op job with a ~100-byte payload.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    to: String,
+    subject: String,
+}
+
+impl Job for Noop {
+    const NAME: &'static str = "noop";
+    fn run(self, _: &JobContext) -> JobResult {
+        std::hint::black_box((&self.to, &self.subject));
+        Ok(())
+    }
+}
+
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir =
+            std::env::temp_dir().join(format!("afterward-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(dir.join("r.sock"))
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server (Debian package redis-server)");
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines().map_while(Result::ok) {
+            if line
+                .to_ascii_lowercase()
+                .contains("ready to accept connections")
+            {
+                break;
+            }
+        }
+        Redis { child, dir }
+    }
+
+    fn config(&self) -> RedisConfig {
+        RedisConfig::new(&format!(
+            "redis+unix://{}",
+            self.dir.join("r.sock").display()
+        ))
+        .unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn payload(i: usize) -> Noop {
+    Noop {
+        to: format!("user{i}@example.com"),
+        subject: "Welcome to afterward: your account is ready, here is what comes next".into(),
+    }
+}
+
+/// Empties the deployment's keys.
+fn flush(config: &RedisConfig) {
+    let mut con = config.connect().unwrap();
+    let _: () = client::cmd("FLUSHALL").query(&mut con).unwrap();
+}
+
+/// Enqueues `n` jobs through a pool with Redis; jobs/s until all are sent.
+fn send(config: &RedisConfig, n: usize) -> f64 {
+    let pool = BackgroundPool::builder()
+        .workers(2)
+        .job::<Noop>()
+        .redis(config.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for chunk in 0..n.div_ceil(100) {
+        let tasks = pool.tasks("bench");
+        for i in chunk * 100..((chunk + 1) * 100).min(n) {
+            tasks.enqueue(payload(i)).unwrap();
+        }
+        pool.dispatch(&tasks);
+    }
+    assert!(pool.wait_idle(Duration::from_secs(600)));
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let report = pool.shutdown(Duration::from_secs(60));
+    assert_eq!(report.stats.jobs_sent, n as u64, "{report:?}");
+    rate
+}
+
+/// One worker runs the `n` queued jobs; jobs/s.
+fn worker(config: &RedisConfig, n: usize) -> f64 {
+    let started = Instant::now();
+    let worker = Worker::builder(config.clone())
+        .job::<Noop>()
+        .concurrency(2)
+        .start()
+        .unwrap();
+    assert!(worker.wait_for(Duration::from_secs(600), |s| s.succeeded == n as u64));
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert!(worker.stop(Duration::from_secs(60)).is_complete());
+    let counts = Admin::new(config.clone()).counts().unwrap();
+    assert_eq!((counts.ready, counts.pending), (0, 0));
+    rate
+}
+
+/// The baseline: the redis crate alone consumes the `n` queued envelopes.
+fn raw_consumer(config: &RedisConfig, n: usize) -> f64 {
+    let mut con = config.connect().unwrap();
+    let created: Result<(), _> = client::cmd("XGROUP")
+        .arg(&["CREATE", "afterward:jobs", "workers", "0", "MKSTREAM"])
+        .query::<()>(&mut con);
+    drop(created); // BUSYGROUP: the worker made it
+    let started = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let reply: Option<StreamReadReply> = client::cmd("XREADGROUP")
+            .arg(&[
+                "GROUP",
+                "workers",
+                "raw",
+                "COUNT",
+                "100",
+                "BLOCK",
+                "1000",
+                "STREAMS",
+                "afterward:jobs",
+                ">",
+            ])
+            .query(&mut con)
+            .unwrap();
+        let entries: Vec<_> = reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        let mut ack = client::cmd("XACK");
+        ack.arg("afterward:jobs").arg("workers");
+        let mut delete = client::cmd("XDEL");
+        delete.arg("afterward:jobs");
+        for entry in &entries {
+            let Some(Value::BulkString(text)) = entry.map.get("envelope") else {
+                panic!("an entry without an envelope");
+            };
+            let envelope = Envelope::from_json_text(std::str::from_utf8(text).unwrap()).unwrap();
+            std::hint::black_box(envelope);
+            ack.arg(&entry.id);
+            delete.arg(&entry.id);
+        }
+        if !entries.is_empty() {
+            let mut pipe = client::pipe();
+            pipe.add_command(ack).ignore().add_command(delete).ignore();
+            pipe.query::<()>(&mut con).unwrap();
+        }
+        done += entries.len();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("REDIS_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 100_000 } else { 500 });
+    let rounds: usize = std::env::var("REDIS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 5 } else { 1 });
+    let redis = Redis::start();
+    let config = redis.config();
+    let (mut sends, mut workers, mut raws) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        flush(&config);
+        let sent = send(&config, n);
+        let worked = worker(&config, n);
+        flush(&config);
+        send(&config, n);
+        let raw = raw_consumer(&config, n);
+        println!(
+            "round {round}: send {sent:.0}/s, worker {worked:.0}/s, raw consumer {raw:.0}/s ({:.2}x)",
+            worked / raw
+        );
+        sends.push(sent);
+        workers.push(worked);
+        raws.push(raw);
+    }
+    let ratios: Vec<f64> = workers.iter().zip(&raws).map(|(w, r)| w / r).collect();
+    let markdown = format!(
+        "| measure ({n} no-op jobs, ~100-byte payload; medians of {rounds} rounds) | jobs/s |\n\
+         |---|---:|\n\
+         | send: enqueue on a pool with Redis until Redis has them all | {:.0} |\n\
+         | **worker, end to end** (2 threads: read, status, run, status, ack + delete) | **{:.0}** |\n\
+         | raw consumer, the baseline (XREADGROUP 100, parse, XACK + XDEL) | {:.0} |\n\
+         | worker / raw consumer (median of the per-round ratios) | {:.2}× |\n",
+        median(sends),
+        median(workers),
+        median(raws),
+        median(ratios),
+    );
+    println!("\n{markdown}");
+    if full {
+        let _ = std::fs::create_dir_all("target");
+        let _ = std::fs::write("target/bench-redis.md", &markdown);
+    }
+}
