@@ -61,6 +61,7 @@ const WORKER_OPTIONS: &[Opt] = &[
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue" },
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s (the attempts allowed come with each job, set by the web server's --job-max-attempts)" },
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to finish running jobs on SIGINT/SIGTERM; the rest stay pending for other workers" },
+    Opt { name: "metrics-address", value: "HOST:PORT", default: "none", help: "serve the worker's counters at http://HOST:PORT/metrics (Prometheus); port 0 picks one" },
 ];
 
 /// The options of `afterward jobs`.
@@ -101,6 +102,7 @@ pub struct WorkerArgs {
     pub job_timeout: Duration,
     pub job_backoff: Duration,
     pub shutdown_timeout: Duration,
+    pub metrics_address: Option<String>,
 }
 
 /// What `afterward jobs` is asked to do.
@@ -318,6 +320,17 @@ fn parse_worker(
         job_timeout: options.seconds("job-timeout", Duration::from_secs(30), false)?,
         job_backoff: options.job_backoff()?,
         shutdown_timeout: options.seconds("shutdown-timeout", Duration::from_secs(30), true)?,
+        metrics_address: match options.raw("metrics-address") {
+            None => None,
+            Some((source, value)) => match value.to_socket_addrs() {
+                Ok(_) => Some(value),
+                Err(e) => {
+                    return Err(format!(
+                        "invalid value {value:?} for {source}: not an address to listen on ({e})"
+                    ))
+                }
+            },
+        },
     }))
 }
 

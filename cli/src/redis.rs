@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use afterward::redis::{Admin, RedisConfig, Worker};
-use afterward::{JobSettings, Stopper};
+use afterward::{App, JobSettings, Response, Server, ServerHandle, Stopper};
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::args::{JobsAction, JobsArgs, WorkerArgs};
 use crate::demo;
@@ -31,10 +32,24 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     stopper
         .stop_on_signals()
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let worker = builder.start().map_err(|e| e.to_string())?;
-    println!("worker running jobs from {}", args.redis_url);
+    let worker = Arc::new(builder.start().map_err(|e| e.to_string())?);
+    let metrics = match &args.metrics_address {
+        Some(address) => Some(serve_metrics(address, &worker)?),
+        None => None,
+    };
+    match &metrics {
+        Some(server) => println!(
+            "worker running jobs from {}; metrics on http://{}/metrics",
+            args.redis_url,
+            server.local_addr()
+        ),
+        None => println!("worker running jobs from {}", args.redis_url),
+    }
     stopper.wait();
     let report = worker.stop(args.shutdown_timeout);
+    if let Some(server) = metrics {
+        server.shutdown(Duration::from_secs(1));
+    }
     let stats = report.stats;
     log::info!(
         "worker stopped: {} succeeded, {} retried, {} dead, {} taken over from other workers; {} left pending for others",
@@ -46,6 +61,23 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     );
     // Jobs left pending are not lost: another worker takes them over.
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the worker's counters at `/metrics`, on a small server of our own.
+fn serve_metrics(address: &str, worker: &Arc<Worker>) -> Result<ServerHandle, String> {
+    let worker = worker.clone();
+    let app = App::new().get("/metrics", move || {
+        Response::new(200)
+            .with_header("Content-Type", afterward::PROMETHEUS_CONTENT_TYPE)
+            .with_body(worker.stats().to_prometheus())
+    });
+    Server::builder()
+        .address(address)
+        .workers(2)
+        .background_workers(1)
+        .build(app)
+        .and_then(|server| server.spawn())
+        .map_err(|e| format!("cannot serve the worker's metrics on {address}: {e}"))
 }
 
 /// `afterward jobs pending|dead|requeue ID`.

@@ -44,9 +44,22 @@ fn flaky_jobs_run_on_a_worker_and_their_status_comes_from_redis() {
         "queued"
     );
 
-    let worker = WorkerProcess::start(&redis.url(), &["--job-backoff-ms", "1"]);
+    let worker = WorkerProcess::start(
+        &redis.url(),
+        &["--job-backoff-ms", "1", "--metrics-address", "127.0.0.1:0"],
+    );
     worker.wait_for_line(&format!("flaky {id} done"));
     wait_for_status(&server, &id, "done");
+    let metrics = worker.metrics_text();
+    for sample in [
+        "afterward_worker_jobs_total{outcome=\"claimed\"} 2\n",
+        "afterward_worker_jobs_total{outcome=\"succeeded\"} 1\n",
+        "afterward_worker_jobs_total{outcome=\"retried\"} 1\n",
+        "afterward_worker_jobs_total{outcome=\"promoted\"} 1\n",
+        "afterward_worker_jobs_in_flight 0\n",
+    ] {
+        assert!(metrics.contains(sample), "{sample} not in\n{metrics}");
+    }
     let status = server.get(&format!("/jobs/{id}")).json();
     assert_eq!(status["attempts"], 2);
     assert_eq!(status["error"], "attempt 1 failed on purpose");

@@ -226,6 +226,55 @@ pub struct WorkerStats {
     pub in_flight: u64,
     /// Jobs moved from the delayed set to the stream by this worker.
     pub promoted: u64,
+    /// Jobs read and not acknowledged, by every worker of the group (Redis's
+    /// `XPENDING`), as of the last look (every second).
+    pub group_pending: u64,
+}
+
+impl WorkerStats {
+    /// The counters in the Prometheus text format (a worker's `/metrics`).
+    pub fn to_prometheus(&self) -> String {
+        use crate::metrics::metric;
+        let mut out = String::new();
+        let outcomes = [
+            ("outcome=\"claimed\"", self.claimed),
+            ("outcome=\"reclaimed\"", self.reclaimed),
+            ("outcome=\"succeeded\"", self.succeeded),
+            ("outcome=\"retried\"", self.retried),
+            ("outcome=\"dead\"", self.dead),
+            ("outcome=\"overdue\"", self.overdue),
+            ("outcome=\"promoted\"", self.promoted),
+        ];
+        metric(
+            &mut out,
+            "afterward_worker_jobs_total",
+            "counter",
+            "Jobs by what this worker did with them (claimed: read new; reclaimed: taken over from a silent worker, may run twice; promoted: moved from the delayed set when due).",
+            &outcomes,
+        );
+        metric(
+            &mut out,
+            "afterward_worker_redis_errors_total",
+            "counter",
+            "Calls to Redis that failed (each retried).",
+            &[("", self.redis_errors)],
+        );
+        metric(
+            &mut out,
+            "afterward_worker_jobs_in_flight",
+            "gauge",
+            "Jobs this worker holds: read, not yet acknowledged.",
+            &[("", self.in_flight)],
+        );
+        metric(
+            &mut out,
+            "afterward_worker_group_pending",
+            "gauge",
+            "Jobs read and not acknowledged by every worker of the group (XPENDING).",
+            &[("", self.group_pending)],
+        );
+        out
+    }
 }
 
 #[derive(Default)]
@@ -447,6 +496,7 @@ struct LoopState {
     last_reclaim: Instant,
     last_renew: Instant,
     reclaim_cursor: String,
+    last_pending: Instant,
     /// Jobs handed back unrun (the worker is stopping): pending in Redis.
     not_run: u64,
 }
@@ -495,6 +545,7 @@ impl IoLoop {
             last_reclaim: Instant::now(),
             last_renew: Instant::now(),
             reclaim_cursor: "0-0".to_owned(),
+            last_pending: Instant::now() - Duration::from_secs(60),
             not_run: 0,
         };
         let mut retry_delay = Duration::from_millis(50);
@@ -627,6 +678,21 @@ impl IoLoop {
             if moved > 0 {
                 self.shared.update(|s| s.promoted += moved);
             }
+        }
+        if now.duration_since(state.last_pending) >= Duration::from_secs(1) {
+            state.last_pending = now;
+            let summary: Value = redis::cmd("XPENDING")
+                .arg(&self.keys.stream)
+                .arg(&self.keys.group)
+                .query(con)?;
+            let pending = match summary {
+                Value::Array(items) => match items.first() {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            self.shared.update(|s| s.group_pending = pending);
         }
         if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
             state.last_renew = now;

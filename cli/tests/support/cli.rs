@@ -161,6 +161,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) 
 pub struct WorkerProcess {
     child: Child,
     dir: TempDir,
+    /// Where its `/metrics` is served, with `--metrics-address`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl WorkerProcess {
@@ -183,7 +185,23 @@ impl WorkerProcess {
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read the first line");
         assert!(line.contains("worker running jobs"), "{line:?}");
-        WorkerProcess { child, dir }
+        let metrics = line.split("metrics on http://").nth(1).map(|rest| {
+            rest.trim()
+                .trim_end_matches("/metrics")
+                .parse()
+                .expect("an address after `metrics on http://`")
+        });
+        WorkerProcess {
+            child,
+            dir,
+            metrics,
+        }
+    }
+
+    /// The worker's `/metrics` page.
+    pub fn metrics_text(&self) -> String {
+        let addr = self.metrics.expect("started with --metrics-address");
+        TestRequest::new(addr, "GET", "/metrics").send().text()
     }
 
     /// The lines the worker's jobs appended to its log file.
