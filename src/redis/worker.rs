@@ -172,7 +172,9 @@ impl WorkerBuilder {
 }
 
 /// Runs jobs from Redis (see [`crate::redis`]): in a binary of the user's,
-/// which registers the job types the web server enqueues.
+/// which registers the job types the web server enqueues — all of them:
+/// every worker of a prefix reads every job, and a job of a type it does not
+/// know is a dead letter at once.
 ///
 /// ```no_run
 /// # use afterward::{App, Job, JobContext, JobResult};
