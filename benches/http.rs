@@ -125,6 +125,9 @@ const TARGET_P99_MS: f64 = 3.0;
 /// The bar of issue #6: afterward's requests/s with the notification as a
 /// job, over its requests/s with the closure, in the same rounds.
 const TARGET_JOB_RATIO: f64 = 0.9;
+/// Issue #7: the job sent to Redis against the same job in-process, requests/s.
+#[cfg(feature = "redis")]
+const TARGET_REDIS_RATIO: f64 = 0.8;
 /// How long the servers get to finish their work at the end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The burst of issue #4: connections opened at once, each with one request.
@@ -144,6 +147,10 @@ enum Work {
     Closure,
     /// A named job, [`AppendLine`], with `enqueue` (issue #6).
     Job,
+    /// The same job sent to Redis (issue #7, feature `redis`): a
+    /// `redis-server` started by the bench and one in-process worker run it.
+    #[cfg(feature = "redis")]
+    RedisJob,
 }
 
 impl Work {
@@ -152,6 +159,8 @@ impl Work {
         match self {
             Work::Closure => "closure",
             Work::Job => "job",
+            #[cfg(feature = "redis")]
+            Work::RedisJob => "redis-job",
         }
     }
 }
@@ -196,6 +205,14 @@ const VARIANTS: &[Variant] = &[
         work: Work::Job,
         name: "afterward/job",
         label: "afterward (job)",
+        burst_target: false,
+    },
+    #[cfg(feature = "redis")]
+    Variant {
+        engine: Engine::Builtin,
+        work: Work::RedisJob,
+        name: "afterward/redis",
+        label: "afterward (job, Redis)",
         burst_target: false,
     },
     #[cfg(feature = "tiny-http")]
@@ -446,15 +463,9 @@ fn start_afterward(
                 Json(json!({"message": "Notification sent in the background"}))
             },
         ),
-        Work::Job => App::new().state(JobLog(log)).job::<AppendLine>().post(
-            "/send-notification/{email}",
-            |Path(email): Path<String>, tasks: BackgroundTasks| -> Result<Json<Value>, HttpError> {
-                tasks.enqueue(AppendLine { email })?;
-                Ok(Json(
-                    json!({"message": "Notification sent in the background"}),
-                ))
-            },
-        ),
+        #[cfg(feature = "redis")]
+        Work::RedisJob => return redis_side::start(workers, log),
+        Work::Job => job_app(log),
     };
     Server::builder()
         .address("127.0.0.1:0")
@@ -464,6 +475,19 @@ fn start_afterward(
         .build(app)
         .and_then(Server::spawn)
         .map_err(|e| format!("afterward: {e}"))
+}
+
+/// The app whose handler enqueues [`AppendLine`], writing to `log`.
+fn job_app(log: Arc<PathBuf>) -> App {
+    App::new().state(JobLog(log)).job::<AppendLine>().post(
+            "/send-notification/{email}",
+            |Path(email): Path<String>, tasks: BackgroundTasks| -> Result<Json<Value>, HttpError> {
+                tasks.enqueue(AppendLine { email })?;
+                Ok(Json(
+                    json!({"message": "Notification sent in the background"}),
+                ))
+            },
+    )
 }
 
 /// The notification as a named job (issue #6): the same line as the closure
@@ -509,6 +533,8 @@ struct Check {
     lines: u64,
     malformed_lines: u64,
     stats: Stats,
+    /// Jobs the Redis variant's worker ran.
+    worker_succeeded: u64,
     complete: bool,
 }
 
@@ -520,6 +546,7 @@ impl Check {
             lines: 0,
             malformed_lines: 0,
             stats: Stats::default(),
+            worker_succeeded: 0,
             complete: true,
         }
     }
@@ -556,6 +583,14 @@ impl Check {
                     && stats.jobs_succeeded == stats.requests
                     && stats.jobs_retried + stats.jobs_dead + stats.jobs_discarded == 0
             }
+            // Each job sent once (its send is the task), run once by the worker.
+            #[cfg(feature = "redis")]
+            Work::RedisJob => {
+                stats.jobs_enqueued == stats.requests
+                    && stats.jobs_sent == stats.requests
+                    && self.worker_succeeded == stats.requests
+                    && stats.jobs_discarded == 0
+            }
         };
         self.complete
             && self.malformed_lines == 0
@@ -570,6 +605,11 @@ impl Check {
         match self.work {
             Work::Closure => format!("{} tasks completed", self.stats.completed),
             Work::Job => format!("{} jobs succeeded", self.stats.jobs_succeeded),
+            #[cfg(feature = "redis")]
+            Work::RedisJob => format!(
+                "{} jobs sent, {} run by the worker",
+                self.stats.jobs_sent, self.worker_succeeded
+            ),
         }
     }
 
@@ -580,6 +620,11 @@ impl Check {
             Work::Job => format!(
                 ", {} jobs enqueued, {} succeeded ({} retried, {} dead, {} discarded)",
                 s.jobs_enqueued, s.jobs_succeeded, s.jobs_retried, s.jobs_dead, s.jobs_discarded
+            ),
+            #[cfg(feature = "redis")]
+            Work::RedisJob => format!(
+                ", {} jobs enqueued, {} sent to Redis ({} discarded), {} run by the worker",
+                s.jobs_enqueued, s.jobs_sent, s.jobs_discarded, self.worker_succeeded
             ),
         };
         format!(
@@ -611,14 +656,25 @@ fn finish_afterward(
     well_formed: fn(&str) -> bool,
 ) -> Result<Check, String> {
     let idle = handle.wait_idle(DRAIN_TIMEOUT);
+    let addr = handle.local_addr();
     let report = handle.shutdown(DRAIN_TIMEOUT);
+    #[allow(unused_mut)]
+    let (mut worker_succeeded, mut complete) = (0, idle && report.is_complete());
+    #[cfg(feature = "redis")]
+    if redis_side::catch_up(addr, report.stats.jobs_sent) {
+        if let Some((ran, stopped)) = redis_side::finish(addr) {
+            (worker_succeeded, complete) = (ran, complete && stopped);
+        }
+    }
+    let _ = addr;
     let (lines, malformed_lines) = count_lines(log, well_formed)?;
     Ok(Check {
         work,
         lines,
         malformed_lines,
         stats: report.stats,
-        complete: idle && report.is_complete(),
+        worker_succeeded,
+        complete,
     })
 }
 
@@ -1234,6 +1290,9 @@ impl Drop for TempFiles {
 fn settle(server: &ServerHandle) -> impl Fn() + '_ {
     move || {
         server.wait_idle(DRAIN_TIMEOUT);
+        // With Redis: the worker too, so the next run has the CPU to itself.
+        #[cfg(feature = "redis")]
+        redis_side::catch_up(server.local_addr(), server.stats().jobs_sent);
     }
 }
 
@@ -1591,6 +1650,31 @@ impl Summary {
                     cpu_ratio(series),
                     met(ratio >= TARGET_JOB_RATIO)
                 ),
+                #[cfg(feature = "redis")]
+                Work::RedisJob => {
+                    let job = self
+                        .ours
+                        .iter()
+                        .find(|s| s.variant.work == Work::Job)
+                        .expect("the in-process job is measured too");
+                    let ratio = rps(&series.runs) / rps(&job.runs);
+                    writeln!(
+                        md,
+                        "\n**{label} / afterward (job)** (issue #7: the same job, sent to a \
+                         `redis-server` the bench started on a unix socket (on every CPU, not \
+                         pinned with the servers), and run by a worker between the runs, not \
+                         during them, as when workers are on other machines; against the job \
+                         in-process, same rounds): \
+                         requests/s **{ratio:.3}×** (the median of the per-round ratios: \
+                         {:.3}×), p99 {:.2}×. Bar: ≥ {TARGET_REDIS_RATIO:.2}× on requests/s (of \
+                         the medians); met: {}. Its CPU per request includes the worker's (in \
+                         this process, after each run) and leaves out redis-server's (another \
+                         process).",
+                        round_ratio(&series.runs, &job.runs),
+                        p99(&series.runs) / p99(&job.runs),
+                        met(ratio >= TARGET_REDIS_RATIO)
+                    )
+                }
                 Work::Closure => writeln!(
                     md,
                     "\n**{label} / afterward** (same rounds): requests/s **{ratio:.2}×** (the \
@@ -1950,4 +2034,124 @@ fn smoke() -> Result<bool, String> {
         return Err("burst lines misread".to_owned());
     }
     Ok(passed)
+}
+
+/// The Redis side of `afterward (job, Redis)`: a `redis-server` on a unix
+/// socket, started by the bench on every CPU (not pinned with the servers:
+/// in a deployment it has a machine of its own), and a worker that runs
+/// [`AppendLine`] between the runs, not during them: the runs measure what
+/// sending the jobs costs the web server, as when workers are elsewhere.
+#[cfg(feature = "redis")]
+mod redis_side {
+    use std::io::{BufRead, BufReader};
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use afterward::redis::{RedisConfig, Worker};
+    use afterward::{App, Server, ServerHandle};
+
+    use super::{job_app, AppendLine, JobLog, BACKGROUND_WORKERS, DRAIN_TIMEOUT};
+
+    struct Side {
+        addr: SocketAddr,
+        redis: Child,
+        dir: PathBuf,
+        config: RedisConfig,
+        log: Arc<PathBuf>,
+        /// Jobs run by the workers so far.
+        ran: u64,
+        complete: bool,
+    }
+
+    static SIDES: Mutex<Vec<Side>> = Mutex::new(Vec::new());
+
+    /// Starts Redis and the web server sending its jobs there.
+    pub(super) fn start(workers: usize, log: Arc<PathBuf>) -> Result<ServerHandle, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "afterward-bench-redis-{}-{}",
+            std::process::id(),
+            SIDES.lock().unwrap().len()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let socket = dir.join("r.sock");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut redis = Command::new("taskset")
+            .args(["-c", &format!("0-{}", cpus - 1), "redis-server", "--port", "0"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("taskset redis-server (Debian package redis-server): {e}"))?;
+        let stdout = BufReader::new(redis.stdout.take().expect("piped"));
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.to_ascii_lowercase().contains("ready to accept connections") {
+                break;
+            }
+        }
+        let config = RedisConfig::new(&format!("redis+unix://{}", socket.display()))
+            .map_err(|e| e.to_string())?;
+        let handle = Server::builder()
+            .address("127.0.0.1:0")
+            .workers(workers)
+            .background_workers(BACKGROUND_WORKERS)
+            .redis(config.clone())
+            .build(job_app(log.clone()))
+            .and_then(Server::spawn)
+            .map_err(|e| format!("afterward (Redis): {e}"))?;
+        SIDES.lock().unwrap().push(Side {
+            addr: handle.local_addr(),
+            redis,
+            dir,
+            config,
+            log,
+            ran: 0,
+            complete: true,
+        });
+        Ok(handle)
+    }
+
+    /// Runs the jobs the server at `addr` has sent so far (`sent`) on a
+    /// worker (2 threads), then stops it; nothing if it is not a Redis
+    /// server. Whether they all ran.
+    pub(super) fn catch_up(addr: SocketAddr, sent: u64) -> bool {
+        let mut sides = SIDES.lock().unwrap();
+        let Some(side) = sides.iter_mut().find(|side| side.addr == addr) else {
+            return true;
+        };
+        if side.ran >= sent {
+            return true;
+        }
+        let app = App::new().state(JobLog(side.log.clone())).job::<AppendLine>();
+        let worker = match Worker::builder(side.config.clone()).app(&app).concurrency(2).start() {
+            Ok(worker) => worker,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                side.complete = false;
+                return false;
+            }
+        };
+        let left = sent - side.ran;
+        let ran = worker.wait_for(DRAIN_TIMEOUT, |stats| stats.succeeded >= left);
+        let report = worker.stop(Duration::from_secs(30));
+        side.ran += report.stats.succeeded;
+        side.complete &= ran && report.is_complete();
+        ran
+    }
+
+    /// Stops Redis for the server at `addr`: the jobs the workers ran, and
+    /// whether every stop was complete; `None` if it is not a Redis server.
+    pub(super) fn finish(addr: SocketAddr) -> Option<(u64, bool)> {
+        let mut sides = SIDES.lock().unwrap();
+        let index = sides.iter().position(|side| side.addr == addr)?;
+        let mut side = sides.remove(index);
+        let _ = side.redis.kill();
+        let _ = side.redis.wait();
+        let _ = std::fs::remove_dir_all(&side.dir);
+        Some((side.ran, side.complete))
+    }
 }
