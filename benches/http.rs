@@ -480,13 +480,13 @@ fn start_afterward(
 /// The app whose handler enqueues [`AppendLine`], writing to `log`.
 fn job_app(log: Arc<PathBuf>) -> App {
     App::new().state(JobLog(log)).job::<AppendLine>().post(
-            "/send-notification/{email}",
-            |Path(email): Path<String>, tasks: BackgroundTasks| -> Result<Json<Value>, HttpError> {
-                tasks.enqueue(AppendLine { email })?;
-                Ok(Json(
-                    json!({"message": "Notification sent in the background"}),
-                ))
-            },
+        "/send-notification/{email}",
+        |Path(email): Path<String>, tasks: BackgroundTasks| -> Result<Json<Value>, HttpError> {
+            tasks.enqueue(AppendLine { email })?;
+            Ok(Json(
+                json!({"message": "Notification sent in the background"}),
+            ))
+        },
     )
 }
 
@@ -534,6 +534,7 @@ struct Check {
     malformed_lines: u64,
     stats: Stats,
     /// Jobs the Redis variant's worker ran.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     worker_succeeded: u64,
     complete: bool,
 }
@@ -656,17 +657,21 @@ fn finish_afterward(
     well_formed: fn(&str) -> bool,
 ) -> Result<Check, String> {
     let idle = handle.wait_idle(DRAIN_TIMEOUT);
+    #[cfg(feature = "redis")]
     let addr = handle.local_addr();
     let report = handle.shutdown(DRAIN_TIMEOUT);
-    #[allow(unused_mut)]
-    let (mut worker_succeeded, mut complete) = (0, idle && report.is_complete());
+    let complete = idle && report.is_complete();
+    // With Redis: the jobs sent since the last run, then the worker's count.
     #[cfg(feature = "redis")]
-    if redis_side::catch_up(addr, report.stats.jobs_sent) {
-        if let Some((ran, stopped)) = redis_side::finish(addr) {
-            (worker_succeeded, complete) = (ran, complete && stopped);
-        }
-    }
-    let _ = addr;
+    let (worker_succeeded, complete) = match redis_side::catch_up(addr, report.stats.jobs_sent)
+        .then(|| redis_side::finish(addr))
+        .flatten()
+    {
+        Some((ran, stopped)) => (ran, complete && stopped),
+        None => (0, complete),
+    };
+    #[cfg(not(feature = "redis"))]
+    let worker_succeeded = 0;
     let (lines, malformed_lines) = count_lines(log, well_formed)?;
     Ok(Check {
         work,
@@ -2079,7 +2084,13 @@ mod redis_side {
         let socket = dir.join("r.sock");
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut redis = Command::new("taskset")
-            .args(["-c", &format!("0-{}", cpus - 1), "redis-server", "--port", "0"])
+            .args([
+                "-c",
+                &format!("0-{}", cpus - 1),
+                "redis-server",
+                "--port",
+                "0",
+            ])
             .arg("--unixsocket")
             .arg(&socket)
             .args(["--save", "", "--appendonly", "no", "--dir"])
@@ -2089,7 +2100,10 @@ mod redis_side {
             .map_err(|e| format!("taskset redis-server (Debian package redis-server): {e}"))?;
         let stdout = BufReader::new(redis.stdout.take().expect("piped"));
         for line in stdout.lines().map_while(Result::ok) {
-            if line.to_ascii_lowercase().contains("ready to accept connections") {
+            if line
+                .to_ascii_lowercase()
+                .contains("ready to accept connections")
+            {
                 break;
             }
         }
@@ -2126,8 +2140,14 @@ mod redis_side {
         if side.ran >= sent {
             return true;
         }
-        let app = App::new().state(JobLog(side.log.clone())).job::<AppendLine>();
-        let worker = match Worker::builder(side.config.clone()).app(&app).concurrency(2).start() {
+        let app = App::new()
+            .state(JobLog(side.log.clone()))
+            .job::<AppendLine>();
+        let worker = match Worker::builder(side.config.clone())
+            .app(&app)
+            .concurrency(2)
+            .start()
+        {
             Ok(worker) => worker,
             Err(e) => {
                 eprintln!("worker: {e}");

@@ -133,22 +133,19 @@ pub enum Command {
     Version,
 }
 
-/// The flags given and the other arguments, or a request for help or the version.
-enum Read {
-    Given {
-        given: Vec<(&'static str, String)>,
-        positional: Vec<String>,
-    },
-    Help,
-    Version,
+/// The flags given, and the other arguments.
+struct Given {
+    given: Vec<(&'static str, String)>,
+    positional: Vec<String>,
 }
 
-/// Reads `args` against the options `table`.
+/// Reads `args` against the options `table`: `Err(command)` when they ask
+/// for help or the version instead.
 fn read(
     args: impl IntoIterator<Item = OsString>,
     table: &[Opt],
     positional_ok: bool,
-) -> Result<Read, String> {
+) -> Result<Result<Given, Command>, String> {
     use lexopt::prelude::*;
 
     let mut given: Vec<(&'static str, String)> = Vec::new();
@@ -156,8 +153,8 @@ fn read(
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
-            Short('h') | Long("help") => return Ok(Read::Help),
-            Short('V') | Long("version") => return Ok(Read::Version),
+            Short('h') | Long("help") => return Ok(Err(Command::Help)),
+            Short('V') | Long("version") => return Ok(Err(Command::Version)),
             Long(name) => {
                 let Some(opt) = table.iter().find(|o| o.name == name) else {
                     return Err(format!("unknown option --{name}"));
@@ -175,7 +172,7 @@ fn read(
             other => return Err(other.unexpected().to_string()),
         }
     }
-    Ok(Read::Given { given, positional })
+    Ok(Ok(Given { given, positional }))
 }
 
 /// Where each option's value comes from: the last flag, else the
@@ -300,10 +297,9 @@ fn parse_worker(
     args: Vec<OsString>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Command, String> {
-    let given = match read(args, WORKER_OPTIONS, false)? {
-        Read::Help => return Ok(Command::Help),
-        Read::Version => return Ok(Command::Version),
-        Read::Given { given, .. } => given,
+    let Given { given, .. } = match read(args, WORKER_OPTIONS, false)? {
+        Ok(given) => given,
+        Err(command) => return Ok(command),
     };
     let options = Resolver { given: &given, env };
     Ok(Command::Worker(WorkerArgs {
@@ -338,10 +334,9 @@ fn parse_jobs(
     args: Vec<OsString>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Command, String> {
-    let (given, positional) = match read(args, JOBS_OPTIONS, true)? {
-        Read::Help => return Ok(Command::Help),
-        Read::Version => return Ok(Command::Version),
-        Read::Given { given, positional } => (given, positional),
+    let Given { given, positional } = match read(args, JOBS_OPTIONS, true)? {
+        Ok(given) => given,
+        Err(command) => return Ok(command),
     };
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
     let action = match words.as_slice() {
@@ -364,10 +359,9 @@ fn parse_serve(
     args: Vec<OsString>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Command, String> {
-    let given = match read(args, OPTIONS, false)? {
-        Read::Help => return Ok(Command::Help),
-        Read::Version => return Ok(Command::Version),
-        Read::Given { given, .. } => given,
+    let Given { given, .. } = match read(args, OPTIONS, false)? {
+        Ok(given) => given,
+        Err(command) => return Ok(command),
     };
     let options = Resolver { given: &given, env };
     let on_full = match options.raw("on-full") {
