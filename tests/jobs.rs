@@ -72,6 +72,20 @@ impl Job for Doomed {
     }
 }
 
+/// Registered, but its value never serializes (JSON keys must be strings).
+#[derive(Serialize, Deserialize)]
+struct Unwritable {
+    by_pair: std::collections::HashMap<(u8, u8), u8>,
+}
+
+impl Job for Unwritable {
+    const NAME: &'static str = "unwritable";
+    fn run(self, _: &JobContext) -> JobResult {
+        RUNS.lock().unwrap().push("unwritable ran".into());
+        Ok(())
+    }
+}
+
 /// Not registered with the app.
 #[derive(Serialize, Deserialize)]
 struct Stranger;
@@ -96,6 +110,15 @@ fn app(gate: Gate) -> App {
     App::new()
         .job::<Flaky>()
         .job::<Doomed>()
+        .job::<Unwritable>()
+        .post(
+            "/unwritable",
+            |tasks: BackgroundTasks| -> Result<(), HttpError> {
+                let by_pair = [((1, 2), 3)].into_iter().collect();
+                tasks.enqueue(Unwritable { by_pair })?;
+                Ok(())
+            },
+        )
         .post(
             "/flaky",
             |Query(p): Query<Params>, tasks: BackgroundTasks| {
@@ -275,10 +298,43 @@ fn a_job_of_a_failed_request_is_discarded_and_an_unknown_job_is_refused_at_enque
         .as_str()
         .unwrap()
         .contains("\"stranger\""));
+    // A value that does not serialize is refused now, not when it would run.
+    let unwritable = server.post("/unwritable").send();
+    assert_eq!(unwritable.status(), 500);
+    let reason = unwritable.json()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("\"unwritable\" does not serialize"),
+        "{reason}"
+    );
     server.wait_idle();
     assert!(runs("failed").is_empty());
+    assert!(runs("unwritable").is_empty());
     let stats = server.stats();
     assert_eq!((stats.jobs_enqueued, stats.jobs_discarded), (1, 1));
+}
+
+#[test]
+fn the_dead_letters_keep_the_newest_up_to_their_capacity() {
+    let server = TestServer::with_builder(fast_retries().dead_letter_capacity(2), app(Gate::new()));
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let id = server.post(&format!("/doomed?key=capped{i}")).send().json()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            // One at a time, so that they die in this order.
+            server.wait_idle();
+            id
+        })
+        .collect();
+    assert_eq!(server.stats().jobs_dead, 3);
+    let dead: Vec<String> = server
+        .jobs()
+        .dead_letters()
+        .iter()
+        .map(|d| d.envelope.id.to_string())
+        .collect();
+    assert_eq!(dead, ids[1..], "the oldest dead letter is evicted first");
 }
 
 #[test]
