@@ -534,7 +534,21 @@ struct Held {
     deadline: Instant,
     overdue: bool,
     name: String,
+    /// Its `running` status, until written: only for a job still running
+    /// [`ANNOUNCE_AFTER`] after it was handed out (a short job goes from
+    /// `queued` to its outcome, and costs Redis one status write, not two).
+    running: Option<RunningStatus>,
 }
+
+struct RunningStatus {
+    id: Arc<str>,
+    name: String,
+    attempts: u32,
+    last_error: Option<String>,
+}
+
+/// How long a job runs before its `running` status is written.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
 
 impl IoLoop {
     fn run(self, jobs: &Sender<Delivery>, results: &Receiver<Vec<Finished>>) -> WorkerReport {
@@ -655,6 +669,7 @@ impl IoLoop {
             state.first_done = None;
         }
         self.watch_deadlines(&mut state.held);
+        self.announce(con, &mut state.held)?;
         if stopping {
             if state.held.is_empty() || self.past_deadline() {
                 if !state.done.is_empty() {
@@ -767,6 +782,7 @@ impl IoLoop {
         held: &mut HashMap<String, Held>,
     ) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
+        let mut unreadable = false;
         let mut deliveries = Vec::with_capacity(entries.len());
         for entry in entries {
             let text = match entry.map.get("envelope") {
@@ -775,14 +791,6 @@ impl IoLoop {
             };
             match Envelope::from_json_text(&text) {
                 Ok(envelope) => {
-                    StatusWrite {
-                        name: &envelope.name,
-                        state: "running",
-                        attempts: envelope.attempts + 1,
-                        error: envelope.last_error.as_deref(),
-                        next_run_ms: None,
-                    }
-                    .add_to(&mut pipe, &self.keys, &self.config, &envelope.id);
                     deliveries.push(Delivery {
                         entry: entry.id,
                         envelope,
@@ -814,10 +822,13 @@ impl IoLoop {
                         .arg(&entry.id)
                         .ignore();
                     self.shared.update(|s| s.dead += 1);
+                    unreadable = true;
                 }
             }
         }
-        pipe.query::<()>(con)?;
+        if unreadable {
+            pipe.query::<()>(con)?;
+        }
         let now = Instant::now();
         for delivery in deliveries {
             let timeout = self
@@ -833,6 +844,12 @@ impl IoLoop {
                     deadline: now + timeout,
                     overdue: false,
                     name: format!("{} ({})", delivery.envelope.name, delivery.envelope.id),
+                    running: Some(RunningStatus {
+                        id: delivery.envelope.id.clone(),
+                        name: delivery.envelope.name.to_string(),
+                        attempts: delivery.envelope.attempts + 1,
+                        last_error: delivery.envelope.last_error.clone(),
+                    }),
                 },
             );
             // Room for it: `held` never exceeds the channel's capacity.
@@ -840,6 +857,44 @@ impl IoLoop {
         }
         let in_flight = held.len() as u64;
         self.shared.update(|s| s.in_flight = in_flight);
+        Ok(())
+    }
+
+    /// Writes the `running` status of the jobs handed out at least
+    /// [`ANNOUNCE_AFTER`] ago and not finished, in one pipeline.
+    fn announce(
+        &self,
+        con: &mut redis::Connection,
+        held: &mut HashMap<String, Held>,
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        let mut announced = Vec::new();
+        for (entry, job) in held.iter() {
+            if let Some(status) = job
+                .running
+                .as_ref()
+                .filter(|_| job.started.elapsed() >= ANNOUNCE_AFTER)
+            {
+                StatusWrite {
+                    name: &status.name,
+                    state: "running",
+                    attempts: status.attempts,
+                    error: status.last_error.as_deref(),
+                    next_run_ms: None,
+                }
+                .add_to(&mut pipe, &self.keys, &self.config, &status.id);
+                announced.push(entry.clone());
+            }
+        }
+        if announced.is_empty() {
+            return Ok(());
+        }
+        pipe.query::<()>(con)?;
+        for entry in announced {
+            if let Some(job) = held.get_mut(&entry) {
+                job.running = None;
+            }
+        }
         Ok(())
     }
 
