@@ -475,7 +475,7 @@ pub fn help() -> String {
          requeue ID sends dead job ID back to run, with its attempts reset.\n\n\
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
          GET /health, GET /metrics.\n\
-         The file store keeps the results of the last 1000 uploads (oldest evicted).\n\
+         The file store keeps the results of the last 1000 uploads (oldest evicted; with --redis-url, in Redis for a day).\n\
          Logs go to stderr; RUST_LOG sets the level (default info).\n\
          SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once, with status 130.\n\
          Exit status: 0 after a clean shutdown, 1 if tasks were left unrun or on a start-up error, 2 on a usage error\n\

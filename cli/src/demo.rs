@@ -119,10 +119,102 @@ enum FileStatus {
     Failed(String),
 }
 
+impl FileStatus {
+    /// The status as `GET /files/{id}` shows it, without the id.
+    fn to_json(&self) -> Value {
+        match self {
+            FileStatus::Queued => json!({"status": "queued"}),
+            FileStatus::Running => json!({"status": "running"}),
+            FileStatus::Done {
+                bytes,
+                lines,
+                words,
+            } => json!({
+                "status": "done",
+                "result": {"bytes": bytes, "lines": lines, "words": words},
+            }),
+            FileStatus::Failed(error) => json!({"status": "failed", "error": error}),
+        }
+    }
+
+    /// Reads [`to_json`](Self::to_json) back (from Redis).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn from_json(value: &Value) -> Option<FileStatus> {
+        let count = |key: &str| value["result"][key].as_u64().map(|n| n as usize);
+        Some(match value["status"].as_str()? {
+            "queued" => FileStatus::Queued,
+            "running" => FileStatus::Running,
+            "done" => FileStatus::Done {
+                bytes: count("bytes")?,
+                lines: count("lines")?,
+                words: count("words")?,
+            },
+            "failed" => FileStatus::Failed(value["error"].as_str()?.to_owned()),
+            _ => return None,
+        })
+    }
+}
+
 /// Upload results, bounded: at most [`MAX_FILES`], oldest evicted first.
+/// With `--redis-url` they live in Redis instead, where the worker that
+/// counts the words writes them, for a day.
 #[derive(Clone, Default)]
 pub struct Files {
     inner: Arc<Mutex<FileStore>>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<RedisFiles>>,
+}
+
+/// Upload results in Redis: `{prefix}:file:{id}`, one JSON value with a TTL.
+#[cfg(feature = "redis")]
+struct RedisFiles {
+    config: afterward::redis::RedisConfig,
+    connection: Mutex<Option<afterward::redis::client::Connection>>,
+}
+
+#[cfg(feature = "redis")]
+impl RedisFiles {
+    const TTL_MS: u64 = 24 * 3600 * 1000;
+
+    fn call<T>(&self, command: &afterward::redis::client::Cmd) -> Result<T, String>
+    where
+        T: afterward::redis::client::FromRedisValue,
+    {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if connection.is_none() {
+            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
+        }
+        command
+            .query(connection.as_mut().expect("connected above"))
+            .map_err(|e| {
+                *connection = None;
+                e.to_string()
+            })
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}:file:{id}", self.config.prefix)
+    }
+
+    fn set(&self, id: &str, status: &FileStatus) {
+        let mut set = afterward::redis::client::cmd("SET");
+        set.arg(self.key(id))
+            .arg(status.to_json().to_string())
+            .arg("PX")
+            .arg(Self::TTL_MS);
+        if let Err(e) = self.call::<()>(&set) {
+            log::warn!("upload {id}: its status could not be written to Redis: {e}");
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<Option<FileStatus>, String> {
+        let mut get = afterward::redis::client::cmd("GET");
+        get.arg(self.key(id));
+        let text: Option<String> = self.call(&get)?;
+        Ok(text
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| FileStatus::from_json(&v)))
+    }
 }
 
 #[derive(Default)]
@@ -132,7 +224,24 @@ struct FileStore {
 }
 
 impl Files {
+    /// Results kept in Redis (`--redis-url`), shared by the web server and
+    /// the workers.
+    #[cfg(feature = "redis")]
+    pub fn in_redis(config: afterward::redis::RedisConfig) -> Files {
+        Files {
+            redis: Some(Arc::new(RedisFiles {
+                config,
+                connection: Mutex::default(),
+            })),
+            ..Files::default()
+        }
+    }
+
     fn insert(&self, id: &str) {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return redis.set(id, &FileStatus::Queued);
+        }
         let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         while store.order.len() >= MAX_FILES {
             if let Some(oldest) = store.order.pop_front() {
@@ -145,15 +254,24 @@ impl Files {
 
     /// Updates an entry that has not been evicted meanwhile.
     fn set(&self, id: &str, status: FileStatus) {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return redis.set(id, &status);
+        }
         let mut store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(entry) = store.by_id.get_mut(id) {
             *entry = status;
         }
     }
 
-    fn get(&self, id: &str) -> Option<FileStatus> {
+    /// `Err` when Redis cannot be asked.
+    fn get(&self, id: &str) -> Result<Option<FileStatus>, String> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            return redis.get(id);
+        }
         let store = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        store.by_id.get(id).cloned()
+        Ok(store.by_id.get(id).cloned())
     }
 }
 
@@ -263,31 +381,27 @@ fn flaky(Query(params): Query<FlakyParams>, tasks: BackgroundTasks) -> Result<Re
 }
 
 fn file_status(Path(id): Path<String>, State(files): State<Files>) -> Response {
-    let Some(status) = files.get(&id) else {
-        return no_store(HttpError::new(404, format!("no file with id {id}")));
+    let status = match files.get(&id) {
+        Ok(Some(status)) => status,
+        Ok(None) => return no_store(HttpError::new(404, format!("no file with id {id}"))),
+        Err(e) => {
+            log::warn!("upload {id}: its status could not be read: {e}");
+            return no_store(HttpError::new(
+                503,
+                "upload statuses are unavailable, try again later",
+            ));
+        }
     };
-    let body = match status {
-        FileStatus::Queued => json!({"id": id, "status": "queued"}),
-        FileStatus::Running => json!({"id": id, "status": "running"}),
-        FileStatus::Done {
-            bytes,
-            lines,
-            words,
-        } => json!({
-            "id": id,
-            "status": "done",
-            "result": {"bytes": bytes, "lines": lines, "words": words},
-        }),
-        FileStatus::Failed(error) => json!({"id": id, "status": "failed", "error": error}),
-    };
+    let mut body = status.to_json();
+    body["id"] = id.into();
     no_store(Json(body))
 }
 
-/// The demo app.
-pub fn app(notifier: Notifier) -> App {
+/// The demo app, keeping upload results in `files`.
+pub fn app(notifier: Notifier, files: Files) -> App {
     App::new()
         .state(notifier)
-        .state(Files::default())
+        .state(files)
         .job::<CountWords>()
         .job::<Flaky>()
         .post("/send-notification/{email}", send_notification)

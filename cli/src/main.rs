@@ -74,12 +74,15 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     if let Some(n) = args.background_workers {
         builder = builder.background_workers(n);
     }
+    #[allow(unused_mut)]
+    let mut files = demo::Files::default();
     #[cfg(feature = "redis")]
     if let Some(url) = &args.redis_url {
         let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+        files = demo::Files::in_redis(config.clone());
         builder = builder.redis(config);
     }
-    let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay));
+    let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay), files);
     let server = builder.build(app).map_err(|e| e.to_string())?;
     // Signals are watched before the address is printed: whoever reads it
     // may signal at once. (`run_until_signal` would install them after.)

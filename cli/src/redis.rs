@@ -20,7 +20,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     settings.backoff = args.job_backoff;
     settings.timeout = args.job_timeout;
     // The demo app's jobs, and the state they read (the log file).
-    let app = demo::app(demo::Notifier::new(args.log_file, Duration::ZERO));
+    let app = demo::app(
+        demo::Notifier::new(args.log_file, Duration::ZERO),
+        demo::Files::in_redis(config.clone()),
+    );
     let mut builder = Worker::builder(config)
         .app(&app)
         .job_settings(settings)

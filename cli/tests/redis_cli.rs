@@ -82,6 +82,40 @@ fn flaky_jobs_run_on_a_worker_and_their_status_comes_from_redis() {
 }
 
 #[test]
+fn an_upload_is_counted_by_a_worker_and_its_result_read_by_the_server() {
+    let redis = RedisServer::start();
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let accepted = server
+        .request("POST", "/files")
+        .body("one two\nthree")
+        .send();
+    assert_eq!(accepted.status(), 202, "{}", accepted.text());
+    let id = accepted.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server.get(&format!("/files/{id}")).json()["status"],
+        "queued"
+    );
+    let _worker = WorkerProcess::start(&redis.url(), &[]);
+    wait_for_status(&server, &id, "done");
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let file = loop {
+        let file = server.get(&format!("/files/{id}")).json();
+        if file["status"] == "done" || Instant::now() > deadline {
+            break file;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        file,
+        serde_json::json!({"id": id, "status": "done",
+                           "result": {"bytes": 13, "lines": 1, "words": 3}})
+    );
+    // Redis gone: the server says so, rather than "no such file".
+    drop(redis);
+    assert_eq!(server.get(&format!("/files/{id}")).status(), 503);
+}
+
+#[test]
 fn a_dead_job_is_listed_and_requeued_with_afterward_jobs() {
     let redis = RedisServer::start();
     // The attempts allowed are the web server's, carried by the job.
