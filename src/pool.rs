@@ -53,6 +53,9 @@ pub enum OnFull {
 pub struct ShutdownReport {
     /// Tasks that had not started by the deadline and never will.
     pub not_run: Vec<TaskInfo>,
+    /// Jobs that had not run by the deadline and went to Redis instead, for
+    /// a worker to run (`redis_spill`, feature `redis`).
+    pub spilled: Vec<TaskInfo>,
     /// Tasks still running at the deadline, left to finish on their threads.
     pub still_running: Vec<TaskInfo>,
     /// Requests whose handler had not returned by the deadline (for a
@@ -67,7 +70,8 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// Whether every request finished and every task ran before the deadline.
+    /// Whether every request finished and every task ran before the
+    /// deadline (or, for a job spilled to Redis, is there for a worker).
     pub fn is_complete(&self) -> bool {
         self.not_run.is_empty() && self.still_running.is_empty() && self.requests_in_flight == 0
     }
@@ -91,6 +95,8 @@ pub struct BackgroundPoolBuilder {
     job_state: StateMap,
     /// Starts the broker jobs go to instead of the pool, if any.
     pub(crate) broker: Option<BrokerFactory>,
+    /// Starts the broker jobs are spilled to at the shutdown deadline.
+    pub(crate) spill: Option<BrokerFactory>,
 }
 
 /// Starts a broker, given the counters it reports to.
@@ -127,6 +133,7 @@ impl Default for BackgroundPoolBuilder {
             job_settings: JobSettings::default(),
             job_state: StateMap::default(),
             broker: None,
+            spill: None,
         }
     }
 }
@@ -171,6 +178,12 @@ impl BackgroundPoolBuilder {
     /// Sends jobs to this broker instead of running them here.
     pub(crate) fn broker(mut self, broker: Option<BrokerFactory>) -> BackgroundPoolBuilder {
         self.broker = broker;
+        self
+    }
+
+    /// Spills jobs to this broker at the shutdown deadline.
+    pub(crate) fn spill(mut self, spill: Option<BrokerFactory>) -> BackgroundPoolBuilder {
+        self.spill = spill;
         self
     }
 
@@ -392,13 +405,17 @@ impl BackgroundPool {
                 let (registry, settings) = (config.jobs.clone(), config.job_settings.clone());
                 let job_state = config.job_state.clone();
                 let counters = state.counters.clone();
-                let started = match &config.broker {
+                let start = |factory: &Option<BrokerFactory>| match factory {
                     Some(start) => (start.0)(counters.clone()).map(Some),
                     None => Ok(None),
-                }
-                .and_then(|broker| {
-                    JobRunner::start(registry, job_state, settings, counters, submitter, broker)
-                        .map_err(Error::Io)
+                };
+                let started = start(&config.broker).and_then(|broker| {
+                    let spill = start(&config.spill)?;
+                    let counters = counters.clone();
+                    JobRunner::start(
+                        registry, job_state, settings, counters, submitter, broker, spill,
+                    )
+                    .map_err(Error::Io)
                 });
                 match started {
                     Ok(runner) => Some(runner),
@@ -529,6 +546,10 @@ impl BackgroundPool {
         let (mut not_run, still_running) = if idle {
             (Vec::new(), Vec::new())
         } else {
+            // Jobs dropped from now on may be spilled (mixed mode).
+            if let Some(runner) = &inner.jobs {
+                runner.deadline_passed();
+            }
             self.abandon()
         };
         // Jobs waiting in the timer will not run now (none when idle).
@@ -558,7 +579,9 @@ impl BackgroundPool {
             }
         }
         let stats = state.counters.snapshot();
+        let (spilled, not_run) = not_run.into_iter().partition(|task| task.spilled);
         let report = ShutdownReport {
+            spilled,
             not_run,
             still_running,
             requests_in_flight: stats.requests_in_flight.max(state.counters.lists_open()),
@@ -587,6 +610,7 @@ impl BackgroundPool {
                 still_running.push(TaskInfo {
                     name: name.to_string(),
                     request_id: request_id.to_string(),
+                    spilled: false,
                 });
             }
             if let Some(batch) = slot.batch.take() {
@@ -621,7 +645,7 @@ impl std::fmt::Debug for BackgroundPool {
 
 /// One line for the whole shutdown; each task not run was logged on its own already.
 fn log_report(report: &ShutdownReport) {
-    if report.is_complete() {
+    if report.is_complete() && report.spilled.is_empty() {
         log::info!("shutdown complete: every background task ran");
         return;
     }
@@ -632,6 +656,16 @@ fn log_report(report: &ShutdownReport) {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    if !report.spilled.is_empty() {
+        log::warn!(
+            "shutdown deadline passed: {} jobs spilled to Redis, for workers to run [{}]",
+            report.spilled.len(),
+            names(&report.spilled)
+        );
+    }
+    if report.is_complete() {
+        return;
+    }
     log::warn!(
         "shutdown deadline passed: {} background tasks not run [{}]; {} still running [{}]; \
          {} requests still in flight",

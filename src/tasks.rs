@@ -162,12 +162,14 @@ impl BackgroundTask {
             "background task {} (request {request_id}) discarded: {reason}",
             self.name
         );
-        if let Work::Job(step) = self.work {
-            step.discarded(reason);
-        }
+        let spilled = match self.work {
+            Work::Job(step) => step.discarded(reason),
+            Work::Closure(_) => false,
+        };
         TaskInfo {
             name: self.name.to_string(),
             request_id: request_id.to_owned(),
+            spilled,
         }
     }
 
@@ -585,6 +587,9 @@ pub struct TaskInfo {
     pub name: String,
     /// The id of the request that added it.
     pub request_id: String,
+    /// For a job: whether it went to Redis instead of being dropped
+    /// (`redis_spill`, feature `redis`), for a worker to run.
+    pub spilled: bool,
 }
 
 #[cfg(test)]

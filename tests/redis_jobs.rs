@@ -327,3 +327,66 @@ fn stopping_the_server_sends_its_buffer_or_reports_what_it_could_not() {
         (3, 0, 3, 0)
     );
 }
+
+#[test]
+fn in_mixed_mode_jobs_not_run_by_the_deadline_are_spilled_to_redis() {
+    let redis = RedisServer::start();
+    // Two gates: the blocking task says it runs, then waits to be let go.
+    let (running, release) = (support::Gate::new(), support::Gate::new());
+    let app = app().post("/block", {
+        let (running, release) = (running.clone(), release.clone());
+        move |tasks: BackgroundTasks| {
+            let (running, release) = (running.clone(), release.clone());
+            tasks.add_task(move || {
+                running.open();
+                release.wait();
+            });
+        }
+    });
+    let server = TestServer::with_builder(
+        Server::builder()
+            .workers(4)
+            .background_workers(1)
+            .job_backoff(Duration::from_secs(3600))
+            .redis_spill(redis.config()),
+        app,
+    );
+    // A job that fails once: its retry waits an hour in the timer.
+    let waiting = post(&server, "/flaky?key=mixed-waiting&fail=1");
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.jobs_delayed == 1));
+    assert_eq!(runs("mixed-waiting").len(), 1, "it ran here first");
+    // The one background thread is held; a job queues behind it.
+    assert_eq!(server.post("/block").send().status(), 200);
+    assert!(running.wait());
+    let queued = post(&server, "/flaky?key=mixed-queued");
+
+    let report = server.shutdown(Duration::from_millis(300));
+    release.open();
+    let spilled: Vec<&str> = report.spilled.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(spilled.len(), 2, "{report:?}");
+    for id in [&waiting, &queued] {
+        assert!(
+            spilled.iter().any(|name| name.contains(id.as_str())),
+            "{id} not spilled"
+        );
+    }
+    assert!(report.not_run.is_empty(), "{report:?}");
+    assert_eq!(report.still_running.len(), 1, "the blocking task");
+    let stats = report.stats;
+    assert_eq!(
+        (stats.jobs_enqueued, stats.jobs_sent, stats.jobs_discarded),
+        (2, 2, 0)
+    );
+    // In Redis: the queued job ready to run, the waiting one keeps its due time.
+    let counts = Admin::new(redis.config()).counts().unwrap();
+    assert_eq!((counts.ready, counts.delayed), (1, 1));
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    assert_eq!(
+        runs("mixed-queued"),
+        [format!("mixed-queued {queued} attempt 1")]
+    );
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}

@@ -190,6 +190,13 @@ pub(crate) struct JobRunner {
     ids: IdSource,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
+    /// Where jobs go that would be dropped at the shutdown deadline (mixed
+    /// mode: they run here, and go to Redis only then).
+    spill: Option<Arc<dyn Broker>>,
+    /// The shutdown deadline has passed: jobs discarded now are spilled.
+    closing: std::sync::atomic::AtomicBool,
+    /// A spill failed: the rest are discarded without waiting on Redis again.
+    spill_failed: std::sync::atomic::AtomicBool,
 }
 
 /// Jobs waiting for their time (a retry's backoff, a delayed enqueue), by due
@@ -293,6 +300,7 @@ impl JobRunner {
         counters: Arc<Counters>,
         pool: PoolSubmitter,
         broker: Option<Arc<dyn Broker>>,
+        spill: Option<Arc<dyn Broker>>,
     ) -> std::io::Result<Arc<JobRunner>> {
         let timer = Arc::new(Timer {
             state: Mutex::default(),
@@ -310,6 +318,9 @@ impl JobRunner {
             timer: timer.clone(),
             ids: IdSource::default(),
             broker,
+            spill,
+            closing: Default::default(),
+            spill_failed: Default::default(),
         });
         let weak = Arc::downgrade(&runner);
         thread::Builder::new()
@@ -621,7 +632,43 @@ impl JobRunner {
 
     /// Shutdown: the timer stops; jobs still waiting will not run, and are
     /// discarded, counted and listed.
+    /// The shutdown deadline has passed: from now on, a job that would be
+    /// dropped is spilled to Redis, in mixed mode.
+    pub(crate) fn deadline_passed(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends a job that would be dropped at the shutdown deadline to Redis,
+    /// due `delay` from now; whether it went (counted as sent).
+    fn try_spill(&self, envelope: &Envelope, delay: Option<Duration>) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(spill) = &self.spill else {
+            return false;
+        };
+        if !self.closing.load(SeqCst) || self.spill_failed.load(SeqCst) {
+            return false;
+        }
+        match spill.send_now(envelope, delay) {
+            Ok(()) => {
+                self.counters.jobs_sent_now();
+                log::warn!(
+                    "job {} ({}) spilled to Redis at the shutdown deadline, for a worker to run",
+                    envelope.name,
+                    envelope.id
+                );
+                true
+            }
+            Err(error) => {
+                self.spill_failed.store(true, SeqCst);
+                log::error!("jobs could not be spilled to Redis ({error}): they are discarded");
+                false
+            }
+        }
+    }
+
     pub(crate) fn close(&self) -> Vec<TaskInfo> {
+        self.deadline_passed();
         let waiting = {
             let mut state = lock(&self.timer.state);
             state.closed = true;
@@ -638,21 +685,26 @@ impl JobRunner {
                     &envelope.name,
                     "the shutdown deadline passed before the broker had it",
                 );
-                job_info(&envelope)
+                job_info(&envelope, false)
             })
             .collect();
         if unsent_n > 0 {
             self.counters.jobs_unbuffered(unsent_n, false);
         }
+        let now = Instant::now();
         report.extend(waiting.into_iter().map(|Reverse(waiting)| {
             let envelope = waiting.envelope;
-            self.discarded(
-                &envelope.id,
-                &envelope.name,
-                "the shutdown deadline passed while it waited",
-            );
+            let delay = waiting.due.saturating_duration_since(now);
+            let spilled = self.try_spill(&envelope, Some(delay));
+            if !spilled {
+                self.discarded(
+                    &envelope.id,
+                    &envelope.name,
+                    "the shutdown deadline passed while it waited",
+                );
+            }
             self.counters.job_delayed(-1);
-            job_info(&envelope)
+            job_info(&envelope, spilled)
         }));
         report
     }
@@ -667,10 +719,11 @@ impl Drop for JobRunner {
 }
 
 /// A job as a shutdown report lists it.
-fn job_info(envelope: &Envelope) -> TaskInfo {
+fn job_info(envelope: &Envelope, spilled: bool) -> TaskInfo {
     TaskInfo {
         name: format!("job {} ({})", envelope.name, envelope.id),
         request_id: envelope.request_id.to_string(),
+        spilled,
     }
 }
 
@@ -730,10 +783,20 @@ impl JobStep {
         }
     }
 
-    /// Its task was discarded: so is the job, counted.
-    pub(crate) fn discarded(self, reason: &str) {
-        let envelope = &self.envelope;
-        self.runner.discarded(&envelope.id, &envelope.name, reason);
+    /// Its task was discarded: so is the job, counted; or, at the shutdown
+    /// deadline in mixed mode, it is spilled to Redis (`true`).
+    pub(crate) fn discarded(self, reason: &str) -> bool {
+        let JobStep {
+            runner,
+            envelope,
+            delay,
+            send,
+        } = self;
+        if !send && runner.try_spill(&envelope, delay) {
+            return true;
+        }
+        runner.discarded(&envelope.id, &envelope.name, reason);
+        false
     }
 }
 

@@ -254,6 +254,14 @@ impl BackgroundPoolBuilder {
     pub fn redis(self, config: RedisConfig) -> BackgroundPoolBuilder {
         self.broker(Some(broker(config)))
     }
+
+    /// Mixed mode: jobs run on this pool, and those that have not run when
+    /// a shutdown's deadline passes (queued, or waiting for a retry or a
+    /// delay) go to Redis for [`Worker`]s instead of being dropped. The
+    /// shutdown report lists them in [`spilled`](crate::ShutdownReport::spilled).
+    pub fn redis_spill(self, config: RedisConfig) -> BackgroundPoolBuilder {
+        self.spill(Some(broker(config)))
+    }
 }
 
 impl ServerBuilder {
@@ -264,6 +272,15 @@ impl ServerBuilder {
     /// from Redis. Closures (`add_task`) still run on this server's pool.
     pub fn redis(self, config: RedisConfig) -> ServerBuilder {
         self.broker(broker(config))
+    }
+
+    /// Mixed mode: the app's jobs run in this server, and those that have
+    /// not run when the shutdown deadline passes (queued, or waiting for a
+    /// retry or a delay) go to Redis for [`Worker`]s instead of being
+    /// dropped; the shutdown report lists them in
+    /// [`spilled`](crate::ShutdownReport::spilled), and they count as sent.
+    pub fn redis_spill(self, config: RedisConfig) -> ServerBuilder {
+        self.spill(broker(config))
     }
 }
 

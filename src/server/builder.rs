@@ -69,6 +69,8 @@ pub(super) struct Config {
     pub(super) jobs: JobSettings,
     /// Where jobs go instead of the pool (`ServerBuilder::redis`).
     pub(super) broker: Option<crate::pool::BrokerFactory>,
+    /// Where jobs go at the shutdown deadline (`ServerBuilder::redis_spill`).
+    pub(super) spill: Option<crate::pool::BrokerFactory>,
 }
 
 impl Default for ServerBuilder {
@@ -90,6 +92,7 @@ impl Default for ServerBuilder {
                 echo_errors: false,
                 jobs: JobSettings::default(),
                 broker: None,
+                spill: None,
             },
         }
     }
@@ -273,6 +276,13 @@ impl ServerBuilder {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn broker(mut self, broker: crate::pool::BrokerFactory) -> ServerBuilder {
         self.config.broker = Some(broker);
+        self
+    }
+
+    /// Spills jobs to `spill` at the shutdown deadline (`ServerBuilder::redis_spill`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn spill(mut self, spill: crate::pool::BrokerFactory) -> ServerBuilder {
+        self.config.spill = Some(spill);
         self
     }
 

@@ -115,6 +115,7 @@ impl Server {
             .jobs(app.job_registry(), app.state_map().clone())
             .job_settings(config.jobs.clone())
             .broker(config.broker.clone())
+            .spill(config.spill.clone())
             .build_with(counters.clone())?;
         let shed = (config.on_full == OnFull::Shed).then(|| Shedding {
             paths: config.shed_exempt.clone(),
