@@ -14,19 +14,7 @@ use afterward::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use support::{Gate, TEST_TIMEOUT};
-
-/// What the jobs of one test did, by the key in their payload.
-static RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn runs(key: &str) -> Vec<String> {
-    RUNS.lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.starts_with(key))
-        .cloned()
-        .collect()
-}
+use support::{record_run, runs, Gate, TEST_TIMEOUT};
 
 /// Fails its first `fail` attempts (by error, or by panic), then succeeds.
 #[derive(Serialize, Deserialize)]
@@ -39,7 +27,7 @@ struct Flaky {
 impl Job for Flaky {
     const NAME: &'static str = "flaky";
     fn run(self, job: &JobContext) -> JobResult {
-        RUNS.lock().unwrap().push(format!(
+        record_run(format!(
             "{} attempt {} of {}",
             self.key,
             job.attempt(),
@@ -65,9 +53,7 @@ impl Job for Doomed {
     const NAME: &'static str = "doomed";
     const MAX_ATTEMPTS: Option<u32> = Some(3);
     fn run(self, job: &JobContext) -> JobResult {
-        RUNS.lock()
-            .unwrap()
-            .push(format!("{} attempt {}", self.key, job.attempt()));
+        record_run(format!("{} attempt {}", self.key, job.attempt()));
         Err("the mail server is gone".into())
     }
 }
@@ -81,7 +67,7 @@ struct Unwritable {
 impl Job for Unwritable {
     const NAME: &'static str = "unwritable";
     fn run(self, _: &JobContext) -> JobResult {
-        RUNS.lock().unwrap().push("unwritable ran".into());
+        record_run("unwritable ran");
         Ok(())
     }
 }

@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use afterward::redis::{Admin, RedisConfig, Worker};
@@ -18,19 +17,7 @@ use afterward::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use support::redis::RedisServer;
-use support::TEST_TIMEOUT;
-
-/// What the jobs of one test did, by the key in their payload.
-static RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn runs(key: &str) -> Vec<String> {
-    RUNS.lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.starts_with(&format!("{key} ")))
-        .cloned()
-        .collect()
-}
+use support::{record_run, runs, TEST_TIMEOUT};
 
 /// Fails its first `fail` attempts, then succeeds; `fail` above the
 /// attempts allowed makes it dead.
@@ -44,7 +31,7 @@ impl Job for Flaky {
     const NAME: &'static str = "flaky";
     const MAX_ATTEMPTS: Option<u32> = Some(3);
     fn run(self, job: &JobContext) -> JobResult {
-        RUNS.lock().unwrap().push(format!(
+        record_run(format!(
             "{} {} attempt {}",
             self.key,
             job.id(),

@@ -113,3 +113,23 @@ impl Events {
         self.0.lock().unwrap().clone()
     }
 }
+
+/// What the jobs of a test binary did: one line each, `KEY …`, so that tests
+/// running at once keep to their own keys.
+static RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Notes that a job did `line` (which starts with its test's key).
+pub fn record_run(line: impl Into<String>) {
+    RUNS.lock().unwrap().push(line.into());
+}
+
+/// The lines recorded under `key`, in order.
+pub fn runs(key: &str) -> Vec<String> {
+    let prefix = format!("{key} ");
+    RUNS.lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .cloned()
+        .collect()
+}
