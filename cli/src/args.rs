@@ -56,6 +56,7 @@ const OPTIONS: &[Opt] = &[
 const WORKER_OPTIONS: &[Opt] = &[
     Opt { name: "redis-url", value: "URL", default: "(required)", help: "the Redis the web server sends jobs to" },
     Opt { name: "concurrency", value: "N", default: "cores, at least 2", help: "jobs run at once" },
+    Opt { name: "prefetch", value: "N", default: "100", help: "jobs held at most, read and not finished (at least the concurrency); lower it for slow jobs, so that idle workers get them" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the demo's jobs append their lines to (`flaky ID done`)" },
     Opt { name: "visibility-timeout", value: "SECONDS", default: "60", help: "how long a job held by a silent (crashed, stalled) worker waits before another takes it over" },
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue" },
@@ -97,6 +98,7 @@ pub struct Args {
 pub struct WorkerArgs {
     pub redis_url: String,
     pub concurrency: Option<usize>,
+    pub prefetch: Option<usize>,
     pub log_file: PathBuf,
     pub visibility_timeout: Duration,
     pub job_timeout: Duration,
@@ -305,6 +307,7 @@ fn parse_worker(
     Ok(Command::Worker(WorkerArgs {
         redis_url: options.redis_url(true)?.unwrap_or_default(),
         concurrency: options.count("concurrency")?,
+        prefetch: options.count("prefetch")?,
         log_file: options
             .raw("log-file")
             .map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),
@@ -601,6 +604,8 @@ mod tests {
                 "worker",
                 "--concurrency",
                 "3",
+                "--prefetch",
+                "4",
                 "--visibility-timeout",
                 "0.5",
             ],
@@ -613,7 +618,7 @@ mod tests {
                 panic!("{worker:?}")
             };
             assert_eq!(worker.redis_url, "redis://127.0.0.1:6379");
-            assert_eq!(worker.concurrency, Some(3));
+            assert_eq!((worker.concurrency, worker.prefetch), (Some(3), Some(4)));
             assert_eq!(worker.visibility_timeout, Duration::from_millis(500));
             assert_eq!(worker.job_timeout, Duration::from_secs(30));
             assert_eq!(

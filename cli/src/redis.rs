@@ -31,6 +31,9 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     if let Some(n) = args.concurrency {
         builder = builder.concurrency(n);
     }
+    if let Some(n) = args.prefetch {
+        builder = builder.prefetch(n);
+    }
     let stopper = Stopper::default();
     stopper
         .stop_on_signals()
