@@ -167,33 +167,14 @@ pub struct Files {
 
 /// Upload results in Redis: `{prefix}:file:{id}`, one JSON value with a TTL.
 #[cfg(feature = "redis")]
-struct RedisFiles {
-    config: afterward::redis::RedisConfig,
-    connection: Mutex<Option<afterward::redis::client::Connection>>,
-}
+struct RedisFiles(afterward::redis::LazyConnection);
 
 #[cfg(feature = "redis")]
 impl RedisFiles {
     const TTL_MS: u64 = 24 * 3600 * 1000;
 
-    fn call<T>(&self, command: &afterward::redis::client::Cmd) -> Result<T, String>
-    where
-        T: afterward::redis::client::FromRedisValue,
-    {
-        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if connection.is_none() {
-            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
-        }
-        command
-            .query(connection.as_mut().expect("connected above"))
-            .map_err(|e| {
-                *connection = None;
-                e.to_string()
-            })
-    }
-
     fn key(&self, id: &str) -> String {
-        format!("{}:file:{id}", self.config.prefix)
+        format!("{}:file:{id}", self.0.config().prefix)
     }
 
     fn set(&self, id: &str, status: &FileStatus) {
@@ -202,7 +183,7 @@ impl RedisFiles {
             .arg(status.to_json().to_string())
             .arg("PX")
             .arg(Self::TTL_MS);
-        if let Err(e) = self.call::<()>(&set) {
+        if let Err(e) = self.0.call(|con| set.query::<()>(con)) {
             log::warn!("upload {id}: its status could not be written to Redis: {e}");
         }
     }
@@ -210,7 +191,7 @@ impl RedisFiles {
     fn get(&self, id: &str) -> Result<Option<FileStatus>, String> {
         let mut get = afterward::redis::client::cmd("GET");
         get.arg(self.key(id));
-        let text: Option<String> = self.call(&get)?;
+        let text: Option<String> = self.0.call(|con| get.query(con))?;
         Ok(text
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| FileStatus::from_json(&v)))
@@ -229,10 +210,9 @@ impl Files {
     #[cfg(feature = "redis")]
     pub fn in_redis(config: afterward::redis::RedisConfig) -> Files {
         Files {
-            redis: Some(Arc::new(RedisFiles {
+            redis: Some(Arc::new(RedisFiles(afterward::redis::LazyConnection::new(
                 config,
-                connection: Mutex::default(),
-            })),
+            )))),
             ..Files::default()
         }
     }

@@ -1,20 +1,18 @@
 //! Operations on a deployment's queues (`afterward jobs`), and the
 //! de-duplication helper for jobs that must not act twice.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::streams::StreamRangeReply;
 use redis::Value;
 
-use super::{Keys, RedisConfig, StatusWrite};
+use super::{pending_count, Keys, LazyConnection, RedisConfig, StatusWrite};
 use crate::jobs::Envelope;
 
 /// Reads and repairs a deployment's queues.
 pub struct Admin {
-    config: RedisConfig,
     keys: Keys,
-    connection: Mutex<Option<redis::Connection>>,
+    connection: LazyConnection,
 }
 
 impl std::fmt::Debug for Admin {
@@ -55,8 +53,7 @@ impl Admin {
     pub fn new(config: RedisConfig) -> Admin {
         Admin {
             keys: config.keys(),
-            config,
-            connection: Mutex::default(),
+            connection: LazyConnection::new(config),
         }
     }
 
@@ -64,14 +61,7 @@ impl Admin {
         &self,
         call: impl FnOnce(&mut redis::Connection, &Keys) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
-        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if connection.is_none() {
-            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
-        }
-        call(connection.as_mut().expect("connected above"), &self.keys).map_err(|e| {
-            *connection = None;
-            e.to_string()
-        })
+        self.connection.call(|con| call(con, &self.keys))
     }
 
     /// The counts of jobs waiting.
@@ -85,24 +75,7 @@ impl Admin {
                 .cmd("XLEN")
                 .arg(&keys.dead)
                 .query(con)?;
-            let pending: Value = redis::cmd("XPENDING")
-                .arg(&keys.stream)
-                .arg(&keys.group)
-                .query(con)
-                .or_else(|e| {
-                    if e.code() == Some("NOGROUP") {
-                        Ok(Value::Nil)
-                    } else {
-                        Err(e)
-                    }
-                })?;
-            let pending = match pending {
-                Value::Array(items) => match items.first() {
-                    Some(Value::Int(n)) => *n as u64,
-                    _ => 0,
-                },
-                _ => 0,
-            };
+            let pending = pending_count(con, keys)?;
             Ok(QueueCounts {
                 ready: length.saturating_sub(pending),
                 pending,
@@ -155,7 +128,8 @@ impl Admin {
     /// removes its dead letter, in one transaction. `Ok(false)` when no dead
     /// letter has that job id.
     pub fn requeue(&self, id: &str) -> Result<bool, String> {
-        let entries = self.dead_entries(self.config.dead_letter_capacity.max(1) * 2)?;
+        let entries =
+            self.dead_entries(self.connection.config().dead_letter_capacity.max(1) * 2)?;
         let Some((entry, job)) = entries.into_iter().find(|(_, job)| &*job.envelope.id == id)
         else {
             return Ok(false);
@@ -183,7 +157,7 @@ impl Admin {
                 error: None,
                 next_run_ms: None,
             }
-            .add_to(&mut pipe, keys, &self.config, id);
+            .add_to(&mut pipe, keys, self.connection.config(), id);
             pipe.query::<()>(con)
         })?;
         Ok(true)
@@ -220,10 +194,9 @@ impl Admin {
 /// not act on its retry. Mark only the step that must happen at most once,
 /// and prefer effects that are idempotent by the job id where you can.
 pub struct Dedupe {
-    config: RedisConfig,
     keys: Keys,
     ttl: Duration,
-    connection: Mutex<Option<redis::Connection>>,
+    connection: LazyConnection,
 }
 
 impl std::fmt::Debug for Dedupe {
@@ -240,9 +213,8 @@ impl Dedupe {
     pub fn new(config: RedisConfig, ttl: Duration) -> Dedupe {
         Dedupe {
             keys: config.keys(),
-            config,
             ttl,
-            connection: Mutex::default(),
+            connection: LazyConnection::new(config),
         }
     }
 
@@ -250,21 +222,15 @@ impl Dedupe {
     /// it); `false` after. `Err` when Redis cannot be asked: the job fails,
     /// and is retried.
     pub fn first_time(&self, id: &str) -> Result<bool, String> {
-        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        if connection.is_none() {
-            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
-        }
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.keys.seen(id))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(self.ttl.as_millis().max(1) as u64)
-            .query(connection.as_mut().expect("connected above"))
-            .map_err(|e| {
-                *connection = None;
-                e.to_string()
-            })?;
+        let set: Option<String> = self.connection.call(|con| {
+            redis::cmd("SET")
+                .arg(self.keys.seen(id))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(self.ttl.as_millis().max(1) as u64)
+                .query(con)
+        })?;
         Ok(set.is_some())
     }
 }

@@ -41,7 +41,7 @@ mod worker;
 /// module uses, for commands of your own on a [`RedisConfig::connect`]ion.
 pub use ::redis as client;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
@@ -141,6 +141,80 @@ impl RedisConfig {
             prefix: self.prefix.clone(),
         }
     }
+}
+
+/// One connection to Redis, made on first use and made again after an
+/// error (a connection that failed may be mid-reply: it is never reused).
+/// Calls take turns. For commands of your own from a handler or a job:
+///
+/// ```no_run
+/// # use afterward::redis::{client, LazyConnection, RedisConfig};
+/// let redis = LazyConnection::new(RedisConfig::new("redis://127.0.0.1:6379")?);
+/// let n: u64 = redis.call(|con| client::cmd("INCR").arg("visits").query(con))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct LazyConnection {
+    config: RedisConfig,
+    connection: Mutex<Option<redis::Connection>>,
+}
+
+impl std::fmt::Debug for LazyConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyConnection").finish_non_exhaustive()
+    }
+}
+
+impl LazyConnection {
+    /// A connection to `config`'s Redis, not made yet.
+    pub fn new(config: RedisConfig) -> LazyConnection {
+        LazyConnection {
+            config,
+            connection: Mutex::default(),
+        }
+    }
+
+    /// The configuration it connects with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// Runs `call` on the connection, connecting first if needed.
+    ///
+    /// # Errors
+    ///
+    /// Redis's, as text, when it cannot be reached or the call fails (the
+    /// next call connects again).
+    pub fn call<T>(
+        &self,
+        call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if connection.is_none() {
+            *connection = Some(self.config.connect().map_err(|e| e.to_string())?);
+        }
+        call(connection.as_mut().expect("connected above")).map_err(|e| {
+            *connection = None;
+            e.to_string()
+        })
+    }
+}
+
+/// Jobs read and not acknowledged in the group (`XPENDING`'s summary);
+/// 0 while the group does not exist yet.
+pub(crate) fn pending_count(con: &mut redis::Connection, keys: &Keys) -> redis::RedisResult<u64> {
+    let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+        .arg(&keys.stream)
+        .arg(&keys.group)
+        .query(con);
+    Ok(match summary {
+        Ok(redis::Value::Array(items)) => match items.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        Ok(_) => 0,
+        Err(e) if e.code() == Some("NOGROUP") => 0,
+        Err(e) => return Err(e),
+    })
 }
 
 /// The keys of one deployment.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::{now_ms, read_status, Keys, RedisConfig, StatusWrite};
+use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite};
 use crate::jobs::broker::Broker;
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
@@ -24,7 +24,6 @@ struct Outgoing {
 
 /// Sends jobs to Redis: [`Broker`] for the web server.
 pub(crate) struct Producer {
-    config: RedisConfig,
     keys: Keys,
     buffer: Sender<Outgoing>,
     /// Dropped to stop the sender thread.
@@ -32,7 +31,7 @@ pub(crate) struct Producer {
     /// The sender thread; it returns the jobs it could not send.
     thread: Mutex<Option<JoinHandle<Vec<Outgoing>>>>,
     /// For durable sends and status reads, on the caller's thread.
-    direct: Mutex<Option<redis::Connection>>,
+    direct: LazyConnection,
     stats: Arc<SendStats>,
 }
 
@@ -63,30 +62,12 @@ impl Producer {
             .spawn(move || sender.run(&jobs, &stopped))?;
         Ok(Arc::new(Producer {
             keys: config.keys(),
-            config,
             buffer,
             stop: Mutex::new(Some(stop)),
             thread: Mutex::new(Some(thread)),
-            direct: Mutex::default(),
+            direct: LazyConnection::new(config),
             stats,
         }))
-    }
-
-    /// Runs `call` on the direct connection, connecting first if needed;
-    /// an error drops the connection (the next call reconnects).
-    fn with_direct<T>(
-        &self,
-        call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, String> {
-        let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
-        if direct.is_none() {
-            *direct = Some(self.config.connect().map_err(|e| e.to_string())?);
-        }
-        let connection = direct.as_mut().expect("connected above");
-        call(connection).map_err(|e| {
-            *direct = None;
-            e.to_string()
-        })
     }
 }
 
@@ -106,12 +87,13 @@ impl Broker for Producer {
             due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
         };
         let mut pipe = redis::pipe();
-        write_job(&mut pipe, &self.keys, &self.config, &outgoing);
-        self.with_direct(|connection| pipe.query::<()>(connection))
+        write_job(&mut pipe, &self.keys, self.direct.config(), &outgoing);
+        self.direct.call(|connection| pipe.query::<()>(connection))
     }
 
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
-        self.with_direct(|connection| read_status(connection, &self.keys, id))
+        self.direct
+            .call(|connection| read_status(connection, &self.keys, id))
     }
 
     fn close(&self) -> Vec<Envelope> {

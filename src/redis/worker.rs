@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use redis::Value;
 
-use super::{now_ms, Keys, RedisConfig, StatusWrite};
+use super::{now_ms, pending_count, Keys, RedisConfig, StatusWrite};
 use crate::jobs::{backoff, Envelope, Failure, Job, JobContext, JobSettings, Registry};
 use crate::routing::App;
 use crate::state::StateMap;
@@ -533,18 +533,16 @@ struct Held {
     started: Instant,
     deadline: Instant,
     overdue: bool,
-    name: String,
-    /// Its `running` status, until written: only for a job still running
-    /// [`ANNOUNCE_AFTER`] after it was handed out (a short job goes from
-    /// `queued` to its outcome, and costs Redis one status write, not two).
-    running: Option<RunningStatus>,
-}
-
-struct RunningStatus {
     id: Arc<str>,
-    name: String,
-    attempts: u32,
+    name: std::borrow::Cow<'static, str>,
+    /// The attempt running.
+    attempt: u32,
     last_error: Option<String>,
+    /// Whether its `running` status is written: only for a job still
+    /// running [`ANNOUNCE_AFTER`] after it was handed out (a short job goes
+    /// from `queued` to its outcome, and costs Redis one status write, not
+    /// two).
+    announced: bool,
 }
 
 /// How long a job runs before its `running` status is written.
@@ -698,17 +696,7 @@ impl IoLoop {
         }
         if now.duration_since(state.last_pending) >= Duration::from_secs(1) {
             state.last_pending = now;
-            let summary: Value = redis::cmd("XPENDING")
-                .arg(&self.keys.stream)
-                .arg(&self.keys.group)
-                .query(con)?;
-            let pending = match summary {
-                Value::Array(items) => match items.first() {
-                    Some(Value::Int(n)) => *n as u64,
-                    _ => 0,
-                },
-                _ => 0,
-            };
+            let pending = pending_count(con, &self.keys)?;
             self.shared.update(|s| s.group_pending = pending);
         }
         if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
@@ -801,17 +789,7 @@ impl IoLoop {
                         "stream entry {} is not a job ({error}): moved to the dead letters",
                         entry.id
                     );
-                    pipe.cmd("XADD")
-                        .arg(&self.keys.dead)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(self.config.dead_letter_capacity)
-                        .arg("*")
-                        .arg("envelope")
-                        .arg(&text)
-                        .arg("error")
-                        .arg(error)
-                        .ignore();
+                    self.add_dead_letter(&mut pipe, &text, &error);
                     pipe.cmd("XACK")
                         .arg(&self.keys.stream)
                         .arg(&self.keys.group)
@@ -843,13 +821,11 @@ impl IoLoop {
                     started: now,
                     deadline: now + timeout,
                     overdue: false,
-                    name: format!("{} ({})", delivery.envelope.name, delivery.envelope.id),
-                    running: Some(RunningStatus {
-                        id: delivery.envelope.id.clone(),
-                        name: delivery.envelope.name.to_string(),
-                        attempts: delivery.envelope.attempts + 1,
-                        last_error: delivery.envelope.last_error.clone(),
-                    }),
+                    id: delivery.envelope.id.clone(),
+                    name: delivery.envelope.name.clone(),
+                    attempt: delivery.envelope.attempts + 1,
+                    last_error: delivery.envelope.last_error.clone(),
+                    announced: false,
                 },
             );
             // Room for it: `held` never exceeds the channel's capacity.
@@ -858,6 +834,22 @@ impl IoLoop {
         let in_flight = held.len() as u64;
         self.shared.update(|s| s.in_flight = in_flight);
         Ok(())
+    }
+
+    /// Adds a dead letter to `pipe`: the envelope's text and the error, in the
+    /// dead stream, trimmed (only it ever is) to the dead-letter capacity.
+    fn add_dead_letter(&self, pipe: &mut redis::Pipeline, envelope: &str, error: &str) {
+        pipe.cmd("XADD")
+            .arg(&self.keys.dead)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.dead_letter_capacity)
+            .arg("*")
+            .arg("envelope")
+            .arg(envelope)
+            .arg("error")
+            .arg(error)
+            .ignore();
     }
 
     /// Writes the `running` status of the jobs handed out at least
@@ -870,19 +862,15 @@ impl IoLoop {
         let mut pipe = redis::pipe();
         let mut announced = Vec::new();
         for (entry, job) in held.iter() {
-            if let Some(status) = job
-                .running
-                .as_ref()
-                .filter(|_| job.started.elapsed() >= ANNOUNCE_AFTER)
-            {
+            if !job.announced && job.started.elapsed() >= ANNOUNCE_AFTER {
                 StatusWrite {
-                    name: &status.name,
+                    name: &job.name,
                     state: "running",
-                    attempts: status.attempts,
-                    error: status.last_error.as_deref(),
+                    attempts: job.attempt,
+                    error: job.last_error.as_deref(),
                     next_run_ms: None,
                 }
-                .add_to(&mut pipe, &self.keys, &self.config, &status.id);
+                .add_to(&mut pipe, &self.keys, &self.config, &job.id);
                 announced.push(entry.clone());
             }
         }
@@ -892,7 +880,7 @@ impl IoLoop {
         pipe.query::<()>(con)?;
         for entry in announced {
             if let Some(job) = held.get_mut(&entry) {
-                job.running = None;
+                job.announced = true;
             }
         }
         Ok(())
@@ -927,8 +915,10 @@ impl IoLoop {
         {
             job.overdue = true;
             log::warn!(
-                "job {} is overdue: still running after {:?}",
+                "job {} ({}) attempt {} is overdue: still running after {:?}",
                 job.name,
+                job.id,
+                job.attempt,
                 now - job.started
             );
             self.shared.update(|s| s.overdue += 1);
@@ -1004,17 +994,7 @@ impl IoLoop {
                         envelope.attempts,
                         failure.message
                     );
-                    pipe.cmd("XADD")
-                        .arg(&self.keys.dead)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(self.config.dead_letter_capacity)
-                        .arg("*")
-                        .arg("envelope")
-                        .arg(envelope.to_json_text())
-                        .arg("error")
-                        .arg(&failure.message)
-                        .ignore();
+                    self.add_dead_letter(&mut pipe, &envelope.to_json_text(), &failure.message);
                     status.state = "dead";
                     status.error = Some(&failure.message);
                 }
