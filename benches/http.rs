@@ -106,6 +106,11 @@ use afterward::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+// The tests' helpers: the Redis server of the Redis variant (feature `redis`).
+#[cfg(feature = "redis")]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 /// The request path, the same for every server.
 const TARGET: &str = "/send-notification/foo@example.com";
 /// The line the task appends for [`TARGET`].
@@ -2048,22 +2053,21 @@ fn smoke() -> Result<bool, String> {
 /// sending the jobs costs the web server, as when workers are elsewhere.
 #[cfg(feature = "redis")]
 mod redis_side {
-    use std::io::{BufRead, BufReader};
     use std::net::SocketAddr;
     use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use afterward::redis::{RedisConfig, Worker};
     use afterward::{App, Server, ServerHandle};
 
+    use super::support::redis::RedisServer;
     use super::{job_app, AppendLine, JobLog, BACKGROUND_WORKERS, DRAIN_TIMEOUT};
 
     struct Side {
         addr: SocketAddr,
-        redis: Child,
-        dir: PathBuf,
+        /// Killed on drop.
+        _redis: RedisServer,
         config: RedisConfig,
         log: Arc<PathBuf>,
         /// Jobs run by the workers so far.
@@ -2075,40 +2079,8 @@ mod redis_side {
 
     /// Starts Redis and the web server sending its jobs there.
     pub(super) fn start(workers: usize, log: Arc<PathBuf>) -> Result<ServerHandle, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "afterward-bench-redis-{}-{}",
-            std::process::id(),
-            SIDES.lock().unwrap().len()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let socket = dir.join("r.sock");
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut redis = Command::new("taskset")
-            .args([
-                "-c",
-                &format!("0-{}", cpus - 1),
-                "redis-server",
-                "--port",
-                "0",
-            ])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("taskset redis-server (Debian package redis-server): {e}"))?;
-        let stdout = BufReader::new(redis.stdout.take().expect("piped"));
-        for line in stdout.lines().map_while(Result::ok) {
-            if line
-                .to_ascii_lowercase()
-                .contains("ready to accept connections")
-            {
-                break;
-            }
-        }
-        let config = RedisConfig::new(&format!("redis+unix://{}", socket.display()))
-            .map_err(|e| e.to_string())?;
+        let redis = RedisServer::on_every_cpu();
+        let config = redis.config();
         let handle = Server::builder()
             .address("127.0.0.1:0")
             .workers(workers)
@@ -2119,8 +2091,7 @@ mod redis_side {
             .map_err(|e| format!("afterward (Redis): {e}"))?;
         SIDES.lock().unwrap().push(Side {
             addr: handle.local_addr(),
-            redis,
-            dir,
+            _redis: redis,
             config,
             log,
             ran: 0,
@@ -2168,10 +2139,7 @@ mod redis_side {
     pub(super) fn finish(addr: SocketAddr) -> Option<(u64, bool)> {
         let mut sides = SIDES.lock().unwrap();
         let index = sides.iter().position(|side| side.addr == addr)?;
-        let mut side = sides.remove(index);
-        let _ = side.redis.kill();
-        let _ = side.redis.wait();
-        let _ = std::fs::remove_dir_all(&side.dir);
+        let side = sides.remove(index);
         Some((side.ran, side.complete))
     }
 }

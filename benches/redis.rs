@@ -21,15 +21,17 @@
 //! the worker's ratio to the raw consumer. The markdown is printed and written
 //! to `target/bench-redis.md`. Without `--bench` it only makes a quick check.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use afterward::redis::client::{self, streams::StreamReadReply, Value};
 use afterward::redis::{Admin, RedisConfig, Worker};
 use afterward::{BackgroundPool, Envelope, Job, JobContext, JobResult};
 use serde::{Deserialize, Serialize};
+
+// The tests' helpers, for their Redis server (started on a unix socket in a
+// temporary directory, killed on drop).
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// A no-op job with a ~100-byte payload.
 #[derive(Serialize, Deserialize)]
@@ -43,53 +45,6 @@ impl Job for Noop {
     fn run(self, _: &JobContext) -> JobResult {
         std::hint::black_box((&self.to, &self.subject));
         Ok(())
-    }
-}
-
-struct Redis {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let dir =
-            std::env::temp_dir().join(format!("afterward-bench-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(dir.join("r.sock"))
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("redis-server (Debian package redis-server)");
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        for line in stdout.lines().map_while(Result::ok) {
-            if line
-                .to_ascii_lowercase()
-                .contains("ready to accept connections")
-            {
-                break;
-            }
-        }
-        Redis { child, dir }
-    }
-
-    fn config(&self) -> RedisConfig {
-        RedisConfig::new(&format!(
-            "redis+unix://{}",
-            self.dir.join("r.sock").display()
-        ))
-        .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -213,7 +168,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 5 } else { 1 });
-    let redis = Redis::start();
+    let redis = support::redis::RedisServer::start();
     let config = redis.config();
     let (mut sends, mut workers, mut raws) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
