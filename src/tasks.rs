@@ -324,11 +324,7 @@ impl BackgroundTasks {
     /// broker that timed out may still have received it (a duplicate, if the
     /// client retries; see the job's id).
     pub fn enqueue_durable<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
-        let runner = self
-            .list
-            .jobs
-            .as_ref()
-            .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        let runner = self.runner::<J>()?;
         if !runner.has_broker() || runner.mode() != JobMode::Normal {
             return self.enqueue(job);
         }
@@ -339,16 +335,20 @@ impl BackgroundTasks {
         Ok(JobId::new(envelope.id.clone()))
     }
 
+    /// The job runner, if the app registers jobs (else `J` is unregistered).
+    fn runner<J: Job>(&self) -> Result<&Arc<JobRunner>, EnqueueError> {
+        self.list
+            .jobs
+            .as_ref()
+            .ok_or(EnqueueError::Unregistered(J::NAME))
+    }
+
     fn enqueue_after<J: Job>(
         &self,
         job: J,
         delay: Option<Duration>,
     ) -> Result<JobId, EnqueueError> {
-        let runner = self
-            .list
-            .jobs
-            .as_ref()
-            .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        let runner = self.runner::<J>()?;
         let envelope = runner.envelope(&job, &self.list.request_id)?;
         let id = JobId::new(envelope.id.clone());
         match (runner.mode(), delay) {
