@@ -61,6 +61,36 @@ fn flush(config: &RedisConfig) {
     let _: () = client::cmd("FLUSHALL").query(&mut con).unwrap();
 }
 
+/// Redis's CPU time so far (user + system), from `INFO cpu`.
+fn redis_cpu(config: &RedisConfig) -> Duration {
+    let mut con = config.connect().unwrap();
+    let info: String = client::cmd("INFO").arg("cpu").query(&mut con).unwrap();
+    let seconds: f64 = info
+        .lines()
+        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(seconds)
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`
+/// (zero where there is none).
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // Linux reports in USER_HZ, 100 per second on every supported platform.
+    Duration::from_millis(ticks * 10)
+}
+
 /// Enqueues `n` jobs through a pool with Redis; jobs/s until all are sent.
 fn send(config: &RedisConfig, n: usize) -> f64 {
     let pool = BackgroundPool::builder()
@@ -174,12 +204,19 @@ fn main() {
     for round in 1..=rounds {
         flush(&config);
         let sent = send(&config, n);
+        let (cpu, own) = (redis_cpu(&config), own_cpu());
         let worked = worker(&config, n);
+        let worker_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
+        let worker_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
         flush(&config);
         send(&config, n);
+        let (cpu, own) = (redis_cpu(&config), own_cpu());
         let raw = raw_consumer(&config, n);
+        let raw_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
+        let raw_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
         println!(
-            "round {round}: send {sent:.0}/s, worker {worked:.0}/s, raw consumer {raw:.0}/s ({:.2}x)",
+            "round {round}: send {sent:.0}/s, worker {worked:.0}/s, raw consumer {raw:.0}/s ({:.2}x); \
+             CPU per job (Redis + client): worker {worker_cpu:.1} + {worker_own:.1} µs, raw {raw_cpu:.1} + {raw_own:.1} µs",
             worked / raw
         );
         sends.push(sent);

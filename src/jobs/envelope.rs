@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// The envelope format's version, `"v"` in the JSON.
@@ -91,10 +93,41 @@ impl Envelope {
     }
 
     /// Reads an envelope from JSON text ([`to_json_text`](Self::to_json_text)).
+    ///
+    /// A worker reads one per job, so this does not build a JSON tree: each
+    /// field is taken as the raw text it is (the payload stays that text) and
+    /// only the fields an envelope has are converted.
     pub fn from_json_text(text: &str) -> Result<Envelope, String> {
-        let value: Value =
+        let fields: Fields<'_> =
             serde_json::from_str(text).map_err(|e| format!("the envelope is not JSON: {e}"))?;
-        Envelope::from_json(&value)
+        let [version, id, name, payload, attempts, max_attempts, enqueued_at_ms, request_id, last_error] =
+            fields.0;
+        let version = version.and_then(|v| v.get().parse::<u64>().ok());
+        if version != Some(ENVELOPE_VERSION) {
+            return Err(format!("unsupported envelope version {version:?}"));
+        }
+        let text = |raw: Option<&RawValue>, key: &str| {
+            raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .ok_or_else(|| format!("envelope without a string {key:?}"))
+        };
+        let number = |raw: Option<&RawValue>, key: &str| {
+            raw.and_then(|raw| raw.get().parse::<u64>().ok())
+                .ok_or_else(|| format!("envelope without a number {key:?}"))
+        };
+        let small = |raw, key: &str| {
+            number(raw, key)
+                .and_then(|n| u32::try_from(n).map_err(|_| format!("{key:?} too large")))
+        };
+        Ok(Envelope {
+            id: text(id, "id")?.into(),
+            name: text(name, "name")?.into(),
+            payload: payload.map_or("null", RawValue::get).to_owned(),
+            attempts: small(attempts, "attempts")?,
+            max_attempts: small(max_attempts, "max_attempts")?,
+            enqueued_at_ms: number(enqueued_at_ms, "enqueued_at_ms")?,
+            request_id: text(request_id, "request_id")?.into(),
+            last_error: last_error.and_then(|raw| serde_json::from_str(raw.get()).ok()),
+        })
     }
 
     /// Reads an envelope; `Err` names what is missing or of another version.
@@ -127,6 +160,67 @@ impl Envelope {
             request_id: text("request_id")?.into(),
             last_error: value["last_error"].as_str().map(str::to_owned),
         })
+    }
+}
+
+/// The names of an envelope's fields, in the order [`Fields`] keeps them.
+const FIELDS: [&str; 9] = [
+    "v",
+    "id",
+    "name",
+    "payload",
+    "attempts",
+    "max_attempts",
+    "enqueued_at_ms",
+    "request_id",
+    "last_error",
+];
+
+/// An envelope's fields as the JSON text they are, borrowed from the
+/// envelope's text; other keys are skipped.
+struct Fields<'a>([Option<&'a RawValue>; 9]);
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = [None; 9];
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key.0 {
+                        Some(i) => fields[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+/// A key of an envelope: its place in [`FIELDS`], or `None` for another.
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Key(FIELDS.iter().position(|&f| f == key)))
+            }
+        }
+        deserializer.deserialize_identifier(Visit)
     }
 }
 
@@ -168,5 +262,38 @@ mod tests {
         let mut other = json.clone();
         other["v"] = json!(2);
         assert!(Envelope::from_json(&other).unwrap_err().contains("version"));
+        assert!(Envelope::from_json_text(&other.to_string())
+            .unwrap_err()
+            .contains("version"));
+    }
+
+    #[test]
+    fn an_envelope_is_read_whatever_its_key_order_escapes_and_extra_keys() {
+        let text = r#"{"extra": {"nested": [1, 2]}, "request_id": "r\u0031", "attempts": 1,
+            "payload": {"to": "a\"b", "n": [1, 2.5]}, "max_attempts": 3, "name": "send_email",
+            "enqueued_at_ms": 7, "id": "j\n1", "v": 1}"#;
+        let envelope = Envelope::from_json_text(text).unwrap();
+        assert_eq!(&*envelope.id, "j\n1");
+        assert_eq!(&*envelope.request_id, "r1");
+        assert_eq!(envelope.name, "send_email");
+        assert_eq!(
+            serde_json::from_str::<Value>(&envelope.payload).unwrap(),
+            json!({"to": "a\"b", "n": [1, 2.5]})
+        );
+        assert_eq!((envelope.attempts, envelope.max_attempts), (1, 3));
+        assert_eq!(envelope.enqueued_at_ms, 7);
+        assert_eq!(envelope.last_error, None);
+        let missing = text.replace(r#""id": "j\n1", "#, "");
+        assert_eq!(
+            Envelope::from_json_text(&missing).unwrap_err(),
+            "envelope without a string \"id\""
+        );
+        let negative = text.replace(r#""attempts": 1"#, r#""attempts": -1"#);
+        assert!(Envelope::from_json_text(&negative)
+            .unwrap_err()
+            .contains("\"attempts\""));
+        assert!(Envelope::from_json_text("[1]")
+            .unwrap_err()
+            .contains("not JSON"));
     }
 }

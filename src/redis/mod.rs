@@ -264,6 +264,28 @@ pub(crate) struct StatusWrite<'a> {
 }
 
 impl StatusWrite<'_> {
+    /// The status's JSON text.
+    fn to_json_text(&self) -> String {
+        use std::fmt::Write;
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let mut out = String::with_capacity(64 + self.name.len());
+        let _ = write!(
+            out,
+            "{{\"name\":{},\"status\":{},\"attempts\":{}",
+            text(self.name),
+            text(self.state),
+            self.attempts
+        );
+        if let Some(error) = self.error {
+            let _ = write!(out, ",\"error\":{}", text(error));
+        }
+        if let Some(next) = self.next_run_ms {
+            let _ = write!(out, ",\"next_run_ms\":{next}");
+        }
+        out.push('}');
+        out
+    }
+
     /// Adds the write of job `id`'s status to `pipe`.
     pub(crate) fn add_to(
         &self,
@@ -272,22 +294,52 @@ impl StatusWrite<'_> {
         config: &RedisConfig,
         id: &str,
     ) {
-        let mut value = serde_json::json!({
-            "name": self.name,
-            "status": self.state,
-            "attempts": self.attempts,
-        });
-        if let Some(error) = self.error {
-            value["error"] = error.into();
-        }
-        if let Some(next) = self.next_run_ms {
-            value["next_run_ms"] = next.into();
-        }
         pipe.cmd("SET")
             .arg(keys.status(id))
-            .arg(value.to_string())
+            .arg(self.to_json_text())
             .arg("PX")
             .arg(config.status_ttl.as_millis().max(1) as u64)
+            .ignore();
+    }
+}
+
+/// Sets each status key to its value with the TTL: `KEYS` the status keys,
+/// `ARGV[1]` the TTL in milliseconds, then one value per key.
+const SET_STATUSES: &str = r"
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
+end
+return #KEYS
+";
+
+/// The statuses of a batch of jobs, written with one command (a script of
+/// `SET … PX`s): a `SET` per job costs Redis about twice as much CPU as the
+/// same `SET` run by a script, which skips parsing a command and writing a
+/// reply (and, in a transaction, queueing it).
+#[derive(Default)]
+pub(crate) struct StatusBatch {
+    keys: Vec<String>,
+    values: Vec<String>,
+}
+
+impl StatusBatch {
+    /// Adds job `id`'s status.
+    pub(crate) fn push(&mut self, keys: &Keys, id: &str, status: &StatusWrite<'_>) {
+        self.keys.push(keys.status(id));
+        self.values.push(status.to_json_text());
+    }
+
+    /// Adds the writes to `pipe`, if there are any.
+    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, config: &RedisConfig) {
+        if self.keys.is_empty() {
+            return;
+        }
+        pipe.cmd("EVAL")
+            .arg(SET_STATUSES)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(config.status_ttl.as_millis().max(1) as u64)
+            .arg(&self.values)
             .ignore();
     }
 }
