@@ -203,7 +203,10 @@ fn main() {
     let (mut sends, mut workers, mut raws) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
         flush(&config);
+        let (cpu, own) = (redis_cpu(&config), own_cpu());
         let sent = send(&config, n);
+        let send_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
+        let send_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
         let (cpu, own) = (redis_cpu(&config), own_cpu());
         let worked = worker(&config, n);
         let worker_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
@@ -216,7 +219,7 @@ fn main() {
         let raw_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
         println!(
             "round {round}: send {sent:.0}/s, worker {worked:.0}/s, raw consumer {raw:.0}/s ({:.2}x); \
-             CPU per job (Redis + client): worker {worker_cpu:.1} + {worker_own:.1} µs, raw {raw_cpu:.1} + {raw_own:.1} µs",
+             CPU per job (Redis + client): send {send_cpu:.1} + {send_own:.1} µs, worker {worker_cpu:.1} + {worker_own:.1} µs, raw {raw_cpu:.1} + {raw_own:.1} µs",
             worked / raw
         );
         sends.push(sent);

@@ -303,47 +303,6 @@ impl StatusWrite<'_> {
     }
 }
 
-/// Sets each status key to its value with the TTL: `KEYS` the status keys,
-/// `ARGV[1]` the TTL in milliseconds, then one value per key.
-const SET_STATUSES: &str = r"
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
-end
-return #KEYS
-";
-
-/// The statuses of a batch of jobs, written with one command (a script of
-/// `SET … PX`s): a `SET` per job costs Redis about twice as much CPU as the
-/// same `SET` run by a script, which skips parsing a command and writing a
-/// reply (and, in a transaction, queueing it).
-#[derive(Default)]
-pub(crate) struct StatusBatch {
-    keys: Vec<String>,
-    values: Vec<String>,
-}
-
-impl StatusBatch {
-    /// Adds job `id`'s status.
-    pub(crate) fn push(&mut self, keys: &Keys, id: &str, status: &StatusWrite<'_>) {
-        self.keys.push(keys.status(id));
-        self.values.push(status.to_json_text());
-    }
-
-    /// Adds the writes to `pipe`, if there are any.
-    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, config: &RedisConfig) {
-        if self.keys.is_empty() {
-            return;
-        }
-        pipe.cmd("EVAL")
-            .arg(SET_STATUSES)
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(config.status_ttl.as_millis().max(1) as u64)
-            .arg(&self.values)
-            .ignore();
-    }
-}
-
 /// Reads a job's status; `None` for a missing (or expired) one.
 pub(crate) fn read_status(
     connection: &mut redis::Connection,
