@@ -1671,8 +1671,8 @@ impl Summary {
                     writeln!(
                         md,
                         "\n**{label} / afterward (job)** (issue #7: the same job, sent to a \
-                         `redis-server` the bench started on a unix socket (on every CPU, not \
-                         pinned with the servers), and run by a worker between the runs, not \
+                         `redis-server` the bench started on a unix socket (on the servers' \
+                         CPUs), and run by a worker between the runs, not \
                          during them, as when workers are on other machines; against the job \
                          in-process, same rounds): \
                          requests/s **{ratio:.3}×** (the median of the per-round ratios: \
@@ -2047,8 +2047,10 @@ fn smoke() -> Result<bool, String> {
 }
 
 /// The Redis side of `afterward (job, Redis)`: a `redis-server` on a unix
-/// socket, started by the bench on every CPU (not pinned with the servers:
-/// in a deployment it has a machine of its own), and a worker that runs
+/// socket, started by the bench on the servers' CPUs (with `BENCH_PIN=1`:
+/// Redis is part of the server side; on every CPU it took the load
+/// generator's, and the ratio measured wrk starved while the web server's
+/// CPU sat partly idle), and a worker that runs
 /// [`AppendLine`] between the runs, not during them: the runs measure what
 /// sending the jobs costs the web server, as when workers are elsewhere.
 #[cfg(feature = "redis")]
@@ -2079,7 +2081,7 @@ mod redis_side {
 
     /// Starts Redis and the web server sending its jobs there.
     pub(super) fn start(workers: usize, log: Arc<PathBuf>) -> Result<ServerHandle, String> {
-        let redis = RedisServer::on_every_cpu();
+        let redis = RedisServer::start();
         let config = redis.config();
         let handle = Server::builder()
             .address("127.0.0.1:0")

@@ -152,6 +152,69 @@ fn jobs_go_to_redis_after_the_response_and_a_worker_runs_them() {
 }
 
 #[test]
+fn statuses_share_a_hash_per_group_of_ids_that_expires_a_ttl_after_its_last_change() {
+    use afterward::redis::client::cmd;
+    let redis = RedisServer::start();
+    let mut config = redis.config();
+    config.status_ttl = Duration::from_secs(2);
+    let server = server(config.clone());
+    let ids: Vec<String> = (0..50).map(|_| post(&server, "/flaky?key=hash")).collect();
+    server.wait_idle();
+    // One hash per 4,096 consecutive ids (the counter the id ends with),
+    // and no key per job.
+    let mut groups: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let counter = u64::from_str_radix(&id[16..], 16).unwrap();
+            format!("afterward:status:{:x}", counter >> 12)
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let mut con = redis.connection();
+    let mut keys: Vec<String> = cmd("KEYS")
+        .arg("afterward:status:*")
+        .query(&mut con)
+        .unwrap();
+    keys.sort();
+    assert_eq!(keys, groups);
+    let fields: u64 = groups
+        .iter()
+        .map(|key| cmd("HLEN").arg(key).query::<u64>(&mut con).unwrap())
+        .sum();
+    assert_eq!(fields, 50);
+    // The worker's writes set the TTL again (here: down from a minute).
+    for key in &groups {
+        let _: () = cmd("PEXPIRE").arg(key).arg(60_000).query(&mut con).unwrap();
+    }
+    let worker = worker(config);
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 50));
+    for key in &groups {
+        let ttl: i64 = cmd("PTTL").arg(key).query(&mut con).unwrap();
+        assert!((1..=2000).contains(&ttl), "{key}: PTTL {ttl}");
+    }
+    let status = server.get(&format!("/jobs/{}", ids[49])).send().json();
+    assert_eq!(status["status"], "done");
+    // Then the statuses go with their hash (Redis's clock: nothing to wait
+    // on but the key).
+    let started = std::time::Instant::now();
+    while groups
+        .iter()
+        .any(|key| cmd("EXISTS").arg(key).query::<bool>(&mut con).unwrap())
+    {
+        assert!(
+            started.elapsed() < TEST_TIMEOUT,
+            "the statuses never expired"
+        );
+        std::thread::yield_now();
+    }
+    for id in [&ids[0], &ids[49]] {
+        assert_eq!(server.get(&format!("/jobs/{id}")).send().status(), 404);
+    }
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
 fn a_failing_job_is_retried_by_the_worker_then_dead_and_can_be_requeued() {
     let redis = RedisServer::start();
     let server = server(redis.config());

@@ -27,6 +27,8 @@ pub use self::envelope::{Envelope, ENVELOPE_VERSION};
 pub(crate) use self::runner::backoff;
 pub use self::runner::{DeadLetter, JobMode, JobSettings, Jobs};
 pub(crate) use self::runner::{JobRunner, JobStep};
+#[cfg(feature = "redis")]
+pub(crate) use self::status::IdSource;
 pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
 
 use crate::extract::Path;

@@ -306,17 +306,18 @@ impl JobRunner {
             state: Mutex::default(),
             changed: Condvar::new(),
         });
+        let ids = IdSource::default();
         let runner = Arc::new(JobRunner {
             registry,
             state: Arc::new(state),
-            statuses: StatusStore::new(settings.status_capacity),
+            statuses: StatusStore::new(settings.status_capacity, ids.origin()),
             settings,
             counters,
             dead: Mutex::default(),
             captured: Mutex::default(),
             pool: pool.clone(),
             timer: timer.clone(),
-            ids: IdSource::default(),
+            ids,
             broker,
             spill,
             closing: Default::default(),

@@ -85,6 +85,8 @@ impl JobStatus {
 /// they are first used.
 pub(crate) struct StatusStore {
     capacity: usize,
+    /// The counter of the first id: it takes slot 0.
+    origin: u64,
     slots: Mutex<Vec<Option<Slot>>>,
 }
 
@@ -102,9 +104,12 @@ pub(crate) struct Record {
 }
 
 impl StatusStore {
-    pub(crate) fn new(capacity: usize) -> StatusStore {
+    /// A store for the ids of a source whose counter starts at `origin`
+    /// ([`IdSource::origin`]): the first id takes the first slot.
+    pub(crate) fn new(capacity: usize, origin: u64) -> StatusStore {
         StatusStore {
             capacity,
+            origin,
             slots: Mutex::default(),
         }
     }
@@ -118,7 +123,7 @@ impl StatusStore {
         if self.capacity == 0 {
             return None;
         }
-        let sequence = IdSource::sequence(id)?;
+        let sequence = IdSource::sequence(id)?.wrapping_sub(self.origin);
         usize::try_from(sequence % self.capacity as u64).ok()
     }
 
@@ -174,10 +179,28 @@ impl StatusStore {
 /// Job ids: 16 hex digits of a secret (the standard library's randomly keyed
 /// hasher over a counter), which makes them unguessable, then the counter in
 /// hex, which makes them unique and gives the status store its slot.
-#[derive(Default)]
+///
+/// The counter starts at a random origin (below 2^62), so that the ids of
+/// two processes, or of one process and the same process restarted, fall in
+/// different ranges: a Redis deployment keeps the statuses of each 4,096
+/// consecutive ids in one hash ([`IdSource::group`]), and a range used again
+/// would keep an old group alive.
 pub(crate) struct IdSource {
     keys: std::collections::hash_map::RandomState,
+    origin: u64,
     next: AtomicU64,
+}
+
+impl Default for IdSource {
+    fn default() -> IdSource {
+        let keys = std::collections::hash_map::RandomState::new();
+        let origin = keys.build_hasher().finish() >> 2;
+        IdSource {
+            keys,
+            origin,
+            next: AtomicU64::new(origin),
+        }
+    }
 }
 
 impl IdSource {
@@ -197,6 +220,11 @@ impl IdSource {
         Arc::from(std::str::from_utf8(&buf[..digits]).unwrap_or_default())
     }
 
+    /// Where this source's counter started.
+    pub(crate) fn origin(&self) -> u64 {
+        self.origin
+    }
+
     fn secret(&self, n: u64) -> u64 {
         let mut hasher = self.keys.build_hasher();
         hasher.write_u64(n);
@@ -208,6 +236,14 @@ impl IdSource {
         let counter = id.get(16..).filter(|c| !c.is_empty() && c.len() <= 16)?;
         u64::from_str_radix(counter, 16).ok()
     }
+
+    /// The group of 4,096 consecutive ids `id` belongs to, in hex (`None`
+    /// for an id not of this form): where a Redis deployment keeps its
+    /// status.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn group(id: &str) -> Option<String> {
+        IdSource::sequence(id).map(|n| format!("{:x}", n >> 12))
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +252,8 @@ mod tests {
 
     #[test]
     fn the_oldest_status_is_evicted_first() {
-        let (ids, store) = (IdSource::default(), StatusStore::new(2));
+        let ids = IdSource::default();
+        let store = StatusStore::new(2, ids.origin());
         let [a, b, c] = [(); 3].map(|()| ids.next());
         store.insert(&a, Cow::Borrowed("j"));
         store.insert(&b, Cow::Borrowed("j"));
@@ -229,7 +266,8 @@ mod tests {
 
     #[test]
     fn only_the_whole_id_finds_a_status() {
-        let (ids, store) = (IdSource::default(), StatusStore::new(8));
+        let ids = IdSource::default();
+        let store = StatusStore::new(8, ids.origin());
         let id = ids.next();
         store.insert(&id, Cow::Borrowed("j"));
         // Same slot (same counter), another secret: a guessed id.
@@ -250,7 +288,24 @@ mod tests {
             let id = ids.next();
             assert_eq!(&*id, format!("{:016x}{n:x}", ids.secret(n)));
             assert_eq!(IdSource::sequence(&id), Some(n));
+            assert_eq!(IdSource::group(&id), Some(format!("{:x}", n >> 12)));
             assert!(seen.insert(id));
         }
+        assert_eq!(IdSource::group("not an id of ours"), None);
+    }
+
+    #[test]
+    fn each_source_counts_from_its_own_random_origin() {
+        let (a, b) = (IdSource::default(), IdSource::default());
+        assert_ne!(a.origin(), b.origin());
+        assert!(a.origin() < 1 << 62 && b.origin() < 1 << 62);
+        let first = a.next();
+        assert_eq!(IdSource::sequence(&first), Some(a.origin()));
+        assert_eq!(IdSource::sequence(&a.next()), Some(a.origin() + 1));
+        // The first id takes the store's first slot: the store grows from
+        // the start, wherever the counter began.
+        let store = StatusStore::new(10, a.origin());
+        store.insert(&first, Cow::Borrowed("j"));
+        assert_eq!(store.lock().len(), 1);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use redis::Value;
 
-use super::{pending_count, Keys, LazyConnection, RedisConfig, StatusWrite};
+use super::{pending_count, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
 use crate::jobs::Envelope;
 
 /// Reads and repairs a deployment's queues.
@@ -150,14 +150,14 @@ impl Admin {
                 .arg(&keys.dead)
                 .arg(&entry)
                 .ignore();
-            StatusWrite {
+            let status = StatusWrite {
                 name: &envelope.name,
                 state: "queued",
                 attempts: 0,
                 error: None,
                 next_run_ms: None,
-            }
-            .add_to(&mut pipe, keys, self.connection.config(), id);
+            };
+            StatusWrites::one(&mut pipe, keys, self.connection.config(), id, &status);
             pipe.query::<()>(con)
         })?;
         Ok(true)

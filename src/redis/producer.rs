@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite};
+use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
 use crate::jobs::broker::Broker;
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
@@ -87,7 +87,12 @@ impl Broker for Producer {
             due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
         };
         let mut pipe = redis::pipe();
-        write_job(&mut pipe, &self.keys, self.direct.config(), &outgoing);
+        write_jobs(
+            &mut pipe,
+            &self.keys,
+            self.direct.config(),
+            std::slice::from_ref(&outgoing),
+        );
         self.direct.call(|connection| pipe.query::<()>(connection))
     }
 
@@ -128,34 +133,40 @@ impl Drop for Producer {
     }
 }
 
-/// Adds one job to a pipeline: its status (`queued`, first, so that a
-/// worker's `running` always comes after), then the job itself.
-fn write_job(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, job: &Outgoing) {
-    let envelope = &job.envelope;
-    StatusWrite {
-        name: &envelope.name,
-        state: "queued",
-        attempts: envelope.attempts,
-        error: None,
-        next_run_ms: None,
+/// Adds a batch of jobs to a pipeline: their statuses (`queued`, first, so
+/// that a worker's `running` always comes after), then the jobs themselves.
+fn write_jobs(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, batch: &[Outgoing]) {
+    let mut statuses = StatusWrites::default();
+    for job in batch {
+        let envelope = &job.envelope;
+        let status = StatusWrite {
+            name: &envelope.name,
+            state: "queued",
+            attempts: envelope.attempts,
+            error: None,
+            next_run_ms: None,
+        };
+        statuses.push(keys, &envelope.id, &status);
     }
-    .add_to(pipe, keys, config, &envelope.id);
-    let text = envelope.to_json_text();
-    match job.due_ms {
-        None => pipe
-            .cmd("XADD")
-            .arg(&keys.stream)
-            .arg("*")
-            .arg("envelope")
-            .arg(text)
-            .ignore(),
-        Some(due) => pipe
-            .cmd("ZADD")
-            .arg(&keys.delayed)
-            .arg(due)
-            .arg(text)
-            .ignore(),
-    };
+    statuses.add_to(pipe, config);
+    for job in batch {
+        let text = job.envelope.to_json_text();
+        match job.due_ms {
+            None => pipe
+                .cmd("XADD")
+                .arg(&keys.stream)
+                .arg("*")
+                .arg("envelope")
+                .arg(text)
+                .ignore(),
+            Some(due) => pipe
+                .cmd("ZADD")
+                .arg(&keys.delayed)
+                .arg(due)
+                .arg(text)
+                .ignore(),
+        };
+    }
 }
 
 /// The sender thread's state.
@@ -248,9 +259,7 @@ impl SendLoop {
             *connection = Some(self.config.connect()?);
         }
         let mut pipe = redis::pipe();
-        for job in batch {
-            write_job(&mut pipe, &self.keys, &self.config, job);
-        }
+        write_jobs(&mut pipe, &self.keys, &self.config, batch);
         pipe.query::<()>(connection.as_mut().expect("connected above"))
     }
 }

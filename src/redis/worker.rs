@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::Value;
 
-use super::{now_ms, pending_count, Keys, RedisConfig, StatusWrite};
+use super::{now_ms, pending_count, Keys, RedisConfig, StatusWrite, StatusWrites};
 use crate::jobs::{backoff, Envelope, Failure, Job, JobContext, JobSettings, Registry};
 use crate::routing::App;
 use crate::state::StateMap;
@@ -925,7 +925,7 @@ impl IoLoop {
         con: &mut redis::Connection,
         held: &mut HashMap<String, Held>,
     ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
+        let mut statuses = StatusWrites::default();
         let mut announced = Vec::new();
         for (entry, job) in held.iter() {
             if !job.announced && job.started.elapsed() >= ANNOUNCE_AFTER {
@@ -936,13 +936,15 @@ impl IoLoop {
                     error: job.last_error.as_deref(),
                     next_run_ms: None,
                 };
-                status.add_to(&mut pipe, &self.keys, &self.config, &job.id);
+                statuses.push(&self.keys, &job.id, &status);
                 announced.push(entry.clone());
             }
         }
         if announced.is_empty() {
             return Ok(());
         }
+        let mut pipe = redis::pipe();
+        statuses.add_to(&mut pipe, &self.config);
         pipe.query::<()>(con)?;
         for entry in announced {
             if let Some(job) = held.get_mut(&entry) {
@@ -1009,6 +1011,7 @@ impl IoLoop {
         let mut delete = redis::cmd("XDEL");
         delete.arg(&self.keys.stream);
         let mut finished_any = false;
+        let mut statuses = StatusWrites::default();
         for finished in done {
             let Some(outcome) = &finished.outcome else {
                 continue; // not run: it stays pending, for another worker
@@ -1065,8 +1068,9 @@ impl IoLoop {
                     status.error = Some(&failure.message);
                 }
             }
-            status.add_to(&mut pipe, &self.keys, &self.config, &envelope.id);
+            statuses.push(&self.keys, &envelope.id, &status);
         }
+        statuses.add_to(&mut pipe, &self.config);
         if finished_any {
             pipe.add_command(ack).ignore();
             pipe.add_command(delete).ignore();

@@ -14,8 +14,6 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
     extra: Vec<String>,
-    /// Started with `taskset` on every CPU, whatever this process is pinned to.
-    every_cpu: bool,
 }
 
 impl RedisServer {
@@ -30,18 +28,7 @@ impl RedisServer {
             child: None,
             dir: TempDir::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            every_cpu: false,
         };
-        server.restart();
-        server
-    }
-
-    /// A server without persistence, on every CPU (`taskset`, util-linux),
-    /// not on the CPUs this process is pinned to: for a benchmark whose
-    /// servers are pinned, as Redis would have a machine of its own.
-    pub fn on_every_cpu() -> RedisServer {
-        let mut server = RedisServer::not_started();
-        server.every_cpu = true;
         server.restart();
         server
     }
@@ -52,7 +39,6 @@ impl RedisServer {
             child: None,
             dir: TempDir::new(),
             extra: vec!["--appendonly".into(), "no".into()],
-            every_cpu: false,
         }
     }
 
@@ -75,15 +61,7 @@ impl RedisServer {
     /// any, is read back); returns once it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut command = if self.every_cpu {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let mut taskset = Command::new("taskset");
-            taskset.args(["-c", &format!("0-{}", cpus - 1), "redis-server"]);
-            taskset
-        } else {
-            Command::new("redis-server")
-        };
-        let mut child = command
+        let mut child = Command::new("redis-server")
             .args(["--port", "0", "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--save", "", "--dir"])
