@@ -483,6 +483,13 @@ impl BackgroundPool {
             batch.discard("the background pool has shut down");
             return;
         }
+        let sends_jobs = self.inner.jobs.as_ref().is_some_and(|r| r.has_broker());
+        if sends_jobs && !state.abandoned.load(Ordering::SeqCst) {
+            batch.send_jobs_now();
+            if batch.is_empty() {
+                return;
+            }
+        }
         batch.mark_queued();
         if state.abandoned.load(Ordering::SeqCst) {
             batch.discard(DEADLINE_PASSED);

@@ -534,6 +534,42 @@ impl Batch {
         Some(task)
     }
 
+    /// Hands the list's leading job sends to their broker on this thread,
+    /// while its buffer takes them without waiting: no pool thread to wake
+    /// for work that is only a hand-off. What is left (a closure, a send
+    /// behind one, or a send the full buffer refused) goes to the pool as
+    /// before, in order, under its [`OnFull`](crate::OnFull) policy.
+    pub(crate) fn send_jobs_now(&mut self) {
+        while self
+            .tasks
+            .front()
+            .is_some_and(|task| matches!(&task.work, Work::Job(step) if step.sends()))
+        {
+            let Some(BackgroundTask {
+                name,
+                work: Work::Job(step),
+            }) = self.tasks.pop_front()
+            else {
+                unreachable!("the front task is a job send");
+            };
+            let started = Instant::now();
+            match step.try_send() {
+                None => {
+                    self.counters.started(self.queued);
+                    self.counters
+                        .finished(TaskOutcome::Completed, started.elapsed());
+                }
+                Some(step) => {
+                    self.tasks.push_front(BackgroundTask {
+                        name,
+                        work: Work::Job(step),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs every task left, in order, on this thread.
     pub(crate) fn run_all(mut self) {
         while let Some(task) = self.start_next() {

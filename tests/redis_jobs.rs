@@ -7,17 +7,20 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use afterward::redis::{Admin, RedisConfig, Worker};
 use afterward::testing::TestServer;
 use afterward::{
-    App, BackgroundTasks, HttpError, Job, JobContext, JobResult, JobSettings, Json, Query, Server,
+    App, BackgroundTasks, HttpError, Job, JobContext, JobResult, JobSettings, Json, OnFull, Query,
+    Server,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use support::redis::RedisServer;
-use support::{record_run, runs, TEST_TIMEOUT};
+use support::{record_run, runs, Gate, TEST_TIMEOUT};
 
 /// Fails its first `fail` attempts, then succeeds; `fail` above the
 /// attempts allowed makes it dead.
@@ -273,6 +276,122 @@ fn jobs_wait_in_the_buffer_while_redis_is_down_and_arrive_when_it_is_back() {
     let worker = worker(redis.config());
     assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 30));
     assert_eq!(runs("late").len(), 30);
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn jobs_arriving_within_the_linger_share_one_send() {
+    let redis = RedisServer::start();
+    let mut config = redis.config();
+    config.linger = Duration::from_millis(500);
+    let server = TestServer::with_builder(
+        Server::builder().redis(config),
+        app().get("/metrics", afterward::metrics_handler),
+    );
+    let ids: Vec<String> = (0..5).map(|_| post(&server, "/flaky?key=linger")).collect();
+    server.wait_idle();
+    assert_eq!(server.stats().jobs_sent, 5);
+    let metrics = server.get("/metrics").send().text();
+    assert!(
+        metrics.contains("\nafterward_jobs_send_batches_total 1\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        Admin::new(redis.config()).counts().unwrap().ready,
+        ids.len() as u64
+    );
+}
+
+#[test]
+fn a_job_is_sent_from_the_request_worker_even_while_every_pool_thread_is_busy() {
+    let redis = RedisServer::start();
+    let (entered, release) = (Gate::new(), Gate::new());
+    let held = Arc::new(AtomicBool::new(false));
+    let (entered_tx, release_rx, held_tx) = (entered.clone(), release.clone(), held.clone());
+    let app = app().post("/block", move |tasks: BackgroundTasks| {
+        let (entered, release, held) = (entered_tx.clone(), release_rx.clone(), held_tx.clone());
+        tasks.add_task(move || {
+            held.store(true, Ordering::SeqCst);
+            entered.open();
+            let opened = release.wait();
+            held.store(false, Ordering::SeqCst);
+            assert!(opened, "the test never opened the gate");
+        });
+        (202, "held")
+    });
+    let server = TestServer::with_builder(
+        Server::builder()
+            .workers(2)
+            .background_workers(1)
+            .redis(redis.config()),
+        app,
+    );
+    assert_eq!(server.post("/block").send().status(), 202);
+    assert!(entered.wait(), "the closure holds the pool's only thread");
+    // Sending needs no pool thread: the job reaches a worker meanwhile.
+    let id = post(&server, "/flaky?key=direct");
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    assert!(
+        held.load(Ordering::SeqCst),
+        "the job ran only once the pool was free"
+    );
+    assert_eq!(runs("direct"), [format!("direct {id} attempt 1")]);
+    release.open();
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!((stats.jobs_sent, stats.completed), (1, 2), "{stats:?}");
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+#[test]
+fn a_full_send_buffer_falls_back_to_the_pool_and_its_on_full_policy_and_loses_nothing() {
+    let mut redis = RedisServer::not_started();
+    let mut config = redis.config();
+    config.buffer_capacity = 4;
+    config.batch = 1;
+    let server = TestServer::with_builder(
+        Server::builder()
+            .workers(2)
+            .background_workers(1)
+            .queue_capacity(2)
+            .on_full(OnFull::Shed)
+            .redis(config),
+        app(),
+    );
+    // Redis is down: the buffer fills (the sender holds one more), then a
+    // pool thread waits on it, then the pool's queue fills, then requests
+    // are shed.
+    let mut accepted = Vec::new();
+    loop {
+        let response = server.post("/flaky?key=full").send();
+        if response.status() == 503 {
+            assert!(response.json()["detail"].is_string(), "{}", response.text());
+            break;
+        }
+        assert_eq!(response.status(), 202, "{}", response.text());
+        accepted.push(response.json()["id"].as_str().unwrap().to_owned());
+        assert!(accepted.len() < 50, "no request was shed");
+    }
+    // At least the buffer, the sender's one, a pool thread's and the queue.
+    assert!(accepted.len() >= 4 + 1 + 1 + 2, "{}", accepted.len());
+    let stats = server.stats();
+    assert_eq!((stats.jobs_sent, stats.jobs_discarded), (0, 0), "{stats:?}");
+
+    redis.restart();
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!(stats.jobs_sent, accepted.len() as u64, "{stats:?}");
+    assert_eq!((stats.jobs_discarded, stats.jobs_buffered), (0, 0));
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == accepted.len() as u64));
+    let ran = runs("full");
+    for id in &accepted {
+        assert!(
+            ran.contains(&format!("full {id} attempt 1")),
+            "{id} did not run"
+        );
+    }
     assert!(worker.stop(TEST_TIMEOUT).is_complete());
 }
 

@@ -11,11 +11,24 @@ use super::{Envelope, JobStatus};
 /// Architecture invariant: a job handed to [`send`](Broker::send) is counted
 /// `jobs_buffered` until the broker has it (then `jobs_sent`), or until
 /// [`close`](Broker::close) gives it back, and the runner counts it discarded.
+/// Why [`Broker::try_send`] gave a job back.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Refused {
+    /// Its buffer is full.
+    Full(Envelope),
+    /// It has stopped.
+    Stopped(Envelope),
+}
+
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Takes the job (due `delay` from now, if any), to send it soon, in a
     /// batch with others. Waits while the broker's buffer is full. `Err`
     /// gives the job back when the broker has stopped.
     fn send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Envelope>;
+
+    /// [`send`](Self::send) without waiting: `Err` gives the job back, when
+    /// the buffer is full or the broker has stopped.
+    fn try_send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Refused>;
 
     /// Sends the job now, on this thread: `Ok` once the broker has it.
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String>;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::broker::Broker;
+use super::broker::{Broker, Refused};
 use super::status::{IdSource, JobState, JobStatus, StatusStore, DEFAULT_JOB_STATUS_CAPACITY};
 use super::{EnqueueError, Envelope, Job, JobContext, Registry};
 use crate::pool::{current_slot, PoolSubmitter};
@@ -759,6 +759,36 @@ impl JobStep {
         TaskName::Job {
             name: self.envelope.name.clone(),
             id: self.envelope.id.clone(),
+        }
+    }
+
+    /// Whether this step hands the job to a broker.
+    pub(crate) fn sends(&self) -> bool {
+        self.send && self.runner.broker.is_some()
+    }
+
+    /// A send step, done on this thread if the broker's buffer takes it
+    /// without waiting; otherwise the step comes back (the buffer is full,
+    /// or this is not a send step). A broker that has stopped discards the
+    /// job, counted, as [`run`](Self::run) would.
+    pub(crate) fn try_send(self) -> Option<JobStep> {
+        let Some(broker) = self.runner.broker.as_ref().filter(|_| self.send) else {
+            return Some(self);
+        };
+        // Counted before the broker has it: its sender may count it sent at once.
+        self.runner.counters.job_buffered();
+        match broker.try_send(self.envelope, self.delay) {
+            Ok(()) => None,
+            Err(Refused::Full(envelope)) => {
+                self.runner.counters.jobs_unbuffered(1, false);
+                Some(JobStep { envelope, ..self })
+            }
+            Err(Refused::Stopped(envelope)) => {
+                let reason = "the broker's sender has stopped";
+                self.runner.discarded(&envelope.id, &envelope.name, reason);
+                self.runner.counters.jobs_unbuffered(1, false);
+                None
+            }
         }
     }
 

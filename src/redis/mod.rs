@@ -61,6 +61,7 @@ use crate::Error;
 /// | [`timeout`](Self::timeout) | 2 s, on every connect, read and write |
 /// | [`buffer_capacity`](Self::buffer_capacity) | 10,000 jobs waiting to be sent |
 /// | [`batch`](Self::batch) | 100 jobs per pipelined send or read |
+/// | [`linger`](Self::linger) | 1 ms: how long a job waits for others to share its send |
 /// | [`status_ttl`](Self::status_ttl) | 24 h |
 /// | [`dead_letter_capacity`](Self::dead_letter_capacity) | 10,000 (oldest trimmed) |
 #[derive(Debug, Clone)]
@@ -72,12 +73,19 @@ pub struct RedisConfig {
     /// The longest a connect, a read or a write may take; a call that times
     /// out is retried, and a send that timed out may have landed.
     pub timeout: Duration,
-    /// Jobs the web server holds while Redis is slow or down; when full, the
-    /// background thread handing it a job waits (and the server's
-    /// [`OnFull`](crate::OnFull) policy applies as its queue fills).
+    /// Jobs the web server holds while Redis is slow or down. Request
+    /// workers hand their jobs to it directly while it has room; when it is
+    /// full, jobs go through the background pool, whose threads wait for
+    /// room, and the server's [`OnFull`](crate::OnFull) policy applies as
+    /// the pool's queue fills.
     pub buffer_capacity: usize,
     /// Jobs per pipelined `XADD` (sender) or `XREADGROUP` (worker).
     pub batch: usize,
+    /// How long the sender waits, once a job comes, for others to join it
+    /// (up to [`batch`](Self::batch)), so that many requests' jobs share one
+    /// round trip to Redis, and request workers hand jobs over without
+    /// waking the sender each time. Zero sends each job at once.
+    pub linger: Duration,
     /// How long a job's status is kept in Redis after its last change, at
     /// least: statuses are kept in hashes of 4,096 ids, and a hash goes once
     /// none of its statuses has changed for this long.
@@ -103,6 +111,7 @@ impl RedisConfig {
             timeout: Duration::from_secs(2),
             buffer_capacity: 10_000,
             batch: 100,
+            linger: Duration::from_millis(1),
             status_ttl: Duration::from_secs(24 * 3600),
             dead_letter_capacity: 10_000,
         })

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 
 use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
-use crate::jobs::broker::Broker;
+use crate::jobs::broker::{Broker, Refused};
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
 use crate::Error;
@@ -81,6 +81,16 @@ impl Broker for Producer {
             .map_err(|unsent| unsent.0.envelope)
     }
 
+    fn try_send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Refused> {
+        let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
+        self.buffer
+            .try_send(Outgoing { envelope, due_ms })
+            .map_err(|refused| match refused {
+                TrySendError::Full(job) => Refused::Full(job.envelope),
+                TrySendError::Disconnected(job) => Refused::Stopped(job.envelope),
+            })
+    }
+
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
         let outgoing = Outgoing {
             envelope: envelope.clone(),
@@ -134,7 +144,9 @@ impl Drop for Producer {
 }
 
 /// Adds a batch of jobs to a pipeline: their statuses (`queued`, first, so
-/// that a worker's `running` always comes after), then the jobs themselves.
+/// that a worker's `running` always comes after), then the jobs themselves:
+/// an `XADD` each for those due now (a script adding them all cost Redis
+/// 1.5–2 µs more per job, measured), one `ZADD` for those due later.
 fn write_jobs(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, batch: &[Outgoing]) {
     let mut statuses = StatusWrites::default();
     for job in batch {
@@ -149,23 +161,24 @@ fn write_jobs(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, bat
         statuses.push(keys, &envelope.id, &status);
     }
     statuses.add_to(pipe, config);
-    for job in batch {
-        let text = job.envelope.to_json_text();
-        match job.due_ms {
-            None => pipe
-                .cmd("XADD")
-                .arg(&keys.stream)
-                .arg("*")
-                .arg("envelope")
-                .arg(text)
-                .ignore(),
-            Some(due) => pipe
-                .cmd("ZADD")
-                .arg(&keys.delayed)
-                .arg(due)
-                .arg(text)
-                .ignore(),
-        };
+    let (now, later): (Vec<&Outgoing>, Vec<&Outgoing>) =
+        batch.iter().partition(|job| job.due_ms.is_none());
+    for job in now {
+        pipe.cmd("XADD")
+            .arg(&keys.stream)
+            .arg("*")
+            .arg("envelope")
+            .arg(job.envelope.to_json_text())
+            .ignore();
+    }
+    if !later.is_empty() {
+        let add = pipe.cmd("ZADD");
+        add.arg(&keys.delayed);
+        for job in later {
+            add.arg(job.due_ms.unwrap_or(0))
+                .arg(job.envelope.to_json_text());
+        }
+        add.ignore();
     }
 }
 
@@ -192,6 +205,13 @@ impl SendLoop {
                         Err(_) => return batch,
                     },
                     recv(stop) -> _ => break,
+                }
+                // Others may come meanwhile; not woken by each of them.
+                if !self.config.linger.is_zero() && jobs.len() + 1 < self.config.batch {
+                    select! {
+                        recv(stop) -> _ => break,
+                        default(self.config.linger) => {}
+                    }
                 }
             }
             while batch.len() < self.config.batch {
