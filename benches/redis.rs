@@ -18,7 +18,10 @@
 //!    do at most with nothing else (no status, no job run).
 //!
 //! Rounds interleave (send, worker, raw) and the medians are reported, with
-//! the worker's ratio to the raw consumer. The markdown is printed and written
+//! the worker's ratio to the raw consumer, and for each phase the CPU time
+//! per job of redis-server (`INFO cpu`) and of this process
+//! (`/proc/self/stat`): on a shared 2-core machine, rates swing with the
+//! neighbours; CPU per job says where the time goes. The markdown is printed and written
 //! to `target/bench-redis.md`. Without `--bench` it only makes a quick check.
 
 use std::time::{Duration, Instant};
@@ -183,6 +186,41 @@ fn raw_consumer(config: &RedisConfig, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// One phase of a round.
+#[derive(Clone, Copy, Default)]
+struct Measured {
+    /// Jobs per second.
+    rate: f64,
+    /// redis-server's CPU per job, µs.
+    redis_us: f64,
+    /// This process's CPU per job, µs (every thread: the pool and its
+    /// sender, the worker, or the raw consumer).
+    own_us: f64,
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0}/s (CPU per job: Redis {:.1} µs, client {:.1} µs)",
+            self.rate, self.redis_us, self.own_us
+        )
+    }
+}
+
+/// Runs `phase` (which returns jobs/s), with Redis's and this process's CPU
+/// per job over it.
+fn measure(config: &RedisConfig, n: usize, phase: impl FnOnce() -> f64) -> Measured {
+    let (redis, own) = (redis_cpu(config), own_cpu());
+    let rate = phase();
+    let per_job = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    Measured {
+        rate,
+        redis_us: per_job(redis_cpu(config).saturating_sub(redis)),
+        own_us: per_job(own_cpu().saturating_sub(own)),
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -200,43 +238,45 @@ fn main() {
         .unwrap_or(if full { 5 } else { 1 });
     let redis = support::redis::RedisServer::start();
     let config = redis.config();
-    let (mut sends, mut workers, mut raws) = (Vec::new(), Vec::new(), Vec::new());
+    // Per phase (send, worker, raw): jobs/s, Redis's CPU and this process's
+    // CPU per job, each round.
+    let mut phases: [Vec<Measured>; 3] = Default::default();
     for round in 1..=rounds {
         flush(&config);
-        let (cpu, own) = (redis_cpu(&config), own_cpu());
-        let sent = send(&config, n);
-        let send_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
-        let send_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
-        let (cpu, own) = (redis_cpu(&config), own_cpu());
-        let worked = worker(&config, n);
-        let worker_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
-        let worker_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
+        let sent = measure(&config, n, || send(&config, n));
+        let worked = measure(&config, n, || worker(&config, n));
         flush(&config);
         send(&config, n);
-        let (cpu, own) = (redis_cpu(&config), own_cpu());
-        let raw = raw_consumer(&config, n);
-        let raw_cpu = (redis_cpu(&config) - cpu).as_secs_f64() * 1e6 / n as f64;
-        let raw_own = (own_cpu() - own).as_secs_f64() * 1e6 / n as f64;
+        let raw = measure(&config, n, || raw_consumer(&config, n));
         println!(
-            "round {round}: send {sent:.0}/s, worker {worked:.0}/s, raw consumer {raw:.0}/s ({:.2}x); \
-             CPU per job (Redis + client): send {send_cpu:.1} + {send_own:.1} µs, worker {worker_cpu:.1} + {worker_own:.1} µs, raw {raw_cpu:.1} + {raw_own:.1} µs",
-            worked / raw
+            "round {round}: send {sent}, worker {worked}, raw consumer {raw}; worker / raw {:.2}x",
+            worked.rate / raw.rate
         );
-        sends.push(sent);
-        workers.push(worked);
-        raws.push(raw);
+        for (phase, measured) in phases.iter_mut().zip([sent, worked, raw]) {
+            phase.push(measured);
+        }
     }
-    let ratios: Vec<f64> = workers.iter().zip(&raws).map(|(w, r)| w / r).collect();
+    let ratios: Vec<f64> = phases[1]
+        .iter()
+        .zip(&phases[2])
+        .map(|(w, r)| w.rate / r.rate)
+        .collect();
+    let row = |label: &str, phase: &[Measured]| {
+        format!(
+            "| {label} | {:.0} | {:.1} | {:.1} |\n",
+            median(phase.iter().map(|m| m.rate).collect()),
+            median(phase.iter().map(|m| m.redis_us).collect()),
+            median(phase.iter().map(|m| m.own_us).collect()),
+        )
+    };
     let markdown = format!(
-        "| measure ({n} no-op jobs, ~100-byte payload; medians of {rounds} rounds) | jobs/s |\n\
-         |---|---:|\n\
-         | send: enqueue on a pool with Redis until Redis has them all | {:.0} |\n\
-         | **worker, end to end** (2 threads: read, run, status, ack + delete) | **{:.0}** |\n\
-         | raw consumer, the baseline (XREADGROUP 100, parse, XACK + XDEL) | {:.0} |\n\
-         | worker / raw consumer (median of the per-round ratios) | {:.2}× |\n",
-        median(sends),
-        median(workers),
-        median(raws),
+        "| measure ({n} no-op jobs, ~100-byte payload; medians of {rounds} rounds) | jobs/s | Redis CPU µs/job | client CPU µs/job |\n\
+         |---|---:|---:|---:|\n\
+         {}{}{}\
+         | worker / raw consumer (median of the per-round ratios) | {:.2}× | | |\n",
+        row("send: enqueue on a pool with Redis until Redis has them all", &phases[0]),
+        row("**worker, end to end** (2 threads: read, run, status, ack + delete)", &phases[1]),
+        row("raw consumer, the baseline (XREADGROUP 100, parse, XACK + XDEL)", &phases[2]),
         median(ratios),
     );
     println!("\n{markdown}");
