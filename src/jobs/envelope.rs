@@ -68,27 +68,27 @@ impl Envelope {
     /// written directly, the payload copied as the text it already is.
     pub fn to_json_text(&self) -> String {
         use std::fmt::Write;
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
         let payload = if self.payload.is_empty() {
             "null"
         } else {
             &self.payload
         };
         let mut out = String::with_capacity(self.payload.len() + 160);
+        let _ = write!(out, "{{\"v\":{ENVELOPE_VERSION},\"id\":");
+        push_json_str(&mut out, &self.id);
+        out.push_str(",\"name\":");
+        push_json_str(&mut out, &self.name);
         let _ = write!(
             out,
-            "{{\"v\":{ENVELOPE_VERSION},\"id\":{},\"name\":{},\"payload\":{payload},\"attempts\":{},\"max_attempts\":{},\"enqueued_at_ms\":{},\"request_id\":{}}}",
-            text(&self.id),
-            text(&self.name),
-            self.attempts,
-            self.max_attempts,
-            self.enqueued_at_ms,
-            text(&self.request_id),
+            ",\"payload\":{payload},\"attempts\":{},\"max_attempts\":{},\"enqueued_at_ms\":{},\"request_id\":",
+            self.attempts, self.max_attempts, self.enqueued_at_ms,
         );
+        push_json_str(&mut out, &self.request_id);
         if let Some(error) = &self.last_error {
-            out.pop();
-            let _ = write!(out, ",\"last_error\":{}}}", text(error));
+            out.push_str(",\"last_error\":");
+            push_json_str(&mut out, error);
         }
+        out.push('}');
         out
     }
 
@@ -160,6 +160,19 @@ impl Envelope {
             request_id: text("request_id")?.into(),
             last_error: value["last_error"].as_str().map(str::to_owned),
         })
+    }
+}
+
+/// Appends `s` as a JSON string: as it is between quotes when nothing in it
+/// needs escaping (ids, names: the common case, without an allocation),
+/// through serde_json otherwise.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
     }
 }
 

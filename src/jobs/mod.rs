@@ -22,6 +22,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "redis")]
+pub(crate) use self::envelope::push_json_str;
 pub use self::envelope::{Envelope, ENVELOPE_VERSION};
 #[cfg(feature = "redis")]
 pub(crate) use self::runner::backoff;

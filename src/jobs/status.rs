@@ -237,12 +237,11 @@ impl IdSource {
         u64::from_str_radix(counter, 16).ok()
     }
 
-    /// The group of 4,096 consecutive ids `id` belongs to, in hex (`None`
-    /// for an id not of this form): where a Redis deployment keeps its
-    /// status.
+    /// The group of 4,096 consecutive ids `id` belongs to (`None` for an id
+    /// not of this form): where a Redis deployment keeps its status.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn group(id: &str) -> Option<String> {
-        IdSource::sequence(id).map(|n| format!("{:x}", n >> 12))
+    pub(crate) fn group(id: &str) -> Option<u64> {
+        IdSource::sequence(id).map(|n| n >> 12)
     }
 }
 
@@ -288,7 +287,7 @@ mod tests {
             let id = ids.next();
             assert_eq!(&*id, format!("{:016x}{n:x}", ids.secret(n)));
             assert_eq!(IdSource::sequence(&id), Some(n));
-            assert_eq!(IdSource::group(&id), Some(format!("{:x}", n >> 12)));
+            assert_eq!(IdSource::group(&id), Some(n >> 12));
             assert!(seen.insert(id));
         }
         assert_eq!(IdSource::group("not an id of ours"), None);

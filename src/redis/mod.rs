@@ -48,7 +48,7 @@ pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
 pub(crate) use self::producer::Producer;
 pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
 
-use crate::jobs::{IdSource, JobState, JobStatus};
+use crate::jobs::{push_json_str, IdSource, JobState, JobStatus};
 use crate::pool::{BackgroundPoolBuilder, BrokerFactory};
 use crate::server::ServerBuilder;
 use crate::Error;
@@ -247,12 +247,16 @@ impl Keys {
     /// The hash holding job `id`'s status, among those of the 4,096 ids
     /// around it ([`StatusWrites`]).
     pub(crate) fn statuses(&self, id: &str) -> String {
-        let group = IdSource::group(id);
-        format!(
-            "{}:status:{}",
-            self.prefix,
-            group.as_deref().unwrap_or("other")
-        )
+        self.status_group(IdSource::group(id))
+    }
+
+    /// The hash of a group of ids ([`IdSource::group`]; `None`: ids not of
+    /// ours, which no status is written for in practice).
+    fn status_group(&self, group: Option<u64>) -> String {
+        match group {
+            Some(group) => format!("{}:status:{group:x}", self.prefix),
+            None => format!("{}:status:other", self.prefix),
+        }
     }
 
     /// The de-duplication mark of a job id ([`Dedupe`]).
@@ -283,17 +287,15 @@ impl StatusWrite<'_> {
     /// The status's JSON text.
     fn to_json_text(&self) -> String {
         use std::fmt::Write;
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
         let mut out = String::with_capacity(64 + self.name.len());
-        let _ = write!(
-            out,
-            "{{\"name\":{},\"status\":{},\"attempts\":{}",
-            text(self.name),
-            text(self.state),
-            self.attempts
-        );
+        out.push_str("{\"name\":");
+        push_json_str(&mut out, self.name);
+        out.push_str(",\"status\":");
+        push_json_str(&mut out, self.state);
+        let _ = write!(out, ",\"attempts\":{}", self.attempts);
         if let Some(error) = self.error {
-            let _ = write!(out, ",\"error\":{}", text(error));
+            out.push_str(",\"error\":");
+            push_json_str(&mut out, error);
         }
         if let Some(next) = self.next_run_ms {
             let _ = write!(out, ",\"next_run_ms\":{next}");
@@ -316,25 +318,36 @@ impl StatusWrite<'_> {
 /// TTL: each status lives at least that long after its last change.
 #[derive(Default)]
 pub(crate) struct StatusWrites {
-    /// Hash key → (id, status JSON) pairs, in the order written.
-    groups: Vec<(String, Vec<(String, String)>)>,
+    groups: Vec<StatusGroup>,
+}
+
+/// The statuses written to one group's hash.
+struct StatusGroup {
+    group: Option<u64>,
+    key: String,
+    /// (id, status JSON), in the order written.
+    fields: Vec<(String, String)>,
 }
 
 impl StatusWrites {
     /// Adds job `id`'s status.
     pub(crate) fn push(&mut self, keys: &Keys, id: &str, status: &StatusWrite<'_>) {
-        let key = keys.statuses(id);
+        let group = IdSource::group(id);
         let field = (id.to_owned(), status.to_json_text());
         // Jobs come in runs from one process: the last group is the likely one.
-        match self.groups.iter_mut().rev().find(|(k, _)| *k == key) {
-            Some((_, fields)) => fields.push(field),
-            None => self.groups.push((key, vec![field])),
+        match self.groups.iter_mut().rev().find(|g| g.group == group) {
+            Some(known) => known.fields.push(field),
+            None => self.groups.push(StatusGroup {
+                group,
+                key: keys.status_group(group),
+                fields: vec![field],
+            }),
         }
     }
 
     /// Adds the writes to `pipe`.
     pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, config: &RedisConfig) {
-        for (key, fields) in &self.groups {
+        for StatusGroup { key, fields, .. } in &self.groups {
             let set = pipe.cmd("HSET").arg(key);
             for (id, status) in fields {
                 set.arg(id).arg(status);
