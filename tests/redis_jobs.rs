@@ -559,3 +559,92 @@ fn in_mixed_mode_jobs_not_run_by_the_deadline_are_spilled_to_redis() {
     );
     assert!(worker.stop(TEST_TIMEOUT).is_complete());
 }
+
+#[test]
+fn a_worker_moves_stream_entries_that_are_not_jobs_to_the_dead_letters() {
+    use afterward::redis::client::cmd;
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _: String = cmd("XADD")
+        .arg(&["afterward:jobs", "*", "envelope", "{not json"])
+        .query(&mut con)
+        .unwrap();
+    let _: String = cmd("XADD")
+        .arg(&["afterward:jobs", "*", "other", "field"])
+        .query(&mut con)
+        .unwrap();
+    let worker = worker(redis.config());
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.dead == 2));
+    let counts = Admin::new(redis.config()).counts().unwrap();
+    assert_eq!(
+        (counts.ready, counts.pending, counts.dead),
+        (0, 0, 2),
+        "{counts:?}"
+    );
+    let dead: Vec<(String, Vec<String>)> = cmd("XRANGE")
+        .arg(&["afterward:dead", "-", "+"])
+        .query(&mut con)
+        .unwrap();
+    let texts: Vec<String> = dead
+        .into_iter()
+        .map(|(_, fields)| fields.join(" "))
+        .collect();
+    assert!(
+        texts[0].starts_with("envelope {not json error the envelope is not JSON"),
+        "{texts:?}"
+    );
+    assert!(
+        texts[1].starts_with("envelope  error the envelope is not JSON"),
+        "{texts:?}"
+    );
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}
+
+/// Waits for the test to open [`HOLD_RELEASE`] (at most the test timeout).
+#[derive(Serialize, Deserialize)]
+struct Hold {}
+
+static HOLD_RELEASE: std::sync::OnceLock<Gate> = std::sync::OnceLock::new();
+
+impl Job for Hold {
+    const NAME: &'static str = "hold";
+    const TIMEOUT: Option<Duration> = Some(Duration::from_millis(100));
+    fn run(self, _: &JobContext) -> JobResult {
+        assert!(HOLD_RELEASE.get_or_init(Gate::new).wait(), "never released");
+        Ok(())
+    }
+}
+
+#[test]
+fn a_job_running_past_its_timeout_is_shown_running_and_reported_overdue_once() {
+    let redis = RedisServer::start();
+    let app = App::new()
+        .job::<Hold>()
+        .post("/hold", |tasks: BackgroundTasks| {
+            let id = tasks.enqueue(Hold {})?;
+            Ok::<_, HttpError>((202, Json(json!({"id": id.as_str()}))))
+        })
+        .get("/jobs/{id}", afterward::job_status_handler);
+    let server = TestServer::with_builder(Server::builder().redis(redis.config()), app);
+    let id = post(&server, "/hold");
+    let worker = Worker::builder(redis.config())
+        .job::<Hold>()
+        .concurrency(2)
+        .start()
+        .unwrap();
+    // Past its 100 ms: counted once, and still running (it waits for us).
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.overdue == 1));
+    let status = server.get(&format!("/jobs/{id}")).send().json();
+    assert_eq!(
+        (status["status"].as_str(), status["attempts"].as_u64()),
+        (Some("running"), Some(1)),
+        "{status}"
+    );
+    HOLD_RELEASE.get_or_init(Gate::new).open();
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    let stats = worker.stats();
+    assert_eq!((stats.overdue, stats.succeeded), (1, 1), "{stats:?}");
+    let status = server.get(&format!("/jobs/{id}")).send().json();
+    assert_eq!(status["status"], "done");
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}

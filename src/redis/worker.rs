@@ -2,7 +2,7 @@
 //! one thread for everything it says to Redis (reads, acks, retries, dead
 //! letters, reclaims), so that all of it goes in batches.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -139,14 +139,22 @@ impl WorkerBuilder {
         let (finished, results) = crossbeam_channel::unbounded::<Vec<Finished>>();
         let registry = Arc::new(self.registry);
         let state = Arc::new(self.state);
+        let slots: Slots = (0..self.concurrency).map(|_| Mutex::new(None)).collect();
         let mut runners = Vec::with_capacity(self.concurrency);
         for index in 0..self.concurrency {
+            let runner = Runner {
+                registry: registry.clone(),
+                state: state.clone(),
+                shared: shared.clone(),
+                slots: slots.clone(),
+                index,
+                default_timeout: self.settings.timeout,
+            };
             let (to_run, finished) = (to_run.clone(), finished.clone());
-            let (registry, state, shared) = (registry.clone(), state.clone(), shared.clone());
             runners.push(
                 thread::Builder::new()
                     .name(format!("afterward-worker-{index}"))
-                    .spawn(move || run_jobs(&to_run, &finished, &registry, &state, &shared))?,
+                    .spawn(move || runner.run(&to_run, &finished))?,
             );
         }
         drop(finished);
@@ -157,7 +165,7 @@ impl WorkerBuilder {
             capacity,
             visibility: self.visibility_timeout,
             settings: self.settings,
-            registry,
+            slots,
             shared: shared.clone(),
         };
         let io = thread::Builder::new()
@@ -469,79 +477,140 @@ fn read_entries(reply: Value) -> Vec<Entry> {
     entries
 }
 
-/// A job read from the stream, for a runner thread.
+/// A job read from the stream, for a runner thread, which reads its
+/// envelope (off the I/O thread: reading envelopes was half its time).
 struct Delivery {
     entry: String,
-    envelope: Envelope,
+    text: String,
 }
 
 /// A runner's result, for the I/O thread to record.
 struct Finished {
     entry: String,
-    envelope: Envelope,
-    /// `None`: not run (the worker is stopping): leave it pending.
-    outcome: Option<Result<(), Failure>>,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Not run (the worker is stopping): it stays pending.
+    NotRun,
+    /// The entry is not a job: a dead letter.
+    Unreadable { text: String, error: String },
+    /// An attempt ended.
+    Ran {
+        envelope: Envelope,
+        result: Result<(), Failure>,
+    },
+}
+
+/// The job a runner thread is running, for the I/O thread to announce
+/// (`running`) and to watch for its deadline.
+struct Running {
+    entry: String,
+    id: Arc<str>,
+    name: std::borrow::Cow<'static, str>,
+    /// The attempt running.
+    attempt: u32,
+    last_error: Option<String>,
+    started: Instant,
+    deadline: Instant,
+    /// Whether its `running` status is written: only for a job still
+    /// running [`ANNOUNCE_AFTER`] after it started (a short job goes from
+    /// `queued` to its outcome, and costs Redis one status write, not two).
+    announced: bool,
+    overdue: bool,
+}
+
+/// One slot per runner thread: what it runs now. A runner empties its slot
+/// before it hands the result over, so the I/O thread never announces a job
+/// whose outcome it has recorded.
+type Slots = Arc<[Mutex<Option<Running>>]>;
+
+fn lock_slot(slot: &Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Running>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A runner thread: runs the jobs it is given, and sends their results in
 /// batches (whenever no other job is waiting for it), so that the I/O thread
 /// is woken once per batch rather than once per job.
-fn run_jobs(
-    to_run: &Receiver<Delivery>,
-    finished: &Sender<Vec<Finished>>,
-    registry: &Registry,
-    state: &Arc<StateMap>,
-    shared: &Shared,
-) {
-    let mut results = Vec::new();
-    while let Ok(first) = to_run.recv() {
-        let mut next = Some(first);
-        while let Some(delivery) = next {
-            results.push(run_one(delivery, registry, state, shared));
-            next = to_run.try_recv().ok();
-        }
-        if finished.send(std::mem::take(&mut results)).is_err() {
-            return;
-        }
-    }
+struct Runner {
+    registry: Arc<Registry>,
+    state: Arc<StateMap>,
+    shared: Arc<Shared>,
+    slots: Slots,
+    index: usize,
+    default_timeout: Duration,
 }
 
-/// Runs one job (unless the worker is stopping: then it goes back unrun).
-fn run_one(
-    delivery: Delivery,
-    registry: &Registry,
-    state: &Arc<StateMap>,
-    shared: &Shared,
-) -> Finished {
-    let Delivery {
-        entry,
-        mut envelope,
-    } = delivery;
-    if shared.stopping.load(Ordering::SeqCst) {
-        return Finished {
-            entry,
-            envelope,
-            outcome: None,
-        };
-    }
-    envelope.attempts += 1;
-    let outcome = match registry.get(&envelope.name) {
-        Some(spec) => {
-            let context = JobContext::for_attempt(&envelope, envelope.attempts, state.clone());
-            spec.attempt(&envelope.payload, &context)
+impl Runner {
+    fn run(&self, to_run: &Receiver<Delivery>, finished: &Sender<Vec<Finished>>) {
+        let mut results = Vec::new();
+        while let Ok(first) = to_run.recv() {
+            let mut next = Some(first);
+            while let Some(delivery) = next {
+                results.push(self.run_one(delivery));
+                next = to_run.try_recv().ok();
+            }
+            if finished.send(std::mem::take(&mut results)).is_err() {
+                return;
+            }
         }
-        None => Err(Failure {
-            message: format!(
-                "no job named {:?} is registered in this worker",
-                envelope.name
-            ),
-            retry: false,
-        }),
-    };
-    Finished {
-        entry,
-        envelope,
-        outcome: Some(outcome),
+    }
+
+    /// Runs one job (unless the worker is stopping: then it goes back unrun).
+    fn run_one(&self, delivery: Delivery) -> Finished {
+        let Delivery { entry, text } = delivery;
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Finished {
+                entry,
+                outcome: Outcome::NotRun,
+            };
+        }
+        let mut envelope = match Envelope::from_json_text(&text) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                return Finished {
+                    entry,
+                    outcome: Outcome::Unreadable { text, error },
+                }
+            }
+        };
+        envelope.attempts += 1;
+        let spec = self.registry.get(&envelope.name);
+        let timeout = spec.map_or(self.default_timeout, |spec| {
+            spec.timeout(self.default_timeout)
+        });
+        let now = Instant::now();
+        let slot = &self.slots[self.index];
+        *lock_slot(slot) = Some(Running {
+            entry: entry.clone(),
+            id: envelope.id.clone(),
+            name: envelope.name.clone(),
+            attempt: envelope.attempts,
+            last_error: envelope.last_error.clone(),
+            started: now,
+            deadline: now + timeout,
+            announced: false,
+            overdue: false,
+        });
+        let result = match spec {
+            Some(spec) => {
+                let context =
+                    JobContext::for_attempt(&envelope, envelope.attempts, self.state.clone());
+                spec.attempt(&envelope.payload, &context)
+            }
+            None => Err(Failure {
+                message: format!(
+                    "no job named {:?} is registered in this worker",
+                    envelope.name
+                ),
+                retry: false,
+            }),
+        };
+        *lock_slot(slot) = None;
+        Finished {
+            entry,
+            outcome: Outcome::Ran { envelope, result },
+        }
     }
 }
 
@@ -553,14 +622,14 @@ struct IoLoop {
     capacity: usize,
     visibility: Duration,
     settings: JobSettings,
-    registry: Arc<Registry>,
+    slots: Slots,
     shared: Arc<Shared>,
 }
 
 /// What the I/O thread keeps between turns.
 struct LoopState {
     /// The jobs held: read, not yet recorded, by stream entry id.
-    held: HashMap<String, Held>,
+    held: HashSet<String>,
     /// Results not yet recorded.
     done: Vec<Finished>,
     /// When the oldest of them came.
@@ -599,23 +668,6 @@ impl LoopState {
     }
 }
 
-/// A job this worker holds.
-struct Held {
-    started: Instant,
-    deadline: Instant,
-    overdue: bool,
-    id: Arc<str>,
-    name: std::borrow::Cow<'static, str>,
-    /// The attempt running.
-    attempt: u32,
-    last_error: Option<String>,
-    /// Whether its `running` status is written: only for a job still
-    /// running [`ANNOUNCE_AFTER`] after it was handed out (a short job goes
-    /// from `queued` to its outcome, and costs Redis one status write, not
-    /// two).
-    announced: bool,
-}
-
 /// How long a job runs before its `running` status is written.
 const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
 
@@ -623,7 +675,7 @@ impl IoLoop {
     fn run(self, jobs: &Sender<Delivery>, results: &Receiver<Vec<Finished>>) -> WorkerReport {
         let mut connection: Option<redis::Connection> = None;
         let mut state = LoopState {
-            held: HashMap::new(),
+            held: HashSet::new(),
             done: Vec::new(),
             first_done: None,
             last_promote: Instant::now() - Duration::from_secs(60),
@@ -737,8 +789,8 @@ impl IoLoop {
             state.done.clear();
             state.first_done = None;
         }
-        self.watch_deadlines(&mut state.held);
-        self.announce(con, &mut state.held)?;
+        self.watch_deadlines();
+        self.announce(con)?;
         if stopping {
             if state.held.is_empty() || self.past_deadline() {
                 if !state.done.is_empty() {
@@ -795,7 +847,7 @@ impl IoLoop {
                 );
                 self.shared.update(|s| s.reclaimed += n);
                 let entries = reply.claimed.into_iter().map(Entry::from).collect();
-                self.hand_out(con, entries, jobs, &mut state.held)?;
+                self.hand_out(entries, jobs, &mut state.held);
             }
         }
         let free = self.capacity.saturating_sub(state.held.len());
@@ -825,81 +877,22 @@ impl IoLoop {
         }
         let n = entries.len() as u64;
         self.shared.update(|s| s.claimed += n);
-        self.hand_out(con, entries, jobs, &mut state.held)?;
+        self.hand_out(entries, jobs, &mut state.held);
         Ok(true)
     }
 
-    /// Marks the entries running and gives them to the runner threads; an
-    /// entry whose envelope cannot be read is a dead letter at once.
-    fn hand_out(
-        &self,
-        con: &mut redis::Connection,
-        entries: Vec<Entry>,
-        jobs: &Sender<Delivery>,
-        held: &mut HashMap<String, Held>,
-    ) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        let mut unreadable = false;
-        let mut deliveries = Vec::with_capacity(entries.len());
+    /// Gives the entries to the runner threads, held until recorded.
+    fn hand_out(&self, entries: Vec<Entry>, jobs: &Sender<Delivery>, held: &mut HashSet<String>) {
         for entry in entries {
-            let text = entry.envelope;
-            match Envelope::from_json_text(&text) {
-                Ok(envelope) => {
-                    deliveries.push(Delivery {
-                        entry: entry.id,
-                        envelope,
-                    });
-                }
-                Err(error) => {
-                    log::error!(
-                        "stream entry {} is not a job ({error}): moved to the dead letters",
-                        entry.id
-                    );
-                    self.add_dead_letter(&mut pipe, &text, &error);
-                    pipe.cmd("XACK")
-                        .arg(&self.keys.stream)
-                        .arg(&self.keys.group)
-                        .arg(&entry.id)
-                        .ignore();
-                    pipe.cmd("XDEL")
-                        .arg(&self.keys.stream)
-                        .arg(&entry.id)
-                        .ignore();
-                    self.shared.update(|s| s.dead += 1);
-                    unreadable = true;
-                }
-            }
-        }
-        if unreadable {
-            pipe.query::<()>(con)?;
-        }
-        let now = Instant::now();
-        for delivery in deliveries {
-            let timeout = self
-                .registry
-                .get(&delivery.envelope.name)
-                .map_or(self.settings.timeout, |spec| {
-                    spec.timeout(self.settings.timeout)
-                });
-            held.insert(
-                delivery.entry.clone(),
-                Held {
-                    started: now,
-                    deadline: now + timeout,
-                    overdue: false,
-                    id: delivery.envelope.id.clone(),
-                    name: delivery.envelope.name.clone(),
-                    attempt: delivery.envelope.attempts + 1,
-                    last_error: delivery.envelope.last_error.clone(),
-                    announced: false,
-                },
-            );
+            held.insert(entry.id.clone());
             // Room for it: `held` never exceeds the channel's capacity.
-            let _ = jobs.send(delivery);
+            let _ = jobs.send(Delivery {
+                entry: entry.id,
+                text: entry.envelope,
+            });
         }
         let in_flight = held.len() as u64;
         self.shared.update(|s| s.in_flight = in_flight);
-        Ok(())
     }
 
     /// Adds a dead letter to `pipe`: the envelope's text and the error, in the
@@ -918,16 +911,16 @@ impl IoLoop {
             .ignore();
     }
 
-    /// Writes the `running` status of the jobs handed out at least
-    /// [`ANNOUNCE_AFTER`] ago and not finished, in one pipeline.
-    fn announce(
-        &self,
-        con: &mut redis::Connection,
-        held: &mut HashMap<String, Held>,
-    ) -> redis::RedisResult<()> {
+    /// Writes the `running` status of the jobs running for at least
+    /// [`ANNOUNCE_AFTER`], in one pipeline.
+    fn announce(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
         let mut statuses = StatusWrites::default();
         let mut announced = Vec::new();
-        for (entry, job) in held.iter() {
+        for slot in self.slots.iter() {
+            let slot = lock_slot(slot);
+            let Some(job) = slot.as_ref() else {
+                continue;
+            };
             if !job.announced && job.started.elapsed() >= ANNOUNCE_AFTER {
                 let status = StatusWrite {
                     name: &job.name,
@@ -937,7 +930,7 @@ impl IoLoop {
                     next_run_ms: None,
                 };
                 statuses.push(&self.keys, &job.id, &status);
-                announced.push(entry.clone());
+                announced.push(job.entry.clone());
             }
         }
         if announced.is_empty() {
@@ -946,9 +939,11 @@ impl IoLoop {
         let mut pipe = redis::pipe();
         statuses.add_to(&mut pipe, &self.config);
         pipe.query::<()>(con)?;
-        for entry in announced {
-            if let Some(job) = held.get_mut(&entry) {
-                job.announced = true;
+        for slot in self.slots.iter() {
+            if let Some(job) = lock_slot(slot).as_mut() {
+                if announced.contains(&job.entry) {
+                    job.announced = true;
+                }
             }
         }
         Ok(())
@@ -957,30 +952,28 @@ impl IoLoop {
     /// Resets the idle time of the jobs this worker runs, so that no other
     /// worker takes them over while they run. An entry another worker took
     /// recently (idle under a quarter of the timeout) is not taken back.
-    fn renew(
-        &self,
-        con: &mut redis::Connection,
-        held: &HashMap<String, Held>,
-    ) -> redis::RedisResult<()> {
+    fn renew(&self, con: &mut redis::Connection, held: &HashSet<String>) -> redis::RedisResult<()> {
         let mut claim = redis::cmd("XCLAIM");
         claim
             .arg(&self.keys.stream)
             .arg(&self.keys.group)
             .arg(&self.consumer)
             .arg((self.visibility / 4).as_millis() as u64);
-        for entry in held.keys() {
+        for entry in held {
             claim.arg(entry);
         }
         claim.arg("JUSTID");
         claim.query::<()>(con)
     }
 
-    fn watch_deadlines(&self, held: &mut HashMap<String, Held>) {
+    /// Reports the jobs running past their deadline, once each.
+    fn watch_deadlines(&self) {
         let now = Instant::now();
-        for job in held
-            .values_mut()
-            .filter(|j| !j.overdue && now >= j.deadline)
-        {
+        for slot in self.slots.iter() {
+            let mut slot = lock_slot(slot);
+            let Some(job) = slot.as_mut().filter(|j| !j.overdue && now >= j.deadline) else {
+                continue;
+            };
             job.overdue = true;
             log::warn!(
                 "job {} ({}) attempt {} is overdue: still running after {:?}",
@@ -989,6 +982,7 @@ impl IoLoop {
                 job.attempt,
                 now - job.started
             );
+            drop(slot);
             self.shared.update(|s| s.overdue += 1);
         }
     }
@@ -1001,7 +995,7 @@ impl IoLoop {
         &self,
         con: &mut redis::Connection,
         done: &[Finished],
-        held: &mut HashMap<String, Held>,
+        held: &mut HashSet<String>,
     ) -> redis::RedisResult<u64> {
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -1013,13 +1007,26 @@ impl IoLoop {
         let mut finished_any = false;
         let mut statuses = StatusWrites::default();
         for finished in done {
-            let Some(outcome) = &finished.outcome else {
-                continue; // not run: it stays pending, for another worker
+            let (envelope, outcome) = match &finished.outcome {
+                // Not run: it stays pending, for another worker.
+                Outcome::NotRun => continue,
+                Outcome::Unreadable { text, error } => {
+                    dead += 1;
+                    log::error!(
+                        "stream entry {} is not a job ({error}): moved to the dead letters",
+                        finished.entry
+                    );
+                    self.add_dead_letter(&mut pipe, text, error);
+                    finished_any = true;
+                    ack.arg(&finished.entry);
+                    delete.arg(&finished.entry);
+                    continue;
+                }
+                Outcome::Ran { envelope, result } => (envelope, result),
             };
             finished_any = true;
             ack.arg(&finished.entry);
             delete.arg(&finished.entry);
-            let envelope = &finished.envelope;
             let mut status = StatusWrite {
                 name: &envelope.name,
                 state: "done",
@@ -1086,6 +1093,9 @@ impl IoLoop {
             s.dead += dead;
             s.in_flight = in_flight;
         });
-        Ok(done.iter().filter(|f| f.outcome.is_none()).count() as u64)
+        Ok(done
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::NotRun))
+            .count() as u64)
     }
 }
