@@ -50,6 +50,12 @@ const OPTIONS: &[Opt] = &[
         default: "none: jobs run in this process",
         help: "send the demo's jobs (/files, /flaky) to Redis, for `afterward worker`s to run: redis://HOST:PORT or redis+unix:///PATH (build feature `redis`)",
     },
+    Opt {
+        name: "redis-mode",
+        value: "MODE",
+        default: "send",
+        help: "with --redis-url: send (every job goes to Redis) or spill (jobs run here; those not run by the shutdown deadline go to Redis instead of being dropped)",
+    },
 ];
 
 /// The options of `afterward worker`.
@@ -91,6 +97,17 @@ pub struct Args {
     pub log_file: PathBuf,
     pub notify_delay: Duration,
     pub redis_url: Option<String>,
+    pub redis_mode: RedisMode,
+}
+
+/// What `--redis-url` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    /// Every job goes to Redis.
+    #[default]
+    Send,
+    /// Jobs run here; those not run by the shutdown deadline go to Redis.
+    Spill,
 }
 
 /// The settings of `afterward worker`.
@@ -380,6 +397,18 @@ fn parse_serve(
             }
         },
     };
+    let redis_mode = match options.raw("redis-mode") {
+        None => RedisMode::Send,
+        Some((source, value)) => match value.trim() {
+            "send" => RedisMode::Send,
+            "spill" => RedisMode::Spill,
+            _ => {
+                return Err(format!(
+                    "invalid value {value:?} for {source}: expected send or spill"
+                ))
+            }
+        },
+    };
     let engine = match options.raw("engine") {
         None => Engine::default(),
         Some((source, value)) => value
@@ -425,7 +454,15 @@ fn parse_serve(
                 .typed("notify-delay-ms", "a number of milliseconds")?
                 .unwrap_or(0),
         ),
-        redis_url: options.redis_url(false)?,
+        redis_mode,
+        redis_url: match (options.redis_url(false)?, options.raw("redis-mode")) {
+            (None, Some((source, _))) => {
+                return Err(format!(
+                    "{source} needs --redis-url (or AFTERWARD_REDIS_URL)"
+                ))
+            }
+            (url, _) => url,
+        },
     }))
 }
 
@@ -513,6 +550,7 @@ mod tests {
         let args = serve(&[], &[]);
         assert_eq!((args.host.as_str(), args.port), ("127.0.0.1", 8000));
         assert_eq!(args.on_full, OnFull::Block);
+        assert_eq!(args.redis_mode, RedisMode::Send);
         assert_eq!(args.max_body_bytes, 1024 * 1024);
         assert_eq!(args.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(args.log_file, PathBuf::from("log.txt"));
@@ -563,6 +601,8 @@ mod tests {
             (&["--port", "70000"], &[], "--port"),
             (&[], &[("AFTERWARD_PORT", "x")], "AFTERWARD_PORT"),
             (&["--on-full", "drop"], &[], "caller-runs"),
+            (&[], &[("AFTERWARD_REDIS_MODE", "later")], "send or spill"),
+            (&["--redis-mode", "spill"], &[], "needs --redis-url"),
             (&["--engine", "hyper"], &[], "unknown engine `hyper`"),
             (&["--workers", "0"], &[], "at least 1"),
             (&[], &[("AFTERWARD_WORKERS", "0")], "AFTERWARD_WORKERS"),
@@ -631,6 +671,10 @@ mod tests {
             assert_eq!(
                 serve(&[], &env).redis_url.as_deref(),
                 Some("redis://127.0.0.1:6379")
+            );
+            assert_eq!(
+                serve(&["--redis-mode", "spill"], &env).redis_mode,
+                RedisMode::Spill
             );
         }
         #[cfg(not(feature = "redis"))]

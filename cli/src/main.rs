@@ -80,7 +80,10 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     if let Some(url) = &args.redis_url {
         let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
         files = demo::Files::in_redis(config.clone());
-        builder = builder.redis(config);
+        builder = match args.redis_mode {
+            args::RedisMode::Send => builder.redis(config),
+            args::RedisMode::Spill => builder.redis_spill(config),
+        };
     }
     let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay), files);
     let server = builder.build(app).map_err(|e| e.to_string())?;

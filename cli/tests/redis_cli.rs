@@ -255,3 +255,41 @@ fn a_server_stopped_with_jobs_unsent_sends_them_before_it_exits() {
         worker.wait_for_line(&format!("flaky {id} done"));
     }
 }
+
+#[test]
+fn in_spill_mode_jobs_not_run_by_the_shutdown_deadline_go_to_redis_for_a_worker() {
+    let redis = RedisServer::start();
+    let mut server = Afterward::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--redis-mode",
+        "spill",
+        "--background-workers",
+        "1",
+        "--notify-delay-ms",
+        "60000",
+        "--shutdown-timeout",
+        "0.5",
+    ]);
+    // The one pool thread is held by a slow notification; jobs run here, so
+    // these queue behind it, and nothing is sent.
+    assert_eq!(
+        server.post("/send-notification/slow@example.com").status(),
+        200
+    );
+    let ids: Vec<String> = (0..3).map(|_| accepted_id(&server, "/flaky")).collect();
+    assert_eq!(server.metric("afterward_jobs_sent_total"), 0.0);
+    server.signal("TERM");
+    // Not complete (the notification still runs at the deadline), but the
+    // jobs are not lost: spilled to Redis, and listed.
+    assert!(!server.wait().success());
+    let stderr = server.stderr();
+    assert!(stderr.contains("3 jobs spilled to Redis"), "{stderr}");
+    let worker = WorkerProcess::start(&redis.url(), &[]);
+    for id in &ids {
+        assert!(stderr.contains(id.as_str()), "{id} not listed: {stderr}");
+        worker.wait_for_line(&format!("flaky {id} done"));
+    }
+    let local = std::fs::read_to_string(server.log_file()).unwrap_or_default();
+    assert!(!local.contains("flaky"), "a job ran in the server: {local}");
+}
