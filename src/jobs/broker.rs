@@ -6,11 +6,6 @@ use std::time::Duration;
 
 use super::{Envelope, JobStatus};
 
-/// Where jobs go when they run elsewhere.
-///
-/// Architecture invariant: a job handed to [`send`](Broker::send) is counted
-/// `jobs_buffered` until the broker has it (then `jobs_sent`), or until
-/// [`close`](Broker::close) gives it back, and the runner counts it discarded.
 /// Why [`Broker::try_send`] gave a job back.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Refused {
@@ -20,6 +15,15 @@ pub(crate) enum Refused {
     Stopped(Envelope),
 }
 
+/// Where jobs go when they run elsewhere.
+///
+/// Architecture invariant: a job handed to [`send`](Broker::send) or
+/// [`try_send`](Broker::try_send) is counted `jobs_buffered` until the broker
+/// has it (then `jobs_sent`), or until [`close`](Broker::close) gives it back,
+/// or it is refused; the runner counts the last two discarded (or, for a full
+/// buffer, sends the job through the pool instead). A job taken is never
+/// dropped: `close` returns every job not sent, including those handed over
+/// while it ran.
 pub(crate) trait Broker: Send + Sync + 'static {
     /// Takes the job (due `delay` from now, if any), to send it soon, in a
     /// batch with others. Waits while the broker's buffer is full. `Err`

@@ -233,7 +233,9 @@ impl IdSource {
 
     /// The counter an id of this form ends with.
     fn sequence(id: &str) -> Option<u64> {
-        let counter = id.get(16..).filter(|c| !c.is_empty() && c.len() <= 16)?;
+        let counter = id.get(16..).filter(|c| {
+            !c.is_empty() && c.len() <= 16 && c.bytes().all(|b| b.is_ascii_hexdigit())
+        })?;
         u64::from_str_radix(counter, 16).ok()
     }
 
@@ -291,6 +293,7 @@ mod tests {
             assert!(seen.insert(id));
         }
         assert_eq!(IdSource::group("not an id of ours"), None);
+        assert_eq!(IdSource::group("0123456789abcdef+1f"), None);
     }
 
     #[test]

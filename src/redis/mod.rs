@@ -244,19 +244,10 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// The hash holding job `id`'s status, among those of the 4,096 ids
-    /// around it ([`StatusWrites`]).
-    pub(crate) fn statuses(&self, id: &str) -> String {
-        self.status_group(IdSource::group(id))
-    }
-
-    /// The hash of a group of ids ([`IdSource::group`]; `None`: ids not of
-    /// ours, which no status is written for in practice).
-    fn status_group(&self, group: Option<u64>) -> String {
-        match group {
-            Some(group) => format!("{}:status:{group:x}", self.prefix),
-            None => format!("{}:status:other", self.prefix),
-        }
+    /// The hash holding the statuses of a group of 4,096 job ids
+    /// ([`IdSource::group`], [`StatusWrites`]).
+    pub(crate) fn statuses(&self, group: u64) -> String {
+        format!("{}:status:{group:x}", self.prefix)
     }
 
     /// The de-duplication mark of a job id ([`Dedupe`]).
@@ -323,23 +314,26 @@ pub(crate) struct StatusWrites {
 
 /// The statuses written to one group's hash.
 struct StatusGroup {
-    group: Option<u64>,
+    group: u64,
     key: String,
     /// (id, status JSON), in the order written.
     fields: Vec<(String, String)>,
 }
 
 impl StatusWrites {
-    /// Adds job `id`'s status.
+    /// Adds job `id`'s status; none for an id not of ours (a job another
+    /// producer wrote to the stream): it could never be read back.
     pub(crate) fn push(&mut self, keys: &Keys, id: &str, status: &StatusWrite<'_>) {
-        let group = IdSource::group(id);
+        let Some(group) = IdSource::group(id) else {
+            return;
+        };
         let field = (id.to_owned(), status.to_json_text());
         // Jobs come in runs from one process: the last group is the likely one.
         match self.groups.iter_mut().rev().find(|g| g.group == group) {
             Some(known) => known.fields.push(field),
             None => self.groups.push(StatusGroup {
                 group,
-                key: keys.status_group(group),
+                key: keys.statuses(group),
                 fields: vec![field],
             }),
         }
@@ -380,11 +374,11 @@ pub(crate) fn read_status(
     keys: &Keys,
     id: &str,
 ) -> redis::RedisResult<Option<JobStatus>> {
-    if IdSource::group(id).is_none() {
+    let Some(group) = IdSource::group(id) else {
         return Ok(None); // not an id of ours: no status anywhere
-    }
+    };
     let text: Option<String> = redis::cmd("HGET")
-        .arg(keys.statuses(id))
+        .arg(keys.statuses(group))
         .arg(id)
         .query(connection)?;
     let Some(value) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {

@@ -2,12 +2,12 @@
 //! that empties it into Redis in pipelined batches, retrying with backoff
 //! while Redis is slow or down.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
 use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
 use crate::jobs::broker::{Broker, Refused};
@@ -26,6 +26,14 @@ struct Outgoing {
 pub(crate) struct Producer {
     keys: Keys,
     buffer: Sender<Outgoing>,
+    /// The buffer's other end, kept here too: `close` takes what came in
+    /// after the sender thread's last look.
+    leftover: Receiver<Outgoing>,
+    /// Set by `close`: no job is taken after it.
+    closed: AtomicBool,
+    /// Callers between their look at `closed` and the end of their
+    /// hand-over: `close` waits for them before its last look.
+    handing: AtomicUsize,
     /// Dropped to stop the sender thread.
     stop: Mutex<Option<Sender<()>>>,
     /// The sender thread; it returns the jobs it could not send.
@@ -57,12 +65,16 @@ impl Producer {
             counters,
             stats: stats.clone(),
         };
+        let leftover = jobs.clone();
         let thread = thread::Builder::new()
             .name("afterward-redis-sender".into())
             .spawn(move || sender.run(&jobs, &stopped))?;
         Ok(Arc::new(Producer {
             keys: config.keys(),
             buffer,
+            leftover,
+            closed: AtomicBool::new(false),
+            handing: AtomicUsize::new(0),
             stop: Mutex::new(Some(stop)),
             thread: Mutex::new(Some(thread)),
             direct: LazyConnection::new(config),
@@ -71,24 +83,67 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Runs `hand_over` unless the producer is closed (`None`). `close`
+    /// waits for every caller inside before it takes what is left, so a job
+    /// is either seen by `close` or refused: never left in the buffer.
+    fn handing<R>(&self, hand_over: impl FnOnce() -> R) -> Option<R> {
+        self.handing.fetch_add(1, Ordering::SeqCst);
+        let result = (!self.closed.load(Ordering::SeqCst)).then(hand_over);
+        self.handing.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
 impl Broker for Producer {
     fn send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Envelope> {
         let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
-        // Waits while the buffer is full. The receiver lives as long as the
-        // sender thread, which ends only at `close`.
-        self.buffer
-            .send(Outgoing { envelope, due_ms })
-            .map_err(|unsent| unsent.0.envelope)
+        let mut job = Some(Outgoing { envelope, due_ms });
+        // Waits while the buffer is full, looking at `closed` now and then.
+        let sent = self.handing(|| loop {
+            let Some(next) = job.take() else {
+                return Ok(());
+            };
+            match self.buffer.send_timeout(next, Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(SendTimeoutError::Timeout(unsent)) if !self.closed.load(Ordering::SeqCst) => {
+                    job = Some(unsent);
+                }
+                Err(SendTimeoutError::Timeout(unsent) | SendTimeoutError::Disconnected(unsent)) => {
+                    return Err(unsent.envelope);
+                }
+            }
+        });
+        match (sent, job) {
+            (Some(sent), _) => sent,
+            (None, Some(job)) => Err(job.envelope),
+            (None, None) => Ok(()), // cannot happen: refused before any try
+        }
     }
 
     fn try_send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Refused> {
         let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
-        self.buffer
-            .try_send(Outgoing { envelope, due_ms })
-            .map_err(|refused| match refused {
-                TrySendError::Full(job) => Refused::Full(job.envelope),
-                TrySendError::Disconnected(job) => Refused::Stopped(job.envelope),
-            })
+        let mut job = Some(Outgoing { envelope, due_ms });
+        let mut full = false;
+        let taken = self.handing(|| {
+            let Some(next) = job.take() else {
+                return false;
+            };
+            match self.buffer.try_send(next) {
+                Ok(()) => true,
+                Err(refused) => {
+                    full = refused.is_full();
+                    job = Some(refused.into_inner());
+                    false
+                }
+            }
+        });
+        match job {
+            _ if taken == Some(true) => Ok(()),
+            Some(job) if full => Err(Refused::Full(job.envelope)),
+            Some(job) => Err(Refused::Stopped(job.envelope)),
+            None => Ok(()), // cannot happen: a job not taken is given back
+        }
     }
 
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
@@ -112,11 +167,19 @@ impl Broker for Producer {
     }
 
     fn close(&self) -> Vec<Envelope> {
+        self.closed.store(true, Ordering::SeqCst);
         drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let unsent = thread
+        let mut unsent = thread
             .map(|t| t.join().unwrap_or_default())
             .unwrap_or_default();
+        // Callers that looked at `closed` before it was set may still be
+        // putting a job in (a waiting `send` sees `closed` within 50 ms);
+        // then what they put in after the thread's last look is taken here.
+        while self.handing.load(Ordering::SeqCst) > 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        unsent.extend(self.leftover.try_iter());
         unsent.into_iter().map(|o| o.envelope).collect()
     }
 
@@ -207,7 +270,8 @@ impl SendLoop {
                     recv(stop) -> _ => break,
                 }
                 // Others may come meanwhile; not woken by each of them.
-                if !self.config.linger.is_zero() && jobs.len() + 1 < self.config.batch {
+                let enough = self.config.batch.min(self.config.buffer_capacity);
+                if !self.config.linger.is_zero() && jobs.len() + 1 < enough {
                     select! {
                         recv(stop) -> _ => break,
                         default(self.config.linger) => {}
