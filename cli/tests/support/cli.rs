@@ -54,6 +54,11 @@ impl Afterward {
         Afterward { child, addr, dir }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn request(&self, method: &str, path: &str) -> TestRequest {
         TestRequest::new(self.addr, method, path)
     }
