@@ -72,7 +72,23 @@ impl RequestIds {
             Some(id) if is_sane_id(id) => id.into(),
             _ => {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
-                format!("{}-{n}", self.prefix).into()
+                // Written on the stack, then the one allocation of the
+                // shared id (a `format!` then `into` would be two).
+                let mut buf = [0u8; 64];
+                let prefix = self.prefix.as_bytes();
+                let digits = n.checked_ilog10().unwrap_or(0) as usize + 1;
+                let len = prefix.len() + 1 + digits;
+                if len > buf.len() {
+                    return format!("{}-{n}", self.prefix).into();
+                }
+                buf[..prefix.len()].copy_from_slice(prefix);
+                buf[prefix.len()] = b'-';
+                let mut rest = n;
+                for byte in buf[prefix.len() + 1..len].iter_mut().rev() {
+                    *byte = b'0' + (rest % 10) as u8;
+                    rest /= 10;
+                }
+                Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or_default())
             }
         }
     }
@@ -95,6 +111,10 @@ mod tests {
         assert!(is_sane_id(&made) && made.ends_with("-1"), "{made}");
         assert!(ids.for_request(None).ends_with("-2"));
         assert!(!is_sane_id(&"x".repeat(201)));
+        for n in [0, 9, 10, 99, 100, 1_234_567_890_123, u64::MAX] {
+            ids.next.store(n, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(&*ids.for_request(None), format!("{}-{n}", ids.prefix));
+        }
     }
 
     #[test]

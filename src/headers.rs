@@ -1,11 +1,15 @@
 //! [`Headers`]: an ordered list of header fields with case-insensitive lookup.
 
+use std::borrow::Cow;
+
 /// HTTP header fields, in the order they were sent or added.
 ///
 /// Names compare case-insensitively. A name may appear more than once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(String, String)>,
+    /// Names and values the crate sets itself (`Content-Type`, `X-Request-Id`)
+    /// are often static text: kept borrowed, not copied, per response.
+    fields: Vec<(Cow<'static, str>, Cow<'static, str>)>,
 }
 
 impl Headers {
@@ -19,7 +23,7 @@ impl Headers {
         self.fields
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     /// Every value of `name`, in order.
@@ -27,7 +31,7 @@ impl Headers {
         self.fields
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
     }
 
     /// Whether `name` is present.
@@ -37,14 +41,20 @@ impl Headers {
 
     /// Adds a field, keeping any others of the same name.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.fields.push((name.into(), value.into()));
+        self.fields
+            .push((Cow::Owned(name.into()), Cow::Owned(value.into())));
     }
 
     /// Sets `name` to `value`, replacing any fields of that name.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
+        self.set(Cow::Owned(name.into()), Cow::Owned(value.into()));
+    }
+
+    /// [`insert`](Self::insert) of text the crate holds anyway: no copy of
+    /// a static name or value.
+    pub(crate) fn set(&mut self, name: Cow<'static, str>, value: Cow<'static, str>) {
         self.remove(&name);
-        self.fields.push((name, value.into()));
+        self.fields.push((name, value));
     }
 
     /// Removes every field named `name`.
@@ -54,7 +64,7 @@ impl Headers {
 
     /// All fields as `(name, value)`, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.fields.iter().map(|(n, v)| (&**n, &**v))
     }
 
     /// The number of fields.
@@ -73,7 +83,7 @@ impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
         Headers {
             fields: iter
                 .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
+                .map(|(n, v)| (Cow::Owned(n.into()), Cow::Owned(v.into())))
                 .collect(),
         }
     }

@@ -1,12 +1,14 @@
 //! Percent-decoding of path segments and `application/x-www-form-urlencoded`
 //! query strings.
 
+use std::borrow::Cow;
+
 /// Decodes `%XX` escapes (and `+` as a space when `plus_as_space`). A `%` not
 /// followed by two hex digits is kept as it is, as Python's `unquote` does.
 /// Fails if the decoded bytes are not UTF-8.
-pub(crate) fn decode(input: &str, plus_as_space: bool) -> Result<String, String> {
-    if !input.contains(['%', '+']) {
-        return Ok(input.to_owned());
+pub(crate) fn decode(input: &str, plus_as_space: bool) -> Result<Cow<'_, str>, String> {
+    if !input.contains(['%', '+']) || (!plus_as_space && !input.contains('%')) {
+        return Ok(Cow::Borrowed(input));
     }
     let bytes = input.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -36,7 +38,9 @@ pub(crate) fn decode(input: &str, plus_as_space: bool) -> Result<String, String>
             }
         }
     }
-    String::from_utf8(out).map_err(|_| format!("{input:?} is not UTF-8 once percent-decoded"))
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| format!("{input:?} is not UTF-8 once percent-decoded"))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -51,7 +55,10 @@ pub(crate) fn parse_query(query: &str) -> Result<Vec<(String, String)>, String> 
         .filter(|piece| !piece.is_empty())
         .map(|piece| {
             let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            Ok((decode(name, true)?, decode(value, true)?))
+            Ok((
+                decode(name, true)?.into_owned(),
+                decode(value, true)?.into_owned(),
+            ))
         })
         .collect()
 }

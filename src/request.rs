@@ -53,8 +53,10 @@ pub trait OptionalFromRequest: Sized {
 /// Write your own extractor or [`Dependency`](crate::Dependency) against it.
 pub struct Request<'a> {
     method: Method,
-    path: String,
-    query: Option<String>,
+    /// The target as sent; the path is what comes before `query_at`.
+    target: &'a str,
+    /// Where the query string starts (after `?`), if there is one.
+    query_at: Option<usize>,
     headers: Headers,
     remote_addr: Option<SocketAddr>,
     request_id: Arc<str>,
@@ -95,14 +97,10 @@ pub(crate) struct RequestInit<'a> {
 
 impl<'a> Request<'a> {
     pub(crate) fn new(init: RequestInit<'a>) -> Request<'a> {
-        let (path, query) = match init.target.split_once('?') {
-            Some((path, query)) => (path, Some(query.to_owned())),
-            None => (init.target, None),
-        };
         Request {
             method: init.method,
-            path: path.to_owned(),
-            query,
+            target: init.target,
+            query_at: init.target.find('?').map(|at| at + 1),
             headers: init.headers,
             remote_addr: init.remote_addr,
             request_id: init.request_id,
@@ -126,12 +124,15 @@ impl<'a> Request<'a> {
 
     /// The path, still percent-encoded, without the query string.
     pub fn path(&self) -> &str {
-        &self.path
+        match self.query_at {
+            Some(at) => &self.target[..at - 1],
+            None => self.target,
+        }
     }
 
     /// The raw query string (after `?`), if there is one.
     pub fn query_string(&self) -> Option<&str> {
-        self.query.as_deref()
+        self.query_at.map(|at| &self.target[at..])
     }
 
     /// The request headers.
@@ -265,8 +266,8 @@ impl std::fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("path", &self.path)
-            .field("query", &self.query)
+            .field("path", &self.path())
+            .field("query", &self.query_string())
             .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }

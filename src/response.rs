@@ -1,5 +1,7 @@
 //! [`Response`] and [`IntoResponse`]: what handlers return.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::headers::Headers;
@@ -40,7 +42,7 @@ impl Response {
     /// `200 OK` with a UTF-8 `text/plain` body.
     pub fn text(body: impl Into<String>) -> Response {
         Response::new(200)
-            .with_header("Content-Type", "text/plain; charset=utf-8")
+            .with_static_header("Content-Type", "text/plain; charset=utf-8")
             .with_body(body.into())
     }
 
@@ -51,7 +53,7 @@ impl Response {
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Response {
         match serde_json::to_vec(value) {
             Ok(body) => Response::new(200)
-                .with_header("Content-Type", "application/json")
+                .with_static_header("Content-Type", "application/json")
                 .with_body(body),
             Err(e) => {
                 log::error!("cannot serialize the response body as JSON: {e}");
@@ -69,6 +71,16 @@ impl Response {
     /// Sets a header, replacing any of the same name.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
         self.headers.insert(name, value);
+        self
+    }
+
+    /// [`with_header`](Self::with_header) with static text, not copied.
+    pub(crate) fn with_static_header(
+        mut self,
+        name: &'static str,
+        value: &'static str,
+    ) -> Response {
+        self.headers.set(Cow::Borrowed(name), Cow::Borrowed(value));
         self
     }
 
@@ -190,7 +202,7 @@ impl IntoResponse for String {
 impl IntoResponse for Vec<u8> {
     fn into_response(self) -> Response {
         Response::new(200)
-            .with_header("Content-Type", "application/octet-stream")
+            .with_static_header("Content-Type", "application/octet-stream")
             .with_body(self)
     }
 }

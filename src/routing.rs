@@ -1,6 +1,8 @@
 //! [`App`]: the route table (method + path pattern with `{name}` captures) and
 //! the application state.
 
+use std::borrow::Cow;
+
 use crate::handler::{self, BoxedHandler, Handler};
 use crate::http_error::HttpError;
 use crate::jobs::{Job, Registry};
@@ -298,18 +300,18 @@ impl Route {
     }
 
     /// The captures, if `segments` match this route's pattern.
-    fn capture(&self, segments: &[String]) -> Option<Vec<(String, String)>> {
+    fn capture(&self, segments: &[Cow<'_, str>]) -> Option<Vec<(String, String)>> {
         if segments.len() != self.segments.len() {
             return None;
         }
         let mut params = Vec::new();
         for (pattern, segment) in self.segments.iter().zip(segments) {
             match pattern {
-                Segment::Literal(literal) if literal == segment => {}
+                Segment::Literal(literal) if *literal == **segment => {}
                 Segment::Literal(_) => return None,
                 // Like Starlette's `[^/]+`: a capture never matches an empty segment.
                 Segment::Capture(_) if segment.is_empty() => return None,
-                Segment::Capture(name) => params.push((name.clone(), segment.clone())),
+                Segment::Capture(name) => params.push((name.clone(), segment.to_string())),
             }
         }
         Some(params)
@@ -373,7 +375,7 @@ fn parse_pattern(pattern: &str) -> Vec<Segment> {
 
 /// Splits a request path into percent-decoded segments. A `%2F` inside a
 /// segment stays inside it.
-fn decode_path(path: &str) -> Result<Vec<String>, HttpError> {
+fn decode_path(path: &str) -> Result<Vec<Cow<'_, str>>, HttpError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(HttpError::new(404, "Not Found"));
     };

@@ -186,7 +186,9 @@ pub(crate) fn answered_unhandled(
     started: std::time::Instant,
 ) {
     let request_id = ids.for_request(head.and_then(|h| h.headers.get("X-Request-Id")));
-    response.headers_mut().insert("X-Request-Id", &*request_id);
+    response
+        .headers_mut()
+        .set("X-Request-Id".into(), request_id.to_string().into());
     let status = response.status();
     counters.responding(status);
     match head {

@@ -31,10 +31,11 @@ pub(super) fn serve(shared: &ServerState) {
 fn handle(shared: &ServerState, mut exchange: Exchange) {
     let started = Instant::now();
     shared.counters.request_started();
-    let head = exchange.head();
+    let (head, _) = exchange.parts();
     let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
     let method = head.method.clone();
-    let target = head.target.clone();
+    // Taken, not copied: the engine does not need it again.
+    let target = std::mem::take(&mut head.target);
     let tasks = shared.pool.task_list(request_id.clone());
 
     let mut response = run_handler(shared, &mut exchange, &method, &target, &request_id, &tasks);
@@ -48,7 +49,9 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
         response = Response::json(&body).with_status(status);
     }
     let response_tasks = response.take_background();
-    response.headers_mut().insert("X-Request-Id", &*request_id);
+    response
+        .headers_mut()
+        .set("X-Request-Id".into(), request_id.to_string().into());
     let status = response.status();
 
     shared.counters.responding(status);
