@@ -113,6 +113,47 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
 }
 
 #[test]
+fn a_client_beyond_its_own_connection_limit_is_answered_503_at_once() {
+    let server = TestServer::with_builder(
+        support::hardened()
+            .max_connections(16)
+            .max_connections_per_client(2),
+        app(),
+    );
+    let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr())).collect();
+    for (i, raw) in held.iter_mut().enumerate() {
+        raw.send(&get(&format!("/echo/{i}"))).unwrap();
+        assert_eq!(raw.response().text(), i.to_string());
+    }
+    // A third from the same address, with room left under the global cap.
+    let mut refused = Raw::connect(server.addr());
+    let response = refused
+        .response_within(Duration::from_secs(5))
+        .expect("an immediate answer");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.header("Retry-After"), Some("1"));
+    assert!(
+        response.text().contains("from this address"),
+        "{}",
+        response.text()
+    );
+    assert!(refused.closed_within(Duration::from_secs(5)));
+
+    // Its count goes down with its connections.
+    drop(held.pop());
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |stats| stats.connections_open <= 1));
+    let mut raw = Raw::connect(server.addr());
+    raw.send(&get("/echo/back")).unwrap();
+    let response = raw.response();
+    assert_eq!(
+        (response.status(), response.text()),
+        (200, "back".to_owned())
+    );
+}
+
+#[test]
 fn connections_beyond_the_cap_are_answered_503_at_once() {
     let server = TestServer::with_builder(support::hardened().max_connections(2), app());
     let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr())).collect();

@@ -2,10 +2,11 @@
 //! (`conn.rs`), and the queue of complete request heads that request workers
 //! take [`Exchange`]s from.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -36,6 +37,40 @@ pub(crate) struct EngineState {
     pub(crate) counters: Arc<Counters>,
     /// Request ids for the engine's own answers.
     pub(crate) ids: Arc<RequestIds>,
+    /// Connections open per client address, when they are limited
+    /// (`max_connections_per_client`).
+    pub(crate) per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl EngineState {
+    /// Counts a connection of `client` in, unless it has its limit
+    /// already (`false`). Without a limit, nothing is counted.
+    pub(crate) fn client_connected(&self, client: IpAddr) -> bool {
+        let Some(limit) = self.limits.max_connections_per_client else {
+            return true;
+        };
+        let mut open = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Counts a connection of `client` out.
+    pub(crate) fn client_disconnected(&self, client: IpAddr) {
+        if self.limits.max_connections_per_client.is_none() {
+            return;
+        }
+        let mut open = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&client);
+            }
+        }
+    }
 }
 
 /// What travels from connection threads to [`BuiltinListener::next`].
@@ -63,6 +98,7 @@ impl BuiltinListener {
             draining: AtomicBool::new(false),
             counters,
             ids,
+            per_client: Mutex::default(),
         });
         let acceptor = {
             let (shared, sender) = (shared.clone(), sender.clone());

@@ -104,6 +104,14 @@ pub(crate) fn accept_loop(
             respond_and_close_now(stream, response);
             continue;
         }
+        let client = remote_addr.ip();
+        if !shared.client_connected(client) {
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let mut response = busy_client();
+            answered_itself(shared, None, &mut response, Instant::now());
+            respond_and_close_now(stream, response);
+            continue;
+        }
         shared.counters.connection_opened();
         let (shared_for_thread, queue) = (shared.clone(), queue.clone());
         let spawned = thread::Builder::new()
@@ -111,9 +119,11 @@ pub(crate) fn accept_loop(
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 serve(stream, Some(remote_addr), &shared_for_thread, &queue);
+                shared_for_thread.client_disconnected(client);
                 shared_for_thread.counters.connection_closed();
             });
         if let Err(e) = spawned {
+            shared.client_disconnected(client);
             shared.counters.connection_closed();
             log::warn!("cannot start a connection thread: {e}");
         }
@@ -129,6 +139,12 @@ fn answered_itself(
     started: Instant,
 ) {
     super::answered_unhandled(&shared.counters, &shared.ids, head, response, started);
+}
+
+fn busy_client() -> Response {
+    HttpError::new(503, "too many connections from this address; retry later")
+        .with_header("Retry-After", "1")
+        .into_response()
 }
 
 fn busy() -> Response {

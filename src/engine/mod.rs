@@ -66,7 +66,8 @@ pub enum Engine {
     /// first designed on, for deployments that already run it. It has no
     /// timeouts, size limits or connection cap: the builder's connection
     /// settings (`header_timeout`, `idle_timeout`, `body_read_timeout`,
-    /// `write_timeout`, `max_connections`, `max_header_bytes`, `max_headers`,
+    /// `write_timeout`, `max_connections`, `max_connections_per_client`,
+    /// `max_header_bytes`, `max_headers`,
     /// `tcp_nodelay`) do not apply to it, and the server logs a warning at
     /// start-up. Put it behind a reverse proxy.
     #[cfg(feature = "tiny-http")]
@@ -328,6 +329,8 @@ pub(crate) struct ConnectionLimits {
     pub(crate) body_read_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// Connections one client address may hold at once; `None`: no limit.
+    pub(crate) max_connections_per_client: Option<usize>,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) tcp_nodelay: bool,
@@ -342,6 +345,7 @@ impl Default for ConnectionLimits {
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_client: None,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             tcp_nodelay: true,

@@ -41,6 +41,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`body_read_timeout`](Self::body_read_timeout) | 30 s |
 /// | [`write_timeout`](Self::write_timeout) | 30 s |
 /// | [`max_connections`](Self::max_connections) | 1024 |
+/// | [`max_connections_per_client`](Self::max_connections_per_client) | no limit |
 /// | [`max_header_bytes`](Self::max_header_bytes) | 16 KiB |
 /// | [`max_headers`](Self::max_headers) | 64 |
 /// | [`tcp_nodelay`](Self::tcp_nodelay) | on |
@@ -206,6 +207,16 @@ impl ServerBuilder {
         self
     }
 
+    /// How many connections one client address may hold at once; a
+    /// connection beyond it is answered `503` and closed at once, so that one
+    /// client cannot take every connection of [`max_connections`](Self::max_connections).
+    /// No limit by default: behind a reverse proxy every client has the
+    /// proxy's address.
+    pub fn max_connections_per_client(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_connections_per_client = Some(n);
+        self
+    }
+
     /// The largest request head (request line and headers), in bytes; a
     /// larger one answers `431` and the connection is closed.
     pub fn max_header_bytes(mut self, n: usize) -> ServerBuilder {
@@ -337,6 +348,10 @@ impl ServerBuilder {
             ("background_workers", config.background_workers),
             ("queue_capacity", config.queue_capacity),
             ("max_connections", config.connection.max_connections),
+            (
+                "max_connections_per_client",
+                config.connection.max_connections_per_client.unwrap_or(1),
+            ),
             ("max_headers", config.connection.max_headers),
             ("max_header_bytes", config.connection.max_header_bytes),
         ] {
