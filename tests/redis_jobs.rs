@@ -373,8 +373,9 @@ fn a_full_send_buffer_falls_back_to_the_pool_and_its_on_full_policy_and_loses_no
         accepted.push(response.json()["id"].as_str().unwrap().to_owned());
         assert!(accepted.len() < 50, "no request was shed");
     }
-    // At least the buffer, the sender's one, a pool thread's and the queue.
-    assert!(accepted.len() >= 4 + 1 + 1 + 2, "{}", accepted.len());
+    // At least the buffer, a pool thread's and the queue (and the one the
+    // sender holds, once it has taken it).
+    assert!(accepted.len() >= 4 + 1 + 2, "{}", accepted.len());
     let stats = server.stats();
     assert_eq!((stats.jobs_sent, stats.jobs_discarded), (0, 0), "{stats:?}");
 

@@ -277,6 +277,9 @@ fn in_spill_mode_jobs_not_run_by_the_shutdown_deadline_go_to_redis_for_a_worker(
         server.post("/send-notification/slow@example.com").status(),
         200
     );
+    // Its task has the thread before the jobs come (a job dispatched first
+    // would run here).
+    server.wait_for_metric("afterward_tasks_running", 1.0);
     let ids: Vec<String> = (0..3).map(|_| accepted_id(&server, "/flaky")).collect();
     assert_eq!(server.metric("afterward_jobs_sent_total"), 0.0);
     server.signal("TERM");
