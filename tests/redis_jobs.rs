@@ -283,7 +283,7 @@ fn jobs_wait_in_the_buffer_while_redis_is_down_and_arrive_when_it_is_back() {
 fn jobs_arriving_within_the_linger_share_one_send() {
     let redis = RedisServer::start();
     let mut config = redis.config();
-    config.linger = Duration::from_millis(500);
+    config.linger = Duration::from_secs(1);
     let server = TestServer::with_builder(
         Server::builder().redis(config),
         app().get("/metrics", afterward::metrics_handler),
