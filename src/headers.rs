@@ -39,6 +39,38 @@ impl Headers {
         self.get(name).is_some()
     }
 
+    /// No fields, with room for `n`.
+    pub(crate) fn with_capacity(n: usize) -> Headers {
+        Headers {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// A field as read from a request: a name sent exactly as one of the
+    /// common ones (`Host`, `User-Agent`, …) is kept as that static text,
+    /// not copied.
+    pub(crate) fn append_received(&mut self, name: &str, value: String) {
+        const COMMON: [&str; 12] = [
+            "Host",
+            "User-Agent",
+            "Accept",
+            "Accept-Encoding",
+            "Accept-Language",
+            "Connection",
+            "Content-Type",
+            "Content-Length",
+            "Cookie",
+            "Referer",
+            "Cache-Control",
+            "X-Request-Id",
+        ];
+        let name = match COMMON.iter().find(|&&common| common == name) {
+            Some(&common) => Cow::Borrowed(common),
+            None => Cow::Owned(name.to_owned()),
+        };
+        self.fields.push((name, Cow::Owned(value)));
+    }
+
     /// Adds a field, keeping any others of the same name.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.fields
@@ -103,5 +135,21 @@ mod tests {
         headers.insert("X-A", "3");
         assert_eq!(headers.get_all("x-a").collect::<Vec<_>>(), ["3"]);
         assert_eq!(headers.len(), 2);
+    }
+
+    #[test]
+    fn received_names_are_kept_as_sent() {
+        let mut headers = Headers::with_capacity(3);
+        headers.append_received("Host", "a".into());
+        headers.append_received("host", "b".into());
+        headers.append_received("X-Custom", "c".into());
+        let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["Host", "host", "X-Custom"]);
+        assert!(matches!(
+            headers.fields[0].0,
+            std::borrow::Cow::Borrowed("Host")
+        ));
+        assert!(matches!(headers.fields[1].0, std::borrow::Cow::Owned(_)));
+        assert_eq!(headers.get_all("HOST").collect::<Vec<_>>(), ["a", "b"]);
     }
 }

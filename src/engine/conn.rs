@@ -406,7 +406,7 @@ fn interpret(
     }
     let http10 = version == 0;
 
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(parsed.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut connection_tokens = String::new();
@@ -443,7 +443,7 @@ fn interpret(
             }
             expect_continue = !http10;
         }
-        headers.append(field.name, value.into_owned());
+        headers.append_received(field.name, value.into_owned());
     }
     super::check_host(&headers, http10)?;
     if chunked && content_length.is_some() {
