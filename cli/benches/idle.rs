@@ -138,7 +138,11 @@ fn main() {
             // An idle connection the server closed reads as end of file.
             let _ = stream.set_nonblocking(true);
             let mut byte = [0u8; 1];
-            !matches!(std::io::Read::read(&mut &**stream, &mut byte), Ok(0))
+            // Open: nothing to read yet. End of file or an error: closed.
+            matches!(
+                std::io::Read::read(&mut &**stream, &mut byte),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            )
         })
         .count();
     drop(held);

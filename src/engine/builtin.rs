@@ -42,6 +42,16 @@ pub(crate) struct EngineState {
     pub(crate) per_client: Mutex<HashMap<IpAddr, usize>>,
 }
 
+/// What a client is counted as for `max_connections_per_client`: its IPv4
+/// address (also when it comes as an IPv4-mapped IPv6 one), or its IPv6 /64,
+/// which one client usually holds whole.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
+        v4 => v4,
+    }
+}
+
 impl EngineState {
     /// Counts a connection of `client` in, unless it has its limit
     /// already (`false`). Without a limit, nothing is counted.
@@ -186,5 +196,21 @@ impl Drop for BuiltinListener {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn clients_are_counted_by_ipv4_address_or_ipv6_slash_64() {
+        let key = |ip: &str| client_key(ip.parse::<IpAddr>().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -2,7 +2,7 @@
 //! heads, and the [`Exchange`] a request worker answers.
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -104,7 +104,7 @@ pub(crate) fn accept_loop(
             respond_and_close_now(stream, response);
             continue;
         }
-        let client = remote_addr.ip();
+        let client = super::builtin::client_key(remote_addr.ip());
         if !shared.client_connected(client) {
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
             let mut response = busy_client();
@@ -113,20 +113,37 @@ pub(crate) fn accept_loop(
             continue;
         }
         shared.counters.connection_opened();
-        let (shared_for_thread, queue) = (shared.clone(), queue.clone());
+        let opened = Opened {
+            shared: shared.clone(),
+            client,
+        };
+        let queue = queue.clone();
         let spawned = thread::Builder::new()
             .name("afterward-conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                serve(stream, Some(remote_addr), &shared_for_thread, &queue);
-                shared_for_thread.client_disconnected(client);
-                shared_for_thread.counters.connection_closed();
+                serve(stream, Some(remote_addr), &opened.shared, &queue);
+                drop(opened);
             });
+        // A thread that cannot start drops its closure, and `opened` with it.
         if let Err(e) = spawned {
-            shared.client_disconnected(client);
-            shared.counters.connection_closed();
             log::warn!("cannot start a connection thread: {e}");
         }
+    }
+}
+
+/// A connection counted open (globally, and for its client); counted closed
+/// when dropped: when its thread ends, however it ends (a panic unwinds
+/// through it too), or with the closure of a thread that could not start.
+struct Opened {
+    shared: Arc<EngineState>,
+    client: IpAddr,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.shared.client_disconnected(self.client);
+        self.shared.counters.connection_closed();
     }
 }
 

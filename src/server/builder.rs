@@ -210,8 +210,9 @@ impl ServerBuilder {
     /// How many connections one client address may hold at once; a
     /// connection beyond it is answered `503` and closed at once, so that one
     /// client cannot take every connection of [`max_connections`](Self::max_connections).
-    /// No limit by default: behind a reverse proxy every client has the
-    /// proxy's address.
+    /// An IPv6 client is counted by its /64 (one client usually holds a
+    /// whole /64). No limit by default: behind a reverse proxy every client
+    /// has the proxy's address. Our engine only (not tiny_http).
     pub fn max_connections_per_client(mut self, n: usize) -> ServerBuilder {
         self.config.connection.max_connections_per_client = Some(n);
         self
