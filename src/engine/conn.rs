@@ -296,17 +296,11 @@ fn read_head_bytes(
             }
             Err(_) => return Ok(false),
         };
-        // The head ends at the first empty line: "\n\n" or "\n\r\n".
         let start = head.len();
         head.extend_from_slice(available);
-        let end = (start.saturating_sub(2)..head.len()).find(|&i| {
-            head[i] == b'\n'
-                && (head.get(i + 1) == Some(&b'\n')
-                    || (head.get(i + 1) == Some(&b'\r') && head.get(i + 2) == Some(&b'\n')))
-        });
+        let end = head_end(head, start);
         let used = match end {
-            Some(i) => {
-                let len = if head[i + 1] == b'\n' { i + 2 } else { i + 3 };
+            Some(len) => {
                 head.truncate(len);
                 len - start
             }
@@ -326,6 +320,24 @@ fn read_head_bytes(
             return Ok(true);
         }
     }
+}
+
+/// The length of the request head in `head` (up to and with the empty line
+/// that ends it: `\n\n` or `\n\r\n`), if it is all there. `searched`:
+/// how many bytes an earlier call looked at, so that a head read in pieces
+/// is scanned once (the last two bytes again, as an end may straddle).
+/// Reading from the socket, or from a readiness loop's buffer, only feeds it.
+pub(super) fn head_end(head: &[u8], searched: usize) -> Option<usize> {
+    (searched.saturating_sub(2)..head.len()).find_map(|i| {
+        if head[i] != b'\n' {
+            return None;
+        }
+        match (head.get(i + 1), head.get(i + 2)) {
+            (Some(b'\n'), _) => Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        }
+    })
 }
 
 pub(super) fn parse_head(
@@ -726,6 +738,47 @@ fn linger_and_close(stream: TcpStream) {
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    /// Feeds `bytes` to `head_end` in pieces ending at `cuts`, as reads
+    /// would, and returns the first end found.
+    fn in_pieces(bytes: &[u8], cuts: &[usize]) -> Option<usize> {
+        let mut searched = 0;
+        for &cut in cuts.iter().chain([&bytes.len()]) {
+            if let Some(end) = head_end(&bytes[..cut], searched) {
+                return Some(end);
+            }
+            searched = cut;
+        }
+        None
+    }
+
+    #[test]
+    fn a_head_read_in_any_pieces_ends_where_it_ends_read_whole() {
+        let cases: [(&[u8], Option<usize>); 5] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", Some(27)),
+            (b"GET / HTTP/1.1\nHost: a\n\nbody", Some(24)),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Some(26)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", None),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", None),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(head_end(bytes, 0), expected, "{bytes:?}");
+            for cut in 0..=bytes.len() {
+                assert_eq!(in_pieces(bytes, &[cut]), expected, "{bytes:?} cut at {cut}");
+            }
+            let every_byte: Vec<usize> = (1..bytes.len()).collect();
+            assert_eq!(
+                in_pieces(bytes, &every_byte),
+                expected,
+                "{bytes:?} byte by byte"
+            );
         }
     }
 }

@@ -303,6 +303,20 @@ impl Exchange {
 /// what the fuzz target `request_head` drives. Never panics, whatever the input.
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_request(bytes: &[u8]) {
+    // The end of the head, found in pieces (as reads deliver it), is where
+    // it is found whole.
+    let whole = conn::head_end(bytes, 0);
+    let step = 1 + usize::from(bytes.first().copied().unwrap_or(0) % 16);
+    let mut searched = 0;
+    let mut pieces = None;
+    for cut in (step..bytes.len()).step_by(step).chain([bytes.len()]) {
+        if let Some(end) = conn::head_end(&bytes[..cut], searched) {
+            pieces = Some(end);
+            break;
+        }
+        searched = cut;
+    }
+    assert_eq!(pieces, whole, "a head read in pieces of {step} bytes");
     let limits = ConnectionLimits::default();
     let end = bytes
         .windows(4)
