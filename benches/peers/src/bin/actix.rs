@@ -10,7 +10,10 @@ async fn send_notification(email: web::Path<String>, log: web::Data<Arc<String>>
     let line = format!("message to {email}\n");
     let path = log.get_ref().clone();
     actix_web::rt::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&*path);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&*path);
         if let Ok(mut file) = file {
             let _ = file.write_all(line.as_bytes());
         }
@@ -22,13 +25,26 @@ async fn send_notification(email: web::Path<String>, log: web::Data<Arc<String>>
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(8001);
-    let log = Arc::new(std::env::args().nth(2).unwrap_or_else(|| "peers-log.txt".into()));
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8001);
+    let log = Arc::new(
+        std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "peers-log.txt".into()),
+    );
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(log.clone()))
-            .route("/send-notification/{email}", web::post().to(send_notification))
-            .route("/health", web::get().to(|| async { HttpResponse::Ok().body("ok") }))
+            .route(
+                "/send-notification/{email}",
+                web::post().to(send_notification),
+            )
+            .route(
+                "/health",
+                web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+            )
     })
     .bind(("127.0.0.1", port))?;
     println!("listening on http://127.0.0.1:{port}");
