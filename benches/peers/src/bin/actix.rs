@@ -1,7 +1,6 @@
 //! bg-write on actix-web: `POST /send-notification/{email}` answers at once
 //! and appends `message to {email}` to a log file in a blocking task, after
 //! the response is built (as afterward's background task does).
-use std::io::Write;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -9,15 +8,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 async fn send_notification(email: web::Path<String>, log: web::Data<Arc<String>>) -> HttpResponse {
     let line = format!("message to {email}\n");
     let path = log.get_ref().clone();
-    actix_web::rt::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&*path);
-        if let Ok(mut file) = file {
-            let _ = file.write_all(line.as_bytes());
-        }
-    });
+    actix_web::rt::task::spawn_blocking(move || afterward_peers::append_line(&path, &line));
     HttpResponse::Ok()
         .content_type("application/json")
         .body(r#"{"message":"Message sent"}"#)
@@ -25,15 +16,8 @@ async fn send_notification(email: web::Path<String>, log: web::Data<Arc<String>>
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8001);
-    let log = Arc::new(
-        std::env::args()
-            .nth(2)
-            .unwrap_or_else(|| "peers-log.txt".into()),
-    );
+    let (port, log) = afterward_peers::args(8001);
+    let log = Arc::new(log);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(log.clone()))

@@ -1,6 +1,5 @@
 //! bg-write on axum: `POST /send-notification/{email}` answers at once and
 //! appends `message to {email}` to a log file in a blocking task.
-use std::io::Write;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -12,15 +11,7 @@ async fn send_notification(
     State(log): State<Arc<String>>,
 ) -> ([(&'static str, &'static str); 1], &'static str) {
     let line = format!("message to {email}\n");
-    tokio::task::spawn_blocking(move || {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&*log);
-        if let Ok(mut file) = file {
-            let _ = file.write_all(line.as_bytes());
-        }
-    });
+    tokio::task::spawn_blocking(move || afterward_peers::append_line(&log, &line));
     (
         [("content-type", "application/json")],
         r#"{"message":"Message sent"}"#,
@@ -29,15 +20,8 @@ async fn send_notification(
 
 #[tokio::main]
 async fn main() {
-    let port: u16 = std::env::args()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(8002);
-    let log = Arc::new(
-        std::env::args()
-            .nth(2)
-            .unwrap_or_else(|| "peers-log.txt".into()),
-    );
+    let (port, log) = afterward_peers::args(8002);
+    let log = Arc::new(log);
     let app = Router::new()
         .route("/send-notification/{email}", post(send_notification))
         .route("/health", get(|| async { "ok" }))
