@@ -22,6 +22,16 @@ struct Outgoing {
     due_ms: Option<u64>,
 }
 
+impl Outgoing {
+    /// `envelope`, due `delay` from now (at once: `None`).
+    fn new(envelope: Envelope, delay: Option<Duration>) -> Outgoing {
+        Outgoing {
+            envelope,
+            due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
+        }
+    }
+}
+
 /// Sends jobs to Redis: [`Broker`] for the web server.
 pub(crate) struct Producer {
     keys: Keys,
@@ -84,73 +94,63 @@ impl Producer {
 }
 
 impl Producer {
-    /// Runs `hand_over` unless the producer is closed (`None`). `close`
-    /// waits for every caller inside before it takes what is left, so a job
-    /// is either seen by `close` or refused: never left in the buffer.
-    fn handing<R>(&self, hand_over: impl FnOnce() -> R) -> Option<R> {
+    /// Hands `envelope` (due `delay` from now) over with `hand_over`, unless
+    /// the producer is closed: then it is refused as stopped. `close` waits
+    /// for every caller inside before it takes what is left, so a job is
+    /// either seen by `close` or refused: never left in the buffer.
+    fn handing(
+        &self,
+        envelope: Envelope,
+        delay: Option<Duration>,
+        hand_over: impl FnOnce(Outgoing) -> Result<(), Refused>,
+    ) -> Result<(), Refused> {
+        let job = Outgoing::new(envelope, delay);
         self.handing.fetch_add(1, Ordering::SeqCst);
-        let result = (!self.closed.load(Ordering::SeqCst)).then(hand_over);
+        let handed = if self.closed.load(Ordering::SeqCst) {
+            Err(Refused::Stopped(job.envelope))
+        } else {
+            hand_over(job)
+        };
         self.handing.fetch_sub(1, Ordering::SeqCst);
-        result
+        handed
     }
 }
 
 impl Broker for Producer {
     fn send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Envelope> {
-        let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
-        let mut job = Some(Outgoing { envelope, due_ms });
         // Waits while the buffer is full, looking at `closed` now and then.
-        let sent = self.handing(|| loop {
-            let Some(next) = job.take() else {
-                return Ok(());
-            };
-            match self.buffer.send_timeout(next, Duration::from_millis(50)) {
+        let sent = self.handing(envelope, delay, |mut job| loop {
+            match self.buffer.send_timeout(job, Duration::from_millis(50)) {
                 Ok(()) => return Ok(()),
                 Err(SendTimeoutError::Timeout(unsent)) if !self.closed.load(Ordering::SeqCst) => {
-                    job = Some(unsent);
+                    job = unsent;
                 }
                 Err(SendTimeoutError::Timeout(unsent) | SendTimeoutError::Disconnected(unsent)) => {
-                    return Err(unsent.envelope);
+                    return Err(Refused::Stopped(unsent.envelope));
                 }
             }
         });
-        match (sent, job) {
-            (Some(sent), _) => sent,
-            (None, Some(job)) => Err(job.envelope),
-            (None, None) => Ok(()), // cannot happen: refused before any try
-        }
+        sent.map_err(|refused| match refused {
+            Refused::Full(envelope) | Refused::Stopped(envelope) => envelope,
+        })
     }
 
     fn try_send(&self, envelope: Envelope, delay: Option<Duration>) -> Result<(), Refused> {
-        let due_ms = delay.map(|d| now_ms() + d.as_millis() as u64);
-        let mut job = Some(Outgoing { envelope, due_ms });
-        let mut full = false;
-        let taken = self.handing(|| {
-            let Some(next) = job.take() else {
-                return false;
-            };
-            match self.buffer.try_send(next) {
-                Ok(()) => true,
-                Err(refused) => {
-                    full = refused.is_full();
-                    job = Some(refused.into_inner());
-                    false
+        self.handing(envelope, delay, |job| {
+            self.buffer.try_send(job).map_err(|refused| {
+                let full = refused.is_full();
+                let envelope = refused.into_inner().envelope;
+                if full {
+                    Refused::Full(envelope)
+                } else {
+                    Refused::Stopped(envelope)
                 }
-            }
-        });
-        match job {
-            _ if taken == Some(true) => Ok(()),
-            Some(job) if full => Err(Refused::Full(job.envelope)),
-            Some(job) => Err(Refused::Stopped(job.envelope)),
-            None => Ok(()), // cannot happen: a job not taken is given back
-        }
+            })
+        })
     }
 
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
-        let outgoing = Outgoing {
-            envelope: envelope.clone(),
-            due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
-        };
+        let outgoing = Outgoing::new(envelope.clone(), delay);
         let mut pipe = redis::pipe();
         write_jobs(
             &mut pipe,
