@@ -438,6 +438,14 @@ impl JobRunner {
         }
     }
 
+    /// A job counted buffered that the broker refused, having stopped: it
+    /// is discarded, counted, and out of the buffer count.
+    fn broker_stopped(&self, envelope: &Envelope) {
+        let reason = "the broker's sender has stopped";
+        self.discarded(&envelope.id, &envelope.name, reason);
+        self.counters.jobs_unbuffered(1, false);
+    }
+
     pub(crate) fn discarded(&self, id: &str, name: &str, reason: &str) {
         self.statuses.update(id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
@@ -784,9 +792,7 @@ impl JobStep {
                 Some(JobStep { envelope, ..self })
             }
             Err(Refused::Stopped(envelope)) => {
-                let reason = "the broker's sender has stopped";
-                self.runner.discarded(&envelope.id, &envelope.name, reason);
-                self.runner.counters.jobs_unbuffered(1, false);
+                self.runner.broker_stopped(&envelope);
                 None
             }
         }
@@ -804,9 +810,7 @@ impl JobStep {
             (Some(broker), _) if send => {
                 runner.counters.job_buffered();
                 if let Err(envelope) = broker.send(envelope, delay) {
-                    let reason = "the broker's sender has stopped";
-                    runner.discarded(&envelope.id, &envelope.name, reason);
-                    runner.counters.jobs_unbuffered(1, false);
+                    runner.broker_stopped(&envelope);
                 }
             }
             (_, None) => runner.run_attempt(envelope),
