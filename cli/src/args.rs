@@ -225,6 +225,28 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
             .transpose()
     }
 
+    /// One of `choices` (words and what they stand for), or `default`; the
+    /// error names where the value came from and lists the words.
+    fn choice<T: Copy>(
+        &self,
+        name: &'static str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> Result<T, String> {
+        let Some((source, value)) = self.raw(name) else {
+            return Ok(default);
+        };
+        if let Some(&(_, chosen)) = choices.iter().find(|(word, _)| *word == value.trim()) {
+            return Ok(chosen);
+        }
+        let words: Vec<&str> = choices.iter().map(|(word, _)| *word).collect();
+        let (last, rest) = words.split_last().expect("choices are given");
+        Err(format!(
+            "invalid value {value:?} for {source}: expected {} or {last}",
+            rest.join(", ")
+        ))
+    }
+
     /// A count of at least 1, the error naming where the value came from.
     fn count(&self, name: &'static str) -> Result<Option<usize>, String> {
         let Some((source, value)) = self.raw(name) else {
@@ -384,31 +406,20 @@ fn parse_serve(
         Err(command) => return Ok(command),
     };
     let options = Resolver { given: &given, env };
-    let on_full = match options.raw("on-full") {
-        None => OnFull::Block,
-        Some((source, value)) => match value.trim() {
-            "block" => OnFull::Block,
-            "caller-runs" => OnFull::CallerRuns,
-            "shed" => OnFull::Shed,
-            _ => {
-                return Err(format!(
-                    "invalid value {value:?} for {source}: expected block, caller-runs or shed"
-                ))
-            }
-        },
-    };
-    let redis_mode = match options.raw("redis-mode") {
-        None => RedisMode::Send,
-        Some((source, value)) => match value.trim() {
-            "send" => RedisMode::Send,
-            "spill" => RedisMode::Spill,
-            _ => {
-                return Err(format!(
-                    "invalid value {value:?} for {source}: expected send or spill"
-                ))
-            }
-        },
-    };
+    let on_full = options.choice(
+        "on-full",
+        &[
+            ("block", OnFull::Block),
+            ("caller-runs", OnFull::CallerRuns),
+            ("shed", OnFull::Shed),
+        ],
+        OnFull::Block,
+    )?;
+    let redis_mode = options.choice(
+        "redis-mode",
+        &[("send", RedisMode::Send), ("spill", RedisMode::Spill)],
+        RedisMode::Send,
+    )?;
     let engine = match options.raw("engine") {
         None => Engine::default(),
         Some((source, value)) => value
