@@ -131,35 +131,10 @@ impl Envelope {
     }
 
     /// Reads an envelope; `Err` names what is missing or of another version.
+    /// The same rules as [`from_json_text`](Self::from_json_text), which it
+    /// reads the value's text with.
     pub fn from_json(value: &Value) -> Result<Envelope, String> {
-        let version = value["v"].as_u64();
-        if version != Some(ENVELOPE_VERSION) {
-            return Err(format!("unsupported envelope version {:?}", value["v"]));
-        }
-        let text = |key: &str| {
-            value[key]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("envelope without a string {key:?}"))
-        };
-        let number = |key: &str| {
-            value[key]
-                .as_u64()
-                .ok_or_else(|| format!("envelope without a number {key:?}"))
-        };
-        let small = |key: &str| {
-            number(key).and_then(|n| u32::try_from(n).map_err(|_| format!("{key:?} too large")))
-        };
-        Ok(Envelope {
-            id: text("id")?.into(),
-            name: text("name")?.into(),
-            payload: value.get("payload").unwrap_or(&Value::Null).to_string(),
-            attempts: small("attempts")?,
-            max_attempts: small("max_attempts")?,
-            enqueued_at_ms: number("enqueued_at_ms")?,
-            request_id: text("request_id")?.into(),
-            last_error: value["last_error"].as_str().map(str::to_owned),
-        })
+        Envelope::from_json_text(&value.to_string())
     }
 }
 
