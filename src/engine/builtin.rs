@@ -1,18 +1,22 @@
-//! Our engine's listener: the accept thread, one thread per connection
-//! (`conn.rs`), and the queue of complete request heads that request workers
-//! take [`Exchange`]s from.
+//! Our engine's listener: the event loop's thread (`event_loop.rs`), what it
+//! shares with request workers, and the queue of connections with a whole
+//! request head that request workers take [`Exchange`]s from.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use mio::{Interest, Poll, Registry, Waker};
 
-use super::{conn, ConnectionLimits, Exchange, Next};
+use super::buffer::Pool;
+use super::conn::{self, Conn};
+use super::event_loop::{EventLoop, LISTENER, WAKER};
+use super::slots::Slots;
+use super::{ConnectionLimits, Exchange, Next};
 use crate::access::RequestIds;
 use crate::stats::Counters;
 
@@ -20,18 +24,20 @@ use crate::stats::Counters;
 pub(crate) struct BuiltinListener {
     local_addr: SocketAddr,
     incoming: Receiver<Incoming>,
-    wake: Sender<Incoming>,
     shared: Arc<EngineState>,
-    acceptor: Option<JoinHandle<()>>,
+    waker: Waker,
+    io_thread: Option<JoinHandle<()>>,
 }
 
-/// What connection threads and request workers share.
+/// What the event loop, connections and request workers share.
 pub(crate) struct EngineState {
     pub(crate) limits: ConnectionLimits,
-    /// Set when the engine is dropped: accept nothing more.
+    /// `limits.max_connections`, or the default from the descriptor limit.
+    pub(crate) max_connections: usize,
+    /// Set when the engine is dropped: the loop ends, connections close.
     pub(crate) stopping: AtomicBool,
     /// Set when shutdown begins (and when the engine is dropped): new requests
-    /// are answered `503` by their connection thread, responses close.
+    /// are answered `503`, responses close.
     pub(crate) draining: AtomicBool,
     /// Where connections and the engine's own answers are counted.
     pub(crate) counters: Arc<Counters>,
@@ -40,6 +46,14 @@ pub(crate) struct EngineState {
     /// Connections open per client address, when they are limited
     /// (`max_connections_per_client`).
     pub(crate) per_client: Mutex<HashMap<IpAddr, usize>>,
+    /// Every open connection's slot.
+    pub(super) slots: Slots,
+    /// Read buffers not in use.
+    pub(super) buffers: Pool,
+    /// The event loop's registry: workers re-arm the connections they put back.
+    pub(super) registry: Registry,
+    /// To the request workers.
+    pub(super) queue: Sender<Incoming>,
 }
 
 /// What a client is counted as for `max_connections_per_client`: its IPv4
@@ -83,11 +97,13 @@ impl EngineState {
     }
 }
 
-/// What travels from connection threads to [`BuiltinListener::next`].
-// Sent once per request and matched at once; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
+/// What travels to [`BuiltinListener::next`].
 pub(crate) enum Incoming {
-    Request(conn::Exchange),
+    /// A connection with a whole request head buffered.
+    Ready(Box<Conn>),
+    /// What runs once a response the event loop finished sending is sent:
+    /// run by a worker, as it may block (a full background queue).
+    Run(Box<dyn FnOnce() + Send>),
     Wake,
 }
 
@@ -99,29 +115,41 @@ impl BuiltinListener {
         counters: Arc<Counters>,
         ids: Arc<RequestIds>,
     ) -> io::Result<BuiltinListener> {
+        let max_connections = limits
+            .max_connections
+            .unwrap_or_else(super::limits::default_max_connections);
         let listener = listen(address, limits.listen_backlog)?;
+        listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let (sender, incoming) = crossbeam_channel::unbounded();
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (queue, incoming) = crossbeam_channel::unbounded();
         let shared = Arc::new(EngineState {
+            slots: Slots::new(max_connections),
+            max_connections,
             limits,
             stopping: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             counters,
             ids,
             per_client: Mutex::default(),
+            buffers: Pool::default(),
+            registry: poll.registry().try_clone()?,
+            queue,
         });
-        let acceptor = {
-            let (shared, sender) = (shared.clone(), sender.clone());
-            thread::Builder::new()
-                .name("afterward-accept".into())
-                .spawn(move || conn::accept_loop(&listener, &shared, &sender))?
-        };
+        let event_loop = EventLoop::new(poll, listener, shared.clone());
+        let io_thread = thread::Builder::new()
+            .name("afterward-io".into())
+            .spawn(move || event_loop.run())?;
         Ok(BuiltinListener {
             local_addr,
             incoming,
-            wake: sender,
             shared,
-            acceptor: Some(acceptor),
+            waker,
+            io_thread: Some(io_thread),
         })
     }
 
@@ -130,17 +158,26 @@ impl BuiltinListener {
         self.local_addr
     }
 
-    /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is called.
+    /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is
+    /// called. On the way, answers heads that are refused and runs what
+    /// follows responses the event loop finished sending.
     pub(crate) fn next(&self) -> Next {
-        match self.incoming.recv() {
-            Ok(Incoming::Request(exchange)) => Next::Request(Exchange::Builtin(exchange)),
-            // The engine holds a sender itself, so the channel never disconnects.
-            Ok(Incoming::Wake) | Err(_) => Next::Woken,
+        loop {
+            match self.incoming.recv() {
+                Ok(Incoming::Ready(conn)) => {
+                    if let Some(exchange) = conn::Exchange::start(conn) {
+                        return Next::Request(Exchange::Builtin(exchange));
+                    }
+                }
+                Ok(Incoming::Run(then)) => then(),
+                // The engine holds a sender itself, so the channel never disconnects.
+                Ok(Incoming::Wake) | Err(_) => return Next::Woken,
+            }
         }
     }
 
-    /// Shutdown has begun: connection threads answer new requests `503` and
-    /// close, and responses in flight close their connection.
+    /// Shutdown has begun: new requests are answered `503` and closed, and
+    /// responses in flight close their connection.
     pub(crate) fn drain(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
     }
@@ -148,7 +185,7 @@ impl BuiltinListener {
     /// Makes one call to [`next`](Self::next), current or future, return
     /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
     pub(crate) fn wake_one(&self) {
-        let _ = self.wake.send(Incoming::Wake);
+        let _ = self.shared.queue.send(Incoming::Wake);
     }
 }
 
@@ -179,22 +216,20 @@ pub(crate) fn listen(address: &str, backlog: u32) -> io::Result<TcpListener> {
 }
 
 impl Drop for BuiltinListener {
-    /// Stops accepting and closes the listening socket. Connections being
-    /// served finish their current request and are then closed.
+    /// Stops the event loop, which closes the listening socket and every
+    /// connection waiting on it. Connections being served finish their
+    /// current request and are then closed.
     fn drop(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the accept thread with a connection of our own.
-        let mut wake_addr = self.local_addr;
-        if wake_addr.ip().is_unspecified() {
-            wake_addr.set_ip(match wake_addr {
-                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
+        let _ = self.waker.wake();
+        if let Some(io_thread) = self.io_thread.take() {
+            let _ = io_thread.join();
         }
-        let _ = TcpStream::connect_timeout(&wake_addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+        // Connections and what was to run after responses, still queued:
+        // they hold the engine's state, so they go now. (Workers have ended.)
+        for queued in self.incoming.try_iter() {
+            drop(queued);
         }
     }
 }

@@ -1,516 +1,522 @@
-//! Connections: the accept loop, one thread per connection reading request
-//! heads, and the [`Exchange`] a request worker answers.
+//! One connection, wherever it is: waiting on the event loop (`event_loop.rs`)
+//! for a request head, the rest of its response or its close; or with a
+//! request worker, as the [`Exchange`] the worker answers. Its state
+//! machine lives here, so that the loop and the workers move it the same way.
 
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
 
-use super::body::{Chunk, Framing};
+use super::body::Framing;
+use super::buffer::{Buffer, BUFFER_SIZE};
 use super::builtin::{EngineState, Incoming};
+use super::head::{head_end, parse_head, ParsedHead};
+use super::slots::Slot;
 use super::wire::{self, Persistence};
-use super::{ConnectionLimits, Head};
-use crate::headers::Headers;
+use super::Head;
 use crate::http_error::HttpError;
-use crate::method::Method;
 use crate::response::{IntoResponse, Response};
 
-/// Each connection thread only reads request heads; handlers run elsewhere.
-const CONNECTION_STACK: usize = 128 * 1024;
 /// At most this much of an unread body is read and dropped to keep a
 /// connection alive; a larger rest closes it.
 const MAX_DRAIN: u64 = 64 * 1024;
 /// How long a closing connection waits for the client to finish sending, so
 /// that our last response is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(1);
+/// How long a response's rest may wait before the minimum write rate applies.
+pub(super) const WRITE_RATE_GRACE: Duration = Duration::from_secs(2);
 
-/// A connection between requests: the socket behind its read buffer.
-pub(crate) struct Conn {
-    reader: BufReader<TcpStream>,
-    remote_addr: Option<SocketAddr>,
-    /// The socket's read timeout as last set, to skip needless system calls.
-    read_timeout: Option<Duration>,
+/// What a connection waits for, and since when.
+pub(super) enum State {
+    /// The next request (idle timeout).
+    Idle(Instant),
+    /// The rest of a request head begun at `since` (header timeout);
+    /// `searched` bytes of it have been scanned for its end.
+    Head { since: Instant, searched: usize },
+    /// The client to take the rest of a response (write timeout, minimum
+    /// rate). `taken`: bytes it took since `started`. Then: keep the
+    /// connection (reading `body_left` unread body bytes first) or close it.
+    Writing {
+        started: Instant,
+        taken: u64,
+        keep: bool,
+        body_left: u64,
+    },
+    /// The unread rest of a request body, to drop (body read timeout).
+    Draining { since: Instant, left: u64 },
+    /// Our side is closed: what the client still sends is dropped until it
+    /// closes, for at most [`LINGER`].
+    Closing(Instant),
+    /// With a request worker.
+    Serving,
+}
+
+/// What the holder of a connection does with it next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Leave it to the event loop, waiting for this readiness.
+    Wait(Interest),
+    /// A whole request head is buffered: to the request workers.
+    Queue,
+    /// Drop it (closing the socket).
+    Close,
+}
+
+/// An open connection. Counted open from [`Conn::new`] until dropped.
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    /// Read and not yet used: a head, the start of a body, a pipelined request.
+    pub(super) buf: Buffer,
+    pub(super) remote_addr: SocketAddr,
+    client: IpAddr,
+    /// Its slot, and its token with the event loop.
+    pub(super) slot: usize,
+    /// Tells it from earlier connections in the same slot.
+    pub(super) generation: u64,
+    pub(super) state: State,
+    /// When the event loop's live timer entry for it fires; `None`: none.
+    pub(super) timer_at: Option<Instant>,
+    /// The readiness it is registered for.
+    pub(super) interest: Interest,
+    /// The rest of a response, and what runs once it is sent.
+    out: Output,
+    /// Whether the socket is blocking: a worker reading the body waits on it.
+    blocking: bool,
+    /// Whether its blocking read and write timeouts have been set.
+    timeouts_set: bool,
+    pub(super) shared: Arc<EngineState>,
+}
+
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    at: usize,
+    /// What runs once the response is sent (or can no longer be): the
+    /// request's background tasks are submitted by it.
+    then: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Conn {
-    fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
-    }
-
-    fn set_read_timeout(&mut self, timeout: Duration) {
-        if self.read_timeout != Some(timeout)
-            && self.stream().set_read_timeout(Some(timeout)).is_ok()
-        {
-            self.read_timeout = Some(timeout);
-        }
-    }
-}
-
-/// What a request worker gives back to the connection thread.
-enum Returned {
-    /// Read the next request.
-    KeepAlive(Conn),
-    /// Close, after letting the client finish sending.
-    Close(Conn),
-    /// The exchange was dropped unanswered and closed the connection itself.
-    Gone,
-}
-
-/// Accepts connections until the engine stops, one thread each.
-pub(crate) fn accept_loop(
-    listener: &TcpListener,
-    shared: &Arc<EngineState>,
-    queue: &Sender<Incoming>,
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let (stream, remote_addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionAborted | ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                // Out of descriptors or memory: wait for some to be freed
-                // (closing connections free theirs), then accept again.
-                if backoff == Duration::from_millis(5) {
-                    log::warn!("cannot accept connections ({e}); retrying");
-                }
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(5);
-        let limits = &shared.limits;
-        if shared.counters.connections_open() >= limits.max_connections as u64 {
-            // Answer at once rather than leave the client waiting in the
-            // backlog; no lingering here, the accept thread must move on.
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let mut response = busy();
-            answered_itself(shared, None, &mut response, Instant::now());
-            respond_and_close_now(stream, response);
-            continue;
-        }
-        let client = super::builtin::client_key(remote_addr.ip());
-        if !shared.client_connected(client) {
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let mut response = busy_client();
-            answered_itself(shared, None, &mut response, Instant::now());
-            respond_and_close_now(stream, response);
-            continue;
-        }
+    /// A connection just accepted, counted open.
+    pub(super) fn new(
+        stream: TcpStream,
+        remote_addr: SocketAddr,
+        client: IpAddr,
+        slot: usize,
+        generation: u64,
+        now: Instant,
+        shared: Arc<EngineState>,
+    ) -> Box<Conn> {
         shared.counters.connection_opened();
-        let opened = Opened {
-            shared: shared.clone(),
+        Box::new(Conn {
+            stream,
+            buf: Buffer::default(),
+            remote_addr,
             client,
+            slot,
+            generation,
+            state: State::Idle(now),
+            timer_at: None,
+            interest: Interest::READABLE,
+            out: Output::default(),
+            blocking: false,
+            timeouts_set: false,
+            shared,
+        })
+    }
+
+    pub(super) fn token(&self) -> Token {
+        Token(self.slot)
+    }
+
+    /// When the current state's time is up.
+    pub(super) fn deadline(&self) -> Instant {
+        let limits = &self.shared.limits;
+        match self.state {
+            State::Idle(since) => since + limits.idle_timeout,
+            State::Head { since, .. } => since + limits.header_timeout,
+            State::Writing { started, taken, .. } => {
+                let whole = started + limits.write_timeout;
+                match limits.min_write_rate {
+                    0 => whole,
+                    rate => {
+                        let earned = Duration::from_secs_f64(taken as f64 / rate as f64);
+                        whole.min(started + WRITE_RATE_GRACE + earned)
+                    }
+                }
+            }
+            State::Draining { since, .. } => since + limits.body_read_timeout,
+            State::Closing(since) => since + LINGER,
+            // A worker's own timeouts bound it; the loop looks again later.
+            State::Serving => far_future(),
+        }
+    }
+
+    /// The socket is ready (or may be): make progress without blocking.
+    pub(super) fn on_ready(&mut self, now: Instant) -> Step {
+        match self.state {
+            State::Writing { .. } => self.write_more(now),
+            State::Closing(_) => self.discard(),
+            State::Idle(_) | State::Head { .. } | State::Draining { .. } => self.read_head(now),
+            State::Serving => Step::Close,
+        }
+    }
+
+    /// The current state's deadline has passed.
+    pub(super) fn expire(&mut self, now: Instant) -> Step {
+        match self.state {
+            State::Head { .. } => {
+                let error = HttpError::new(408, "the request head took too long");
+                self.refuse(error.into_response(), None, now)
+            }
+            State::Writing { taken, .. } => {
+                log::debug!(
+                    "closing a connection to {} that took {taken} bytes of a response too slowly",
+                    self.remote_addr
+                );
+                Step::Close
+            }
+            _ => Step::Close,
+        }
+    }
+
+    /// Reads until a whole head is buffered or the socket has nothing more.
+    fn read_head(&mut self, now: Instant) -> Step {
+        let limit = self.shared.limits.max_header_bytes + 1;
+        loop {
+            if let Some(step) = self.scan(now) {
+                return step;
+            }
+            match self
+                .buf
+                .read_from(&mut self.stream, &self.shared.buffers, limit)
+            {
+                Ok(0) => return Step::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.buf.release_if_empty(&self.shared.buffers);
+                    return Step::Wait(Interest::READABLE);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+        }
+    }
+
+    /// Looks at what is buffered: drops what is left of a body, skips the
+    /// empty lines a client may send between requests (RFC 9112 §2.2), and
+    /// finds the end of a head. `None`: more bytes are needed.
+    fn scan(&mut self, now: Instant) -> Option<Step> {
+        if let State::Draining { left, .. } = &mut self.state {
+            let n = self
+                .buf
+                .len()
+                .min(usize::try_from(*left).unwrap_or(usize::MAX));
+            self.buf.consume(n);
+            *left -= n as u64;
+            if *left > 0 {
+                return None;
+            }
+            self.state = State::Idle(now);
+        }
+        if let State::Idle(_) = self.state {
+            let blank = self
+                .buf
+                .filled()
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            self.buf.consume(blank);
+            if self.buf.is_empty() {
+                return None;
+            }
+            self.state = State::Head {
+                since: now,
+                searched: 0,
+            };
+        }
+        let State::Head { searched, .. } = &mut self.state else {
+            return None;
         };
-        let queue = queue.clone();
-        let spawned = thread::Builder::new()
-            .name("afterward-conn".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || {
-                serve(stream, Some(remote_addr), &opened.shared, &queue);
-                drop(opened);
-            });
-        // A thread that cannot start drops its closure, and `opened` with it.
-        if let Err(e) = spawned {
-            log::warn!("cannot start a connection thread: {e}");
+        let max = self.shared.limits.max_header_bytes;
+        match head_end(self.buf.filled(), *searched) {
+            Some(end) if end <= max => Some(Step::Queue),
+            None if self.buf.len() <= max => {
+                *searched = self.buf.len();
+                None
+            }
+            _ => {
+                let detail = format!("the request head is larger than {max} bytes");
+                Some(self.refuse(HttpError::new(431, detail).into_response(), None, now))
+            }
+        }
+    }
+
+    /// Drops what the client still sends to a closing connection.
+    fn discard(&mut self) -> Step {
+        let mut sink = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut sink) {
+                Ok(0) => return Step::Close,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return Step::Wait(Interest::READABLE)
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+        }
+    }
+
+    /// Writes `bytes` without blocking; how many the socket took.
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.unblock()?;
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.write(&bytes[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Sends more of a response's rest.
+    fn write_more(&mut self, now: Instant) -> Step {
+        let out = std::mem::take(&mut self.out.bytes);
+        let written = self.write_now(&out[self.out.at..]);
+        self.out.bytes = out;
+        let State::Writing {
+            taken,
+            keep,
+            body_left,
+            ..
+        } = &mut self.state
+        else {
+            return Step::Close;
+        };
+        match written {
+            Ok(n) => {
+                self.out.at += n;
+                *taken += n as u64;
+            }
+            Err(_) => return Step::Close,
+        }
+        if self.out.at < self.out.bytes.len() {
+            return Step::Wait(Interest::WRITABLE);
+        }
+        let (keep, body_left) = (*keep, *body_left);
+        self.out = Output {
+            then: self.out.then.take(),
+            ..Output::default()
+        };
+        self.run_then();
+        match self.after_response(keep, body_left, now) {
+            Some(step) => step,
+            None => self.read_head(now),
+        }
+    }
+
+    /// A response has been sent whole: close the connection, or make it
+    /// ready for the next request (after dropping `body_left` unread body
+    /// bytes). `None`: it waits for bytes, which may already be in the socket.
+    fn after_response(&mut self, keep: bool, body_left: u64, now: Instant) -> Option<Step> {
+        if self.shared.stopping.load(Ordering::SeqCst) {
+            return Some(Step::Close);
+        }
+        if !keep {
+            return Some(self.start_closing(now));
+        }
+        self.state = if body_left > 0 {
+            State::Draining {
+                since: now,
+                left: body_left,
+            }
+        } else {
+            State::Idle(now)
+        };
+        let step = self.scan(now);
+        if step.is_none() {
+            self.buf.release_if_empty(&self.shared.buffers);
+        }
+        step
+    }
+
+    /// Answers `response` with `Connection: close` (as much as the socket
+    /// takes at once: the engine's own answers are small), counted and
+    /// logged, then closes.
+    pub(super) fn refuse(
+        &mut self,
+        mut response: Response,
+        head: Option<&Head>,
+        now: Instant,
+    ) -> Step {
+        super::answered_unhandled(
+            &self.shared.counters,
+            &self.shared.ids,
+            head,
+            &mut response,
+            now,
+        );
+        let (status, headers, body) = response.into_wire();
+        let mut out = Vec::new();
+        wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
+        let _ = self.write_now(&out);
+        self.start_closing(now)
+    }
+
+    /// Closes our side and waits (for at most [`LINGER`]) for the client to
+    /// close its own, so that it reads our last response before a reset.
+    fn start_closing(&mut self, now: Instant) -> Step {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        self.buf = Buffer::default();
+        self.state = State::Closing(now);
+        Step::Wait(Interest::READABLE)
+    }
+
+    /// Hands what runs after the response to a request worker: never run on
+    /// the event loop, which must not block.
+    fn run_then(&mut self) {
+        if let Some(then) = self.out.then.take() {
+            let _ = self.shared.queue.send(Incoming::Run(then));
+        }
+    }
+
+    /// Makes the socket non-blocking again after a worker read a body.
+    fn unblock(&mut self) -> io::Result<()> {
+        if self.blocking {
+            socket2::SockRef::from(&self.stream).set_nonblocking(true)?;
+            self.blocking = false;
+        }
+        Ok(())
+    }
+
+    /// Makes the socket blocking, with the body read timeout, for a worker.
+    fn block(&mut self) -> io::Result<()> {
+        if self.blocking {
+            return Ok(());
+        }
+        let socket = socket2::SockRef::from(&self.stream);
+        if !self.timeouts_set {
+            let limits = &self.shared.limits;
+            socket.set_read_timeout(Some(limits.body_read_timeout))?;
+            socket.set_write_timeout(Some(limits.write_timeout))?;
+            self.timeouts_set = true;
+        }
+        socket.set_nonblocking(false)?;
+        self.blocking = true;
+        Ok(())
+    }
+
+    /// A worker is done with the connection: `step` says what next.
+    fn resume(mut self: Box<Self>, step: Step) {
+        let shared = self.shared.clone();
+        match step {
+            Step::Queue if !shared.stopping.load(Ordering::SeqCst) => {
+                let _ = shared.queue.send(Incoming::Ready(self));
+            }
+            Step::Wait(interest) if self.unblock().is_ok() => {
+                let Some(mut slot) = shared.slots.lock(self.slot) else {
+                    return;
+                };
+                let Slot::Away {
+                    generation,
+                    timer_at,
+                } = *slot
+                else {
+                    return;
+                };
+                // Checked under the slot's lock: the loop empties the
+                // slots after setting `stopping`, so no connection put back
+                // is left behind.
+                if generation != self.generation || shared.stopping.load(Ordering::SeqCst) {
+                    *slot = Slot::Vacant;
+                    return;
+                }
+                self.timer_at = Some(timer_at);
+                self.interest = interest;
+                let token = self.token();
+                *slot = Slot::Here(self);
+                let Slot::Here(conn) = &mut *slot else {
+                    return;
+                };
+                // Re-armed under the slot's lock, so that the loop finds it
+                // in place; a readiness already there is reported at once.
+                if shared
+                    .registry
+                    .reregister(&mut conn.stream, token, interest)
+                    .is_err()
+                {
+                    *slot = Slot::Vacant;
+                }
+            }
+            _ => {
+                if let Some(mut slot) = shared.slots.lock(self.slot) {
+                    if matches!(*slot, Slot::Away { generation, .. } if generation == self.generation)
+                    {
+                        *slot = Slot::Vacant;
+                    }
+                }
+            }
         }
     }
 }
 
-/// A connection counted open (globally, and for its client); counted closed
-/// when dropped: when its thread ends, however it ends (a panic unwinds
-/// through it too), or with the closure of a thread that could not start.
-struct Opened {
-    shared: Arc<EngineState>,
-    client: IpAddr,
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-impl Drop for Opened {
+impl Drop for Conn {
+    /// Counts the connection closed and frees its slot; what was to run
+    /// after its response still runs.
     fn drop(&mut self) {
+        self.run_then();
+        self.shared.slots.release(self.slot);
         self.shared.client_disconnected(self.client);
         self.shared.counters.connection_closed();
     }
 }
 
-/// Counts and logs an answer the engine gives itself, which no request worker
-/// sees, and gives it a request id (the client's, when a head was read).
-fn answered_itself(
-    shared: &EngineState,
-    head: Option<&Head>,
-    response: &mut Response,
-    started: Instant,
-) {
-    super::answered_unhandled(&shared.counters, &shared.ids, head, response, started);
+/// The body, read by a worker: first what was buffered with the head, then
+/// from the socket, blocking (body read timeout).
+impl Read for Conn {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
 }
 
-fn busy_client() -> Response {
-    HttpError::new(503, "too many connections from this address; retry later")
-        .with_header("Retry-After", "1")
-        .into_response()
-}
-
-fn busy() -> Response {
-    HttpError::new(503, "too many connections; retry later")
-        .with_header("Retry-After", "1")
-        .into_response()
-}
-
-/// One connection: read a request head, hand the request over, wait for the
-/// connection to come back, repeat.
-fn serve(
-    stream: TcpStream,
-    remote_addr: Option<SocketAddr>,
-    shared: &Arc<EngineState>,
-    queue: &Sender<Incoming>,
-) {
-    let limits = &shared.limits;
-    let _ = stream.set_nodelay(limits.tcp_nodelay);
-    let _ = stream.set_write_timeout(Some(limits.write_timeout));
-    let mut conn = Conn {
-        reader: BufReader::with_capacity(8 * 1024, stream),
-        remote_addr,
-        read_timeout: None,
-    };
-    // One channel for the whole connection: each exchange sends it back once.
-    let (back, returned) = crossbeam_channel::bounded(1);
-    let mut head = Vec::with_capacity(1024);
-    loop {
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let read = read_request(&mut conn, &mut head, limits);
-        let started = Instant::now();
-        let request = match read {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(refusal) => {
-                let mut response = refusal.error.into_response();
-                answered_itself(shared, refusal.head.as_deref(), &mut response, started);
-                respond_and_close(conn.reader.into_inner(), response);
-                return;
-            }
-        };
-        if shared.draining.load(Ordering::SeqCst) {
-            // Shutdown has begun: refuse at once rather than queue a request
-            // no worker will take.
-            let mut response = HttpError::shutting_down().into_response();
-            answered_itself(shared, Some(&request.head), &mut response, started);
-            respond_and_close(conn.reader.into_inner(), response);
-            return;
-        }
-        let exchange = Exchange::new(request, conn, back.clone(), shared.clone());
-        if let Err(unsent) = queue.send(Incoming::Request(exchange)) {
-            // The server has gone: answer rather than drop the request.
-            if let Incoming::Request(exchange) = unsent.into_inner() {
-                let mut response = HttpError::shutting_down().into_response();
-                answered_itself(shared, Some(exchange.head()), &mut response, started);
-                let _ = exchange.respond(response);
+impl BufRead for Conn {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.buf.is_empty() {
+            self.block()?;
+            match self
+                .buf
+                .read_from(&mut self.stream, &self.shared.buffers, BUFFER_SIZE)
+            {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
-        // Architecture invariant: a connection serves one request at a time.
-        // Nothing more is read until the exchange comes back, so pipelined
-        // requests are answered in order and a body is never read twice.
-        match returned.recv() {
-            Ok(Returned::KeepAlive(kept)) => conn = kept,
-            Ok(Returned::Close(closing)) => {
-                linger_and_close(closing.reader.into_inner());
-                return;
-            }
-            // The thread holds a sender itself, so `recv` cannot fail.
-            Ok(Returned::Gone) | Err(_) => return,
-        }
+        Ok(self.buf.filled())
     }
-}
 
-/// A request head, parsed and checked.
-pub(super) struct ParsedHead {
-    pub(super) head: Head,
-    pub(super) framing: Framing,
-    http10: bool,
-    keep_alive: bool,
-    expect_continue: bool,
-    is_head: bool,
-}
-
-/// Waits for the next request (idle timeout) and reads its head (header
-/// timeout, size and count limits). `Ok(None)`: the connection ended or idled
-/// out before a request began; `Err`: the answer to give before closing.
-fn read_request(
-    conn: &mut Conn,
-    head: &mut Vec<u8>,
-    limits: &ConnectionLimits,
-) -> Result<Option<ParsedHead>, Refused> {
-    head.clear();
-    if !read_head_bytes(conn, head, limits)? {
-        return Ok(None);
+    fn consume(&mut self, n: usize) {
+        self.buf.consume(n);
     }
-    parse_head(head, conn.remote_addr, limits).map(Some)
-}
-
-/// Reads a request head into `head`; `false` if the connection ended or idled
-/// out before a request began.
-fn read_head_bytes(
-    conn: &mut Conn,
-    head: &mut Vec<u8>,
-    limits: &ConnectionLimits,
-) -> Result<bool, HttpError> {
-    conn.set_read_timeout(limits.idle_timeout);
-    // Skip the empty lines a client may send between requests (RFC 9112 §2.2).
-    loop {
-        match conn.reader.fill_buf() {
-            Ok([]) | Err(_) => return Ok(false),
-            Ok([b'\r' | b'\n', ..]) => conn.reader.consume(1),
-            Ok(_) => break,
-        }
-    }
-    let deadline = Instant::now() + limits.header_timeout;
-    loop {
-        // Only a read from the socket can wait: bound it by the deadline.
-        if conn.reader.buffer().is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HttpError::new(408, "the request head took too long"));
-            }
-            conn.set_read_timeout(left);
-        }
-        let available = match conn.reader.fill_buf() {
-            Ok([]) => return Ok(false),
-            Ok(available) => available,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(HttpError::new(408, "the request head took too long"))
-            }
-            Err(_) => return Ok(false),
-        };
-        let start = head.len();
-        head.extend_from_slice(available);
-        let end = head_end(head, start);
-        let used = match end {
-            Some(len) => {
-                head.truncate(len);
-                len - start
-            }
-            None => head.len() - start,
-        };
-        conn.reader.consume(used);
-        if head.len() > limits.max_header_bytes {
-            return Err(HttpError::new(
-                431,
-                format!(
-                    "the request head is larger than {} bytes",
-                    limits.max_header_bytes
-                ),
-            ));
-        }
-        if end.is_some() {
-            return Ok(true);
-        }
-    }
-}
-
-/// The length of the request head in `head` (up to and with the empty line
-/// that ends it: `\n\n` or `\n\r\n`), if it is all there. `searched`:
-/// how many bytes an earlier call looked at, so that a head read in pieces
-/// is scanned once (the last two bytes again, as an end may straddle).
-/// Reading from the socket, or from a readiness loop's buffer, only feeds it.
-pub(super) fn head_end(head: &[u8], searched: usize) -> Option<usize> {
-    (searched.saturating_sub(2)..head.len()).find_map(|i| {
-        if head[i] != b'\n' {
-            return None;
-        }
-        match (head.get(i + 1), head.get(i + 2)) {
-            (Some(b'\n'), _) => Some(i + 2),
-            (Some(b'\r'), Some(b'\n')) => Some(i + 3),
-            _ => None,
-        }
-    })
-}
-
-pub(super) fn parse_head(
-    bytes: &[u8],
-    remote_addr: Option<SocketAddr>,
-    limits: &ConnectionLimits,
-) -> Result<ParsedHead, Refused> {
-    let bad = |detail: &str| HttpError::new(400, detail.to_owned());
-    // Up to 64 fields (the default limit) on the stack, more on the heap.
-    let mut on_stack = [httparse::EMPTY_HEADER; 64];
-    let mut on_heap = Vec::new();
-    let fields = if limits.max_headers <= on_stack.len() {
-        &mut on_stack[..limits.max_headers]
-    } else {
-        on_heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
-        &mut on_heap[..]
-    };
-    let mut parsed = httparse::Request::new(fields);
-    let unread = |error| Refused { error, head: None };
-    match parsed.parse(bytes) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(unread(bad("incomplete request head"))),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(unread(HttpError::new(
-                431,
-                format!("more than {} header fields", limits.max_headers),
-            )))
-        }
-        Err(httparse::Error::Version) => {
-            return Err(unread(HttpError::new(
-                505,
-                "only HTTP/1.0 and HTTP/1.1 are supported",
-            )))
-        }
-        Err(e) => return Err(unread(bad(&format!("malformed request head: {e}")))),
-    }
-    interpret(&parsed, remote_addr).map_err(|error| Refused {
-        error,
-        head: Some(Box::new(summary(&parsed, remote_addr))),
-    })
-}
-
-/// A request refused by the engine, and what was read of its head (for the
-/// access log and the client's request id).
-pub(super) struct Refused {
-    pub(super) error: HttpError,
-    /// Boxed: refusals are rare, and the `Ok` side stays small.
-    pub(super) head: Option<Box<Head>>,
-}
-
-impl From<HttpError> for Refused {
-    fn from(error: HttpError) -> Refused {
-        Refused { error, head: None }
-    }
-}
-
-/// What the access log needs of a head that parsed but was refused: method,
-/// target and the client's `X-Request-Id`.
-fn summary(parsed: &httparse::Request<'_, '_>, remote_addr: Option<SocketAddr>) -> Head {
-    let mut headers = Headers::new();
-    let id = parsed
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("X-Request-Id"));
-    if let Some(id) = id {
-        headers.append(
-            "X-Request-Id",
-            String::from_utf8_lossy(id.value).into_owned(),
-        );
-    }
-    Head {
-        method: Method::from_token(parsed.method.unwrap_or("-")),
-        target: parsed.path.unwrap_or("-").to_owned(),
-        headers,
-        remote_addr,
-        content_length: None,
-    }
-}
-
-/// Checks a parsed head (target form, framing, `Host`, `Expect`) and turns
-/// it into our types.
-fn interpret(
-    parsed: &httparse::Request<'_, '_>,
-    remote_addr: Option<SocketAddr>,
-) -> Result<ParsedHead, HttpError> {
-    let bad = |detail: &str| HttpError::new(400, detail.to_owned());
-    let (Some(method), Some(target), Some(version)) = (parsed.method, parsed.path, parsed.version)
-    else {
-        return Err(bad("incomplete request line"));
-    };
-    if !target.starts_with('/') {
-        return Err(bad(
-            "only origin-form request targets (/path?query) are supported",
-        ));
-    }
-    let http10 = version == 0;
-
-    let mut headers = Headers::with_capacity(parsed.headers.len());
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut connection_tokens = String::new();
-    let mut expect_continue = false;
-    for field in parsed.headers.iter() {
-        let value = String::from_utf8_lossy(field.value);
-        let trimmed = value.trim_matches([' ', '\t']);
-        if field.name.eq_ignore_ascii_case("Content-Length") {
-            if content_length.is_some() {
-                return Err(bad("more than one Content-Length"));
-            }
-            if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad("invalid Content-Length"));
-            }
-            content_length = Some(trimmed.parse().map_err(|_| bad("invalid Content-Length"))?);
-        } else if field.name.eq_ignore_ascii_case("Transfer-Encoding") {
-            // Only exactly `chunked`, once: anything else could be read
-            // differently by a proxy in front of us (request smuggling).
-            if chunked || !trimmed.eq_ignore_ascii_case("chunked") {
-                return Err(bad(
-                    "unsupported Transfer-Encoding (only a single `chunked` is)",
-                ));
-            }
-            chunked = true;
-        } else if field.name.eq_ignore_ascii_case("Connection") {
-            connection_tokens.push_str(trimmed);
-            connection_tokens.push(',');
-        } else if field.name.eq_ignore_ascii_case("Expect") {
-            if !trimmed.eq_ignore_ascii_case("100-continue") {
-                return Err(HttpError::new(
-                    417,
-                    "only `Expect: 100-continue` is supported",
-                ));
-            }
-            expect_continue = !http10;
-        }
-        headers.append_received(field.name, value.into_owned());
-    }
-    super::check_host(&headers, http10)?;
-    if chunked && content_length.is_some() {
-        return Err(bad("both Transfer-Encoding and Content-Length"));
-    }
-    if chunked && http10 {
-        return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
-    }
-    let has_token = |token: &str| {
-        connection_tokens
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    let keep_alive = if http10 {
-        has_token("keep-alive")
-    } else {
-        !has_token("close")
-    };
-    let framing = match (chunked, content_length) {
-        (true, _) => Framing::Chunked(Chunk::Size),
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::Done,
-    };
-    let method = Method::from_token(method);
-    Ok(ParsedHead {
-        is_head: method == Method::Head,
-        head: Head {
-            method,
-            target: target.to_owned(),
-            headers,
-            remote_addr,
-            content_length,
-        },
-        framing,
-        http10,
-        keep_alive,
-        expect_continue: expect_continue && !matches!(framing, Framing::Done),
-    })
 }
 
 /// One request and the means to answer it.
@@ -520,19 +526,14 @@ pub(crate) struct Exchange {
     http10: bool,
     keep_alive: bool,
     is_head: bool,
-    back: Sender<Returned>,
-    shared: Arc<EngineState>,
 }
 
 /// The request body as a reader over the connection.
 struct BodyReader {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     /// `Expect: 100-continue` not yet answered.
     expect_continue: bool,
-    body_read_timeout: Duration,
-    /// Whether a read has begun (the read timeout set, `100 Continue` sent).
-    started: bool,
 }
 
 impl Read for BodyReader {
@@ -544,43 +545,53 @@ impl Read for BodyReader {
             .conn
             .as_mut()
             .ok_or_else(|| io::Error::other("the connection is gone"))?;
-        if !self.started {
-            self.started = true;
-            conn.stream()
-                .set_read_timeout(Some(self.body_read_timeout))?;
-            if self.expect_continue {
-                self.expect_continue = false;
-                conn.reader
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-            }
+        if self.expect_continue {
+            self.expect_continue = false;
+            conn.block()?;
+            conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        self.framing.read(&mut conn.reader, buf)
+        self.framing.read(conn, buf)
     }
 }
 
 impl Exchange {
-    fn new(
-        request: ParsedHead,
-        conn: Conn,
-        back: Sender<Returned>,
-        shared: Arc<EngineState>,
-    ) -> Exchange {
-        let body_read_timeout = shared.limits.body_read_timeout;
+    /// Parses the head a connection has buffered (the event loop found its
+    /// end). A head refused, or any request once shutdown has begun, is
+    /// answered here and the connection closed: `None`.
+    pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
+        let now = Instant::now();
+        conn.state = State::Serving;
+        let end = head_end(conn.buf.filled(), 0).unwrap_or(conn.buf.len());
+        let limits = &conn.shared.limits;
+        let parsed = parse_head(&conn.buf.filled()[..end], Some(conn.remote_addr), limits);
+        conn.buf.consume(end);
+        let step = match parsed {
+            Err(refusal) => {
+                let response = refusal.error.into_response();
+                conn.refuse(response, refusal.head.as_deref(), now)
+            }
+            // Shutdown has begun: refuse at once rather than run a handler.
+            Ok(request) if conn.shared.draining.load(Ordering::SeqCst) => {
+                let response = HttpError::shutting_down().into_response();
+                conn.refuse(response, Some(&request.head), now)
+            }
+            Ok(request) => return Some(Exchange::new(request, conn)),
+        };
+        conn.resume(step);
+        None
+    }
+
+    fn new(request: ParsedHead, conn: Box<Conn>) -> Exchange {
         Exchange {
             head: request.head,
             body: BodyReader {
                 conn: Some(conn),
                 framing: request.framing,
                 expect_continue: request.expect_continue,
-                body_read_timeout,
-                started: false,
             },
             http10: request.http10,
             keep_alive: request.keep_alive,
             is_head: request.is_head,
-            back,
-            shared,
         }
     }
 
@@ -593,13 +604,20 @@ impl Exchange {
         (&mut self.head, &mut self.body)
     }
 
-    /// Writes `response` in one piece and flushes it; returns once it has
-    /// been handed to the operating system, or the write timeout has passed.
+    /// Writes what of `response` the socket takes at once, without ever
+    /// waiting on the client; the event loop sends the rest (write timeout,
+    /// minimum rate). `then` runs once the whole response has been handed to
+    /// the operating system, or can no longer be: here when the socket took
+    /// it all, else on a request worker when the loop is done.
     ///
     /// A header that cannot be sent safely (a name that is not a token, a value
     /// with a control character such as CR or LF) is never emitted: the whole
     /// response is replaced by a `500` and the problem is logged.
-    pub(crate) fn respond(mut self, response: Response) -> io::Result<()> {
+    pub(crate) fn respond_then<F>(mut self, response: Response, then: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let now = Instant::now();
         let (status, headers, body) = response.into_wire();
         let (status, headers, body) = match wire::check_headers(&headers) {
             Ok(()) => (status, headers, body),
@@ -613,41 +631,60 @@ impl Exchange {
                     .into_wire()
             }
         };
+        let Some(mut conn) = self.body.conn.take() else {
+            then();
+            return Err(io::Error::other("the connection is gone"));
+        };
         let handler_closes = headers
             .get_all("Connection")
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
         let keep = self.keep_alive
             && !handler_closes
-            && !self.shared.draining.load(Ordering::SeqCst)
+            && !conn.shared.draining.load(Ordering::SeqCst)
             && self.body_can_be_finished();
         let persistence = match (keep, self.http10) {
             (false, _) => Persistence::Close,
             (true, false) => Persistence::KeepAlive,
             (true, true) => Persistence::KeepAliveHttp10,
         };
-        let Some(mut conn) = self.body.conn.take() else {
-            return Err(io::Error::other("the connection is gone"));
+        let body_left = match self.body.framing {
+            Framing::Length(left) => left,
+            _ => 0,
         };
-        let written = wire::write_response(
-            conn.reader.get_mut(),
-            status,
-            &headers,
-            &body,
-            !self.is_head,
-            persistence,
-        );
-        let keep = keep && written.is_ok() && self.drain(&mut conn);
-        let returned = if keep {
-            Returned::KeepAlive(conn)
-        } else {
-            Returned::Close(conn)
-        };
-        // The connection thread is waiting for it; if it has gone, the
-        // connection is simply dropped (closed).
-        let _ = self.back.send(returned);
-        match written {
-            Err(e) if !is_client_gone(&e) => Err(e),
-            _ => Ok(()),
+        let send_body = !self.is_head;
+        let mut out = Vec::new();
+        wire::serialize(&mut out, status, &headers, &body, send_body, persistence);
+        match conn.write_now(&out) {
+            Ok(n) if n == out.len() => {
+                let step = conn.after_response(keep, body_left, now);
+                conn.resume(step.unwrap_or(Step::Wait(Interest::READABLE)));
+                then();
+                Ok(())
+            }
+            Ok(n) => {
+                conn.out = Output {
+                    bytes: out,
+                    at: n,
+                    then: Some(Box::new(then)),
+                };
+                conn.state = State::Writing {
+                    started: now,
+                    taken: 0,
+                    keep,
+                    body_left,
+                };
+                conn.resume(Step::Wait(Interest::WRITABLE));
+                Ok(())
+            }
+            Err(e) => {
+                conn.resume(Step::Close);
+                then();
+                if is_client_gone(&e) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 
@@ -664,121 +701,23 @@ impl Exchange {
             Framing::Chunked(_) => false,
         }
     }
-
-    /// Reads and drops the rest of the body; whether it all arrived.
-    fn drain(&mut self, conn: &mut Conn) -> bool {
-        if self.body.framing.is_done() {
-            return true;
-        }
-        if conn
-            .stream()
-            .set_read_timeout(Some(self.body.body_read_timeout))
-            .is_err()
-        {
-            return false;
-        }
-        let mut sink = [0u8; 8192];
-        loop {
-            match self.body.framing.read(&mut conn.reader, &mut sink) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-    }
 }
 
 impl Drop for Exchange {
     /// An exchange dropped without a response (it should not happen) still
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
-        if let Some(conn) = self.body.conn.take() {
-            let mut error = HttpError::new(500, "Internal Server Error").into_response();
-            answered_itself(&self.shared, Some(&self.head), &mut error, Instant::now());
-            respond_and_close_now(conn.reader.into_inner(), error);
-            // The connection thread waits for word of its connection.
-            let _ = self.back.send(Returned::Gone);
+        if let Some(mut conn) = self.body.conn.take() {
+            let error = HttpError::new(500, "Internal Server Error").into_response();
+            let step = conn.refuse(error, Some(&self.head), Instant::now());
+            conn.resume(step);
         }
     }
 }
 
-fn is_client_gone(e: &io::Error) -> bool {
+pub(super) fn is_client_gone(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
     )
-}
-
-/// Writes `response` with `Connection: close`, then closes the connection
-/// after [lingering](linger_and_close).
-fn respond_and_close(stream: TcpStream, response: Response) {
-    linger_and_close(respond_and_close_now(stream, response));
-}
-
-/// Writes `response` with `Connection: close` and closes our side at once;
-/// returns the stream, for lingering or to drop.
-fn respond_and_close_now(mut stream: TcpStream, response: Response) -> TcpStream {
-    let (status, headers, body) = response.into_wire();
-    let close = Persistence::Close;
-    let _ = wire::write_response(&mut stream, status, &headers, &body, true, close);
-    let _ = stream.shutdown(Shutdown::Write);
-    stream
-}
-
-/// Closes our side, then reads and drops what the client still sends (for at
-/// most [`LINGER`]), so that the client reads our last response before the
-/// connection is reset.
-fn linger_and_close(stream: TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(LINGER));
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut stream = stream;
-    while Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::head_end;
-
-    /// Feeds `bytes` to `head_end` in pieces ending at `cuts`, as reads
-    /// would, and returns the first end found.
-    fn in_pieces(bytes: &[u8], cuts: &[usize]) -> Option<usize> {
-        let mut searched = 0;
-        for &cut in cuts.iter().chain([&bytes.len()]) {
-            if let Some(end) = head_end(&bytes[..cut], searched) {
-                return Some(end);
-            }
-            searched = cut;
-        }
-        None
-    }
-
-    #[test]
-    fn a_head_read_in_any_pieces_ends_where_it_ends_read_whole() {
-        let cases: [(&[u8], Option<usize>); 5] = [
-            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", Some(27)),
-            (b"GET / HTTP/1.1\nHost: a\n\nbody", Some(24)),
-            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Some(26)),
-            (b"GET / HTTP/1.1\r\nHost: a\r\n", None),
-            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", None),
-        ];
-        for (bytes, expected) in cases {
-            assert_eq!(head_end(bytes, 0), expected, "{bytes:?}");
-            for cut in 0..=bytes.len() {
-                assert_eq!(in_pieces(bytes, &[cut]), expected, "{bytes:?} cut at {cut}");
-            }
-            let every_byte: Vec<usize> = (1..bytes.len()).collect();
-            assert_eq!(
-                in_pieces(bytes, &every_byte),
-                expected,
-                "{bytes:?} byte by byte"
-            );
-        }
-    }
 }

@@ -27,8 +27,13 @@
 //! `Engine`, `Listener`, `Next`, `Head` and `Exchange`.
 
 mod body;
+mod buffer;
 mod builtin;
 mod conn;
+mod event_loop;
+mod head;
+pub(crate) mod limits;
+mod slots;
 #[cfg(feature = "tiny-http")]
 mod tiny;
 mod wire;
@@ -286,15 +291,25 @@ impl Exchange {
         }
     }
 
-    /// Writes `response` and flushes it; returns once the response has been
-    /// handed to the operating system. A client that has gone away is not an
-    /// error. A header that cannot be sent safely turns the response into a
-    /// `500` (logged).
-    pub(crate) fn respond(self, response: Response) -> io::Result<()> {
+    /// Sends `response`, then runs `then` once all of it has been handed to
+    /// the operating system (or can no longer be: the client has gone). The
+    /// request worker never waits on a slow client: with our engine, what
+    /// the socket does not take at once is sent by the event loop, and
+    /// `then` runs on a request worker when it is done. A client that has
+    /// gone away is not an error. A header that cannot be sent safely turns
+    /// the response into a `500` (logged).
+    pub(crate) fn respond_then<F>(self, response: Response, then: F) -> io::Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
         match self {
-            Exchange::Builtin(exchange) => exchange.respond(response),
+            Exchange::Builtin(exchange) => exchange.respond_then(response, then),
             #[cfg(feature = "tiny-http")]
-            Exchange::TinyHttp(exchange) => exchange.respond(response),
+            Exchange::TinyHttp(exchange) => {
+                let sent = exchange.respond(response);
+                then();
+                sent
+            }
         }
     }
 }
@@ -305,12 +320,12 @@ impl Exchange {
 pub(crate) fn fuzz_request(bytes: &[u8]) {
     // The end of the head, found in pieces (as reads deliver it), is where
     // it is found whole.
-    let whole = conn::head_end(bytes, 0);
+    let whole = head::head_end(bytes, 0);
     let step = 1 + usize::from(bytes.first().copied().unwrap_or(0) % 16);
     let mut searched = 0;
     let mut pieces = None;
     for cut in (step..bytes.len()).step_by(step).chain([bytes.len()]) {
-        if let Some(end) = conn::head_end(&bytes[..cut], searched) {
+        if let Some(end) = head::head_end(&bytes[..cut], searched) {
             pieces = Some(end);
             break;
         }
@@ -322,7 +337,7 @@ pub(crate) fn fuzz_request(bytes: &[u8]) {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(bytes.len(), |i| i + 4);
-    if let Ok(mut request) = conn::parse_head(&bytes[..end], None, &limits) {
+    if let Ok(mut request) = head::parse_head(&bytes[..end], None, &limits) {
         let mut rest = std::io::BufReader::new(&bytes[end..]);
         let mut buf = [0u8; 256];
         while let Ok(n) = request.framing.read(&mut rest, &mut buf) {
@@ -342,7 +357,10 @@ pub(crate) struct ConnectionLimits {
     pub(crate) idle_timeout: Duration,
     pub(crate) body_read_timeout: Duration,
     pub(crate) write_timeout: Duration,
-    pub(crate) max_connections: usize,
+    /// Bytes per second a client must take of a response's rest; 0: no minimum.
+    pub(crate) min_write_rate: u64,
+    /// `None`: from the descriptor limit ([`limits::default_max_connections`]).
+    pub(crate) max_connections: Option<usize>,
     /// Connections one client address may hold at once; `None`: no limit.
     pub(crate) max_connections_per_client: Option<usize>,
     pub(crate) max_header_bytes: usize,
@@ -358,7 +376,8 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(5),
             body_read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            min_write_rate: 1024,
+            max_connections: None,
             max_connections_per_client: None,
             max_header_bytes: 16 * 1024,
             max_headers: 64,

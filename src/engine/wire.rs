@@ -2,7 +2,7 @@
 //! a handler's header from corrupting the stream.
 
 use std::cell::RefCell;
-use std::io::{self, Write};
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::headers::Headers;
@@ -55,22 +55,21 @@ fn bodyless(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
 
-/// Serializes a response into one buffer and writes it. `headers` must have
-/// passed [`check_headers`]. The framing headers are ours: any
+/// Serializes a response into `buf`, ready to write in one piece. `headers`
+/// must have passed [`check_headers`]. The framing headers are ours: any
 /// `Content-Length`, `Transfer-Encoding` or `Connection` the handler set is
 /// replaced. A response to `HEAD` (`send_body` false) keeps its
 /// `Content-Length` but not its body.
-pub(crate) fn write_response(
-    out: &mut impl Write,
+pub(crate) fn serialize(
+    buf: &mut Vec<u8>,
     status: u16,
     headers: &Headers,
     body: &[u8],
     send_body: bool,
     persistence: Persistence,
-) -> io::Result<()> {
+) {
     let send_body = send_body && !bodyless(status);
-    let mut buf =
-        Vec::with_capacity(160 + headers.len() * 32 + if send_body { body.len() } else { 0 });
+    buf.reserve(160 + headers.len() * 32 + if send_body { body.len() } else { 0 });
     let _ = write!(buf, "HTTP/1.1 {status} {}\r\n", reason(status));
     if !headers.contains("Date") {
         DATE.with(|date| buf.extend_from_slice(date.borrow_mut().now().as_bytes()));
@@ -95,8 +94,6 @@ pub(crate) fn write_response(
     if send_body {
         buf.extend_from_slice(body);
     }
-    out.write_all(&buf)?;
-    out.flush()
 }
 
 /// The reason phrase for `status` (informative only; clients ignore it).
@@ -228,7 +225,7 @@ mod tests {
         headers.insert("Transfer-Encoding", "chunked");
         headers.insert("X-Kept", "1");
         let mut out = Vec::new();
-        write_response(&mut out, 200, &headers, b"body", false, Persistence::Close).unwrap();
+        serialize(&mut out, 200, &headers, b"body", false, Persistence::Close);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(

@@ -40,7 +40,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`idle_timeout`](Self::idle_timeout) | 5 s |
 /// | [`body_read_timeout`](Self::body_read_timeout) | 30 s |
 /// | [`write_timeout`](Self::write_timeout) | 30 s |
-/// | [`max_connections`](Self::max_connections) | 1024 |
+/// | [`min_write_rate`](Self::min_write_rate) | 1 KiB/s |
+/// | [`max_connections`](Self::max_connections) | the descriptor limit, less a reserve |
 /// | [`max_connections_per_client`](Self::max_connections_per_client) | no limit |
 /// | [`max_header_bytes`](Self::max_header_bytes) | 16 KiB |
 /// | [`max_headers`](Self::max_headers) | 64 |
@@ -187,23 +188,42 @@ impl ServerBuilder {
         self
     }
 
-    /// How long one read of a request body may wait for data.
+    /// How long one read of a request body may wait for data (the handler's
+    /// worker waits: a body is read as the handler asks for it). Also how
+    /// long the server waits for the unread rest of a body it drops (up to
+    /// 64 KiB) to keep a connection alive.
     pub fn body_read_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.config.connection.body_read_timeout = timeout;
         self
     }
 
-    /// How long writing a response may block on a client that does not read
-    /// it; the connection is then closed and the worker freed.
+    /// How long a client has to take a whole response. A request worker
+    /// never waits on the client: what the socket does not take at once is
+    /// sent by the event loop, and the connection reads no further request
+    /// until it is sent. A client still not done by then is disconnected.
+    /// Raise it if you send large responses to slow clients.
     pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.config.connection.write_timeout = timeout;
         self
     }
 
-    /// How many connections are served at once, each on its own thread. A
-    /// connection beyond it is answered `503` and closed at once.
+    /// The least a client must take of a response's rest, in bytes per
+    /// second on average, once the rest has waited 2 s; a slower one is
+    /// disconnected before the [`write_timeout`](Self::write_timeout).
+    /// 0 turns it off.
+    pub fn min_write_rate(mut self, bytes_per_second: u64) -> ServerBuilder {
+        self.config.connection.min_write_rate = bytes_per_second;
+        self
+    }
+
+    /// How many connections are open at once. A connection beyond it is
+    /// answered `503` and closed at once. An idle connection costs no
+    /// thread, only its socket and a few hundred bytes. By default: the
+    /// process's descriptor limit (raised to its hard limit at start, where
+    /// the system allows) less an eighth of it (16 to 1,024 descriptors) for
+    /// everything else the process opens.
     pub fn max_connections(mut self, n: usize) -> ServerBuilder {
-        self.config.connection.max_connections = n;
+        self.config.connection.max_connections = Some(n);
         self
     }
 
@@ -348,7 +368,10 @@ impl ServerBuilder {
             ("workers", config.workers),
             ("background_workers", config.background_workers),
             ("queue_capacity", config.queue_capacity),
-            ("max_connections", config.connection.max_connections),
+            (
+                "max_connections",
+                config.connection.max_connections.unwrap_or(1),
+            ),
             (
                 "max_connections_per_client",
                 config.connection.max_connections_per_client.unwrap_or(1),

@@ -17,7 +17,7 @@ use crate::routing::Routed;
 use crate::tasks::{panic_message, BackgroundTasks};
 
 /// A request worker: takes requests until shutdown wakes it.
-pub(super) fn serve(shared: &ServerState) {
+pub(super) fn serve(shared: &Arc<ServerState>) {
     loop {
         match shared.listener.next() {
             Next::Request(exchange) => handle(shared, exchange),
@@ -28,7 +28,7 @@ pub(super) fn serve(shared: &ServerState) {
 }
 
 /// Handles one request: extract, run the handler, respond, then dispatch.
-fn handle(shared: &ServerState, mut exchange: Exchange) {
+fn handle(shared: &Arc<ServerState>, mut exchange: Exchange) {
     let started = Instant::now();
     shared.counters.request_started();
     let (head, _) = exchange.parts();
@@ -55,17 +55,25 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
     let status = response.status();
 
     shared.counters.responding(status);
-    if let Err(e) = exchange.respond(response) {
-        log::debug!("request {request_id}: the response could not be sent: {e}");
-    }
-    // Architecture invariant: a request's tasks reach the pool only after
-    // `respond` has returned, that is once the response is written and flushed.
+    // Architecture invariant: a request's tasks reach the pool only once its
+    // whole response has been handed to the operating system: `finish` runs
+    // then (here, or on a worker once the event loop has sent the rest).
     // This is the only place the server seals a list and submits it.
-    let batch = tasks.seal(response_tasks);
-    let task_count = batch.len();
-    shared.pool.submit(batch);
-    access::log(&method, &target, status, started, &request_id, task_count);
-    shared.counters.request_finished();
+    let (pool, counters, id) = (
+        shared.pool.clone(),
+        shared.counters.clone(),
+        request_id.clone(),
+    );
+    let finish = move || {
+        let batch = tasks.seal(response_tasks);
+        let task_count = batch.len();
+        pool.submit(batch);
+        access::log(&method, &target, status, started, &request_id, task_count);
+        counters.request_finished();
+    };
+    if let Err(e) = exchange.respond_then(response, finish) {
+        log::debug!("request {id}: the response could not be sent: {e}");
+    }
 }
 
 /// Answers a request that arrived once shutdown had begun: `503` with
@@ -75,7 +83,7 @@ pub(super) fn refuse(shared: &ServerState, exchange: Exchange) {
     let mut response = HttpError::shutting_down().into_response();
     let (counters, ids) = (&shared.counters, &shared.ids);
     engine::answered_unhandled(counters, ids, Some(exchange.head()), &mut response, started);
-    let _ = exchange.respond(response);
+    let _ = exchange.respond_then(response, || ());
 }
 
 /// Builds the `Request`, routes it and runs its handler, catching a panic.

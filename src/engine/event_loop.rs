@@ -1,0 +1,321 @@
+//! The event loop: one thread (`afterward-io`) waits on the readiness of the
+//! listening socket and of every connection not with a request worker. It
+//! accepts, reads request heads, sends the rest of responses a worker could
+//! not write at once, closes connections gracefully, and keeps their
+//! deadlines (idle, header, body drain, write) in a timer heap. It never
+//! blocks on a client, and never runs a handler or a task.
+//!
+//! Readiness is edge-triggered (`mio`): a connection is read or written until
+//! the socket would block, or until it leaves the loop (to a worker, which
+//! re-arms it when it puts it back: `conn.rs`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{ErrorKind, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::builtin::{client_key, EngineState, Incoming};
+use super::conn::{Conn, Step};
+use super::slots::Slot;
+use super::wire::{self, Persistence};
+use crate::http_error::HttpError;
+use crate::response::{IntoResponse, Response};
+
+/// The listening socket's token.
+pub(super) const LISTENER: Token = Token(usize::MAX);
+/// The token of the waker that tells the loop to stop.
+pub(super) const WAKER: Token = Token(usize::MAX - 1);
+/// The first wait before accepting again after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+
+/// A timer entry: when, which slot, which connection in it.
+type Timer = Reverse<(Instant, usize, u64)>;
+
+/// The event loop's own state; everything else is in [`EngineState`].
+pub(super) struct EventLoop {
+    poll: Poll,
+    listener: TcpListener,
+    shared: Arc<EngineState>,
+    timers: Timers,
+    generation: u64,
+    /// When to accept again, after running out of descriptors.
+    accept_again: Option<Instant>,
+    backoff: Duration,
+}
+
+impl EventLoop {
+    pub(super) fn new(poll: Poll, listener: TcpListener, shared: Arc<EngineState>) -> EventLoop {
+        let limits = &shared.limits;
+        let shortest = [
+            limits.idle_timeout,
+            limits.header_timeout,
+            limits.write_timeout,
+            limits.body_read_timeout,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or_default();
+        EventLoop {
+            poll,
+            listener,
+            timers: Timers {
+                heap: BinaryHeap::new(),
+                recheck: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+            },
+            shared,
+            generation: 0,
+            accept_again: None,
+            backoff: ACCEPT_BACKOFF,
+        }
+    }
+
+    /// Runs until the engine stops; then closes every connection it holds.
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let next = self.timers.heap.peek().map(|Reverse((at, _, _))| *at);
+            let next = next.into_iter().chain(self.accept_again).min();
+            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    log::error!("the event loop cannot wait for readiness: {e}");
+                    break;
+                }
+            }
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(slot) => self.ready(slot, now),
+                }
+            }
+            let now = Instant::now();
+            if self.accept_again.is_some_and(|at| at <= now) {
+                self.accept_again = None;
+                self.accept(now);
+            }
+            self.expire(now);
+        }
+        self.shared.slots.clear();
+    }
+
+    /// Accepts every connection waiting.
+    fn accept(&mut self, now: Instant) {
+        if self.accept_again.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, remote_addr)) => self.admit(stream, remote_addr, now),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.backoff = ACCEPT_BACKOFF;
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: try again once some may
+                    // have been freed (closing connections free theirs).
+                    if self.backoff == ACCEPT_BACKOFF {
+                        log::warn!("cannot accept connections ({e}); retrying");
+                    }
+                    self.accept_again = Some(now + self.backoff);
+                    self.backoff = (self.backoff * 2).min(Duration::from_millis(500));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a new connection into a slot, or answers `503` beyond a cap.
+    fn admit(&mut self, stream: TcpStream, remote_addr: SocketAddr, now: Instant) {
+        let shared = &self.shared;
+        if shared.counters.connections_open() >= shared.max_connections as u64 {
+            return busy(shared, stream, "too many connections; retry later", now);
+        }
+        let client = client_key(remote_addr.ip());
+        if !shared.client_connected(client) {
+            let detail = "too many connections from this address; retry later";
+            return busy(shared, stream, detail, now);
+        }
+        let Some(slot) = shared.slots.allocate() else {
+            shared.client_disconnected(client);
+            return busy(shared, stream, "too many connections; retry later", now);
+        };
+        self.generation += 1;
+        let _ = stream.set_nodelay(shared.limits.tcp_nodelay);
+        let mut conn = Conn::new(
+            stream,
+            remote_addr,
+            client,
+            slot,
+            self.generation,
+            now,
+            shared.clone(),
+        );
+        let token = conn.token();
+        // Bytes already there are reported at once.
+        if shared
+            .registry
+            .register(&mut conn.stream, token, Interest::READABLE)
+            .is_err()
+        {
+            return;
+        }
+        let Some(mut guard) = shared.slots.lock(slot) else {
+            return;
+        };
+        *guard = Slot::Here(conn);
+        self.timers.keep(&mut guard);
+    }
+
+    /// A connection's socket is ready.
+    fn ready(&mut self, slot: usize, now: Instant) {
+        let Some(mut guard) = self.shared.slots.lock(slot) else {
+            return;
+        };
+        // A connection with a worker is re-armed when put back; an event
+        // for one closed since is for nobody.
+        let Slot::Here(conn) = &mut *guard else {
+            return;
+        };
+        let step = conn.on_ready(now);
+        apply(&self.shared, &mut self.timers, guard, step, false);
+    }
+
+    /// Acts on every deadline that has passed.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((at, slot, generation))) = self.timers.heap.peek() {
+            if at > now {
+                return;
+            }
+            self.timers.heap.pop();
+            let Some(mut guard) = self.shared.slots.lock(slot) else {
+                continue;
+            };
+            let expired = match &mut *guard {
+                Slot::Away {
+                    generation: away,
+                    timer_at,
+                } if *away == generation && *timer_at == at => {
+                    let next = now + self.timers.recheck;
+                    *timer_at = next;
+                    self.timers.heap.push(Reverse((next, slot, generation)));
+                    continue;
+                }
+                Slot::Here(conn) if conn.generation == generation && conn.timer_at == Some(at) => {
+                    conn.timer_at = None;
+                    (conn.deadline() <= now).then(|| conn.expire(now))
+                }
+                // Stale: the connection has gone, or has a later entry.
+                _ => continue,
+            };
+            match expired {
+                Some(step) => apply(&self.shared, &mut self.timers, guard, step, true),
+                None => self.timers.keep(&mut guard),
+            }
+        }
+    }
+}
+
+/// Deadlines: one live entry per connection (others are stale and skipped),
+/// at its deadline or, while a worker has it, at the next look.
+struct Timers {
+    heap: BinaryHeap<Timer>,
+    /// How often a connection a worker has is looked at: how late, at most,
+    /// a deadline set by a worker is kept.
+    recheck: Duration,
+}
+
+impl Timers {
+    /// Makes sure the timer looks at the slot's connection by its deadline.
+    fn keep(&mut self, guard: &mut MutexGuard<'_, Slot>) {
+        let Slot::Here(conn) = &mut **guard else {
+            return;
+        };
+        let deadline = conn.deadline();
+        if conn.timer_at.is_none_or(|at| deadline < at) {
+            conn.timer_at = Some(deadline);
+            self.heap
+                .push(Reverse((deadline, conn.slot, conn.generation)));
+        }
+    }
+}
+
+/// Carries out `step` for the connection in `guard`'s slot. `rearm`: it
+/// waits on readiness it has not read or written to exhaustion, so it
+/// must be registered again for an edge already there to be reported.
+fn apply(
+    shared: &EngineState,
+    timers: &mut Timers,
+    mut guard: MutexGuard<'_, Slot>,
+    step: Step,
+    rearm: bool,
+) {
+    let Slot::Here(conn) = &mut *guard else {
+        return;
+    };
+    match step {
+        Step::Wait(interest) => {
+            if rearm || conn.interest != interest {
+                conn.interest = interest;
+                let token = conn.token();
+                if shared
+                    .registry
+                    .reregister(&mut conn.stream, token, interest)
+                    .is_err()
+                {
+                    *guard = Slot::Vacant;
+                    return;
+                }
+            }
+            timers.keep(&mut guard);
+        }
+        Step::Queue => {
+            let timer_at = match conn.timer_at {
+                Some(at) => at,
+                None => {
+                    let at = Instant::now() + timers.recheck;
+                    timers.heap.push(Reverse((at, conn.slot, conn.generation)));
+                    at
+                }
+            };
+            let away = Slot::Away {
+                generation: conn.generation,
+                timer_at,
+            };
+            if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
+                drop(guard);
+                let _ = shared.queue.send(Incoming::Ready(conn));
+            }
+        }
+        Step::Close => *guard = Slot::Vacant,
+    }
+}
+
+/// Answers a connection beyond a cap `503` at once and closes it, rather
+/// than leave the client waiting; without lingering: the loop moves on.
+fn busy(shared: &EngineState, mut stream: TcpStream, detail: &str, now: Instant) {
+    let mut response: Response = HttpError::new(503, detail.to_owned())
+        .with_header("Retry-After", "1")
+        .into_response();
+    super::answered_unhandled(&shared.counters, &shared.ids, None, &mut response, now);
+    let (status, headers, body) = response.into_wire();
+    let mut out = Vec::new();
+    wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
+    let _ = stream.write(&out);
+    let _ = stream.shutdown(Shutdown::Write);
+}
