@@ -171,6 +171,7 @@ impl Counters {
 
     pub(crate) fn request_started(&self) {
         self.requests_in_flight.fetch_add(1, Ordering::SeqCst);
+        self.notify();
     }
 
     /// Counts an answer as it is about to be sent, so that a client that has

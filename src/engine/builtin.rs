@@ -14,7 +14,7 @@ use mio::{Interest, Poll, Registry, Waker};
 
 use super::buffer::Pool;
 use super::conn::{self, Conn};
-use super::event_loop::{EventLoop, LISTENER, WAKER};
+use super::event_loop::{EventLoop, Timer, LISTENER, WAKER};
 use super::slots::Slots;
 use super::{ConnectionLimits, Exchange, Next};
 use crate::access::RequestIds;
@@ -25,7 +25,6 @@ pub(crate) struct BuiltinListener {
     local_addr: SocketAddr,
     incoming: Receiver<Incoming>,
     shared: Arc<EngineState>,
-    waker: Waker,
     io_thread: Option<JoinHandle<()>>,
 }
 
@@ -54,6 +53,11 @@ pub(crate) struct EngineState {
     pub(super) registry: Registry,
     /// To the request workers.
     pub(super) queue: Sender<Incoming>,
+    /// Timer entries for deadlines sooner than the loop's entry for their
+    /// connection, set by workers putting connections back (a short write
+    /// timeout, a close); taken by the loop when `waker` wakes it.
+    pub(super) sooner: Mutex<Vec<Timer>>,
+    pub(super) waker: Waker,
 }
 
 /// What a client is counted as for `max_connections_per_client`: its IPv4
@@ -125,7 +129,6 @@ impl BuiltinListener {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
         let (queue, incoming) = crossbeam_channel::unbounded();
         let shared = Arc::new(EngineState {
             slots: Slots::new(max_connections),
@@ -139,6 +142,8 @@ impl BuiltinListener {
             buffers: Pool::default(),
             registry: poll.registry().try_clone()?,
             queue,
+            sooner: Mutex::default(),
+            waker: Waker::new(poll.registry(), WAKER)?,
         });
         let event_loop = EventLoop::new(poll, listener, shared.clone());
         let io_thread = thread::Builder::new()
@@ -148,7 +153,6 @@ impl BuiltinListener {
             local_addr,
             incoming,
             shared,
-            waker,
             io_thread: Some(io_thread),
         })
     }
@@ -222,7 +226,7 @@ impl Drop for BuiltinListener {
     fn drop(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         self.shared.stopping.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
+        let _ = self.shared.waker.wake();
         if let Some(io_thread) = self.io_thread.take() {
             let _ = io_thread.join();
         }

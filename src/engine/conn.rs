@@ -3,6 +3,7 @@
 //! request worker, as the [`Exchange`] the worker answers. Its state
 //! machine lives here, so that the loop and the workers move it the same way.
 
+use std::cmp::Reverse;
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -442,6 +443,19 @@ impl Conn {
                     return;
                 }
                 self.timer_at = Some(timer_at);
+                let deadline = self.deadline();
+                if deadline < timer_at {
+                    // The loop's entry is too late for the new state: ask it
+                    // for one in time.
+                    self.timer_at = Some(deadline);
+                    let entry = Reverse((deadline, self.slot, self.generation));
+                    shared
+                        .sooner
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(entry);
+                    let _ = shared.waker.wake();
+                }
                 self.interest = interest;
                 let token = self.token();
                 *slot = Slot::Here(self);

@@ -35,7 +35,7 @@ pub(super) const WAKER: Token = Token(usize::MAX - 1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 
 /// A timer entry: when, which slot, which connection in it.
-type Timer = Reverse<(Instant, usize, u64)>;
+pub(super) type Timer = Reverse<(Instant, usize, u64)>;
 
 /// The event loop's own state; everything else is in [`EngineState`].
 pub(super) struct EventLoop {
@@ -91,6 +91,9 @@ impl EventLoop {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 break;
             }
+            let sooner =
+                std::mem::take(&mut *self.shared.sooner.lock().unwrap_or_else(|e| e.into_inner()));
+            self.timers.heap.extend(sooner);
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {

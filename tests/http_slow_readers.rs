@@ -1,0 +1,222 @@
+//! Slow readers (issue #9): a request worker never waits on a client socket.
+//! What the socket does not take at once is sent by the event loop, the
+//! connection reads no further request meanwhile, a whole-response deadline
+//! and a minimum rate close clients that read too slowly, and the request's
+//! tasks run once its response is sent (or can no longer be).
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use afterward::testing::{TestRequest, TestServer, TEST_TIMEOUT};
+use afterward::{App, BackgroundTasks};
+use support::raw::{get, Raw};
+
+/// Far more than the kernel's socket buffers on both sides hold.
+const BIG: usize = 32 * 1024 * 1024;
+/// Slack for a loaded CI machine on top of a configured time.
+const SLACK: Duration = Duration::from_secs(3);
+
+fn app() -> App {
+    App::new()
+        .get("/big", |tasks: BackgroundTasks| {
+            tasks.add_task(|| ());
+            vec![b'x'; BIG]
+        })
+        .get("/medium", || vec![b'm'; 256 * 1024])
+        .get("/small", || "small")
+}
+
+/// Waits until `server` has a request in flight: the response to a client
+/// that reads slowly, once it is being sent.
+fn wait_in_flight(server: &TestServer) {
+    assert!(
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |stats| stats.requests_in_flight == 1),
+        "{:?}",
+        server.stats()
+    );
+}
+
+/// Reads `stream` slowly (`chunk` bytes every 20 ms) until it ends or
+/// `stop` is set; returns how many bytes it read.
+fn read_slowly(mut stream: TcpStream, chunk: usize, stop: Arc<AtomicBool>) -> usize {
+    let mut buf = vec![0u8; chunk];
+    let mut total = 0;
+    while !stop.load(Ordering::SeqCst) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    total
+}
+
+#[test]
+fn a_client_that_never_reads_holds_no_worker_and_its_task_runs_once_it_is_gone() {
+    // A write timeout far beyond the test: only the engine's design frees
+    // the worker, not a timeout.
+    let builder = support::hardened()
+        .workers(1)
+        .write_timeout(Duration::from_secs(600))
+        .min_write_rate(0);
+    let server = TestServer::with_builder(builder, app());
+
+    let mut stuck = Raw::connect(server.addr());
+    stuck.send(&get("/big")).unwrap();
+    // The only worker is free for the next client at once...
+    let asked = Instant::now();
+    let small = TestRequest::new(server.addr(), "GET", "/small").send();
+    assert_eq!(small.text(), "small");
+    assert!(
+        asked.elapsed() < SLACK,
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    // ...while the big response still waits for its client, and its task
+    // with it: tasks run once the response is sent.
+    assert!(
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |stats| stats.connections_open == 1),
+        "{:?}",
+        server.stats()
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.requests_in_flight, stats.scheduled),
+        (1, 0),
+        "{stats:?}"
+    );
+
+    // The client goes: the rest cannot be sent, and the task runs.
+    drop(stuck);
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!((stats.scheduled, stats.completed), (1, 1), "{stats:?}");
+    assert!(
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |stats| stats.connections_open == 0),
+        "{:?}",
+        server.stats()
+    );
+}
+
+#[test]
+fn a_client_reading_steadily_but_slowly_is_cut_off_at_the_whole_response_deadline() {
+    let write_timeout = Duration::from_secs(1);
+    let builder = support::hardened()
+        .write_timeout(write_timeout)
+        .min_write_rate(0);
+    let server = TestServer::with_builder(builder, app());
+
+    let mut slow = Raw::connect(server.addr());
+    slow.send(&get("/big")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stream, stop) = (slow.stream().try_clone().unwrap(), stop.clone());
+        // 50 KiB/s: the connection stays busy, never stalls.
+        thread::spawn(move || read_slowly(stream, 1024, stop))
+    };
+    wait_in_flight(&server);
+    let started = Instant::now();
+    assert!(
+        server
+            .handle()
+            .wait_for(write_timeout + SLACK, |stats| stats.connections_open == 0),
+        "still open after {:?}: {:?}",
+        started.elapsed(),
+        server.stats()
+    );
+    // Fresh clients are served meanwhile and after.
+    assert_eq!(server.get("/small").send().text(), "small");
+    stop.store(true, Ordering::SeqCst);
+    let read = reader.join().unwrap();
+    assert!(read < BIG, "the whole response was read ({read} bytes)");
+    server.wait_idle();
+    let stats = server.stats();
+    assert_eq!((stats.scheduled, stats.completed), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn a_client_reading_below_the_minimum_rate_is_cut_off_before_the_write_timeout() {
+    let builder = support::hardened()
+        .write_timeout(Duration::from_secs(600))
+        .min_write_rate(1024 * 1024);
+    let server = TestServer::with_builder(builder, app());
+
+    let mut slow = Raw::connect(server.addr());
+    slow.send(&get("/big")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stream, stop) = (slow.stream().try_clone().unwrap(), stop.clone());
+        thread::spawn(move || read_slowly(stream, 1024, stop))
+    };
+    // 2 s of grace, then less than 1 MiB/s taken on average: closed.
+    wait_in_flight(&server);
+    let started = Instant::now();
+    assert!(
+        server
+            .handle()
+            .wait_for(Duration::from_secs(2) + SLACK * 2, |stats| {
+                stats.connections_open == 0
+            }),
+        "still open after {:?}: {:?}",
+        started.elapsed(),
+        server.stats()
+    );
+    stop.store(true, Ordering::SeqCst);
+    reader.join().unwrap();
+    server.wait_idle();
+    assert_eq!(server.stats().completed, 1, "{:?}", server.stats());
+}
+
+#[test]
+fn clients_pipelining_requests_they_never_read_block_no_worker() {
+    // Twelve clients against four workers, each pipelining far more
+    // response bytes than its socket holds, none reading a byte.
+    let builder = support::hardened()
+        .workers(4)
+        .write_timeout(Duration::from_secs(600))
+        .min_write_rate(0);
+    let server = TestServer::with_builder(builder, app());
+    let pipelined: Vec<u8> = (0..400).flat_map(|_| get("/medium")).collect();
+    let hogs: Vec<Raw> = (0..12)
+        .map(|_| {
+            let mut hog = Raw::connect(server.addr());
+            hog.send(&pipelined).unwrap();
+            hog
+        })
+        .collect();
+    // Every hog has a response waiting on the event loop...
+    assert!(
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |stats| stats.requests_in_flight >= 12),
+        "{:?}",
+        server.stats()
+    );
+    // ...and fresh clients are answered all the same.
+    for _ in 0..20 {
+        let asked = Instant::now();
+        assert_eq!(server.get("/small").send().text(), "small");
+        assert!(
+            asked.elapsed() < SLACK,
+            "answered after {:?}",
+            asked.elapsed()
+        );
+    }
+    // Each hog read no further request than its output allowed: far fewer
+    // than it sent were answered.
+    let stats = server.stats();
+    assert!(stats.requests < 12 * 400 / 2, "{stats:?}");
+    drop(hogs);
+}
