@@ -3,13 +3,14 @@
 //! request head that request workers take [`Exchange`]s from.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::{Interest, Poll, Registry, Waker};
 
 use super::buffer::Pool;
@@ -23,7 +24,6 @@ use crate::stats::Counters;
 /// Our engine, listening.
 pub(crate) struct BuiltinListener {
     local_addr: SocketAddr,
-    incoming: Receiver<Incoming>,
     shared: Arc<EngineState>,
     io_thread: Option<JoinHandle<()>>,
 }
@@ -52,7 +52,7 @@ pub(crate) struct EngineState {
     /// The event loop's registry: workers re-arm the connections they put back.
     pub(super) registry: Registry,
     /// To the request workers.
-    pub(super) queue: Sender<Incoming>,
+    pub(super) queue: WorkQueue,
     /// Timer entries for deadlines sooner than the loop's entry for their
     /// connection, set by workers putting connections back (a short write
     /// timeout, a close); taken by the loop when `waker` wakes it.
@@ -111,6 +111,86 @@ pub(crate) enum Incoming {
     Wake,
 }
 
+/// The request workers' queue. A worker that finds it empty looks again for
+/// a few microseconds before it sleeps, but only one at a time (the
+/// "searcher"): an item pushed while one searches wakes nobody, and the
+/// searcher that takes it wakes a sleeper if more are waiting. Sleeping is a
+/// condition variable: no `sched_yield` (a crossbeam channel's blocking
+/// `recv` yields up to four times before it sleeps, and with more workers
+/// than cores each yield is a context switch).
+#[derive(Default)]
+pub(crate) struct WorkQueue {
+    state: Mutex<Waiting>,
+    ready: Condvar,
+    /// `state.items.len()`, for the searcher to watch without the lock.
+    len: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Waiting {
+    items: VecDeque<Incoming>,
+    /// Workers asleep on `ready`.
+    sleeping: usize,
+    /// Whether a worker is searching.
+    searching: bool,
+}
+
+/// How long the searcher looks before it sleeps.
+const SEARCH: Duration = Duration::from_micros(20);
+
+impl WorkQueue {
+    pub(super) fn push(&self, item: Incoming) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.items.push_back(item);
+        self.len.store(state.items.len(), Ordering::SeqCst);
+        let wake = state.sleeping > 0 && !state.searching;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The first item, waiting for one.
+    fn pop(&self) -> Incoming {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut searched = false;
+        loop {
+            if let Some(item) = state.items.pop_front() {
+                self.len.store(state.items.len(), Ordering::SeqCst);
+                // Items pushed while this one searched woke nobody.
+                let wake = searched && !state.items.is_empty() && state.sleeping > 0;
+                drop(state);
+                if wake {
+                    self.ready.notify_one();
+                }
+                return item;
+            }
+            if !state.searching && !searched {
+                state.searching = true;
+                searched = true;
+                drop(state);
+                let started = Instant::now();
+                while self.len.load(Ordering::SeqCst) == 0 && started.elapsed() < SEARCH {
+                    for _ in 0..16 {
+                        std::hint::spin_loop();
+                    }
+                }
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.searching = false;
+                continue;
+            }
+            state.sleeping += 1;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.sleeping -= 1;
+            searched = false;
+        }
+    }
+
+    fn take_all(&self) -> VecDeque<Incoming> {
+        std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).items)
+    }
+}
+
 impl BuiltinListener {
     /// Listens on `address` (`host:port`; port 0 picks a free one).
     pub(crate) fn bind(
@@ -129,7 +209,6 @@ impl BuiltinListener {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let (queue, incoming) = crossbeam_channel::unbounded();
         let shared = Arc::new(EngineState {
             slots: Slots::new(max_connections),
             max_connections,
@@ -141,7 +220,7 @@ impl BuiltinListener {
             per_client: Mutex::default(),
             buffers: Pool::default(),
             registry: poll.registry().try_clone()?,
-            queue,
+            queue: WorkQueue::default(),
             sooner: Mutex::default(),
             waker: Waker::new(poll.registry(), WAKER)?,
         });
@@ -151,7 +230,6 @@ impl BuiltinListener {
             .spawn(move || event_loop.run())?;
         Ok(BuiltinListener {
             local_addr,
-            incoming,
             shared,
             io_thread: Some(io_thread),
         })
@@ -167,15 +245,14 @@ impl BuiltinListener {
     /// follows responses the event loop finished sending.
     pub(crate) fn next(&self) -> Next {
         loop {
-            match self.incoming.recv() {
-                Ok(Incoming::Ready(conn)) => {
+            match self.shared.queue.pop() {
+                Incoming::Ready(conn) => {
                     if let Some(exchange) = conn::Exchange::start(conn) {
                         return Next::Request(Exchange::Builtin(exchange));
                     }
                 }
-                Ok(Incoming::Run(then)) => then(),
-                // The engine holds a sender itself, so the channel never disconnects.
-                Ok(Incoming::Wake) | Err(_) => return Next::Woken,
+                Incoming::Run(then) => then(),
+                Incoming::Wake => return Next::Woken,
             }
         }
     }
@@ -189,7 +266,7 @@ impl BuiltinListener {
     /// Makes one call to [`next`](Self::next), current or future, return
     /// [`Next::Woken`]. Wake-ups queue behind requests already waiting.
     pub(crate) fn wake_one(&self) {
-        let _ = self.shared.queue.send(Incoming::Wake);
+        self.shared.queue.push(Incoming::Wake);
     }
 }
 
@@ -232,9 +309,7 @@ impl Drop for BuiltinListener {
         }
         // Connections and what was to run after responses, still queued:
         // they hold the engine's state, so they go now. (Workers have ended.)
-        for queued in self.incoming.try_iter() {
-            drop(queued);
-        }
+        drop(self.shared.queue.take_all());
     }
 }
 

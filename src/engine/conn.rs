@@ -387,7 +387,7 @@ impl Conn {
     /// the event loop, which must not block.
     fn run_then(&mut self) {
         if let Some(then) = self.out.then.take() {
-            let _ = self.shared.queue.send(Incoming::Run(then));
+            self.shared.queue.push(Incoming::Run(then));
         }
     }
 
@@ -422,7 +422,7 @@ impl Conn {
         let shared = self.shared.clone();
         match step {
             Step::Queue if !shared.stopping.load(Ordering::SeqCst) => {
-                let _ = shared.queue.send(Incoming::Ready(self));
+                shared.queue.push(Incoming::Ready(self));
             }
             Step::Wait(interest) if self.unblock().is_ok() => {
                 let Some(mut slot) = shared.slots.lock(self.slot) else {

@@ -302,7 +302,7 @@ fn apply(
             };
             if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
                 drop(guard);
-                let _ = shared.queue.send(Incoming::Ready(conn));
+                shared.queue.push(Incoming::Ready(conn));
             }
         }
         Step::Close => *guard = Slot::Vacant,
