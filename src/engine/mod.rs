@@ -3,16 +3,19 @@
 //! crate's own types, a body reader, and a way to respond once), whatever
 //! engine reads and writes the bytes:
 //!
-//! - **builtin** (the default; `builtin.rs`, `conn.rs`, `body.rs`, `wire.rs`):
-//!   our own, on the `httparse` parser. An accept thread (`afterward-accept`)
-//!   takes connections, up to `max_connections`, and gives each a thread of its
-//!   own (`afterward-conn`). A connection thread waits for a request (idle
-//!   timeout), reads its head (header timeout, size and count limits), checks
-//!   its framing strictly, and hands it to the request workers; it then waits
-//!   for the connection to come back before reading the next request, so
-//!   pipelined requests are answered in order. A request worker reads the body
-//!   (body read timeout) and writes the response in one piece (write timeout).
-//!   Why our own: "The engine" in ARCHITECTURE.md.
+//! - **builtin** (the default; `builtin.rs`, `event_loop.rs`, `conn.rs`,
+//!   `head.rs`, `body.rs`, `wire.rs`, `slots.rs`, `buffer.rs`, `limits.rs`):
+//!   our own, on the `httparse` parser and `mio`. One event-loop thread
+//!   (`afterward-io`) accepts connections, up to `max_connections`, and waits
+//!   on the readiness of every connection not being served: it reads request
+//!   heads (idle and header timeouts, size limit) and hands connections with a
+//!   whole head to the request workers. A worker parses and checks the head,
+//!   reads the body (body read timeout), and writes the response without
+//!   blocking; what the socket does not take, the loop sends (write timeout
+//!   over the whole response, minimum rate), reading no further request from
+//!   that connection meanwhile. The worker puts a kept-alive connection back
+//!   in its slot and re-arms it itself. Why our own, and why this model:
+//!   "The engine" and "The engine at scale" in ARCHITECTURE.md.
 //! - **tiny_http** (feature `tiny-http`; `tiny.rs`): the design's engine,
 //!   `tiny_http` 0.12. Request workers call its blocking `recv` themselves and
 //!   answer with its `respond`. It has no timeouts, limits or connection cap
@@ -63,8 +66,9 @@ use crate::stats::Counters;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Engine {
-    /// afterward's own engine: thread per connection (capped), strict framing,
-    /// and every timeout and limit of the [`ServerBuilder`](crate::ServerBuilder).
+    /// afterward's own engine: an event loop holding every idle connection
+    /// (no thread each), strict framing, and every timeout and limit of the
+    /// [`ServerBuilder`](crate::ServerBuilder).
     #[default]
     Builtin,
     /// `tiny_http` 0.12 (cargo feature `tiny-http`): the engine this crate was
@@ -137,7 +141,7 @@ impl Listener {
     }
 
     /// Shutdown has begun. The builtin engine answers new requests `503`
-    /// with `Connection: close` from their connection threads and closes
+    /// with `Connection: close` and closes
     /// connections after their response in flight. (tiny_http cannot do
     /// either; the server's refuser answers what reaches it.)
     pub(crate) fn drain(&self) {
@@ -314,33 +318,69 @@ impl Exchange {
     }
 }
 
-/// Parses `bytes` as a request head, then reads what follows as its body:
-/// what the fuzz target `request_head` drives. Never panics, whatever the input.
+/// Reads `bytes` as the event loop reads a connection: in pieces into a
+/// pooled [`buffer::Buffer`], blank lines before the head skipped, the head's
+/// end searched piece by piece, up to the head size limit; then parses the
+/// head and reads what follows as its body. What the fuzz target
+/// `request_head` drives. Never panics, whatever the input.
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_request(bytes: &[u8]) {
-    // The end of the head, found in pieces (as reads deliver it), is where
-    // it is found whole.
-    let whole = head::head_end(bytes, 0);
-    let step = 1 + usize::from(bytes.first().copied().unwrap_or(0) % 16);
-    let mut searched = 0;
-    let mut pieces = None;
-    for cut in (step..bytes.len()).step_by(step).chain([bytes.len()]) {
-        if let Some(end) = head::head_end(&bytes[..cut], searched) {
-            pieces = Some(end);
+    use std::io::Read;
+
+    /// Gives `rest` out `step` bytes at a time, as a socket might.
+    struct Pieces<'a> {
+        rest: &'a [u8],
+        step: usize,
+    }
+    impl Read for Pieces<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.rest.len());
+            out[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    let limits = ConnectionLimits::default();
+    let max = limits.max_header_bytes;
+    let step = 1 + usize::from(bytes.first().copied().unwrap_or(0)) * 97;
+    let mut source = Pieces { rest: bytes, step };
+    let pool = buffer::Pool::default();
+    let mut buf = buffer::Buffer::default();
+    let (mut skipped, mut searched, mut end) = (0, 0, None);
+    loop {
+        if searched == 0 {
+            let blank = buf
+                .filled()
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            buf.consume(blank);
+            skipped += blank;
+        }
+        end = head::head_end(buf.filled(), searched);
+        if end.is_some() || buf.len() > max {
             break;
         }
-        searched = cut;
+        searched = buf.len();
+        match buf.read_from(&mut source, &pool, max + 1) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
     }
-    assert_eq!(pieces, whole, "a head read in pieces of {step} bytes");
-    let limits = ConnectionLimits::default();
-    let end = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(bytes.len(), |i| i + 4);
-    if let Ok(mut request) = head::parse_head(&bytes[..end], None, &limits) {
-        let mut rest = std::io::BufReader::new(&bytes[end..]);
-        let mut buf = [0u8; 256];
-        while let Ok(n) = request.framing.read(&mut rest, &mut buf) {
+    // The buffer holds the input's bytes, in order, and the end found in
+    // pieces is the end found in those bytes whole.
+    let held = &bytes[skipped..skipped + buf.len()];
+    assert_eq!(buf.filled(), held, "pieces of {step} bytes");
+    assert_eq!(end, head::head_end(held, 0), "pieces of {step} bytes");
+    let Some(end) = end.filter(|&end| end <= max) else {
+        return;
+    };
+    if let Ok(mut request) = head::parse_head(&buf.filled()[..end], None, &limits) {
+        let rest = (&buf.filled()[end..]).chain(source.rest);
+        let mut rest = std::io::BufReader::new(rest);
+        let mut body = [0u8; 256];
+        while let Ok(n) = request.framing.read(&mut rest, &mut body) {
             if n == 0 {
                 break;
             }

@@ -251,8 +251,8 @@ impl ServerBuilder {
         self
     }
 
-    /// How many connections the kernel may hold for the accept thread before
-    /// it takes them (capped by the system, `net.core.somaxconn` on Linux). Too
+    /// How many connections the kernel may hold for the event loop before it
+    /// accepts them (capped by the system, `net.core.somaxconn` on Linux). Too
     /// small, and a burst of connections has some clients' handshakes dropped
     /// and retried a second later.
     pub fn listen_backlog(mut self, n: u32) -> ServerBuilder {
