@@ -220,3 +220,21 @@ fn clients_pipelining_requests_they_never_read_block_no_worker() {
     assert!(stats.requests < 12 * 400 / 2, "{stats:?}");
     drop(hogs);
 }
+
+#[test]
+fn timeouts_too_large_for_a_clock_mean_no_timeout() {
+    // Duration::MAX as "never": the event loop keeps no deadline it cannot
+    // compute, and serves on.
+    let builder = support::hardened()
+        .idle_timeout(Duration::MAX)
+        .header_timeout(Duration::MAX)
+        .body_read_timeout(Duration::MAX)
+        .write_timeout(Duration::MAX);
+    let server = TestServer::with_builder(builder, app());
+    let mut client = Raw::connect(server.addr());
+    for _ in 0..2 {
+        client.send(&get("/small")).unwrap();
+        assert_eq!(client.response().text(), "small");
+    }
+    assert_eq!(server.get("/medium").send().body().len(), 256 * 1024);
+}

@@ -111,13 +111,18 @@ pub(crate) enum Incoming {
     Wake,
 }
 
-/// The request workers' queue. A worker that finds it empty looks again for
-/// a few microseconds before it sleeps, but only one at a time (the
-/// "searcher"): an item pushed while one searches wakes nobody, and the
-/// searcher that takes it wakes a sleeper if more are waiting. Sleeping is a
-/// condition variable: no `sched_yield` (a crossbeam channel's blocking
-/// `recv` yields up to four times before it sleeps, and with more workers
-/// than cores each yield is a context switch).
+/// The request workers' queue. A worker that finds it empty looks again
+/// before it sleeps, but only one at a time (the "searcher"): it spins for
+/// [`SPIN`], then yields the core until [`SEARCH`] has passed. The first
+/// item pushed while one searches wakes nobody, any more do, and a worker
+/// that takes an item with more behind it wakes a sleeper too, so that a
+/// burst is spread over the workers. Sleeping is a condition variable.
+///
+/// Why: with a crossbeam channel every idle worker spun and yielded before
+/// it slept (a quarter of the server's context switches were those yields);
+/// with no search at all, every request woke a sleeping worker; a searcher
+/// that only spun took a core the event loop and clients needed (p99 at two
+/// connections, 0.12 to 3 ms). Measurements: BENCHMARKS.md.
 #[derive(Default)]
 pub(crate) struct WorkQueue {
     state: Mutex<Waiting>,
@@ -135,6 +140,8 @@ struct Waiting {
     searching: bool,
 }
 
+/// How long the searcher spins before it yields.
+const SPIN: Duration = Duration::from_micros(2);
 /// How long the searcher looks before it sleeps.
 const SEARCH: Duration = Duration::from_micros(20);
 
@@ -143,7 +150,7 @@ impl WorkQueue {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.items.push_back(item);
         self.len.store(state.items.len(), Ordering::SeqCst);
-        let wake = state.sleeping > 0 && !state.searching;
+        let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -157,8 +164,7 @@ impl WorkQueue {
         loop {
             if let Some(item) = state.items.pop_front() {
                 self.len.store(state.items.len(), Ordering::SeqCst);
-                // Items pushed while this one searched woke nobody.
-                let wake = searched && !state.items.is_empty() && state.sleeping > 0;
+                let wake = !state.items.is_empty() && state.sleeping > 0;
                 drop(state);
                 if wake {
                     self.ready.notify_one();
@@ -171,8 +177,12 @@ impl WorkQueue {
                 drop(state);
                 let started = Instant::now();
                 while self.len.load(Ordering::SeqCst) == 0 && started.elapsed() < SEARCH {
-                    for _ in 0..16 {
-                        std::hint::spin_loop();
+                    if started.elapsed() < SPIN {
+                        for _ in 0..16 {
+                            std::hint::spin_loop();
+                        }
+                    } else {
+                        std::thread::yield_now();
                     }
                 }
                 state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -210,7 +220,8 @@ impl BuiltinListener {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let shared = Arc::new(EngineState {
-            slots: Slots::new(max_connections),
+            // No more slots than the most the default cap can be.
+            slots: Slots::new(max_connections.min(super::limits::MOST as usize)),
             max_connections,
             limits,
             stopping: AtomicBool::new(false),
@@ -308,15 +319,86 @@ impl Drop for BuiltinListener {
             let _ = io_thread.join();
         }
         // Connections and what was to run after responses, still queued:
-        // they hold the engine's state, so they go now. (Workers have ended.)
-        drop(self.shared.queue.take_all());
+        // they hold the engine's state, so they go now (workers have ended).
+        // What was to run still runs, here: tasks submitted to a pool that
+        // has shut down are discarded and counted, not lost. Dropping a
+        // connection may queue more.
+        loop {
+            let queued = self.shared.queue.take_all();
+            if queued.is_empty() {
+                break;
+            }
+            for item in queued {
+                if let Incoming::Run(then) = item {
+                    then();
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::client_key;
+    use super::{client_key, Incoming, WorkQueue};
     use std::net::IpAddr;
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_burst_pushed_while_a_worker_searches_reaches_every_sleeping_worker() {
+        const WORKERS: usize = 4;
+        let queue = Arc::new(WorkQueue::default());
+        // How many items were taken, and whether the workers may finish:
+        // each holds its item (a slow handler) until all are taken.
+        let taken = Arc::new((Mutex::new(0), Condvar::new()));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (queue, taken) = (queue.clone(), taken.clone());
+                std::thread::spawn(move || {
+                    let _item = queue.pop();
+                    let (count, changed) = &*taken;
+                    let mut count = count.lock().unwrap();
+                    *count += 1;
+                    changed.notify_all();
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while *count < WORKERS && Instant::now() < deadline {
+                        count = changed
+                            .wait_timeout(count, Duration::from_secs(1))
+                            .unwrap()
+                            .0;
+                    }
+                })
+            })
+            .collect();
+        // Every worker asleep (each searches first, one at a time)...
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while queue.state.lock().unwrap().sleeping < WORKERS {
+            assert!(Instant::now() < deadline, "the workers never slept");
+            std::thread::yield_now();
+        }
+        // ...and one more searching (this thread, standing in for a worker):
+        // it will take one item of the burst, at most, once it stops.
+        queue.state.lock().unwrap().searching = true;
+        for _ in 0..=WORKERS {
+            queue.push(Incoming::Wake);
+        }
+        let (count, changed) = &*taken;
+        let count = changed
+            .wait_timeout_while(count.lock().unwrap(), Duration::from_secs(30), |n| {
+                *n < WORKERS
+            })
+            .unwrap()
+            .0;
+        assert_eq!(*count, WORKERS, "items left waiting while workers sleep");
+        drop(count);
+        let mut state = queue.state.lock().unwrap();
+        state.searching = false;
+        assert_eq!(state.items.len(), 1, "what is left for the searcher");
+        drop(state);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
 
     #[test]
     fn clients_are_counted_by_ipv4_address_or_ipv6_slash_64() {

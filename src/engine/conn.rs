@@ -135,24 +135,28 @@ impl Conn {
         Token(self.slot)
     }
 
-    /// When the current state's time is up.
+    /// When the current state's time is up (a timeout too large for an
+    /// `Instant` is a year).
     pub(super) fn deadline(&self) -> Instant {
         let limits = &self.shared.limits;
+        let after = |since: Instant, timeout: Duration| {
+            since.checked_add(timeout).unwrap_or_else(far_future)
+        };
         match self.state {
-            State::Idle(since) => since + limits.idle_timeout,
-            State::Head { since, .. } => since + limits.header_timeout,
+            State::Idle(since) => after(since, limits.idle_timeout),
+            State::Head { since, .. } => after(since, limits.header_timeout),
             State::Writing { started, taken, .. } => {
-                let whole = started + limits.write_timeout;
+                let whole = after(started, limits.write_timeout);
                 match limits.min_write_rate {
                     0 => whole,
                     rate => {
                         let earned = Duration::from_secs_f64(taken as f64 / rate as f64);
-                        whole.min(started + WRITE_RATE_GRACE + earned)
+                        whole.min(after(started, WRITE_RATE_GRACE + earned))
                     }
                 }
             }
-            State::Draining { since, .. } => since + limits.body_read_timeout,
-            State::Closing(since) => since + LINGER,
+            State::Draining { since, .. } => after(since, limits.body_read_timeout),
+            State::Closing(since) => after(since, LINGER),
             // A worker's own timeouts bound it; the loop looks again later.
             State::Serving => far_future(),
         }
@@ -315,10 +319,7 @@ impl Conn {
             return Step::Wait(Interest::WRITABLE);
         }
         let (keep, body_left) = (*keep, *body_left);
-        self.out = Output {
-            then: self.out.then.take(),
-            ..Output::default()
-        };
+        (self.out.bytes, self.out.at) = (Vec::new(), 0);
         self.run_then();
         match self.after_response(keep, body_left, now) {
             Some(step) => step,
@@ -333,7 +334,7 @@ impl Conn {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Some(Step::Close);
         }
-        if !keep {
+        if !keep || self.shared.draining.load(Ordering::SeqCst) {
             return Some(self.start_closing(now));
         }
         self.state = if body_left > 0 {
@@ -371,7 +372,24 @@ impl Conn {
         let mut out = Vec::new();
         wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
         let _ = self.write_now(&out);
-        self.start_closing(now)
+        self.start_closing(now);
+        // What the client has sent already raises no further edge.
+        self.discard()
+    }
+
+    /// Answers the head it has buffered `503` (shutdown has begun: heads
+    /// read from now on are refused where they are read, those queued before
+    /// are served), counted and logged with what the head says.
+    pub(super) fn refuse_shutting_down(&mut self, now: Instant) -> Step {
+        let end = head_end(self.buf.filled(), 0).unwrap_or(self.buf.len());
+        let limits = &self.shared.limits;
+        let parsed = parse_head(&self.buf.filled()[..end], Some(self.remote_addr), limits);
+        let head = match &parsed {
+            Ok(request) => Some(&request.head),
+            Err(refused) => refused.head.as_deref(),
+        };
+        let response = HttpError::shutting_down().into_response();
+        self.refuse(response, head, now)
     }
 
     /// Closes our side and waits (for at most [`LINGER`]) for the client to
@@ -421,9 +439,11 @@ impl Conn {
     fn resume(mut self: Box<Self>, step: Step) {
         let shared = self.shared.clone();
         match step {
-            Step::Queue if !shared.stopping.load(Ordering::SeqCst) => {
-                shared.queue.push(Incoming::Ready(self));
+            Step::Queue if shared.draining.load(Ordering::SeqCst) => {
+                let step = self.refuse_shutting_down(Instant::now());
+                self.resume(step);
             }
+            Step::Queue => shared.queue.push(Incoming::Ready(self)),
             Step::Wait(interest) if self.unblock().is_ok() => {
                 let Some(mut slot) = shared.slots.lock(self.slot) else {
                     return;
@@ -570,8 +590,8 @@ impl Read for BodyReader {
 
 impl Exchange {
     /// Parses the head a connection has buffered (the event loop found its
-    /// end). A head refused, or any request once shutdown has begun, is
-    /// answered here and the connection closed: `None`.
+    /// end). A head refused is answered here and the connection closed:
+    /// `None`.
     pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
         let now = Instant::now();
         conn.state = State::Serving;
@@ -583,11 +603,6 @@ impl Exchange {
             Err(refusal) => {
                 let response = refusal.error.into_response();
                 conn.refuse(response, refusal.head.as_deref(), now)
-            }
-            // Shutdown has begun: refuse at once rather than run a handler.
-            Ok(request) if conn.shared.draining.load(Ordering::SeqCst) => {
-                let response = HttpError::shutting_down().into_response();
-                conn.refuse(response, Some(&request.head), now)
             }
             Ok(request) => return Some(Exchange::new(request, conn)),
         };

@@ -84,7 +84,8 @@ impl EventLoop {
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
-                    log::error!("the event loop cannot wait for readiness: {e}");
+                    log::error!("the event loop cannot wait for readiness: {e}; closing");
+                    self.shared.stopping.store(true, Ordering::SeqCst);
                     break;
                 }
             }
@@ -270,6 +271,13 @@ fn apply(
 ) {
     let Slot::Here(conn) = &mut *guard else {
         return;
+    };
+    // Shutdown has begun: a head read from now on is refused here, not queued.
+    let step = match step {
+        Step::Queue if shared.draining.load(Ordering::SeqCst) => {
+            conn.refuse_shutting_down(Instant::now())
+        }
+        step => step,
     };
     match step {
         Step::Wait(interest) => {

@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 /// The cap is at most this, whatever the descriptor limit.
-const MOST: u64 = 1 << 20;
+pub(super) const MOST: u64 = 1 << 20;
 
 /// The default `max_connections`: the descriptor limit (raised to its hard
 /// limit first, where allowed) less a reserve for everything else the
