@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use afterward::testing::{TestRequest, TestServer, TEST_TIMEOUT};
-use afterward::{App, BackgroundTasks};
+use afterward::{App, BackgroundTasks, ServerBuilder};
 use support::raw::{get, Raw};
 
 /// Far more than the kernel's socket buffers on both sides hold.
@@ -110,20 +110,16 @@ fn a_client_that_never_reads_holds_no_worker_and_its_task_runs_once_it_is_gone()
     );
 }
 
-#[test]
-fn a_client_reading_steadily_but_slowly_is_cut_off_at_the_whole_response_deadline() {
-    let write_timeout = Duration::from_secs(1);
-    let builder = support::hardened()
-        .write_timeout(write_timeout)
-        .min_write_rate(0);
+/// A server from `builder` and a client reading its `/big` at about 50 KiB/s
+/// (never stalling), which the server must cut off `within` of the response's
+/// start; returns the server and how many bytes the client read.
+fn cut_off_slow_reader(builder: ServerBuilder, within: Duration) -> (TestServer, usize) {
     let server = TestServer::with_builder(builder, app());
-
     let mut slow = Raw::connect(server.addr());
     slow.send(&get("/big")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (stream, stop) = (slow.stream().try_clone().unwrap(), stop.clone());
-        // 50 KiB/s: the connection stays busy, never stalls.
         thread::spawn(move || read_slowly(stream, 1024, stop))
     };
     wait_in_flight(&server);
@@ -131,16 +127,25 @@ fn a_client_reading_steadily_but_slowly_is_cut_off_at_the_whole_response_deadlin
     assert!(
         server
             .handle()
-            .wait_for(write_timeout + SLACK, |stats| stats.connections_open == 0),
+            .wait_for(within, |stats| stats.connections_open == 0),
         "still open after {:?}: {:?}",
         started.elapsed(),
         server.stats()
     );
-    // Fresh clients are served meanwhile and after.
-    assert_eq!(server.get("/small").send().text(), "small");
     stop.store(true, Ordering::SeqCst);
     let read = reader.join().unwrap();
+    (server, read)
+}
+
+#[test]
+fn a_client_reading_steadily_but_slowly_is_cut_off_at_the_whole_response_deadline() {
+    let write_timeout = Duration::from_secs(1);
+    let builder = support::hardened()
+        .write_timeout(write_timeout)
+        .min_write_rate(0);
+    let (server, read) = cut_off_slow_reader(builder, write_timeout + SLACK);
     assert!(read < BIG, "the whole response was read ({read} bytes)");
+    assert_eq!(server.get("/small").send().text(), "small");
     server.wait_idle();
     let stats = server.stats();
     assert_eq!((stats.scheduled, stats.completed), (1, 1), "{stats:?}");
@@ -148,33 +153,12 @@ fn a_client_reading_steadily_but_slowly_is_cut_off_at_the_whole_response_deadlin
 
 #[test]
 fn a_client_reading_below_the_minimum_rate_is_cut_off_before_the_write_timeout() {
+    // 2 s of grace, then less than 1 MiB/s taken on average: closed long
+    // before the write timeout.
     let builder = support::hardened()
         .write_timeout(Duration::from_secs(600))
         .min_write_rate(1024 * 1024);
-    let server = TestServer::with_builder(builder, app());
-
-    let mut slow = Raw::connect(server.addr());
-    slow.send(&get("/big")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let (stream, stop) = (slow.stream().try_clone().unwrap(), stop.clone());
-        thread::spawn(move || read_slowly(stream, 1024, stop))
-    };
-    // 2 s of grace, then less than 1 MiB/s taken on average: closed.
-    wait_in_flight(&server);
-    let started = Instant::now();
-    assert!(
-        server
-            .handle()
-            .wait_for(Duration::from_secs(2) + SLACK * 2, |stats| {
-                stats.connections_open == 0
-            }),
-        "still open after {:?}: {:?}",
-        started.elapsed(),
-        server.stats()
-    );
-    stop.store(true, Ordering::SeqCst);
-    reader.join().unwrap();
+    let (server, _) = cut_off_slow_reader(builder, Duration::from_secs(2) + SLACK * 2);
     server.wait_idle();
     assert_eq!(server.stats().completed, 1, "{:?}", server.stats());
 }

@@ -209,9 +209,7 @@ impl BuiltinListener {
         counters: Arc<Counters>,
         ids: Arc<RequestIds>,
     ) -> io::Result<BuiltinListener> {
-        let max_connections = limits
-            .max_connections
-            .unwrap_or_else(super::limits::default_max_connections);
+        let max_connections = super::limits::max_connections(limits.max_connections);
         let listener = listen(address, limits.listen_backlog)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;

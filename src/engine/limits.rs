@@ -8,12 +8,16 @@
 /// The cap is at most this, whatever the descriptor limit.
 pub(super) const MOST: u64 = 1 << 20;
 
-/// The default `max_connections`: the descriptor limit (raised to its hard
-/// limit first, where allowed) less a reserve for everything else the
-/// process opens (an eighth, 16 to 1,024 descriptors), so that a connection
-/// beyond the cap can still be accepted and answered `503`.
-pub(crate) fn default_max_connections() -> usize {
+/// The connection cap: `max_connections` when set, else the descriptor limit
+/// less a reserve for everything else the process opens (an eighth, 16 to
+/// 1,024 descriptors), so that a connection beyond the cap can still be
+/// accepted and answered `503`. Either way the descriptor limit is raised to
+/// its hard limit first, where allowed.
+pub(crate) fn max_connections(set: Option<usize>) -> usize {
     let descriptors = raise_descriptor_limit().unwrap_or(1024);
+    if let Some(set) = set {
+        return set;
+    }
     let reserve = (descriptors / 8).clamp(16, 1024);
     let cap = descriptors.saturating_sub(reserve).clamp(16, MOST);
     usize::try_from(cap).unwrap_or(usize::MAX)
@@ -77,7 +81,7 @@ mod tests {
         if limit.rlim_max != libc::RLIM_INFINITY {
             assert_eq!(limit.rlim_cur, limit.rlim_max, "raised to the hard limit");
         }
-        let cap = default_max_connections() as u64;
+        let cap = max_connections(None) as u64;
         assert!(
             cap < soft && cap + 1024 >= soft.min(MOST),
             "{cap} of {soft}"

@@ -399,7 +399,7 @@ pub(crate) struct ConnectionLimits {
     pub(crate) write_timeout: Duration,
     /// Bytes per second a client must take of a response's rest; 0: no minimum.
     pub(crate) min_write_rate: u64,
-    /// `None`: from the descriptor limit ([`limits::default_max_connections`]).
+    /// `None`: from the descriptor limit ([`limits::max_connections`]).
     pub(crate) max_connections: Option<usize>,
     /// Connections one client address may hold at once; `None`: no limit.
     pub(crate) max_connections_per_client: Option<usize>,

@@ -219,9 +219,10 @@ impl ServerBuilder {
     /// How many connections are open at once. A connection beyond it is
     /// answered `503` and closed at once. An idle connection costs no
     /// thread, only its socket and a few hundred bytes. By default: the
-    /// process's descriptor limit (raised to its hard limit at start, where
-    /// the system allows) less an eighth of it (16 to 1,024 descriptors) for
-    /// everything else the process opens.
+    /// process's descriptor limit less an eighth of it (16 to 1,024
+    /// descriptors) for everything else the process opens. Either way, our
+    /// engine raises the process's soft descriptor limit to its hard limit
+    /// as it starts, where the system allows.
     pub fn max_connections(mut self, n: usize) -> ServerBuilder {
         self.config.connection.max_connections = Some(n);
         self
