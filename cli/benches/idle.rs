@@ -183,7 +183,10 @@ fn main() {
     );
     println!("\n{markdown}");
     if full {
-        let _ = std::fs::create_dir_all("target");
-        let _ = std::fs::write("target/bench-idle.md", &markdown);
+        // The workspace's target directory, as the root package's benches
+        // use (cargo runs this one from `cli/`).
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target");
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(format!("{dir}/bench-idle.md"), &markdown);
     }
 }
