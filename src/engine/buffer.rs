@@ -42,6 +42,18 @@ impl Buffer {
         }
     }
 
+    /// Consumes the empty lines a client may send before a request (RFC 9112
+    /// §2.2): every CR and LF at the start; how many.
+    pub(super) fn skip_blank_lines(&mut self) -> usize {
+        let blank = self
+            .filled()
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.consume(blank);
+        blank
+    }
+
     /// One read from `source` after the bytes held, growing the buffer up to
     /// `limit` bytes held when it is full. `Ok(0)`: the source ended, or the
     /// buffer holds `limit` bytes already.

@@ -16,7 +16,7 @@ use mio::{Interest, Token};
 use super::body::Framing;
 use super::buffer::{Buffer, BUFFER_SIZE};
 use super::builtin::{EngineState, Incoming};
-use super::head::{head_end, parse_head, ParsedHead};
+use super::head::{head_end, parse_head, ParsedHead, Refused};
 use super::slots::Slot;
 use super::wire::{self, Persistence};
 use super::Head;
@@ -230,13 +230,7 @@ impl Conn {
             self.state = State::Idle(now);
         }
         if let State::Idle(_) = self.state {
-            let blank = self
-                .buf
-                .filled()
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            self.buf.consume(blank);
+            self.buf.skip_blank_lines();
             if self.buf.is_empty() {
                 return None;
             }
@@ -355,22 +349,8 @@ impl Conn {
     /// Answers `response` with `Connection: close` (as much as the socket
     /// takes at once: the engine's own answers are small), counted and
     /// logged, then closes.
-    pub(super) fn refuse(
-        &mut self,
-        mut response: Response,
-        head: Option<&Head>,
-        now: Instant,
-    ) -> Step {
-        super::answered_unhandled(
-            &self.shared.counters,
-            &self.shared.ids,
-            head,
-            &mut response,
-            now,
-        );
-        let (status, headers, body) = response.into_wire();
-        let mut out = Vec::new();
-        wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
+    pub(super) fn refuse(&mut self, response: Response, head: Option<&Head>, now: Instant) -> Step {
+        let out = closing_answer(&self.shared, response, head, now);
         let _ = self.write_now(&out);
         self.start_closing(now);
         // What the client has sent already raises no further edge.
@@ -381,15 +361,23 @@ impl Conn {
     /// read from now on are refused where they are read, those queued before
     /// are served), counted and logged with what the head says.
     pub(super) fn refuse_shutting_down(&mut self, now: Instant) -> Step {
-        let end = head_end(self.buf.filled(), 0).unwrap_or(self.buf.len());
-        let limits = &self.shared.limits;
-        let parsed = parse_head(&self.buf.filled()[..end], Some(self.remote_addr), limits);
+        let parsed = self.take_head();
         let head = match &parsed {
             Ok(request) => Some(&request.head),
             Err(refused) => refused.head.as_deref(),
         };
         let response = HttpError::shutting_down().into_response();
         self.refuse(response, head, now)
+    }
+
+    /// Parses the head the event loop found whole at the start of the
+    /// buffer, and consumes it.
+    fn take_head(&mut self) -> Result<ParsedHead, Refused> {
+        let end = head_end(self.buf.filled(), 0).unwrap_or(self.buf.len());
+        let limits = &self.shared.limits;
+        let parsed = parse_head(&self.buf.filled()[..end], Some(self.remote_addr), limits);
+        self.buf.consume(end);
+        parsed
     }
 
     /// Closes our side and waits (for at most [`LINGER`]) for the client to
@@ -504,6 +492,21 @@ impl Conn {
     }
 }
 
+/// `response`, an answer the engine gives itself, counted and logged (with
+/// what was read of the request's head), as the bytes to send before closing.
+pub(super) fn closing_answer(
+    shared: &EngineState,
+    mut response: Response,
+    head: Option<&Head>,
+    now: Instant,
+) -> Vec<u8> {
+    super::answered_unhandled(&shared.counters, &shared.ids, head, &mut response, now);
+    let (status, headers, body) = response.into_wire();
+    let mut out = Vec::new();
+    wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
+    out
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
@@ -595,11 +598,7 @@ impl Exchange {
     pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
         let now = Instant::now();
         conn.state = State::Serving;
-        let end = head_end(conn.buf.filled(), 0).unwrap_or(conn.buf.len());
-        let limits = &conn.shared.limits;
-        let parsed = parse_head(&conn.buf.filled()[..end], Some(conn.remote_addr), limits);
-        conn.buf.consume(end);
-        let step = match parsed {
+        let step = match conn.take_head() {
             Err(refusal) => {
                 let response = refusal.error.into_response();
                 conn.refuse(response, refusal.head.as_deref(), now)

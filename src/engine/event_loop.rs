@@ -21,11 +21,10 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::builtin::{client_key, EngineState, Incoming};
-use super::conn::{Conn, Step};
+use super::conn::{closing_answer, Conn, Step};
 use super::slots::Slot;
-use super::wire::{self, Persistence};
 use crate::http_error::HttpError;
-use crate::response::{IntoResponse, Response};
+use crate::response::IntoResponse;
 
 /// The listening socket's token.
 pub(super) const LISTENER: Token = Token(usize::MAX);
@@ -320,13 +319,9 @@ fn apply(
 /// Answers a connection beyond a cap `503` at once and closes it, rather
 /// than leave the client waiting; without lingering: the loop moves on.
 fn busy(shared: &EngineState, mut stream: TcpStream, detail: &str, now: Instant) {
-    let mut response: Response = HttpError::new(503, detail.to_owned())
+    let response = HttpError::new(503, detail.to_owned())
         .with_header("Retry-After", "1")
         .into_response();
-    super::answered_unhandled(&shared.counters, &shared.ids, None, &mut response, now);
-    let (status, headers, body) = response.into_wire();
-    let mut out = Vec::new();
-    wire::serialize(&mut out, status, &headers, &body, true, Persistence::Close);
-    let _ = stream.write(&out);
+    let _ = stream.write(&closing_answer(shared, response, None, now));
     let _ = stream.shutdown(Shutdown::Write);
 }

@@ -350,13 +350,7 @@ pub(crate) fn fuzz_request(bytes: &[u8]) {
     let (mut skipped, mut searched, mut end) = (0, 0, None);
     loop {
         if searched == 0 {
-            let blank = buf
-                .filled()
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            buf.consume(blank);
-            skipped += blank;
+            skipped += buf.skip_blank_lines();
         }
         end = head::head_end(buf.filled(), searched);
         if end.is_some() || buf.len() > max {
