@@ -2,7 +2,8 @@
 //! What the socket does not take at once is sent by the event loop, the
 //! connection reads no further request meanwhile, a whole-response deadline
 //! and a minimum rate close clients that read too slowly, and the request's
-//! tasks run once its response is sent (or can no longer be).
+//! tasks run once its response is sent (or can no longer be). And the
+//! loop's deadlines hold whatever a worker does meanwhile.
 
 mod support;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use afterward::testing::{TestRequest, TestServer, TEST_TIMEOUT};
 use afterward::{App, BackgroundTasks, ServerBuilder};
 use support::raw::{get, Raw};
+use support::Gate;
 
 /// Far more than the kernel's socket buffers on both sides hold.
 const BIG: usize = 32 * 1024 * 1024;
@@ -221,4 +223,33 @@ fn timeouts_too_large_for_a_clock_mean_no_timeout() {
         assert_eq!(client.response().text(), "small");
     }
     assert_eq!(server.get("/medium").send().body().len(), 256 * 1024);
+}
+
+#[test]
+fn a_connection_back_from_a_handler_slower_than_the_idle_timeout_still_idles_out() {
+    let idle = Duration::from_millis(300);
+    let release = Gate::new();
+    let gate = release.clone();
+    let app = App::new().get("/slow", move || {
+        gate.wait();
+        "slow"
+    });
+    let server = TestServer::with_builder(support::hardened().idle_timeout(idle), app);
+    let mut kept = Raw::connect(server.addr());
+    kept.send(&get("/slow")).unwrap();
+    wait_in_flight(&server);
+    // A connection opened after it idles out: the first one's own idle
+    // deadline has passed too, while its handler still runs.
+    let mut witness = Raw::connect(server.addr());
+    assert!(
+        witness.closed_within(idle + SLACK),
+        "the witness stays open"
+    );
+    release.open();
+    assert_eq!(kept.response().text(), "slow");
+    // Back from the worker with its deadline gone: it gets a new one.
+    assert!(
+        kept.closed_within(idle + SLACK),
+        "an idle connection stays open"
+    );
 }

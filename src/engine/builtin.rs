@@ -53,9 +53,10 @@ pub(crate) struct EngineState {
     pub(super) registry: Registry,
     /// To the request workers.
     pub(super) queue: WorkQueue,
-    /// Timer entries for deadlines sooner than the loop's entry for their
-    /// connection, set by workers putting connections back (a short write
-    /// timeout, a close); taken by the loop when `waker` wakes it.
+    /// Timer entries for connections workers put back with a deadline sooner
+    /// than the loop's entry for them (a short write timeout, a close), or
+    /// whose entry fired while the worker had them; taken by the loop when
+    /// `waker` wakes it.
     pub(super) sooner: Mutex<Vec<Timer>>,
     pub(super) waker: Waker,
 }

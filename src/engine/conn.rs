@@ -450,11 +450,11 @@ impl Conn {
                     *slot = Slot::Vacant;
                     return;
                 }
-                self.timer_at = Some(timer_at);
+                self.timer_at = timer_at;
                 let deadline = self.deadline();
-                if deadline < timer_at {
-                    // The loop's entry is too late for the new state: ask it
-                    // for one in time.
+                if timer_at.is_none_or(|at| deadline < at) {
+                    // The loop's entry has fired, or is too late for the new
+                    // state: ask it for one in time.
                     self.timer_at = Some(deadline);
                     let entry = Reverse((deadline, self.slot, self.generation));
                     shared

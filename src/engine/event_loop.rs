@@ -50,22 +50,11 @@ pub(super) struct EventLoop {
 
 impl EventLoop {
     pub(super) fn new(poll: Poll, listener: TcpListener, shared: Arc<EngineState>) -> EventLoop {
-        let limits = &shared.limits;
-        let shortest = [
-            limits.idle_timeout,
-            limits.header_timeout,
-            limits.write_timeout,
-            limits.body_read_timeout,
-        ]
-        .into_iter()
-        .min()
-        .unwrap_or_default();
         EventLoop {
             poll,
             listener,
             timers: Timers {
                 heap: BinaryHeap::new(),
-                recheck: (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
             },
             shared,
             generation: 0,
@@ -213,10 +202,10 @@ impl EventLoop {
                 Slot::Away {
                     generation: away,
                     timer_at,
-                } if *away == generation && *timer_at == at => {
-                    let next = now + self.timers.recheck;
-                    *timer_at = next;
-                    self.timers.heap.push(Reverse((next, slot, generation)));
+                } if *away == generation && *timer_at == Some(at) => {
+                    // A worker has it: the deadline is the one it sets when it
+                    // puts the connection back, which then asks for an entry.
+                    *timer_at = None;
                     continue;
                 }
                 Slot::Here(conn) if conn.generation == generation && conn.timer_at == Some(at) => {
@@ -234,13 +223,12 @@ impl EventLoop {
     }
 }
 
-/// Deadlines: one live entry per connection (others are stale and skipped),
-/// at its deadline or, while a worker has it, at the next look.
+/// Deadlines: at most one live entry per connection (others are stale and
+/// skipped). A connection the loop holds always has one; one a worker has
+/// keeps its entry until it fires, and gets a new one, through
+/// `EngineState::sooner`, if it comes back with none or a later one.
 struct Timers {
     heap: BinaryHeap<Timer>,
-    /// How often a connection a worker has is looked at: how late, at most,
-    /// a deadline set by a worker is kept.
-    recheck: Duration,
 }
 
 impl Timers {
@@ -295,17 +283,9 @@ fn apply(
             timers.keep(&mut guard);
         }
         Step::Queue => {
-            let timer_at = match conn.timer_at {
-                Some(at) => at,
-                None => {
-                    let at = Instant::now() + timers.recheck;
-                    timers.heap.push(Reverse((at, conn.slot, conn.generation)));
-                    at
-                }
-            };
             let away = Slot::Away {
                 generation: conn.generation,
-                timer_at,
+                timer_at: conn.timer_at,
             };
             if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
                 drop(guard);

@@ -19,10 +19,11 @@ pub(super) enum Slot {
     /// Waiting on the event loop.
     Here(Box<Conn>),
     /// With a request worker (or in the queue to one): its generation, and
-    /// when the loop's timer next looks at the slot.
+    /// when the loop's live timer entry for it fires (`None`: it has fired,
+    /// and the worker that puts the connection back asks for a new one).
     Away {
         generation: u64,
-        timer_at: Instant,
+        timer_at: Option<Instant>,
     },
 }
 
