@@ -17,7 +17,7 @@ use crate::routing::Routed;
 use crate::tasks::{panic_message, BackgroundTasks};
 
 /// A request worker: takes requests until shutdown wakes it.
-pub(super) fn serve(shared: &Arc<ServerState>) {
+pub(super) fn serve(shared: &ServerState) {
     loop {
         match shared.listener.next() {
             Next::Request(exchange) => handle(shared, exchange),
@@ -28,7 +28,7 @@ pub(super) fn serve(shared: &Arc<ServerState>) {
 }
 
 /// Handles one request: extract, run the handler, respond, then dispatch.
-fn handle(shared: &Arc<ServerState>, mut exchange: Exchange) {
+fn handle(shared: &ServerState, mut exchange: Exchange) {
     let started = Instant::now();
     shared.counters.request_started();
     let (head, _) = exchange.parts();
