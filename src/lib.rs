@@ -102,7 +102,15 @@
 //! # Shutdown
 //!
 //! With the `signals` feature, `Server::run_until_signal` serves until
-//! SIGINT or SIGTERM, then shuts down gracefully, as the binary does.
+//! SIGINT or SIGTERM, then shuts down gracefully, as the binary does. Without
+//! it, [`Server::run`] listens for no signal: Ctrl-C kills the process with
+//! its queued tasks.
+//!
+//! # Logging
+//!
+//! Access lines, task and job failures, retries and the shutdown report go
+//! through the [`log`](https://docs.rs/log) crate. Install a logger
+//! (`env_logger::init()`, say) or they go nowhere.
 //!
 //! [`ServerHandle::shutdown`] (or a [`Stopper`] for [`Server::run`]) stops taking
 //! requests, lets those in flight finish and dispatch their tasks, and drains
@@ -194,3 +202,10 @@ pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult, TaskInfo
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// README.md's Rust examples, compiled as doctests (and run, those that do
+/// not serve), so that the README never shows code that does not build. They
+/// need every feature the README shows (`signals`, `redis`).
+#[cfg(all(doctest, feature = "signals", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -201,3 +201,108 @@ fn tiny_http_loop_drains_its_tasks_when_stopped() {
         "notification for ada@example.com: some notification\n"
     );
 }
+
+#[allow(dead_code)]
+#[path = "../examples/jobs.rs"]
+mod jobs;
+
+/// The jobs example's app, with a backoff short enough for a test.
+fn jobs_server(reports: std::path::PathBuf, builder: afterward::ServerBuilder) -> TestServer {
+    let builder = builder.job_backoff(std::time::Duration::from_millis(2));
+    TestServer::with_builder(builder, jobs::app(reports))
+}
+
+#[test]
+fn jobs_answers_202_with_a_location_then_retries_until_done() {
+    let dir = TempDir::new();
+    let reports = dir.file("reports.txt");
+    let server = jobs_server(reports.clone(), afterward::Server::builder());
+
+    let response = server.post("/reports?user=ada&fail=2").send();
+    assert_eq!(response.status(), 202);
+    let id = response.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(response.json(), json!({"id": id, "status": "queued"}));
+    let location = response.header("Location").unwrap().to_owned();
+    assert_eq!(location, format!("/jobs/{id}"));
+
+    server.wait_idle();
+    let status = server.get(&location).send().json();
+    assert_eq!(
+        status,
+        json!({"id": id, "name": "build_report", "status": "done", "attempts": 3})
+    );
+    assert_eq!(read(&reports), "report for ada (attempt 3)\n");
+    let stats = server.stats();
+    assert_eq!((stats.jobs_retried, stats.jobs_succeeded), (2, 1));
+    assert_eq!(server.post("/reports").send().status(), 422, "no user");
+}
+
+#[test]
+fn jobs_run_in_the_handler_in_eager_mode() {
+    let dir = TempDir::new();
+    let reports = dir.file("reports.txt");
+    let builder = afterward::Server::builder().job_mode(afterward::JobMode::Eager);
+    let server = jobs_server(reports.clone(), builder);
+
+    let response = server.post("/reports?user=ada&fail=1").send();
+    assert_eq!(response.status(), 202);
+    // Every attempt ran before the response: no waiting.
+    assert_eq!(read(&reports), "report for ada (attempt 2)\n");
+}
+
+#[test]
+fn jobs_are_listed_not_run_in_capture_mode() {
+    let dir = TempDir::new();
+    let reports = dir.file("reports.txt");
+    let builder = afterward::Server::builder().job_mode(afterward::JobMode::Capture);
+    let server = jobs_server(reports.clone(), builder);
+
+    let response = server.post("/reports?user=ada").send();
+    assert_eq!(response.status(), 202);
+    server.wait_idle();
+    let captured = server.jobs().captured();
+    assert_eq!(captured.len(), 1);
+    assert_eq!(captured[0].name, "build_report");
+    let payload: serde_json::Value = serde_json::from_str(&captured[0].payload).unwrap();
+    assert_eq!(payload, json!({"user": "ada", "fail": 0}));
+    assert_eq!(read(&reports), "", "nothing ran");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn jobs_over_redis_run_on_the_example_worker_until_it_is_stopped() {
+    use std::time::{Duration, Instant};
+
+    let redis = support::redis::RedisServer::start();
+    let dir = TempDir::new();
+    let reports = dir.file("reports.txt");
+    let builder = jobs::over_redis::server(redis.config());
+    let server = jobs_server(reports.clone(), builder);
+    let id = server.post("/reports?user=ada&fail=1").send().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let stopper = afterward::Stopper::default();
+    let worker = {
+        let (config, app, stopper) = (redis.config(), jobs::app(reports.clone()), stopper.clone());
+        std::thread::spawn(move || jobs::over_redis::work(config, &app, &stopper).unwrap())
+    };
+    // The status lives in Redis, written by the worker: poll it.
+    let started = Instant::now();
+    loop {
+        let status = server.get(&format!("/jobs/{id}")).send().json();
+        if status["status"] == "done" {
+            assert_eq!(status["attempts"], 2);
+            break;
+        }
+        assert!(started.elapsed() < support::TEST_TIMEOUT, "{status}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(read(&reports), "report for ada (attempt 2)\n");
+    stopper.stop();
+    assert!(
+        worker.join().unwrap(),
+        "the worker finished every job it held"
+    );
+}

@@ -83,3 +83,36 @@ fn ctrl_c_on_the_tiny_http_loop_drains_and_exits_0() {
         "notification for ada@example.com: some notification\n",
     );
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn sigterm_stops_the_jobs_example_worker_gracefully() {
+    let redis = support::redis::RedisServer::start();
+    let mut child = Command::new(example("jobs"))
+        .args(["worker", "--redis", &redis.url()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", example("jobs").display()));
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "worker running");
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut logged = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logged)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{logged}");
+    assert!(logged.contains("SIGTERM received"), "{logged}");
+    assert!(logged.contains("worker stopped: 0 succeeded"), "{logged}");
+}

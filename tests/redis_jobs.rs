@@ -233,6 +233,11 @@ fn a_failing_job_is_retried_by_the_worker_then_dead_and_can_be_requeued() {
     let status = server.get(&format!("/jobs/{flaky}")).send().json();
     assert_eq!(status["status"], "done");
     assert_eq!(status["attempts"], 3);
+    assert_eq!(
+        status.get("error"),
+        None,
+        "a done job carries no stale error"
+    );
     let status = server.get(&format!("/jobs/{doomed}")).send().json();
     assert_eq!(status["status"], "dead");
     assert_eq!(status["error"], "attempt 3 fails");

@@ -501,8 +501,11 @@ impl JobRunner {
         }
         match outcome {
             Ok(()) => {
-                self.statuses
-                    .update(&envelope.id, |s| s.state = JobState::Done);
+                // Done: an earlier attempt's error is history, not status.
+                self.statuses.update(&envelope.id, |s| {
+                    s.state = JobState::Done;
+                    s.error = None;
+                });
                 self.counters.job_succeeded();
                 spec.counts.bump(SUCCEEDED);
                 None

@@ -57,7 +57,8 @@ pub struct JobStatus {
     pub state: JobState,
     /// Attempts made so far (the running one included).
     pub attempts: u32,
-    /// The last attempt's error, once there is one.
+    /// The last failed attempt's error while the job is retrying, or why it
+    /// is dead; `None` once it is done (an earlier attempt's error is history).
     pub error: Option<String>,
 }
 

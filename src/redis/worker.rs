@@ -1035,7 +1035,11 @@ impl IoLoop {
                 next_run_ms: None,
             };
             match outcome {
-                Ok(()) => succeeded += 1,
+                Ok(()) => {
+                    // Done: an earlier attempt's error is history, not status.
+                    status.error = None;
+                    succeeded += 1;
+                }
                 Err(failure) if failure.retry && envelope.attempts < envelope.max_attempts => {
                     retried += 1;
                     let delay = backoff(&self.settings, envelope);

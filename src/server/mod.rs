@@ -64,6 +64,13 @@ impl Server {
 
     /// Serves until the [`Stopper`] is triggered, then shuts down gracefully
     /// within the configured [`shutdown_timeout`](ServerBuilder::shutdown_timeout).
+    ///
+    /// It does not listen for signals: by itself, Ctrl-C or a deploy's
+    /// SIGTERM kills the process with its queued tasks. To drain on them,
+    /// call `run_until_signal` instead, or `Stopper::stop_on_signals`
+    /// first; both need the cargo feature `signals` (`cargo add afterward
+    /// --features signals`), and without it do not exist ("no method named
+    /// `run_until_signal`").
     pub fn run(self) -> Result<ShutdownReport, Error> {
         let timeout = self.config.shutdown_timeout;
         let stopper = self.stopper.clone();
@@ -198,6 +205,9 @@ impl std::fmt::Debug for Server {
 }
 
 /// Asks a running server to shut down; cheap to clone and `Send`.
+///
+/// To stop on SIGINT or SIGTERM, `stop_on_signals` (cargo feature
+/// `signals`) calls [`stop`](Self::stop) on the first of them.
 ///
 /// It also tells that shutdown has begun: [`ServerHandle::shutdown`] (and
 /// so [`Server::run`]) stops it once new requests are being refused, so
