@@ -212,7 +212,7 @@ fn start(log: Arc<std::path::PathBuf>) -> ServerHandle {
         .max_body_bytes(64 * 1024)
         .header_timeout(Duration::from_secs(2))
         .idle_timeout(Duration::from_secs(2))
-        .body_read_timeout(Duration::from_secs(2))
+        .body_timeout(Duration::from_secs(2))
         .write_timeout(Duration::from_secs(2))
         .build(app)
         .unwrap()

@@ -50,6 +50,16 @@ impl Stats {
                 "Request task lists the queue holds at most.",
                 self.queue_capacity,
             ),
+            (
+                "afterward_requests_queued",
+                "Complete requests waiting for a request worker.",
+                self.requests_queued,
+            ),
+            (
+                "afterward_body_buffer_bytes",
+                "Bytes of request bodies held by the engine.",
+                self.body_bytes_buffered,
+            ),
         ];
         for (name, help, value) in gauges {
             metric(&mut out, name, "gauge", help, &[("", value)]);
@@ -115,6 +125,24 @@ impl Stats {
         for (name, help, value) in counters.into_iter().chain(jobs) {
             metric(&mut out, name, "counter", help, &[("", value)]);
         }
+        metric(
+            &mut out,
+            "afterward_requests_refused_total",
+            "counter",
+            "Requests the engine answered 503 before their handler ran: the queue to the request workers was full, a request waited in it too long, or the request body budget was full.",
+            &[
+                ("reason=\"queue_full\"", self.refused_queue_full),
+                ("reason=\"queue_timeout\"", self.refused_queue_timeout),
+                ("reason=\"body_budget\"", self.refused_body_budget),
+            ],
+        );
+        metric(
+            &mut out,
+            "afterward_requests_client_gone_total",
+            "counter",
+            "Requests dropped unanswered because their client had closed the connection before a worker took them (nginx's 499).",
+            &[("", self.client_gone)],
+        );
         let classes: Vec<(String, u64)> = self
             .requests_by_class
             .iter()
@@ -214,6 +242,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 23);
+        assert_eq!(declared.len(), 27);
     }
 }

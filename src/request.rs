@@ -7,6 +7,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::engine::BodySource;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
@@ -87,7 +88,7 @@ pub(crate) struct RequestInit<'a> {
     pub(crate) headers: Headers,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) request_id: Arc<str>,
-    pub(crate) body: &'a mut dyn Read,
+    pub(crate) body: BodySource<'a>,
     pub(crate) declared_length: Option<u64>,
     pub(crate) body_limit: usize,
     pub(crate) tasks: BackgroundTasks,
@@ -105,10 +106,13 @@ impl<'a> Request<'a> {
             remote_addr: init.remote_addr,
             request_id: init.request_id,
             path_params: Vec::new(),
-            body: BodyState::Unread {
-                reader: init.body,
-                declared_length: init.declared_length,
-                limit: init.body_limit,
+            body: match init.body {
+                BodySource::Bytes(bytes) => BodyState::Read(bytes),
+                BodySource::Reader(reader) => BodyState::Unread {
+                    reader,
+                    declared_length: init.declared_length,
+                    limit: init.body_limit,
+                },
             },
             tasks: init.tasks,
             state: init.state,

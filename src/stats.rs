@@ -75,6 +75,35 @@ pub struct Stats {
     pub jobs_sent: u64,
     /// Jobs handed to the broker's buffer and not yet acknowledged: a gauge.
     pub jobs_buffered: u64,
+    /// Complete requests waiting for a request worker (builtin engine): a
+    /// gauge, at most [`ServerBuilder::max_pending_requests`](crate::ServerBuilder::max_pending_requests).
+    pub requests_queued: u64,
+    /// Bytes of request bodies held by the engine (being received, waiting
+    /// for a worker, or with their handler): a gauge, at most
+    /// [`ServerBuilder::max_body_buffer_bytes`](crate::ServerBuilder::max_body_buffer_bytes).
+    pub body_bytes_buffered: u64,
+    /// Requests answered `503` at once because the queue to the request
+    /// workers was full (builtin engine). Their handlers did not run.
+    pub refused_queue_full: u64,
+    /// Requests answered `503` because they waited for a request worker
+    /// longer than [`ServerBuilder::queue_timeout`](crate::ServerBuilder::queue_timeout).
+    /// Their handlers did not run.
+    pub refused_queue_timeout: u64,
+    /// Requests with a body answered `503` because the engine's body budget
+    /// was full. Their handlers did not run.
+    pub refused_body_budget: u64,
+    /// Requests dropped unanswered because their client had closed the
+    /// connection before a request worker took them (nginx's 499). Their
+    /// handlers did not run.
+    pub client_gone: u64,
+}
+
+/// Why the engine refused a request before its handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    QueueFull,
+    QueueTimeout,
+    BodyBudget,
 }
 
 /// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
@@ -148,6 +177,11 @@ pub(crate) struct Counters {
     jobs: [AtomicU64; 7],
     jobs_delayed: AtomicU64,
     jobs_buffered: AtomicU64,
+    requests_queued: AtomicU64,
+    body_bytes_buffered: AtomicU64,
+    /// By [`Refusal`], in its order.
+    refused: [AtomicU64; 3],
+    client_gone: AtomicU64,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -264,6 +298,45 @@ impl Counters {
         self.connections_open.load(Ordering::SeqCst)
     }
 
+    /// A complete request enters (`true`) or leaves the queue to the request workers.
+    pub(crate) fn request_queued(&self, entered: bool) {
+        if entered {
+            self.requests_queued.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.requests_queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.notify();
+    }
+
+    /// Reserves `n` bytes of request body if the buffered bytes stay within
+    /// `budget`; whether they did.
+    pub(crate) fn body_reserve(&self, n: u64, budget: u64) -> bool {
+        self.body_bytes_buffered
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                held.checked_add(n).filter(|&total| total <= budget)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` reserved bytes of request body.
+    pub(crate) fn body_release(&self, n: u64) {
+        self.body_bytes_buffered.fetch_sub(n, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// The engine refused a request before its handler ran (it was also
+    /// answered, and counted in `requests`).
+    pub(crate) fn refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// A request was dropped unanswered: its client had gone.
+    pub(crate) fn client_gone(&self) {
+        self.client_gone.fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
     pub(crate) fn list_opened(&self) {
         self.lists_open.fetch_add(1, Ordering::SeqCst);
     }
@@ -362,6 +435,13 @@ impl Counters {
             jobs_overdue: self.jobs[5].load(Ordering::SeqCst),
             jobs_sent: self.jobs[6].load(Ordering::SeqCst),
             jobs_buffered: self.jobs_buffered.load(Ordering::SeqCst),
+            requests_queued: self.requests_queued.load(Ordering::SeqCst),
+            body_bytes_buffered: self.body_bytes_buffered.load(Ordering::SeqCst),
+            refused_queue_full: self.refused[Refusal::QueueFull as usize].load(Ordering::SeqCst),
+            refused_queue_timeout: self.refused[Refusal::QueueTimeout as usize]
+                .load(Ordering::SeqCst),
+            refused_body_budget: self.refused[Refusal::BodyBudget as usize].load(Ordering::SeqCst),
+            client_gone: self.client_gone.load(Ordering::SeqCst),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),

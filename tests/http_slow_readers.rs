@@ -211,7 +211,7 @@ fn timeouts_too_large_for_a_clock_mean_no_timeout() {
     let builder = support::hardened()
         .idle_timeout(Duration::MAX)
         .header_timeout(Duration::MAX)
-        .body_read_timeout(Duration::MAX)
+        .body_timeout(Duration::MAX)
         .write_timeout(Duration::MAX);
     let server = TestServer::with_builder(builder, app());
     let mut client = Raw::connect(server.addr());

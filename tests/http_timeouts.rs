@@ -21,7 +21,7 @@ fn builder() -> afterward::ServerBuilder {
     support::hardened()
         .header_timeout(SHORT)
         .idle_timeout(SHORT)
-        .body_read_timeout(SHORT)
+        .body_timeout(SHORT)
         .write_timeout(SHORT)
 }
 

@@ -124,17 +124,26 @@ pub(crate) enum Incoming {
 /// with no search at all, every request woke a sleeping worker; a searcher
 /// that only spun took a core the event loop and clients needed (p99 at two
 /// connections, 0.12 to 3 ms). Measurements: BENCHMARKS.md.
-#[derive(Default)]
+///
+/// Connections with a whole request are bounded (`max_pending_requests`):
+/// one more is given back, for the loop to answer `503` at once. What runs
+/// after a response and wake-ups are never refused.
 pub(crate) struct WorkQueue {
     state: Mutex<Waiting>,
     ready: Condvar,
     /// `state.items.len()`, for the searcher to watch without the lock.
     len: AtomicUsize,
+    /// The most connections it holds.
+    capacity: usize,
+    /// Counts the connections it holds (`requests_queued`).
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
 struct Waiting {
     items: VecDeque<Incoming>,
+    /// How many of `items` are connections.
+    requests: usize,
     /// Workers asleep on `ready`.
     sleeping: usize,
     /// Whether a worker is searching.
@@ -147,8 +156,36 @@ const SPIN: Duration = Duration::from_micros(2);
 const SEARCH: Duration = Duration::from_micros(20);
 
 impl WorkQueue {
-    pub(super) fn push(&self, item: Incoming) {
+    pub(super) fn new(capacity: usize, counters: Arc<Counters>) -> WorkQueue {
+        WorkQueue {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            len: AtomicUsize::new(0),
+            capacity,
+            counters,
+        }
+    }
+
+    /// Queues a connection with a whole request, unless the queue holds
+    /// `capacity` of them already: then it comes back.
+    pub(super) fn push_ready(&self, conn: Box<Conn>) -> Result<(), Box<Conn>> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.requests >= self.capacity {
+            return Err(conn);
+        }
+        state.requests += 1;
+        self.counters.request_queued(true);
+        self.push_locked(state, Incoming::Ready(conn));
+        Ok(())
+    }
+
+    /// Queues what runs after a response, or a wake-up.
+    pub(super) fn push(&self, item: Incoming) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.push_locked(state, item);
+    }
+
+    fn push_locked(&self, mut state: std::sync::MutexGuard<'_, Waiting>, item: Incoming) {
         state.items.push_back(item);
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
@@ -165,6 +202,10 @@ impl WorkQueue {
         loop {
             if let Some(item) = state.items.pop_front() {
                 self.len.store(state.items.len(), Ordering::SeqCst);
+                if let Incoming::Ready(_) = item {
+                    state.requests -= 1;
+                    self.counters.request_queued(false);
+                }
                 let wake = !state.items.is_empty() && state.sleeping > 0;
                 drop(state);
                 if wake {
@@ -198,7 +239,11 @@ impl WorkQueue {
     }
 
     fn take_all(&self) -> VecDeque<Incoming> {
-        std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).items)
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..std::mem::take(&mut state.requests) {
+            self.counters.request_queued(false);
+        }
+        std::mem::take(&mut state.items)
     }
 }
 
@@ -218,6 +263,7 @@ impl BuiltinListener {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let queue = WorkQueue::new(limits.max_pending_requests, counters.clone());
         let shared = Arc::new(EngineState {
             // No more slots than the most the default cap can be.
             slots: Slots::new(max_connections.min(super::limits::MOST as usize)),
@@ -230,7 +276,7 @@ impl BuiltinListener {
             per_client: Mutex::default(),
             buffers: Pool::default(),
             registry: poll.registry().try_clone()?,
-            queue: WorkQueue::default(),
+            queue,
             sooner: Mutex::default(),
             waker: Waker::new(poll.registry(), WAKER)?,
         });
@@ -346,7 +392,7 @@ mod tests {
     #[test]
     fn a_burst_pushed_while_a_worker_searches_reaches_every_sleeping_worker() {
         const WORKERS: usize = 4;
-        let queue = Arc::new(WorkQueue::default());
+        let queue = Arc::new(WorkQueue::new(64, Arc::default()));
         // How many items were taken, and whether the workers may finish:
         // each holds its item (a slow handler) until all are taken.
         let taken = Arc::new((Mutex::new(0), Condvar::new()));

@@ -1,10 +1,14 @@
 //! One connection, wherever it is: waiting on the event loop (`event_loop.rs`)
-//! for a request head, the rest of its response or its close; or with a
-//! request worker, as the [`Exchange`] the worker answers. Its state
+//! for a request head and body, the rest of its response or its close; or
+//! with a request worker, as the [`Exchange`] the worker answers. Its state
 //! machine lives here, so that the loop and the workers move it the same way.
+//!
+//! Architecture invariant: a request worker never waits on a client. The
+//! loop reads a request's head and whole body before a worker sees it, and
+//! a worker writes without blocking, leaving the rest to the loop.
 
 use std::cmp::Reverse;
-use std::io::{self, BufRead, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,47 +17,59 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::body::Framing;
+use super::body::{BodyError, Framing, Received};
 use super::buffer::{Buffer, BUFFER_SIZE};
 use super::builtin::{EngineState, Incoming};
-use super::head::{head_end, parse_head, ParsedHead, Refused};
+use super::head::{head_end, may_have_body, parse_head, ParsedHead, Refused};
 use super::slots::Slot;
 use super::wire::{self, Persistence};
-use super::Head;
+use super::{BodySource, Head};
 use crate::http_error::HttpError;
 use crate::response::{IntoResponse, Response};
+use crate::stats::Refusal;
 
-/// At most this much of an unread body is read and dropped to keep a
-/// connection alive; a larger rest closes it.
-const MAX_DRAIN: u64 = 64 * 1024;
 /// How long a closing connection waits for the client to finish sending, so
 /// that our last response is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(1);
-/// How long a response's rest may wait before the minimum write rate applies.
-pub(super) const WRITE_RATE_GRACE: Duration = Duration::from_secs(2);
+/// How long a response's rest (or a body) may take before the minimum rate
+/// applies.
+pub(super) const RATE_GRACE: Duration = Duration::from_secs(2);
+/// Reads one connection gets per turn of the event loop; then the others
+/// have theirs, and it is looked at again at the next turn.
+const READS_PER_TURN: usize = 4;
+/// Bytes of a response's rest the loop writes to one connection per turn.
+const WRITE_PER_TURN: usize = 256 * 1024;
+/// The first reservation of a chunked body, whose length is unknown.
+const CHUNKED_RESERVE: u64 = 16 * 1024;
 
 /// What a connection waits for, and since when.
 pub(super) enum State {
     /// The next request (idle timeout).
     Idle(Instant),
     /// The rest of a request head begun at `since` (header timeout);
-    /// `searched` bytes of it have been scanned for its end.
-    Head { since: Instant, searched: usize },
+    /// `searched` bytes of it have been scanned for its end; `skipped`
+    /// empty lines' bytes came before it (they count toward the limit).
+    Head {
+        since: Instant,
+        searched: usize,
+        skipped: usize,
+    },
+    /// The rest of the body of the request in `Conn::request`, whose head
+    /// ended at `since` (body timeout, minimum rate); `received`: the
+    /// body's bytes on the wire so far.
+    Body { since: Instant, received: u64 },
     /// The client to take the rest of a response (write timeout, minimum
     /// rate). `taken`: bytes it took since `started`. Then: keep the
-    /// connection (reading `body_left` unread body bytes first) or close it.
+    /// connection or close it.
     Writing {
         started: Instant,
         taken: u64,
         keep: bool,
-        body_left: u64,
     },
-    /// The unread rest of a request body, to drop (body read timeout).
-    Draining { since: Instant, left: u64 },
     /// Our side is closed: what the client still sends is dropped until it
     /// closes, for at most [`LINGER`].
     Closing(Instant),
-    /// With a request worker.
+    /// With a request worker, or in the queue to one.
     Serving,
 }
 
@@ -62,10 +78,21 @@ pub(super) enum State {
 pub(super) enum Step {
     /// Leave it to the event loop, waiting for this readiness.
     Wait(Interest),
-    /// A whole request head is buffered: to the request workers.
+    /// It has used its turn with more to do: the loop looks at it again at
+    /// its next turn, after the others (re-armed, so that the readiness
+    /// still there is reported again).
+    Again(Interest),
+    /// A whole request (head and body) is buffered: to the request workers.
     Queue,
     /// Drop it (closing the socket).
     Close,
+}
+
+/// A request whose head the event loop has parsed (one that may have a
+/// body), and its body as received.
+pub(super) struct Pending {
+    parsed: ParsedHead,
+    body: Option<Received>,
 }
 
 /// An open connection. Counted open from [`Conn::new`] until dropped.
@@ -84,12 +111,12 @@ pub(super) struct Conn {
     pub(super) timer_at: Option<Instant>,
     /// The readiness it is registered for.
     pub(super) interest: Interest,
+    /// The request being read, when the loop parsed its head.
+    request: Option<Box<Pending>>,
+    /// When it entered the queue to the request workers.
+    pub(super) queued_at: Instant,
     /// The rest of a response, and what runs once it is sent.
     out: Output,
-    /// Whether the socket is blocking: a worker reading the body waits on it.
-    blocking: bool,
-    /// Whether its blocking read and write timeouts have been set.
-    timeouts_set: bool,
     pub(super) shared: Arc<EngineState>,
 }
 
@@ -124,9 +151,9 @@ impl Conn {
             state: State::Idle(now),
             timer_at: None,
             interest: Interest::READABLE,
+            request: None,
+            queued_at: now,
             out: Output::default(),
-            blocking: false,
-            timeouts_set: false,
             shared,
         })
     }
@@ -142,32 +169,40 @@ impl Conn {
         let after = |since: Instant, timeout: Duration| {
             since.checked_add(timeout).unwrap_or_else(far_future)
         };
+        // The sooner of a whole deadline and a minimum rate's: `done` bytes
+        // at `rate` per second earn their time after the grace.
+        let rated = |since: Instant, whole: Duration, done: u64, rate: u64| {
+            let whole = after(since, whole);
+            match rate {
+                0 => whole,
+                rate => {
+                    let earned = Duration::from_secs_f64(done as f64 / rate as f64);
+                    whole.min(after(since, RATE_GRACE + earned))
+                }
+            }
+        };
         match self.state {
             State::Idle(since) => after(since, limits.idle_timeout),
             State::Head { since, .. } => after(since, limits.header_timeout),
-            State::Writing { started, taken, .. } => {
-                let whole = after(started, limits.write_timeout);
-                match limits.min_write_rate {
-                    0 => whole,
-                    rate => {
-                        let earned = Duration::from_secs_f64(taken as f64 / rate as f64);
-                        whole.min(after(started, WRITE_RATE_GRACE + earned))
-                    }
-                }
+            State::Body { since, received } => {
+                rated(since, limits.body_timeout, received, limits.min_body_rate)
             }
-            State::Draining { since, .. } => after(since, limits.body_read_timeout),
+            State::Writing { started, taken, .. } => {
+                rated(started, limits.write_timeout, taken, limits.min_write_rate)
+            }
             State::Closing(since) => after(since, LINGER),
-            // A worker's own timeouts bound it; the loop looks again later.
+            // A worker never waits on the client; the loop looks again later.
             State::Serving => far_future(),
         }
     }
 
-    /// The socket is ready (or may be): make progress without blocking.
+    /// The socket is ready (or may be): make progress without blocking, for
+    /// one turn at most.
     pub(super) fn on_ready(&mut self, now: Instant) -> Step {
         match self.state {
             State::Writing { .. } => self.write_more(now),
             State::Closing(_) => self.discard(),
-            State::Idle(_) | State::Head { .. } | State::Draining { .. } => self.read_head(now),
+            State::Idle(_) | State::Head { .. } | State::Body { .. } => self.read_request(now),
             State::Serving => Step::Close,
         }
     }
@@ -178,6 +213,16 @@ impl Conn {
             State::Head { .. } => {
                 let error = HttpError::new(408, "the request head took too long");
                 self.refuse(error.into_response(), None, now)
+            }
+            State::Body { received, .. } => {
+                let error = HttpError::new(408, "the request body took too long");
+                let request = self.request.take();
+                let head = request.as_ref().map(|r| &r.parsed.head);
+                log::debug!(
+                    "closing a connection to {} that sent {received} bytes of a body too slowly",
+                    self.remote_addr
+                );
+                self.refuse(error.into_response(), head, now)
             }
             State::Writing { taken, .. } => {
                 log::debug!(
@@ -190,13 +235,19 @@ impl Conn {
         }
     }
 
-    /// Reads until a whole head is buffered or the socket has nothing more.
-    fn read_head(&mut self, now: Instant) -> Step {
-        let limit = self.shared.limits.max_header_bytes + 1;
-        loop {
+    /// Reads until a whole request is buffered, the socket has nothing
+    /// more, or this turn's reads are spent.
+    fn read_request(&mut self, now: Instant) -> Step {
+        for _ in 0..READS_PER_TURN {
             if let Some(step) = self.scan(now) {
                 return step;
             }
+            // A head may grow to its limit; a body is decoded out of a
+            // buffer of the usual size (a chunk line fits in it).
+            let limit = match self.state {
+                State::Body { .. } => BUFFER_SIZE,
+                _ => self.shared.limits.max_header_bytes + 1,
+            };
             match self
                 .buf
                 .read_from(&mut self.stream, &self.shared.buffers, limit)
@@ -211,55 +262,160 @@ impl Conn {
                 Err(_) => return Step::Close,
             }
         }
+        self.scan(now).unwrap_or(Step::Again(Interest::READABLE))
     }
 
-    /// Looks at what is buffered: drops what is left of a body, skips the
-    /// empty lines a client may send between requests (RFC 9112 §2.2), and
-    /// finds the end of a head. `None`: more bytes are needed.
+    /// Looks at what is buffered: skips the empty lines a client may send
+    /// before a request (RFC 9112 §2.2; they count toward the head's limit),
+    /// finds the end of a head, and decodes a body. `None`: more bytes are
+    /// needed.
     fn scan(&mut self, now: Instant) -> Option<Step> {
-        if let State::Draining { left, .. } = &mut self.state {
-            let n = self
-                .buf
-                .len()
-                .min(usize::try_from(*left).unwrap_or(usize::MAX));
-            self.buf.consume(n);
-            *left -= n as u64;
-            if *left > 0 {
-                return None;
-            }
-            self.state = State::Idle(now);
-        }
         if let State::Idle(_) = self.state {
-            self.buf.skip_blank_lines();
             if self.buf.is_empty() {
                 return None;
             }
             self.state = State::Head {
                 since: now,
                 searched: 0,
+                skipped: 0,
             };
         }
-        let State::Head { searched, .. } = &mut self.state else {
-            return None;
-        };
-        let max = self.shared.limits.max_header_bytes;
-        match head_end(self.buf.filled(), *searched) {
-            Some(end) if end <= max => Some(Step::Queue),
-            None if self.buf.len() <= max => {
-                *searched = self.buf.len();
-                None
+        if let State::Head {
+            searched, skipped, ..
+        } = &mut self.state
+        {
+            let max = self.shared.limits.max_header_bytes;
+            if *searched == 0 {
+                *skipped += self.buf.skip_blank_lines();
+                if *skipped > max {
+                    let detail = "too many empty lines before the request";
+                    return Some(self.refuse(
+                        HttpError::new(400, detail).into_response(),
+                        None,
+                        now,
+                    ));
+                }
+                if self.buf.is_empty() {
+                    return None;
+                }
             }
-            _ => {
-                let detail = format!("the request head is larger than {max} bytes");
-                Some(self.refuse(HttpError::new(431, detail).into_response(), None, now))
+            return match head_end(self.buf.filled(), *searched) {
+                Some(end) if end <= max => self.head_read(end, now),
+                None if self.buf.len() <= max => {
+                    *searched = self.buf.len();
+                    None
+                }
+                _ => {
+                    let detail = format!("the request head is larger than {max} bytes");
+                    Some(self.refuse(HttpError::new(431, detail).into_response(), None, now))
+                }
+            };
+        }
+        if let State::Body { .. } = self.state {
+            return self.body_read(now);
+        }
+        None
+    }
+
+    /// A whole head of `end` bytes is buffered. One that cannot have a body
+    /// goes to a worker as it is (the worker parses it); one that may is
+    /// parsed here, and its body read before a worker sees it.
+    fn head_read(&mut self, end: usize, now: Instant) -> Option<Step> {
+        if !may_have_body(&self.buf.filled()[..end]) {
+            return Some(Step::Queue);
+        }
+        let parsed = match self.take_head() {
+            Ok(parsed) => parsed,
+            Err(refused) => {
+                let response = refused.error.into_response();
+                return Some(self.refuse(response, refused.head.as_deref(), now));
+            }
+        };
+        let limits = &self.shared.limits;
+        let expected = match parsed.framing {
+            Framing::Done | Framing::Length(0) => {
+                self.request = Some(Box::new(Pending { parsed, body: None }));
+                return Some(Step::Queue);
+            }
+            Framing::Length(n) if n > limits.max_body_bytes as u64 => {
+                let detail = format!(
+                    "request body is larger than the limit of {} bytes",
+                    limits.max_body_bytes
+                );
+                let response = HttpError::new(413, detail).into_response();
+                return Some(self.refuse(response, Some(&parsed.head), now));
+            }
+            Framing::Length(n) => n,
+            Framing::Chunked(_) => CHUNKED_RESERVE.min(limits.max_body_bytes as u64),
+        };
+        let counters = &self.shared.counters;
+        let Some(body) = Received::reserve(counters, expected, limits.max_body_buffer_bytes) else {
+            counters.refused(Refusal::BodyBudget);
+            let error = HttpError::new(503, "the server is busy; retry later")
+                .with_header("Retry-After", "1");
+            return Some(self.refuse(error.into_response(), Some(&parsed.head), now));
+        };
+        if parsed.expect_continue {
+            // 25 bytes on a connection that has sent only a head: they fit,
+            // or the client is not reading at all.
+            const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+            if !matches!(self.write_now(CONTINUE), Ok(n) if n == CONTINUE.len()) {
+                return Some(Step::Close);
             }
         }
+        self.request = Some(Box::new(Pending {
+            parsed,
+            body: Some(body),
+        }));
+        self.state = State::Body {
+            since: now,
+            received: 0,
+        };
+        self.body_read(now)
+    }
+
+    /// Decodes what is buffered of the body; `Queue` once it is whole.
+    fn body_read(&mut self, now: Instant) -> Option<Step> {
+        let limits = &self.shared.limits;
+        let (max_body, budget) = (limits.max_body_bytes, limits.max_body_buffer_bytes);
+        let pending = self.request.as_mut()?;
+        let body = pending.body.as_mut()?;
+        let decoded = pending
+            .parsed
+            .framing
+            .decode(self.buf.filled(), &mut body.data, max_body);
+        let refusal = match decoded {
+            Ok(used) => {
+                self.buf.consume(used);
+                if let State::Body { received, .. } = &mut self.state {
+                    *received += used as u64;
+                }
+                if !body.cover(budget) {
+                    self.shared.counters.refused(Refusal::BodyBudget);
+                    HttpError::new(503, "the server is busy; retry later")
+                        .with_header("Retry-After", "1")
+                } else if pending.parsed.framing.is_done() {
+                    return Some(Step::Queue);
+                } else {
+                    self.buf.release_if_empty(&self.shared.buffers);
+                    return None;
+                }
+            }
+            Err(BodyError::TooLarge) => HttpError::new(
+                413,
+                format!("request body is larger than the limit of {max_body} bytes"),
+            ),
+            Err(BodyError::Invalid(why)) => HttpError::new(400, format!("invalid body: {why}")),
+        };
+        let request = self.request.take();
+        let head = request.as_ref().map(|r| &r.parsed.head);
+        Some(self.refuse(refusal.into_response(), head, now))
     }
 
     /// Drops what the client still sends to a closing connection.
     fn discard(&mut self) -> Step {
         let mut sink = [0u8; 4096];
-        loop {
+        for _ in 0..READS_PER_TURN {
             match self.stream.read(&mut sink) {
                 Ok(0) => return Step::Close,
                 Ok(_) => {}
@@ -270,11 +426,11 @@ impl Conn {
                 Err(_) => return Step::Close,
             }
         }
+        Step::Again(Interest::READABLE)
     }
 
     /// Writes `bytes` without blocking; how many the socket took.
     fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.unblock()?;
         let mut written = 0;
         while written < bytes.len() {
             match self.stream.write(&bytes[written..]) {
@@ -288,57 +444,48 @@ impl Conn {
         Ok(written)
     }
 
-    /// Sends more of a response's rest.
+    /// Sends more of a response's rest, at most [`WRITE_PER_TURN`] bytes.
     fn write_more(&mut self, now: Instant) -> Step {
         let out = std::mem::take(&mut self.out.bytes);
-        let written = self.write_now(&out[self.out.at..]);
+        let end = out.len().min(self.out.at + WRITE_PER_TURN);
+        let written = self.write_now(&out[self.out.at..end]);
         self.out.bytes = out;
-        let State::Writing {
-            taken,
-            keep,
-            body_left,
-            ..
-        } = &mut self.state
-        else {
+        let State::Writing { taken, keep, .. } = &mut self.state else {
             return Step::Close;
         };
         match written {
             Ok(n) => {
                 self.out.at += n;
                 *taken += n as u64;
+                if self.out.at == end && end < self.out.bytes.len() {
+                    return Step::Again(Interest::WRITABLE);
+                }
             }
             Err(_) => return Step::Close,
         }
         if self.out.at < self.out.bytes.len() {
             return Step::Wait(Interest::WRITABLE);
         }
-        let (keep, body_left) = (*keep, *body_left);
+        let keep = *keep;
         (self.out.bytes, self.out.at) = (Vec::new(), 0);
         self.run_then();
-        match self.after_response(keep, body_left, now) {
+        match self.after_response(keep, now) {
             Some(step) => step,
-            None => self.read_head(now),
+            None => self.read_request(now),
         }
     }
 
     /// A response has been sent whole: close the connection, or make it
-    /// ready for the next request (after dropping `body_left` unread body
-    /// bytes). `None`: it waits for bytes, which may already be in the socket.
-    fn after_response(&mut self, keep: bool, body_left: u64, now: Instant) -> Option<Step> {
+    /// ready for the next request. `None`: it waits for bytes, which may
+    /// already be in the socket.
+    fn after_response(&mut self, keep: bool, now: Instant) -> Option<Step> {
         if self.shared.stopping.load(Ordering::SeqCst) {
             return Some(Step::Close);
         }
         if !keep || self.shared.draining.load(Ordering::SeqCst) {
             return Some(self.start_closing(now));
         }
-        self.state = if body_left > 0 {
-            State::Draining {
-                since: now,
-                left: body_left,
-            }
-        } else {
-            State::Idle(now)
-        };
+        self.state = State::Idle(now);
         let step = self.scan(now);
         if step.is_none() {
             self.buf.release_if_empty(&self.shared.buffers);
@@ -357,17 +504,18 @@ impl Conn {
         self.discard()
     }
 
-    /// Answers the head it has buffered `503` (shutdown has begun: heads
-    /// read from now on are refused where they are read, those queued before
-    /// are served), counted and logged with what the head says.
-    pub(super) fn refuse_shutting_down(&mut self, now: Instant) -> Step {
-        let parsed = self.take_head();
+    /// Answers the request it has buffered with `error` (without a handler),
+    /// counted and logged with what its head says.
+    pub(super) fn refuse_request(&mut self, error: HttpError, now: Instant) -> Step {
+        let parsed = match self.request.take() {
+            Some(pending) => Ok(pending.parsed),
+            None => self.take_head(),
+        };
         let head = match &parsed {
             Ok(request) => Some(&request.head),
             Err(refused) => refused.head.as_deref(),
         };
-        let response = HttpError::shutting_down().into_response();
-        self.refuse(response, head, now)
+        self.refuse(error.into_response(), head, now)
     }
 
     /// Parses the head the event loop found whole at the start of the
@@ -380,11 +528,22 @@ impl Conn {
         parsed
     }
 
+    /// Whether the client has closed the connection (or reset it): a peek
+    /// finds its end, without taking any byte it sent.
+    fn client_gone(&self) -> bool {
+        match self.stream.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
+        }
+    }
+
     /// Closes our side and waits (for at most [`LINGER`]) for the client to
     /// close its own, so that it reads our last response before a reset.
     fn start_closing(&mut self, now: Instant) -> Step {
         let _ = self.stream.shutdown(Shutdown::Write);
         self.buf = Buffer::default();
+        self.request = None;
         self.state = State::Closing(now);
         Step::Wait(Interest::READABLE)
     }
@@ -397,42 +556,31 @@ impl Conn {
         }
     }
 
-    /// Makes the socket non-blocking again after a worker read a body.
-    fn unblock(&mut self) -> io::Result<()> {
-        if self.blocking {
-            socket2::SockRef::from(&self.stream).set_nonblocking(true)?;
-            self.blocking = false;
+    /// Sends a connection with a whole request to the request workers, or,
+    /// when their queue is full, answers it `503` at once.
+    pub(super) fn queue(mut self: Box<Self>) {
+        let shared = self.shared.clone();
+        self.queued_at = Instant::now();
+        if let Err(mut conn) = shared.queue.push_ready(self) {
+            shared.counters.refused(Refusal::QueueFull);
+            let error = HttpError::new(503, "too many requests are waiting; retry later")
+                .with_header("Retry-After", "1");
+            let step = conn.refuse_request(error, Instant::now());
+            conn.resume(step);
         }
-        Ok(())
     }
 
-    /// Makes the socket blocking, with the body read timeout, for a worker.
-    fn block(&mut self) -> io::Result<()> {
-        if self.blocking {
-            return Ok(());
-        }
-        let socket = socket2::SockRef::from(&self.stream);
-        if !self.timeouts_set {
-            let limits = &self.shared.limits;
-            socket.set_read_timeout(Some(limits.body_read_timeout))?;
-            socket.set_write_timeout(Some(limits.write_timeout))?;
-            self.timeouts_set = true;
-        }
-        socket.set_nonblocking(false)?;
-        self.blocking = true;
-        Ok(())
-    }
-
-    /// A worker is done with the connection: `step` says what next.
+    /// A worker (or the loop, for a connection it took out of its slot) is
+    /// done with the connection: `step` says what next.
     fn resume(mut self: Box<Self>, step: Step) {
         let shared = self.shared.clone();
         match step {
             Step::Queue if shared.draining.load(Ordering::SeqCst) => {
-                let step = self.refuse_shutting_down(Instant::now());
+                let step = self.refuse_request(HttpError::shutting_down(), Instant::now());
                 self.resume(step);
             }
-            Step::Queue => shared.queue.push(Incoming::Ready(self)),
-            Step::Wait(interest) if self.unblock().is_ok() => {
+            Step::Queue => self.queue(),
+            Step::Wait(interest) | Step::Again(interest) => {
                 let Some(mut slot) = shared.slots.lock(self.slot) else {
                     return;
                 };
@@ -480,7 +628,7 @@ impl Conn {
                     *slot = Slot::Vacant;
                 }
             }
-            _ => {
+            Step::Close => {
                 if let Some(mut slot) = shared.slots.lock(self.slot) {
                     if matches!(*slot, Slot::Away { generation, .. } if generation == self.generation)
                     {
@@ -522,114 +670,87 @@ impl Drop for Conn {
     }
 }
 
-/// The body, read by a worker: first what was buffered with the head, then
-/// from the socket, blocking (body read timeout).
-impl Read for Conn {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let available = self.fill_buf()?;
-        let n = available.len().min(out.len());
-        out[..n].copy_from_slice(&available[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for Conn {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.buf.is_empty() {
-            self.block()?;
-            match self
-                .buf
-                .read_from(&mut self.stream, &self.shared.buffers, BUFFER_SIZE)
-            {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(self.buf.filled())
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.buf.consume(n);
-    }
-}
-
 /// One request and the means to answer it.
 pub(crate) struct Exchange {
     head: Head,
-    body: BodyReader,
+    /// The whole body, read by the event loop (taken by the handler's
+    /// request), and its share of the body budget (held until the exchange
+    /// ends).
+    body: Option<Received>,
+    conn: Option<Box<Conn>>,
     http10: bool,
     keep_alive: bool,
     is_head: bool,
 }
 
-/// The request body as a reader over the connection.
-struct BodyReader {
-    conn: Option<Box<Conn>>,
-    framing: Framing,
-    /// `Expect: 100-continue` not yet answered.
-    expect_continue: bool,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.framing.is_done() {
-            return Ok(0);
-        }
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the connection is gone"))?;
-        if self.expect_continue {
-            self.expect_continue = false;
-            conn.block()?;
-            conn.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        }
-        self.framing.read(conn, buf)
-    }
-}
-
 impl Exchange {
-    /// Parses the head a connection has buffered (the event loop found its
-    /// end). A head refused is answered here and the connection closed:
-    /// `None`.
+    /// Takes a connection with a whole request out of the work queue. The
+    /// request is not served when it waited past the queue timeout (`503`),
+    /// when its client has gone meanwhile (dropped unanswered, counted), or
+    /// when its head is refused (answered here): then `None`.
     pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
         let now = Instant::now();
         conn.state = State::Serving;
-        let step = match conn.take_head() {
+        let counters = conn.shared.counters.clone();
+        if now.duration_since(conn.queued_at) > conn.shared.limits.queue_timeout {
+            counters.refused(Refusal::QueueTimeout);
+            let error = HttpError::new(503, "the server is busy; retry later")
+                .with_header("Retry-After", "1");
+            let step = conn.refuse_request(error, now);
+            conn.resume(step);
+            return None;
+        }
+        let (parsed, body) = match conn.request.take() {
+            Some(pending) => (Ok(pending.parsed), pending.body),
+            None => (conn.take_head(), None),
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
             Err(refusal) => {
                 let response = refusal.error.into_response();
-                conn.refuse(response, refusal.head.as_deref(), now)
+                let step = conn.refuse(response, refusal.head.as_deref(), now);
+                conn.resume(step);
+                return None;
             }
-            Ok(request) => return Some(Exchange::new(request, conn)),
         };
-        conn.resume(step);
-        None
-    }
-
-    fn new(request: ParsedHead, conn: Box<Conn>) -> Exchange {
-        Exchange {
-            head: request.head,
-            body: BodyReader {
-                conn: Some(conn),
-                framing: request.framing,
-                expect_continue: request.expect_continue,
-            },
-            http10: request.http10,
-            keep_alive: request.keep_alive,
-            is_head: request.is_head,
+        if conn.client_gone() {
+            // Nobody would read the answer: the handler does not run.
+            counters.client_gone();
+            let head = &parsed.head;
+            let id = conn
+                .shared
+                .ids
+                .for_request(head.headers.get("X-Request-Id"));
+            crate::access::log(&head.method, &head.target, 499, conn.queued_at, &id, 0);
+            conn.resume(Step::Close);
+            return None;
         }
+        Some(Exchange {
+            head: parsed.head,
+            body,
+            conn: Some(conn),
+            http10: parsed.http10,
+            keep_alive: parsed.keep_alive,
+            is_head: parsed.is_head,
+        })
     }
 
     pub(crate) fn head(&self) -> &Head {
         &self.head
     }
 
-    /// The head, to take parts of, and the body, decoded from its framing.
-    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
-        (&mut self.head, &mut self.body)
+    pub(crate) fn head_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+
+    /// The head, to take parts of, and the body, whole (taken: call it once).
+    pub(crate) fn parts(&mut self) -> (&mut Head, BodySource<'_>) {
+        let body = self
+            .body
+            .as_mut()
+            .map(|received| std::mem::take(&mut received.data))
+            .unwrap_or_default();
+        (&mut self.head, BodySource::Bytes(body))
     }
 
     /// Writes what of `response` the socket takes at once, without ever
@@ -659,32 +780,28 @@ impl Exchange {
                     .into_wire()
             }
         };
-        let Some(mut conn) = self.body.conn.take() else {
+        // The body's memory goes back to the budget with the request.
+        self.body = None;
+        let Some(mut conn) = self.conn.take() else {
             then();
             return Err(io::Error::other("the connection is gone"));
         };
         let handler_closes = headers
             .get_all("Connection")
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
-        let keep = self.keep_alive
-            && !handler_closes
-            && !conn.shared.draining.load(Ordering::SeqCst)
-            && self.body_can_be_finished();
+        let keep =
+            self.keep_alive && !handler_closes && !conn.shared.draining.load(Ordering::SeqCst);
         let persistence = match (keep, self.http10) {
             (false, _) => Persistence::Close,
             (true, false) => Persistence::KeepAlive,
             (true, true) => Persistence::KeepAliveHttp10,
-        };
-        let body_left = match self.body.framing {
-            Framing::Length(left) => left,
-            _ => 0,
         };
         let send_body = !self.is_head;
         let mut out = Vec::new();
         wire::serialize(&mut out, status, &headers, &body, send_body, persistence);
         match conn.write_now(&out) {
             Ok(n) if n == out.len() => {
-                let step = conn.after_response(keep, body_left, now);
+                let step = conn.after_response(keep, now);
                 conn.resume(step.unwrap_or(Step::Wait(Interest::READABLE)));
                 then();
                 Ok(())
@@ -699,7 +816,6 @@ impl Exchange {
                     started: now,
                     taken: 0,
                     keep,
-                    body_left,
                 };
                 conn.resume(Step::Wait(Interest::WRITABLE));
                 Ok(())
@@ -715,27 +831,13 @@ impl Exchange {
             }
         }
     }
-
-    /// Whether the unread rest of the body is known and small enough to read
-    /// and drop after responding, so that the connection can serve another
-    /// request.
-    fn body_can_be_finished(&self) -> bool {
-        match self.body.framing {
-            Framing::Done | Framing::Length(0) => true,
-            // Nothing was sent yet if `100 Continue` was not: the client may
-            // or may not send the body, so the framing is lost.
-            _ if self.body.expect_continue => false,
-            Framing::Length(left) => left <= MAX_DRAIN,
-            Framing::Chunked(_) => false,
-        }
-    }
 }
 
 impl Drop for Exchange {
     /// An exchange dropped without a response (it should not happen) still
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
-        if let Some(mut conn) = self.body.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             let error = HttpError::new(500, "Internal Server Error").into_response();
             let step = conn.refuse(error, Some(&self.head), Instant::now());
             conn.resume(step);

@@ -6,8 +6,15 @@
 //! blocks on a client, and never runs a handler or a task.
 //!
 //! Readiness is edge-triggered (`mio`): a connection is read or written until
-//! the socket would block, or until it leaves the loop (to a worker, which
-//! re-arms it when it puts it back: `conn.rs`).
+//! the socket would block, until it leaves the loop (to a worker, which
+//! re-arms it when it puts it back: `conn.rs`), or until its turn is spent.
+//!
+//! Architecture invariant: the loop does a bounded amount of work per
+//! connection per turn (a few reads, a bounded write, a bounded number of
+//! accepts), and checks deadlines at every turn, so no client, however fast
+//! it sends, holds it from the others. A connection that has used its turn
+//! with more to do is re-armed (`Step::Again`), which reports its readiness
+//! again at the next turn, after every other connection ready now.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::builtin::{client_key, EngineState, Incoming};
+use super::builtin::{client_key, EngineState};
 use super::conn::{closing_answer, Conn, Step};
 use super::slots::Slot;
 use crate::http_error::HttpError;
@@ -32,6 +39,8 @@ pub(super) const LISTENER: Token = Token(usize::MAX);
 pub(super) const WAKER: Token = Token(usize::MAX - 1);
 /// The first wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Connections accepted per turn, at most; the rest wait for the next turn.
+const ACCEPTS_PER_TURN: usize = 64;
 
 /// A timer entry: when, which slot, which connection in it.
 pub(super) type Timer = Reverse<(Instant, usize, u64)>;
@@ -101,12 +110,13 @@ impl EventLoop {
         self.shared.slots.clear();
     }
 
-    /// Accepts every connection waiting.
+    /// Accepts the connections waiting, up to a turn's worth; with more
+    /// left, the listener is re-armed, to be reported again next turn.
     fn accept(&mut self, now: Instant) {
         if self.accept_again.is_some() {
             return;
         }
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.listener.accept() {
                 Ok((stream, remote_addr)) => self.admit(stream, remote_addr, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -129,6 +139,14 @@ impl EventLoop {
                     return;
                 }
             }
+        }
+        let registry = self.poll.registry();
+        if registry
+            .reregister(&mut self.listener, LISTENER, Interest::READABLE)
+            .is_err()
+        {
+            // Accept again shortly, as after running out of descriptors.
+            self.accept_again = Some(now + ACCEPT_BACKOFF);
         }
     }
 
@@ -262,12 +280,13 @@ fn apply(
     // Shutdown has begun: a head read from now on is refused here, not queued.
     let step = match step {
         Step::Queue if shared.draining.load(Ordering::SeqCst) => {
-            conn.refuse_shutting_down(Instant::now())
+            conn.refuse_request(HttpError::shutting_down(), Instant::now())
         }
         step => step,
     };
     match step {
-        Step::Wait(interest) => {
+        Step::Wait(interest) | Step::Again(interest) => {
+            let rearm = rearm || matches!(step, Step::Again(_));
             if rearm || conn.interest != interest {
                 conn.interest = interest;
                 let token = conn.token();
@@ -289,7 +308,7 @@ fn apply(
             };
             if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
                 drop(guard);
-                shared.queue.push(Incoming::Ready(conn));
+                conn.queue();
             }
         }
         Step::Close => *guard = Slot::Vacant,

@@ -38,6 +38,18 @@ pub(super) fn head_end(head: &[u8], searched: usize) -> Option<usize> {
     })
 }
 
+/// Whether a request head may declare a body: whether it holds either
+/// framing header's name, in any case, anywhere. A head without one has no
+/// body (RFC 9112 §6.3), so the event loop hands it to a worker unparsed;
+/// a false alarm (the name in a value, say) only costs a parse on the loop.
+pub(super) fn may_have_body(head: &[u8]) -> bool {
+    const NAMES: [&[u8]; 2] = [b"content-length", b"transfer-encoding"];
+    NAMES.iter().any(|name| {
+        head.windows(name.len())
+            .any(|window| window.eq_ignore_ascii_case(name))
+    })
+}
+
 pub(super) fn parse_head(
     bytes: &[u8],
     remote_addr: Option<SocketAddr>,
@@ -213,7 +225,33 @@ fn interpret(
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::{head_end, may_have_body, parse_head};
+    use crate::engine::body::Framing;
+    use crate::engine::ConnectionLimits;
+
+    #[test]
+    fn a_head_that_may_have_a_body_is_one_that_names_a_framing_header() {
+        let heads: [&[u8]; 6] = [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\ntransfer-ENCODING: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST /send HTTP/1.1\r\nHost: a\r\nX-Content-Len: 5\r\n\r\n",
+            b"GET /content-length HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+        ];
+        for head in heads {
+            // Never "no" for a head whose parse finds a body.
+            let framing = parse_head(head, None, &ConnectionLimits::default())
+                .map(|parsed| parsed.framing)
+                .unwrap_or(Framing::Done);
+            if framing != Framing::Done {
+                assert!(may_have_body(head), "{:?}", String::from_utf8_lossy(head));
+            }
+        }
+        assert!(may_have_body(heads[0]) && may_have_body(heads[1]));
+        assert!(!may_have_body(heads[2]) && !may_have_body(heads[3]));
+        assert!(may_have_body(heads[4]), "a false alarm: parsed on the loop");
+    }
 
     /// Feeds `bytes` to `head_end` in pieces ending at `cuts`, as reads
     /// would, and returns the first end found.

@@ -74,7 +74,7 @@ pub enum Engine {
     /// `tiny_http` 0.12 (cargo feature `tiny-http`): the engine this crate was
     /// first designed on, for deployments that already run it. It has no
     /// timeouts, size limits or connection cap: the builder's connection
-    /// settings (`header_timeout`, `idle_timeout`, `body_read_timeout`,
+    /// settings (`header_timeout`, `idle_timeout`, `body_timeout`,
     /// `write_timeout`, `max_connections`, `max_connections_per_client`,
     /// `max_header_bytes`, `max_headers`,
     /// `tcp_nodelay`) do not apply to it, and the server logs a warning at
@@ -286,8 +286,19 @@ impl Exchange {
         }
     }
 
-    /// The head, to take parts of, and the body, decoded from its framing.
-    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
+    /// The head, to take parts of.
+    pub(crate) fn head_mut(&mut self) -> &mut Head {
+        match self {
+            Exchange::Builtin(exchange) => exchange.head_mut(),
+            #[cfg(feature = "tiny-http")]
+            Exchange::TinyHttp(exchange) => exchange.head_mut(),
+        }
+    }
+
+    /// The head, to take parts of, and the body (taken: call it once): whole (our engine reads
+    /// it before a worker sees the request), or a reader decoding it from
+    /// its framing (tiny_http).
+    pub(crate) fn parts(&mut self) -> (&mut Head, BodySource<'_>) {
         match self {
             Exchange::Builtin(exchange) => exchange.parts(),
             #[cfg(feature = "tiny-http")]
@@ -319,10 +330,12 @@ impl Exchange {
 }
 
 /// Reads `bytes` as the event loop reads a connection: in pieces into a
-/// pooled [`buffer::Buffer`], blank lines before the head skipped, the head's
-/// end searched piece by piece, up to the head size limit; then parses the
-/// head and reads what follows as its body. What the fuzz target
-/// `request_head` drives. Never panics, whatever the input.
+/// pooled [`buffer::Buffer`], blank lines before the head skipped (and
+/// counted toward its limit), the head's end searched piece by piece, up to
+/// the head size limit; then parses the head and decodes its body piece by
+/// piece, as the loop does. What the fuzz target `request_head` drives.
+/// Never panics, whatever the input, and finds what a reading of the whole
+/// input at once finds.
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_request(bytes: &[u8]) {
     use std::io::Read;
@@ -352,6 +365,9 @@ pub(crate) fn fuzz_request(bytes: &[u8]) {
         if searched == 0 {
             skipped += buf.skip_blank_lines();
         }
+        if skipped > max {
+            return;
+        }
         end = head::head_end(buf.filled(), searched);
         if end.is_some() || buf.len() > max {
             break;
@@ -370,16 +386,47 @@ pub(crate) fn fuzz_request(bytes: &[u8]) {
     let Some(end) = end.filter(|&end| end <= max) else {
         return;
     };
-    if let Ok(mut request) = head::parse_head(&buf.filled()[..end], None, &limits) {
-        let rest = (&buf.filled()[end..]).chain(source.rest);
-        let mut rest = std::io::BufReader::new(rest);
-        let mut body = [0u8; 256];
-        while let Ok(n) = request.framing.read(&mut rest, &mut body) {
-            if n == 0 {
-                break;
+    let Ok(request) = head::parse_head(&buf.filled()[..end], None, &limits) else {
+        return;
+    };
+    if request.framing != body::Framing::Done {
+        assert!(head::may_have_body(&buf.filled()[..end]), "a body unseen");
+    }
+    buf.consume(end);
+    let after_head = skipped + end;
+    // The body decoded whole...
+    let mut whole = request.framing;
+    let mut expected = Vec::new();
+    let whole_result = whole.decode(&bytes[after_head..], &mut expected, limits.max_body_bytes);
+    // ...and in pieces, out of the same buffer as the loop's.
+    let mut framing = request.framing;
+    let mut decoded = Vec::new();
+    let mut used = 0;
+    let result = loop {
+        match framing.decode(buf.filled(), &mut decoded, limits.max_body_bytes) {
+            Err(error) => break Err(error),
+            Ok(n) => {
+                buf.consume(n);
+                used += n;
             }
         }
-        let _ = request.head.target.len();
+        if framing.is_done() {
+            break Ok(used);
+        }
+        match buf.read_from(&mut source, &pool, buffer::BUFFER_SIZE) {
+            Ok(0) | Err(_) => break Ok(used),
+            Ok(_) => {}
+        }
+    };
+    match (whole_result, result) {
+        (Ok(n), Ok(m)) if whole.is_done() => {
+            assert!(framing.is_done(), "pieces of {step} bytes");
+            assert_eq!((n, &expected), (m, &decoded), "pieces of {step} bytes");
+        }
+        // Cut short: the pieces got as far as the whole did.
+        (Ok(_), Ok(_)) => assert_eq!(expected, decoded, "pieces of {step} bytes"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "pieces of {step} bytes"),
+        (a, b) => panic!("whole {a:?}, pieces {b:?} (pieces of {step} bytes)"),
     }
 }
 
@@ -389,7 +436,18 @@ pub(crate) fn fuzz_request(bytes: &[u8]) {
 pub(crate) struct ConnectionLimits {
     pub(crate) header_timeout: Duration,
     pub(crate) idle_timeout: Duration,
-    pub(crate) body_read_timeout: Duration,
+    /// For a whole request body, from the end of its head.
+    pub(crate) body_timeout: Duration,
+    /// Bytes per second a client must send of a body; 0: no minimum.
+    pub(crate) min_body_rate: u64,
+    /// The largest body (the server's `max_body_bytes`).
+    pub(crate) max_body_bytes: usize,
+    /// Bytes of bodies the engine holds at most, all connections together.
+    pub(crate) max_body_buffer_bytes: u64,
+    /// Complete requests waiting for a request worker, at most.
+    pub(crate) max_pending_requests: usize,
+    /// How long a complete request may wait for a request worker.
+    pub(crate) queue_timeout: Duration,
     pub(crate) write_timeout: Duration,
     /// Bytes per second a client must take of a response's rest; 0: no minimum.
     pub(crate) min_write_rate: u64,
@@ -408,7 +466,12 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
-            body_read_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            max_body_bytes: 1024 * 1024,
+            max_body_buffer_bytes: 64 * 1024 * 1024,
+            max_pending_requests: 4096,
+            queue_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             min_write_rate: 1024,
             max_connections: None,
@@ -419,6 +482,15 @@ impl Default for ConnectionLimits {
             listen_backlog: 1024,
         }
     }
+}
+
+/// A request's body as its engine gives it.
+#[cfg_attr(not(feature = "tiny-http"), allow(dead_code))]
+pub(crate) enum BodySource<'a> {
+    /// Read whole, and checked against the body limit.
+    Bytes(Vec<u8>),
+    /// To read (once, up to the limit).
+    Reader(&'a mut dyn Read),
 }
 
 /// The parts of a request that are read before its body.

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{wire, ConnectionLimits, Exchange, Head, Next};
+use super::{wire, BodySource, ConnectionLimits, Exchange, Head, Next};
 use crate::access::RequestIds;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
@@ -150,8 +150,12 @@ impl TinyExchange {
         &self.head
     }
 
-    pub(crate) fn parts(&mut self) -> (&mut Head, &mut dyn Read) {
-        (&mut self.head, self.request.as_reader())
+    pub(crate) fn head_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+
+    pub(crate) fn parts(&mut self) -> (&mut Head, BodySource<'_>) {
+        (&mut self.head, BodySource::Reader(self.request.as_reader()))
     }
 
     /// Answers through tiny_http's `respond`, which returns once the response

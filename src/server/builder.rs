@@ -38,7 +38,11 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s) |
 /// | [`header_timeout`](Self::header_timeout) | 10 s |
 /// | [`idle_timeout`](Self::idle_timeout) | 5 s |
-/// | [`body_read_timeout`](Self::body_read_timeout) | 30 s |
+/// | [`body_timeout`](Self::body_timeout) | 30 s |
+/// | [`min_body_rate`](Self::min_body_rate) | 1 KiB/s |
+/// | [`max_body_buffer_bytes`](Self::max_body_buffer_bytes) | 64 MiB |
+/// | [`max_pending_requests`](Self::max_pending_requests) | 4096 |
+/// | [`queue_timeout`](Self::queue_timeout) | 10 s |
 /// | [`write_timeout`](Self::write_timeout) | 30 s |
 /// | [`min_write_rate`](Self::min_write_rate) | 1 KiB/s |
 /// | [`max_connections`](Self::max_connections) | the descriptor limit, less a reserve |
@@ -188,12 +192,61 @@ impl ServerBuilder {
         self
     }
 
-    /// How long one read of a request body may wait for data (the handler's
-    /// worker waits: a body is read as the handler asks for it). Also how
-    /// long the server waits for the unread rest of a body it drops (up to
-    /// 64 KiB) to keep a connection alive.
-    pub fn body_read_timeout(mut self, timeout: Duration) -> ServerBuilder {
-        self.config.connection.body_read_timeout = timeout;
+    /// How long a client has to send a whole request body, from the end of
+    /// its head; a slower one is answered `408` and disconnected. The event
+    /// loop reads every body (up to [`max_body_bytes`](Self::max_body_bytes))
+    /// before a request worker sees the request, so a slow upload holds no
+    /// worker, only its share of [`max_body_buffer_bytes`](Self::max_body_buffer_bytes).
+    pub fn body_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.body_timeout = timeout;
+        self
+    }
+
+    /// The former name of [`body_timeout`](Self::body_timeout), when a body
+    /// was read by the handler's worker and the timeout was per read. It now
+    /// sets the whole body's deadline.
+    #[deprecated(note = "use `body_timeout`: a body now has one deadline for the whole of it")]
+    pub fn body_read_timeout(self, timeout: Duration) -> ServerBuilder {
+        self.body_timeout(timeout)
+    }
+
+    /// The least a client must send of a request body, in bytes per second
+    /// on average, once 2 s have passed since its head; a slower one is
+    /// answered `408` and disconnected before the
+    /// [`body_timeout`](Self::body_timeout). 0 turns it off.
+    pub fn min_body_rate(mut self, bytes_per_second: u64) -> ServerBuilder {
+        self.config.connection.min_body_rate = bytes_per_second;
+        self
+    }
+
+    /// How many bytes of request bodies the engine holds at most, every
+    /// connection together: bodies being received, waiting for a worker, or
+    /// with their handler. A body's declared length is reserved when its head
+    /// arrives (a chunked body's as it grows); a request whose body does not
+    /// fit is answered `503` with `Retry-After` before its handler runs,
+    /// counted in [`Stats::refused_body_budget`](crate::Stats::refused_body_budget).
+    pub fn max_body_buffer_bytes(mut self, n: u64) -> ServerBuilder {
+        self.config.connection.max_body_buffer_bytes = n;
+        self
+    }
+
+    /// How many complete requests may wait for a free request worker. One
+    /// more is answered `503` with `Retry-After` at once, counted in
+    /// [`Stats::refused_queue_full`](crate::Stats::refused_queue_full).
+    pub fn max_pending_requests(mut self, n: usize) -> ServerBuilder {
+        self.config.connection.max_pending_requests = n;
+        self
+    }
+
+    /// How long a complete request may wait for a free request worker; one
+    /// that waited longer is answered `503` with `Retry-After` instead of
+    /// being handled, counted in
+    /// [`Stats::refused_queue_timeout`](crate::Stats::refused_queue_timeout).
+    /// (A request whose client has closed the connection meanwhile is
+    /// dropped unanswered instead, counted in
+    /// [`Stats::client_gone`](crate::Stats::client_gone).)
+    pub fn queue_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.config.connection.queue_timeout = timeout;
         self
     }
 
@@ -364,7 +417,7 @@ impl ServerBuilder {
 
     /// Checks the settings and binds the listening socket.
     pub fn build(self, app: App) -> Result<Server, Error> {
-        let config = self.config;
+        let mut config = self.config;
         for (name, value) in [
             ("workers", config.workers),
             ("background_workers", config.background_workers),
@@ -378,12 +431,17 @@ impl ServerBuilder {
                 config.connection.max_connections_per_client.unwrap_or(1),
             ),
             ("max_headers", config.connection.max_headers),
+            (
+                "max_pending_requests",
+                config.connection.max_pending_requests,
+            ),
             ("max_header_bytes", config.connection.max_header_bytes),
         ] {
             if value == 0 {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
+        config.connection.max_body_bytes = config.max_body_bytes;
         let counters = Arc::new(Counters::new(config.queue_capacity));
         let ids = Arc::new(RequestIds::new());
         let listener = Listener::bind(

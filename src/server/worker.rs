@@ -31,7 +31,7 @@ pub(super) fn serve(shared: &ServerState) {
 fn handle(shared: &ServerState, mut exchange: Exchange) {
     let started = Instant::now();
     shared.counters.request_started();
-    let (head, _) = exchange.parts();
+    let head = exchange.head_mut();
     let request_id = shared.ids.for_request(head.headers.get("X-Request-Id"));
     let method = head.method.clone();
     // Taken, not copied: the engine does not need it again.

@@ -1,0 +1,173 @@
+//! The hand-off between the event loop and the request workers is bounded:
+//! a full queue is an immediate, counted `503`; a request that waited in it
+//! past the queue timeout is a `503` too, not served late; and a request
+//! whose client has gone is dropped before a handler runs (counted, as
+//! nginx's 499), not answered into the void.
+
+mod support;
+
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use afterward::testing::{TestServer, TEST_TIMEOUT};
+use afterward::App;
+use support::raw::{get, Raw};
+use support::Gate;
+
+/// Far longer than a refusal takes on a loaded machine.
+const PROMPT: Duration = Duration::from_secs(1);
+
+/// `/busy` waits for the gate; `/count` counts its calls.
+fn app(release: &Gate, calls: &Arc<AtomicUsize>) -> App {
+    let (gate, calls) = (release.clone(), calls.clone());
+    App::new()
+        .get("/busy", move || {
+            gate.wait();
+            "done"
+        })
+        .get("/count", move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            "counted"
+        })
+}
+
+/// Holds the server's only worker with a `/busy` request.
+fn hold_the_worker(server: &TestServer) -> Raw {
+    let mut busy = Raw::connect(server.addr());
+    busy.send(&get("/busy")).unwrap();
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_in_flight == 1));
+    busy
+}
+
+#[test]
+fn requests_whose_clients_have_gone_are_dropped_before_their_handler_runs() {
+    let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let server = TestServer::with_builder(support::hardened().workers(1), app(&release, &calls));
+    let mut busy = hold_the_worker(&server);
+    // A hundred whole requests, whose clients close at once.
+    for _ in 0..100 {
+        let mut gone = Raw::connect(server.addr());
+        gone.send(&get("/count")).unwrap();
+        gone.stream().shutdown(Shutdown::Both).unwrap();
+    }
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 100));
+    release.open();
+    assert_eq!(busy.response().text(), "done");
+    assert!(
+        server
+            .handle()
+            .wait_for(TEST_TIMEOUT, |s| s.client_gone == 100
+                && s.requests_queued == 0),
+        "{:?}",
+        server.stats()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no handler ran for a client gone"
+    );
+    let stats = server.stats();
+    assert_eq!(stats.requests, 1, "only /busy was answered: {stats:?}");
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.connections_open == 1));
+}
+
+#[test]
+fn a_full_queue_to_the_workers_is_503_at_once() {
+    let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let builder = support::hardened().workers(1).max_pending_requests(4);
+    let server = TestServer::with_builder(builder, app(&release, &calls));
+    let mut busy = hold_the_worker(&server);
+    let mut waiting: Vec<Raw> = (0..4)
+        .map(|_| {
+            let mut client = Raw::connect(server.addr());
+            client.send(&get("/count")).unwrap();
+            client
+        })
+        .collect();
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 4));
+    for _ in 0..3 {
+        let mut refused = Raw::connect(server.addr());
+        refused.send(&get("/count")).unwrap();
+        let response = refused.response_within(PROMPT).expect("a 503 at once");
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.header("Retry-After"), Some("1"));
+    }
+    assert_eq!(server.stats().refused_queue_full, 3);
+    release.open();
+    assert_eq!(busy.response().text(), "done");
+    for client in &mut waiting {
+        assert_eq!(client.response().text(), "counted");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_request_that_waited_past_the_queue_timeout_is_503_not_served_late() {
+    let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let timeout = Duration::from_millis(200);
+    let builder = support::hardened().workers(1).queue_timeout(timeout);
+    let server = TestServer::with_builder(builder, app(&release, &calls));
+    let mut busy = hold_the_worker(&server);
+    let mut late = Raw::connect(server.addr());
+    late.send(&get("/count")).unwrap();
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 1));
+    // The queue timeout passes while the only worker is held: this wait is
+    // the subject of the test, not a synchronisation.
+    let queued = Instant::now();
+    std::thread::sleep(timeout);
+    assert!(queued.elapsed() >= timeout);
+    release.open();
+    assert_eq!(busy.response().text(), "done");
+    let response = late.response();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.header("Retry-After"), Some("1"));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "its handler never ran");
+    assert_eq!(server.stats().refused_queue_timeout, 1);
+}
+
+#[test]
+fn a_burst_of_dead_requests_leaves_nothing_held_behind() {
+    let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let server = TestServer::with_builder(support::hardened().workers(1), app(&release, &calls));
+    let mut busy = hold_the_worker(&server);
+    for _ in 0..2000 {
+        let mut gone = Raw::connect(server.addr());
+        let body = vec![b'b'; 10_000];
+        let mut request = format!(
+            "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        gone.send(&request).unwrap();
+    }
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 2000));
+    assert!(server.stats().body_bytes_buffered >= 2000 * 10_000);
+    release.open();
+    assert_eq!(busy.response().text(), "done");
+    drop(busy);
+    // The clients had gone (their sockets closed when `gone` was dropped):
+    // every request is dropped, and everything it held is given back.
+    assert!(
+        server.handle().wait_for(TEST_TIMEOUT, |s| {
+            s.client_gone == 2000 && s.connections_open == 0 && s.body_bytes_buffered == 0
+        }),
+        "{:?}",
+        server.stats()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
