@@ -253,12 +253,12 @@ measure() {
         }'
 }
 
-# median: of the numbers read, one a line (of an even count, the mean of the two middle ones).
+# median FORMAT: of the numbers read, one a line (of an even count, the mean
+# of the two middle ones), printed with the printf FORMAT.
 median() {
-    sort -g | awk '{v[NR] = $1} END {
+    sort -g | awk -v f="$1" '{v[NR] = $1} END {
         if (!NR) print "n/a"
-        else if (NR % 2) print v[(NR + 1) / 2]
-        else {m = (v[NR / 2] + v[NR / 2 + 1]) / 2; print (m == int(m) ? m : sprintf("%.2f", m))}
+        else printf f "\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2)
     }'
 }
 
@@ -313,8 +313,9 @@ mkdir -p target
             for name in "${servers[@]}"; do
                 rows=${results["$name $w $c"]}
                 cols=()
+                formats=(%.0f %.2f %.1f %.2f)
                 for i in 1 2 3 4; do
-                    cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median)")
+                    cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median "${formats[i - 1]}")")
                 done
                 errors=$(echo -n "$rows" | awk 'NF {e += $5} END {print e + 0}')
                 ratio="n/a"
@@ -322,7 +323,7 @@ mkdir -p target
                     ratio=$(for round in $(seq 1 "$rounds"); do
                         awk -v a="${rps_in["$round $w $c afterward"]}" -v b="${rps_in["$round $w $c $name"]}" \
                             'BEGIN {if (b > 0) printf "%.2f\n", a / b}'
-                    done | median)
+                    done | median %.2f)
                 elif [ "$name" = afterward ]; then
                     ratio="1.00"
                 fi
