@@ -237,6 +237,7 @@ measure() {
     before=$(cpu_ticks "$all_pids")
     # shellcheck disable=SC2046
     out=$("${perf[@]}" wrk -t1 -c"$c" -d"${secs}s" --latency $(wrk_args "$workload" "$port"))
+    kill -0 "$pid" 2>/dev/null || { echo "the server (pid $pid) died during the run" >&2; exit 1; }
     after=$(cpu_ticks "$all_pids")
     if [ "$use_perf" = 1 ]; then
         cs=$(awk '/context-switches/ {gsub(",", "", $1); print $1}' "$work/perf.txt")
