@@ -178,7 +178,7 @@ for round in $(seq 1 "$rounds"); do
         forget "$drain_pid"
         read -r secs first lines < "$work/drain.out"
         line=$(awk -v n="$n" -v s="$secs" -v f="$first" \
-            'BEGIN {printf "%.2f %.0f %.2f %.0f\n", s, n / s, f, (s > f ? (n - 1) / (s - f) : 0)}')
+            'BEGIN {printf "%.3f %.0f %.3f %.0f\n", s, n / s, f, (s > f ? (n - 1) / (s - f) : 0)}')
         echo "round $round $system: $line (seconds, jobs/s, first line s, jobs/s after it)" >&2
         results[$system]+="$line"$'\n'
         total_in["$round $system"]=$secs
@@ -204,7 +204,7 @@ md=target/bench-jobs-peers.md
     for system in "${systems[@]}"; do
         rows=${results[$system]}
         cols=()
-        formats=(%.2f %.0f %.2f %.0f)
+        formats=(%.3f %.0f %.3f %.0f)
         for i in 1 2 3 4; do cols+=("$(echo -n "$rows" | awk -v i=$i 'NF {print $i}' | median "${formats[i - 1]}")"); done
         ratio="n/a"
         if [ "$system" = afterward ]; then
