@@ -154,6 +154,7 @@ mod headers;
 mod http_error;
 mod jobs;
 mod json;
+pub mod logging;
 mod method;
 mod metrics;
 mod percent;
@@ -194,8 +195,8 @@ pub use crate::server::{
     DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use crate::state::State;
-pub use crate::stats::{DurationHistogram, Stats, DURATION_BUCKETS};
-pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult, TaskInfo};
+pub use crate::stats::{DurationHistogram, Stats, TaskInfo, DURATION_BUCKETS};
+pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};
 
 /// Entry points for the `cargo fuzz` targets in `fuzz/`; built only with
 /// `--cfg fuzzing`, which `cargo fuzz` sets. Not part of the API.

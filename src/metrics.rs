@@ -143,6 +143,13 @@ impl Stats {
             "Requests dropped unanswered because their client had closed the connection before a worker took them (nginx's 499).",
             &[("", self.client_gone)],
         );
+        metric(
+            &mut out,
+            "afterward_log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because the log's sink could not keep up (its bounded queue was full).",
+            &[("", self.log_lines_dropped)],
+        );
         let classes: Vec<(String, u64)> = self
             .requests_by_class
             .iter()
@@ -242,6 +249,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 27);
+        assert_eq!(declared.len(), 28);
     }
 }

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::Error;
 use crate::jobs::broker::Broker;
 use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
 use crate::state::StateMap;
-use crate::stats::{Counters, Stats};
-use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskInfo, TaskName};
+use crate::stats::{Counters, Stats, TaskInfo};
+use crate::tasks::{BackgroundTask, BackgroundTasks, Batch, TaskName};
 
 /// The default number of queued request task lists: 1024.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -334,6 +334,10 @@ struct PoolState {
     stopped: AtomicBool,
     /// Set at the shutdown deadline: from then on nothing more is started.
     abandoned: AtomicBool,
+    /// Dropped when the pool stops or abandons its queue: a sender waiting
+    /// for room in the queue gives up at once (`given_up` disconnects).
+    abandon: Mutex<Option<Sender<()>>>,
+    given_up: Receiver<()>,
     /// What each worker holds: the rest of its current batch and the running
     /// task. One per worker, then one per possible replacement thread.
     slots: Vec<Mutex<Slot>>,
@@ -371,10 +375,13 @@ impl BackgroundPool {
         counters: Arc<Counters>,
     ) -> Result<BackgroundPool, Error> {
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_capacity);
+        let (give_up, given_up) = crossbeam_channel::bounded(0);
         let state = Arc::new(PoolState {
             counters,
             stopped: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
+            abandon: Mutex::new(Some(give_up)),
+            given_up,
             slots: (0..config.workers + config.job_settings.max_replacement_threads)
                 .map(|_| Mutex::default())
                 .collect(),
@@ -543,15 +550,25 @@ impl BackgroundPool {
 
     /// [`shutdown`](Self::shutdown) with an absolute deadline.
     pub(crate) fn shutdown_by(&self, deadline: Instant) -> ShutdownReport {
+        let mut report = self.stop_by(deadline);
+        self.finish_report(&mut report);
+        report
+    }
+
+    /// Stops the pool by `deadline` (see [`shutdown`](Self::shutdown)) and
+    /// reports, without logging the report: the server adds to it first.
+    pub(crate) fn stop_by(&self, deadline: Instant) -> ShutdownReport {
         let started = Instant::now();
         let inner = &*self.inner;
         let state = &*inner.state;
+        // Everything not run from now on is logged, and kept for the report.
+        state.counters.keep_not_run();
         let threads = lock(&inner.threads).take().unwrap_or_default();
         let idle = state
             .counters
             .wait_idle(deadline.saturating_duration_since(Instant::now()));
-        let (mut not_run, still_running) = if idle {
-            (Vec::new(), Vec::new())
+        let still_running = if idle {
+            Vec::new()
         } else {
             // Jobs dropped from now on may be spilled (mixed mode).
             if let Some(runner) = &inner.jobs {
@@ -561,9 +578,10 @@ impl BackgroundPool {
         };
         // Jobs waiting in the timer will not run now (none when idle).
         if let Some(runner) = &inner.jobs {
-            not_run.extend(runner.close());
+            runner.close();
         }
         state.stopped.store(true, Ordering::SeqCst);
+        drop(lock(&state.abandon).take());
         if idle {
             // The queue is empty and the workers wait on it: each takes one
             // `Stop` at once.
@@ -575,9 +593,9 @@ impl BackgroundPool {
                 let _ = thread.join();
             }
             // A batch dispatched in the instant before `stopped` was set.
-            not_run.extend(self.sweep());
+            self.sweep();
         } else {
-            not_run.extend(self.sweep());
+            self.sweep();
             // Each worker ends once its running task returns; one that finds
             // no `Stop` (a queue refilled meanwhile) ends when the last
             // handle is dropped and the queue disconnects.
@@ -585,31 +603,57 @@ impl BackgroundPool {
                 let _ = inner.sender.try_send(Delivery::Stop);
             }
         }
-        let stats = state.counters.snapshot();
-        let (spilled, not_run) = not_run.into_iter().partition(|task| task.spilled);
-        let report = ShutdownReport {
-            spilled,
-            not_run,
+        ShutdownReport {
+            spilled: Vec::new(),
+            not_run: Vec::new(),
             still_running,
-            requests_in_flight: stats.requests_in_flight.max(state.counters.lists_open()),
-            stats,
+            requests_in_flight: 0,
+            stats: Stats::default(),
             elapsed: started.elapsed(),
-        };
-        log_report(&report);
-        report
+        }
     }
 
-    /// The shutdown deadline has passed: start nothing more, and list what will
-    /// not run (queued, or waiting behind a running task of the same request)
-    /// and what is still running.
+    /// Completes `report` and logs its summary line: every task or job not
+    /// run since the shutdown began (each logged when it was discarded or
+    /// spilled), the counters, the requests still in flight (whose tasks,
+    /// if any, are discarded and logged when they return, after this line).
+    /// No task is logged as not run between the reading and the line.
+    pub(crate) fn finish_report(&self, report: &mut ShutdownReport) {
+        let counters = &self.inner.state.counters;
+        counters.with_not_run(|kept| {
+            let (spilled, not_run) = kept.iter().cloned().partition(|task| task.spilled);
+            report.spilled = spilled;
+            report.not_run = not_run;
+            report.stats = counters.snapshot();
+            report.requests_in_flight = report.stats.requests_in_flight.max(counters.lists_open());
+            log_report(report);
+        });
+    }
+
+    /// From now on, every task or job not run is kept for the shutdown's
+    /// report (as it is logged).
+    pub(crate) fn keep_not_run(&self) {
+        self.inner.state.counters.keep_not_run();
+    }
+
+    /// Whether a shutdown's deadline has passed: a task list dispatched from
+    /// now on is discarded.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.inner.state.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The shutdown deadline has passed: start nothing more; discard what
+    /// will not run (queued, or waiting behind a running task of the same
+    /// request: each logged, and kept for the report), and list what is
+    /// still running. A sender waiting for room in the queue gives up at
+    /// once, discarding its batch.
     ///
     /// A batch in flight between the channel and a worker's slot at this
-    /// moment is not listed, but is still logged and counted as discarded
-    /// when the worker sees it.
-    fn abandon(&self) -> (Vec<TaskInfo>, Vec<TaskInfo>) {
+    /// moment is discarded (logged, kept) by the worker when it sees it.
+    fn abandon(&self) -> Vec<TaskInfo> {
         let state = &self.inner.state;
         state.abandoned.store(true, Ordering::SeqCst);
-        let mut not_run = Vec::new();
+        drop(lock(&state.abandon).take());
         let mut still_running = Vec::new();
         for slot in &state.slots {
             let mut slot = lock(slot);
@@ -621,22 +665,20 @@ impl BackgroundPool {
                 });
             }
             if let Some(batch) = slot.batch.take() {
-                not_run.extend(batch.discard(DEADLINE_PASSED));
+                batch.discard(DEADLINE_PASSED);
             }
         }
-        not_run.extend(self.sweep());
-        (not_run, still_running)
+        self.sweep();
+        still_running
     }
 
-    /// Empties the queue, discarding what it held; what will not run.
-    fn sweep(&self) -> Vec<TaskInfo> {
-        let mut not_run = Vec::new();
+    /// Empties the queue, discarding what it held.
+    fn sweep(&self) {
         while let Ok(delivery) = self.inner.receiver.try_recv() {
             if let Delivery::Run(batch) = delivery {
-                not_run.extend(batch.discard(DEADLINE_PASSED));
+                batch.discard(DEADLINE_PASSED);
             }
         }
-        not_run
     }
 }
 
@@ -650,7 +692,8 @@ impl std::fmt::Debug for BackgroundPool {
     }
 }
 
-/// One line for the whole shutdown; each task not run was logged on its own already.
+/// One line for the whole shutdown; each task not run was logged on its own
+/// already, and the line counts exactly those.
 fn log_report(report: &ShutdownReport) {
     if report.is_complete() && report.spilled.is_empty() {
         log::info!("shutdown complete: every background task ran");
@@ -684,33 +727,29 @@ fn log_report(report: &ShutdownReport) {
     );
 }
 
-/// Sends `batch`, waiting for room; gives up (discarding it, logged and
-/// counted) if the pool shuts down meanwhile, so no sender waits forever on a
-/// queue that nothing reads any more.
+/// Sends `batch`, waiting for room; gives up at once (discarding it, logged
+/// and counted) if the pool stops or abandons its queue meanwhile, so no
+/// sender waits on a queue that nothing reads any more.
 fn send_blocking(sender: &Sender<Delivery>, batch: Batch, state: &PoolState) {
-    // Room at once (the common case): no clock read, no waiting.
-    let mut delivery = match sender.try_send(Delivery::Run(batch)) {
+    // Room at once (the common case): no waiting.
+    let delivery = match sender.try_send(Delivery::Run(batch)) {
         Ok(()) => return,
         Err(TrySendError::Full(delivery)) => delivery,
         // The pool keeps a receiver, so this cannot happen; were it to,
         // dropping the batch discards its tasks, logged and counted.
         Err(TrySendError::Disconnected(_)) => return,
     };
-    loop {
-        match sender.send_timeout(delivery, Duration::from_millis(100)) {
-            Ok(()) => return,
-            Err(SendTimeoutError::Timeout(returned)) => {
-                if state.stopped.load(Ordering::SeqCst) || state.abandoned.load(Ordering::SeqCst) {
-                    if let Delivery::Run(batch) = returned {
-                        batch.discard(DEADLINE_PASSED);
-                    }
-                    return;
-                }
-                delivery = returned;
-            }
-            // The pool keeps a receiver, so this cannot happen; were it to,
-            // dropping the batch discards its tasks, logged and counted.
-            Err(SendTimeoutError::Disconnected(_)) => return,
+    let mut select = crossbeam_channel::Select::new();
+    let send = select.send(sender);
+    select.recv(&state.given_up);
+    let operation = select.select();
+    if operation.index() == send {
+        // An error (disconnected) drops the batch: discarded, logged, counted.
+        let _ = operation.send(sender, delivery);
+    } else {
+        let _ = operation.recv(&state.given_up);
+        if let Delivery::Run(batch) = delivery {
+            batch.discard(DEADLINE_PASSED);
         }
     }
 }

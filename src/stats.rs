@@ -96,6 +96,9 @@ pub struct Stats {
     /// connection before a request worker took them (nginx's 499). Their
     /// handlers did not run.
     pub client_gone: u64,
+    /// Log lines dropped because the log's sink could not keep up (every
+    /// [`NonBlockingWriter`](crate::logging::NonBlockingWriter) of the process).
+    pub log_lines_dropped: u64,
 }
 
 /// Why the engine refused a request before its handler ran.
@@ -104,6 +107,20 @@ pub(crate) enum Refusal {
     QueueFull,
     QueueTimeout,
     BodyBudget,
+}
+
+/// A task that did not run, or had not finished, when a shutdown deadline
+/// passed, as listed in a [`ShutdownReport`](crate::ShutdownReport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task's name (see [`BackgroundTask::named`]).
+    pub name: String,
+    /// The id of the request that added it.
+    pub request_id: String,
+    /// For a job: whether it went to Redis instead of being dropped
+    /// (`redis_spill`, feature `redis`), for a worker to run.
+    pub spilled: bool,
 }
 
 /// Upper bounds of the [`DurationHistogram`] buckets, in seconds.
@@ -182,6 +199,9 @@ pub(crate) struct Counters {
     /// By [`Refusal`], in its order.
     refused: [AtomicU64; 3],
     client_gone: AtomicU64,
+    /// Every task or job not run since a shutdown began (`None` before),
+    /// as each was logged: what the shutdown report lists.
+    not_run: Mutex<Option<Vec<TaskInfo>>>,
     scheduled: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
@@ -311,11 +331,16 @@ impl Counters {
     /// Reserves `n` bytes of request body if the buffered bytes stay within
     /// `budget`; whether they did.
     pub(crate) fn body_reserve(&self, n: u64, budget: u64) -> bool {
-        self.body_bytes_buffered
+        let reserved = self
+            .body_bytes_buffered
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 held.checked_add(n).filter(|&total| total <= budget)
             })
-            .is_ok()
+            .is_ok();
+        if reserved {
+            self.notify();
+        }
+        reserved
     }
 
     /// Gives back `n` reserved bytes of request body.
@@ -335,6 +360,42 @@ impl Counters {
     pub(crate) fn client_gone(&self) {
         self.client_gone.fetch_add(1, Ordering::SeqCst);
         self.notify();
+    }
+
+    /// From now on, keeps every task or job reported not run (a shutdown
+    /// has begun). Calling it again keeps what was kept.
+    pub(crate) fn keep_not_run(&self) {
+        let mut kept = self.not_run.lock().unwrap_or_else(|e| e.into_inner());
+        kept.get_or_insert_with(Vec::new);
+    }
+
+    /// A task or job that will not run here: logged (one line each; a job
+    /// spilled to Redis was logged as such where it was spilled), and kept
+    /// for the report while a shutdown is under way, under one lock, so
+    /// that a report's summary line, logged under it too
+    /// ([`with_not_run`](Self::with_not_run)), counts exactly the lines
+    /// logged before it.
+    pub(crate) fn not_run(&self, level: log::Level, task: &TaskInfo, reason: &str) {
+        let mut kept = self.not_run.lock().unwrap_or_else(|e| e.into_inner());
+        if !task.spilled {
+            log::log!(
+                level,
+                "background task {} (request {}) discarded: {reason}",
+                task.name,
+                task.request_id
+            );
+        }
+        if let Some(kept) = kept.as_mut() {
+            kept.push(task.clone());
+        }
+    }
+
+    /// Calls `report` with what was kept since
+    /// [`keep_not_run`](Self::keep_not_run), in the order it was logged,
+    /// while no other can be logged.
+    pub(crate) fn with_not_run<T>(&self, report: impl FnOnce(&[TaskInfo]) -> T) -> T {
+        let kept = self.not_run.lock().unwrap_or_else(|e| e.into_inner());
+        report(kept.as_deref().unwrap_or_default())
     }
 
     pub(crate) fn list_opened(&self) {
@@ -442,6 +503,7 @@ impl Counters {
                 .load(Ordering::SeqCst),
             refused_body_budget: self.refused[Refusal::BodyBudget as usize].load(Ordering::SeqCst),
             client_gone: self.client_gone.load(Ordering::SeqCst),
+            log_lines_dropped: crate::logging::dropped_lines(),
             scheduled: self.scheduled.load(Ordering::SeqCst),
             queued: self.queued.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Relaxed),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::block_on::block_on;
 use crate::jobs::{EnqueueError, Job, JobId, JobMode, JobRunner, JobStep, Jobs};
-use crate::stats::{Counters, TaskOutcome};
+use crate::stats::{Counters, TaskInfo, TaskOutcome};
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
 ///
@@ -155,22 +155,27 @@ impl BackgroundTask {
         }
     }
 
-    /// Logs the task as not run, and tells its job, if it has one.
-    fn discard(self, level: log::Level, request_id: &str, reason: &str) -> TaskInfo {
-        log::log!(
-            level,
-            "background task {} (request {request_id}) discarded: {reason}",
-            self.name
-        );
+    /// Tells its job, if it has one, that the task will not run here (a
+    /// job may be spilled to Redis instead), and logs it as not run (a
+    /// spilled job was logged as such).
+    fn discard(
+        self,
+        level: log::Level,
+        request_id: &str,
+        reason: &str,
+        counters: &Counters,
+    ) -> TaskInfo {
         let spilled = match self.work {
-            Work::Job(step) => step.discarded(reason),
+            Work::Job(step) => step.discarded(),
             Work::Closure(_) => false,
         };
-        TaskInfo {
+        let info = TaskInfo {
             name: self.name.to_string(),
             request_id: request_id.to_owned(),
             spilled,
-        }
+        };
+        counters.not_run(level, &info, reason);
+        info
     }
 
     /// Runs the task (already counted as started), then counts how it ended
@@ -593,7 +598,7 @@ impl Batch {
         // no observer sees the server idle with a job's outcome missing.
         let discarded: Vec<TaskInfo> = std::mem::take(&mut self.tasks)
             .into_iter()
-            .map(|task| task.discard(level, &self.request_id, reason))
+            .map(|task| task.discard(level, &self.request_id, reason, &self.counters))
             .collect();
         let n = discarded.len() as u64;
         if self.queued {
@@ -612,20 +617,6 @@ impl Drop for Batch {
             self.discard_rest(log::Level::Warn, "it was dropped before it could run");
         }
     }
-}
-
-/// A task that did not run, or had not finished, when a shutdown deadline
-/// passed, as listed in a [`ShutdownReport`](crate::ShutdownReport).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TaskInfo {
-    /// The task's name (see [`BackgroundTask::named`]).
-    pub name: String,
-    /// The id of the request that added it.
-    pub request_id: String,
-    /// For a job: whether it went to Redis instead of being dropped
-    /// (`redis_spill`, feature `redis`), for a worker to run.
-    pub spilled: bool,
 }
 
 #[cfg(test)]

@@ -38,6 +38,12 @@ const OPTIONS: &[Opt] = &[
         help: "when the queue is full: block (wait for room), caller-runs (the request worker runs the tasks), shed (503 new requests)",
     },
     Opt { name: "max-body-bytes", value: "N", default: "1048576", help: "largest request body; larger answers 413" },
+    Opt { name: "body-timeout", value: "SECONDS", default: "30", help: "time to send a whole request body, from the end of its head; slower answers 408" },
+    Opt { name: "min-body-rate", value: "BYTES_PER_S", default: "1024", help: "least a client must send of a body, on average after 2 s; slower answers 408 (0: off)" },
+    Opt { name: "max-body-buffer-bytes", value: "N", default: "67108864", help: "bytes of request bodies held at once, every connection together; a body that does not fit answers 503" },
+    Opt { name: "max-pending-requests", value: "N", default: "4096", help: "complete requests waiting for a request worker; more answer 503 at once" },
+    Opt { name: "queue-timeout", value: "SECONDS", default: "10", help: "how long a complete request may wait for a request worker; longer answers 503" },
+    Opt { name: "log-buffer-lines", value: "N", default: "8192", help: "log lines queued for stderr; when stderr cannot keep up, more are dropped and counted (afterward_log_lines_dropped_total), never waited for" },
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to drain tasks on SIGINT/SIGTERM" },
     Opt { name: "job-max-attempts", value: "N", default: "5", help: "attempts in all for a job (the demo's /files and /flaky)" },
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s" },
@@ -69,6 +75,7 @@ const WORKER_OPTIONS: &[Opt] = &[
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s (the attempts allowed come with each job, set by the web server's --job-max-attempts)" },
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to finish running jobs on SIGINT/SIGTERM; the rest stay pending for other workers" },
     Opt { name: "metrics-address", value: "HOST:PORT", default: "none", help: "serve the worker's counters at http://HOST:PORT/metrics (Prometheus); port 0 picks one" },
+    Opt { name: "log-buffer-lines", value: "N", default: "8192", help: "log lines queued for stderr; when stderr cannot keep up, more are dropped, never waited for" },
 ];
 
 /// The options of `afterward jobs`.
@@ -90,6 +97,12 @@ pub struct Args {
     pub queue_capacity: usize,
     pub on_full: OnFull,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub min_body_rate: u64,
+    pub max_body_buffer_bytes: u64,
+    pub max_pending_requests: usize,
+    pub queue_timeout: Duration,
+    pub log_buffer_lines: usize,
     pub shutdown_timeout: Duration,
     pub job_max_attempts: u32,
     pub job_backoff: Duration,
@@ -122,6 +135,7 @@ pub struct WorkerArgs {
     pub job_backoff: Duration,
     pub shutdown_timeout: Duration,
     pub metrics_address: Option<String>,
+    pub log_buffer_lines: usize,
 }
 
 /// What `afterward jobs` is asked to do.
@@ -358,6 +372,9 @@ fn parse_worker(
         job_timeout: options.seconds("job-timeout", Duration::from_secs(30), false)?,
         job_backoff: options.job_backoff()?,
         shutdown_timeout: options.seconds("shutdown-timeout", Duration::from_secs(30), true)?,
+        log_buffer_lines: options
+            .count("log-buffer-lines")?
+            .unwrap_or(LOG_BUFFER_LINES),
         metrics_address: match options.raw("metrics-address") {
             None => None,
             Some((source, value)) => match value.to_socket_addrs() {
@@ -453,6 +470,18 @@ fn parse_serve(
         max_body_bytes: options
             .typed("max-body-bytes", "a number of bytes")?
             .unwrap_or(afterward::DEFAULT_MAX_BODY_BYTES),
+        body_timeout: options.seconds("body-timeout", Duration::from_secs(30), false)?,
+        min_body_rate: options
+            .typed("min-body-rate", "a number of bytes per second")?
+            .unwrap_or(1024),
+        max_body_buffer_bytes: options
+            .typed("max-body-buffer-bytes", "a number of bytes")?
+            .unwrap_or(64 * 1024 * 1024),
+        max_pending_requests: options.count("max-pending-requests")?.unwrap_or(4096),
+        queue_timeout: options.seconds("queue-timeout", Duration::from_secs(10), false)?,
+        log_buffer_lines: options
+            .count("log-buffer-lines")?
+            .unwrap_or(LOG_BUFFER_LINES),
         shutdown_timeout: options.seconds("shutdown-timeout", Duration::from_secs(30), true)?,
         job_max_attempts: options.job_max_attempts()?,
         job_backoff: options.job_backoff()?,
@@ -476,6 +505,9 @@ fn parse_serve(
         },
     }))
 }
+
+/// Log lines queued for stderr by default.
+pub const LOG_BUFFER_LINES: usize = 8192;
 
 /// `host:port`, with brackets around a bare IPv6 address: `[::1]:8000`.
 pub fn socket_address(host: &str, port: u16) -> String {

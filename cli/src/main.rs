@@ -20,6 +20,11 @@ use crate::args::{Args, Command};
 
 fn main() -> ExitCode {
     let command = args::parse(std::env::args_os().skip(1), |name| std::env::var(name).ok());
+    let log_buffer_lines = match &command {
+        Ok(Command::Serve(args)) => args.log_buffer_lines,
+        Ok(Command::Worker(args)) => args.log_buffer_lines,
+        _ => args::LOG_BUFFER_LINES,
+    };
     let run: Box<dyn FnOnce() -> Result<ExitCode, String>> = match command {
         Ok(Command::Serve(args)) => Box::new(move || serve(args)),
         #[cfg(feature = "redis")]
@@ -45,14 +50,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run() {
+    let flusher = match init_logging(log_buffer_lines) {
+        Ok(flusher) => flusher,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run() {
         Ok(code) => code,
         Err(message) => {
             log::error!("{message}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Whatever is still queued goes out before the process ends, unless
+    // stderr is stalled: then it is not waited for long.
+    flusher.flush(std::time::Duration::from_secs(2));
+    code
+}
+
+/// Logs to stderr through env_logger (`RUST_LOG`, default `info`), without
+/// ever blocking a thread that logs: lines go through a queue of
+/// `buffer_lines` to a thread of their own; when stderr cannot keep up,
+/// lines are dropped and counted (`afterward_log_lines_dropped_total`).
+fn init_logging(buffer_lines: usize) -> std::io::Result<afterward::logging::LogFlusher> {
+    let (writer, flusher) =
+        afterward::logging::NonBlockingWriter::new(std::io::stderr(), buffer_lines)?;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Pipe(Box::new(writer)))
+        .init();
+    Ok(flusher)
 }
 
 fn serve(args: Args) -> Result<ExitCode, String> {
@@ -64,6 +92,11 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         .on_full(args.on_full)
         .shed_exempt(["/health", "/metrics"])
         .max_body_bytes(args.max_body_bytes)
+        .body_timeout(args.body_timeout)
+        .min_body_rate(args.min_body_rate)
+        .max_body_buffer_bytes(args.max_body_buffer_bytes)
+        .max_pending_requests(args.max_pending_requests)
+        .queue_timeout(args.queue_timeout)
         .shutdown_timeout(args.shutdown_timeout)
         .job_max_attempts(args.job_max_attempts)
         .job_backoff(args.job_backoff)

@@ -15,7 +15,8 @@ use super::{EnqueueError, Envelope, Job, JobContext, Registry};
 use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::Counters;
-use crate::tasks::{BackgroundTask, Batch, TaskInfo, TaskName};
+use crate::stats::TaskInfo;
+use crate::tasks::{BackgroundTask, Batch, TaskName};
 
 /// Indexes into [`OUTCOMES`](super::OUTCOMES).
 const ENQUEUED: usize = 0;
@@ -386,7 +387,7 @@ impl JobRunner {
                 let sent = broker.send_now(envelope, delay);
                 match &sent {
                     Ok(()) => self.counters.jobs_sent_now(),
-                    Err(error) => self.discarded(&envelope.id, &envelope.name, error),
+                    Err(error) => self.discarded(envelope, error),
                 }
                 sent
             }
@@ -441,16 +442,24 @@ impl JobRunner {
     /// A job counted buffered that the broker refused, having stopped: it
     /// is discarded, counted, and out of the buffer count.
     fn broker_stopped(&self, envelope: &Envelope) {
-        let reason = "the broker's sender has stopped";
-        self.discarded(&envelope.id, &envelope.name, reason);
+        self.discarded(envelope, "the broker's sender has stopped");
         self.counters.jobs_unbuffered(1, false);
     }
 
-    pub(crate) fn discarded(&self, id: &str, name: &str, reason: &str) {
+    /// A job that will not run here: its status says so, and it is counted.
+    fn count_discarded(&self, id: &str, name: &str) {
         self.statuses.update(id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
         self.count(name, DISCARDED);
-        log::warn!("job {id} discarded: {reason}");
+    }
+
+    /// A job that will not run, and that no task stands for (it waited in
+    /// the timer or the broker's buffer, or its broker refused it): counted,
+    /// logged as a task not run is, and kept for a shutdown's report.
+    fn discarded(&self, envelope: &Envelope, reason: &str) {
+        self.count_discarded(&envelope.id, &envelope.name);
+        let info = job_info(envelope, false);
+        self.counters.not_run(log::Level::Warn, &info, reason);
     }
 
     /// Runs one attempt, on a pool thread; what follows (done, a retry in
@@ -584,7 +593,7 @@ impl JobRunner {
     /// pool as not idle) until then.
     fn wait(&self, envelope: Envelope, due: Instant) {
         if lock(&self.timer.state).closed {
-            return self.discarded(&envelope.id, &envelope.name, "the pool has shut down");
+            return self.discarded(&envelope, "the pool has shut down");
         }
         self.counters.job_delayed(1);
         self.schedule(due, envelope);
@@ -679,7 +688,10 @@ impl JobRunner {
         }
     }
 
-    pub(crate) fn close(&self) -> Vec<TaskInfo> {
+    /// Shutdown: the timer stops, and the broker's sender; the jobs still
+    /// waiting in either will not run here: each is discarded (logged,
+    /// counted, kept for the shutdown's report) or, in mixed mode, spilled.
+    pub(crate) fn close(&self) {
         self.deadline_passed();
         let waiting = {
             let mut state = lock(&self.timer.state);
@@ -689,36 +701,27 @@ impl JobRunner {
         };
         let unsent = self.broker.as_ref().map(|b| b.close()).unwrap_or_default();
         let unsent_n = unsent.len() as u64;
-        let mut report: Vec<TaskInfo> = unsent
-            .into_iter()
-            .map(|envelope| {
-                self.discarded(
-                    &envelope.id,
-                    &envelope.name,
-                    "the shutdown deadline passed before the broker had it",
-                );
-                job_info(&envelope, false)
-            })
-            .collect();
+        for envelope in &unsent {
+            self.discarded(
+                envelope,
+                "the shutdown deadline passed before the broker had it",
+            );
+        }
         if unsent_n > 0 {
             self.counters.jobs_unbuffered(unsent_n, false);
         }
         let now = Instant::now();
-        report.extend(waiting.into_iter().map(|Reverse(waiting)| {
+        for Reverse(waiting) in waiting {
             let envelope = waiting.envelope;
             let delay = waiting.due.saturating_duration_since(now);
-            let spilled = self.try_spill(&envelope, Some(delay));
-            if !spilled {
-                self.discarded(
-                    &envelope.id,
-                    &envelope.name,
-                    "the shutdown deadline passed while it waited",
-                );
+            if self.try_spill(&envelope, Some(delay)) {
+                let info = job_info(&envelope, true);
+                self.counters.not_run(log::Level::Warn, &info, "spilled");
+            } else {
+                self.discarded(&envelope, "the shutdown deadline passed while it waited");
             }
             self.counters.job_delayed(-1);
-            job_info(&envelope, spilled)
-        }));
-        report
+        }
     }
 }
 
@@ -821,9 +824,10 @@ impl JobStep {
         }
     }
 
-    /// Its task was discarded: so is the job, counted; or, at the shutdown
-    /// deadline in mixed mode, it is spilled to Redis (`true`).
-    pub(crate) fn discarded(self, reason: &str) -> bool {
+    /// Its task was discarded: so is the job, counted (its task logs it and
+    /// is listed); or, at the shutdown deadline in mixed mode, it is spilled
+    /// to Redis (`true`).
+    pub(crate) fn discarded(self) -> bool {
         let JobStep {
             runner,
             envelope,
@@ -833,7 +837,7 @@ impl JobStep {
         if !send && runner.try_spill(&envelope, delay) {
             return true;
         }
-        runner.discarded(&envelope.id, &envelope.name, reason);
+        runner.count_discarded(&envelope.id, &envelope.name);
         false
     }
 }

@@ -358,10 +358,13 @@ impl ServerHandle {
     /// Blocks until `condition` holds for the counters, or until `timeout`
     /// has passed; returns whether it held. The condition is checked now and
     /// again each time a request finishes, a task ends or is discarded, a
-    /// request's task list is sealed, a connection opens or closes, or a job
+    /// request's task list is sealed, a connection opens or closes, a request
+    /// enters or leaves the queue to the workers, request body bytes are
+    /// reserved or released, the engine refuses or drops a request, or a job
     /// counter changes: wait on those fields (`connections_open`,
-    /// `requests_in_flight`, the task outcomes, the `jobs_*` counters), not on
-    /// counters that change at other moments.
+    /// `requests_in_flight`, `requests_queued`, `body_bytes_buffered`, the
+    /// `refused_*` counters, `client_gone`, the task outcomes, the `jobs_*`
+    /// counters), not on counters that change at other moments.
     ///
     /// ```no_run
     /// # use std::time::Duration;

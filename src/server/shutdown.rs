@@ -20,6 +20,8 @@ impl Running {
         let deadline = started + timeout;
         let shared = &self.shared;
         log::info!("shutting down: finishing requests and background tasks within {timeout:?}");
+        // Every task not run from now on is logged, and kept for the report.
+        shared.pool.keep_not_run();
 
         // Refuse new work at once: the engine answers new requests `503`
         // and closes connections after their response in flight...
@@ -50,14 +52,25 @@ impl Running {
 
         // The pool waits for the requests still in flight (they count
         // against idleness) and for their tasks, until the same deadline.
-        let mut report = shared.pool.shutdown_by(deadline);
+        let mut report = shared.pool.stop_by(deadline);
+        if !workers_done {
+            // Past the deadline, a worker waiting for room in the queue has
+            // given up, and a handler that returns now is refused: give them
+            // a moment to do so, so that the report counts their tasks too.
+            let _ = self.done.recv_timeout(LATE_WORKERS);
+        }
         if let Some(refuser) = refuser {
             refuser.stop();
         }
         report.elapsed = started.elapsed();
+        shared.pool.finish_report(&mut report);
         report
     }
 }
+
+/// How long, past the deadline, shutdown waits for request workers still
+/// busy to finish what they hold before it reports.
+const LATE_WORKERS: Duration = Duration::from_millis(200);
 
 /// A thread answering `503` to every request that reaches the request queue
 /// while the pool drains: with tiny_http, requests that arrive after the

@@ -48,7 +48,17 @@ fn handle(shared: &ServerState, mut exchange: Exchange) {
         let body = serde_json::json!({"detail": "Internal Server Error", "reason": reason});
         response = Response::json(&body).with_status(status);
     }
-    let response_tasks = response.take_background();
+    let mut response_tasks = response.take_background();
+    if shared.pool.is_abandoned() && !(tasks.is_empty() && response_tasks.is_empty()) {
+        // The shutdown deadline passed while the handler ran: its tasks
+        // cannot run any more, so the request is refused, not answered as
+        // if they would (run it, or refuse it: never a 2xx with its tasks
+        // dropped).
+        tasks
+            .seal(std::mem::take(&mut response_tasks))
+            .discard("its handler returned after the shutdown deadline");
+        response = HttpError::shutting_down().into_response();
+    }
     response
         .headers_mut()
         .set("X-Request-Id".into(), request_id.to_string().into());

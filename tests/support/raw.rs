@@ -15,12 +15,17 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(super::TEST_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(super::TEST_TIMEOUT)).unwrap();
-        Raw {
+        Raw::try_connect(addr).expect("connect")
+    }
+
+    /// [`connect`](Self::connect), for a server that may be gone.
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Raw> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(super::TEST_TIMEOUT))?;
+        stream.set_write_timeout(Some(super::TEST_TIMEOUT))?;
+        Ok(Raw {
             reader: BufReader::new(stream),
-        }
+        })
     }
 
     pub fn stream(&self) -> &TcpStream {

@@ -90,6 +90,15 @@ impl Afterward {
         }
     }
 
+    /// Polls `GET /metrics` until `name` is at least `value` ([`TEST_TIMEOUT`] guard).
+    pub fn wait_for_metric_at_least(&self, name: &str, value: f64) {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        while self.metric(name) < value {
+            assert!(Instant::now() < deadline, "{name} never reached {value}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends `signal` (`TERM`, `INT`) to the process.
     pub fn signal(&self, signal: &str) {
         // The shell's built-in `kill`: no procps needed on the machine.
