@@ -317,6 +317,9 @@ impl BackgroundTasks {
     /// [`enqueue`](Self::enqueue), for a `202 Accepted` that promises the
     /// job: with a broker (Redis), it returns only once the broker has the
     /// job, so a crash of this process after the response loses nothing.
+    /// A crash of Redis loses nothing only with `appendonly yes` and
+    /// `appendfsync always`: under `everysec`, Redis may acknowledge a write
+    /// up to 2 s before it is in its AOF file.
     /// The job is sent now, before the response, and runs even if the
     /// handler fails afterwards. Without a broker it is
     /// [`enqueue`](Self::enqueue).

@@ -225,7 +225,11 @@ fn a_worker_stalled_past_the_visibility_timeout_loses_its_job_to_another_and_the
 
 #[test]
 fn every_job_acknowledged_survives_redis_killed_and_restarted_with_aof() {
-    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    // `always`: Redis writes and fsyncs the AOF before it replies. Under
+    // `everysec` it may reply while the write still waits in its memory for
+    // a slow background fsync (up to 2 s; `flushAppendOnlyFile` in aof.c),
+    // and a kill -9 then loses jobs it acknowledged.
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let server = Afterward::start(&["--redis-url", &redis.url()]);
     let before: Vec<String> = (0..50).map(|_| accepted_id(&server, "/flaky")).collect();
     server.wait_for_metric("afterward_jobs_sent_total", 50.0);
