@@ -9,7 +9,11 @@
 //! Load, all on 127.0.0.1 and bounded by `SOAK_SECS`: keep-alive clients
 //! mixing good requests with failing, panicking and handler-panicking ones and
 //! uploads; slowloris clients; clients that abandon a request mid-body or never
-//! read a large response; bursts of 100 connections. Then, once idle, it checks
+//! read a large response; bursts of 100 connections; and the attacks of issue
+//! #19: a client flooding empty lines as fast as it can (reconnecting when cut
+//! off), slow uploaders dripping a body a byte at a time, and bursts of whole
+//! requests whose clients close at once. A probe asks for a fresh `GET
+//! /health` every 50 ms throughout and keeps its latencies. Then, once idle, it checks
 //! that tasks run + tasks reported not run == tasks scheduled, that every good
 //! task wrote its line, and that threads and memory are back to their baseline.
 //! Without `--bench` (as `cargo test --all-targets` runs it) it does nothing.
@@ -82,6 +86,15 @@ fn main() {
         ),
         ("threads back to baseline", threads_after <= threads_before),
         (
+            "the engine holds no body and no queued request once idle",
+            stats.body_bytes_buffered == 0 && stats.requests_queued == 0,
+        ),
+        (
+            "every fresh probe answered within 1 s",
+            counts.probe_failed.load(Ordering::Relaxed) == 0
+                && probe_percentile(&counts, 1.0) < Duration::from_secs(1),
+        ),
+        (
             "resident memory back to its warmed-up baseline (+16 MiB)",
             rss_after <= rss_before + 16 * 1024,
         ),
@@ -115,6 +128,32 @@ fn main() {
         "| burst connections answered | {} |",
         counts.burst_answered.load(Ordering::Relaxed)
     );
+    println!(
+        "| flood connections cut off | {} |",
+        counts.flood_cut_off.load(Ordering::Relaxed)
+    );
+    println!(
+        "| slow uploads cut off (408) | {} |",
+        counts.slow_uploads_cut.load(Ordering::Relaxed)
+    );
+    println!(
+        "| requests sent by clients gone at once (soak) / dropped unhandled, 499 (warm-up and soak) | {} / {} |",
+        counts.dead_sent.load(Ordering::Relaxed),
+        stats.client_gone
+    );
+    println!(
+        "| refused 503: queue full / queue timeout / body budget | {} / {} / {} |",
+        stats.refused_queue_full, stats.refused_queue_timeout, stats.refused_body_budget
+    );
+    let probes = lock(&counts.probes).len();
+    println!(
+        "| fresh probes: answered / failed, p50 / p99 / max | {} / {}, {:.2?} / {:.2?} / {:.2?} |",
+        probes,
+        counts.probe_failed.load(Ordering::Relaxed),
+        probe_percentile(&counts, 0.5),
+        probe_percentile(&counts, 0.99),
+        probe_percentile(&counts, 1.0)
+    );
     println!("| threads: cold / after warm-up / after soak | {threads_cold} / {threads_before} / {threads_after} |");
     println!(
         "| RSS KiB: cold / after warm-up / after soak | {rss_cold} / {rss_before} / {rss_after} |"
@@ -143,6 +182,10 @@ fn run_load(addr: SocketAddr, seconds: u64, counts: &Arc<Counts>) {
         load.push(spawn(&stop, counts, move |s, c| abandon(addr, s, c)));
     }
     load.push(spawn(&stop, counts, move |s, c| bursts(addr, s, c)));
+    load.push(spawn(&stop, counts, move |s, c| flood(addr, s, c)));
+    load.push(spawn(&stop, counts, move |s, c| slow_uploads(addr, s, c)));
+    load.push(spawn(&stop, counts, move |s, c| dead_requests(addr, s, c)));
+    load.push(spawn(&stop, counts, move |s, c| probe(addr, s, c)));
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(seconds) {
         thread::sleep(Duration::from_millis(200));
@@ -202,7 +245,8 @@ fn start(log: Arc<std::path::PathBuf>) -> ServerHandle {
                 "stored"
             },
         )
-        .get("/big", || vec![b'x'; 4 * 1024 * 1024]);
+        .get("/big", || vec![b'x'; 4 * 1024 * 1024])
+        .get("/health", || "ok");
     Server::builder()
         .address("127.0.0.1:0")
         .workers(8)
@@ -213,6 +257,7 @@ fn start(log: Arc<std::path::PathBuf>) -> ServerHandle {
         .header_timeout(Duration::from_secs(2))
         .idle_timeout(Duration::from_secs(2))
         .body_timeout(Duration::from_secs(2))
+        .max_pending_requests(256)
         .write_timeout(Duration::from_secs(2))
         .build(app)
         .unwrap()
@@ -222,6 +267,12 @@ fn start(log: Arc<std::path::PathBuf>) -> ServerHandle {
 
 #[derive(Default)]
 struct Counts {
+    flood_cut_off: AtomicU64,
+    slow_uploads_cut: AtomicU64,
+    dead_sent: AtomicU64,
+    probe_failed: AtomicU64,
+    /// Each fresh probe's latency.
+    probes: std::sync::Mutex<Vec<Duration>>,
     ok_tasks: AtomicU64,
     uploads: AtomicU64,
     cut_off: AtomicU64,
@@ -359,6 +410,98 @@ fn bursts(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
             thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Sends empty lines as fast as the socket takes them, reconnecting when the
+/// server cuts the connection off.
+fn flood(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
+    let chunk = b"\r\n".repeat(32 * 1024);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut stream) = TcpStream::connect(addr) else {
+            continue;
+        };
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+        while !stop.load(Ordering::Relaxed) {
+            if stream.write_all(&chunk).is_err() {
+                counts.flood_cut_off.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+}
+
+/// Twenty uploads of 60 KB, each sending a byte every 100 ms (below the
+/// minimum rate), opened again when the server cuts them off.
+fn slow_uploads(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
+    let head = b"POST /upload HTTP/1.1\r\nHost: s\r\nContent-Length: 60000\r\n\r\n";
+    let mut uploads: Vec<Option<TcpStream>> = (0..20).map(|_| None).collect();
+    while !stop.load(Ordering::Relaxed) {
+        for upload in &mut uploads {
+            if upload.is_none() {
+                *upload = TcpStream::connect(addr)
+                    .ok()
+                    .filter(|mut s| s.write_all(head).is_ok());
+            }
+            if let Some(stream) = upload {
+                if stream.write_all(b"u").is_err() {
+                    counts.slow_uploads_cut.fetch_add(1, Ordering::Relaxed);
+                    *upload = None;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every 2 s, 200 whole requests whose clients close at once.
+fn dead_requests(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
+    while !stop.load(Ordering::Relaxed) {
+        for n in 0..200 {
+            if let Ok(mut stream) = TcpStream::connect(addr) {
+                let request =
+                    format!("POST /ok/{n} HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n");
+                if stream.write_all(request.as_bytes()).is_ok() {
+                    counts.dead_sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        for _ in 0..20 {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A fresh `GET /health` every 50 ms, on a new connection; keeps how long
+/// each took.
+fn probe(addr: SocketAddr, stop: &AtomicBool, counts: &Counts) {
+    while !stop.load(Ordering::Relaxed) {
+        let asked = Instant::now();
+        let mut client = Client::connect(addr);
+        let status = client.request("GET /health HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n");
+        if status == 200 {
+            lock(&counts.probes).push(asked.elapsed());
+        } else {
+            counts.probe_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `p`-quantile (0 to 1) of the probes' latencies.
+fn probe_percentile(counts: &Counts, p: f64) -> Duration {
+    let mut latencies = lock(&counts.probes).clone();
+    latencies.sort();
+    let Some(last) = latencies.len().checked_sub(1) else {
+        return Duration::ZERO;
+    };
+    latencies[((last as f64) * p).round() as usize]
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn status(field: &str) -> u64 {

@@ -46,7 +46,11 @@ fn hold_the_worker(server: &TestServer) -> Raw {
 #[test]
 fn requests_whose_clients_have_gone_are_dropped_before_their_handler_runs() {
     let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
-    let server = TestServer::with_builder(support::hardened().workers(1), app(&release, &calls));
+    // Every request is checked (by default, only those that waited 10 ms).
+    let builder = support::hardened()
+        .workers(1)
+        .client_gone_check_after(Duration::ZERO);
+    let server = TestServer::with_builder(builder, app(&release, &calls));
     let mut busy = hold_the_worker(&server);
     // A hundred whole requests, whose clients close at once.
     for _ in 0..100 {
@@ -140,7 +144,10 @@ fn a_request_that_waited_past_the_queue_timeout_is_503_not_served_late() {
 #[test]
 fn a_burst_of_dead_requests_leaves_nothing_held_behind() {
     let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
-    let server = TestServer::with_builder(support::hardened().workers(1), app(&release, &calls));
+    let builder = support::hardened()
+        .workers(1)
+        .client_gone_check_after(Duration::ZERO);
+    let server = TestServer::with_builder(builder, app(&release, &calls));
     let mut busy = hold_the_worker(&server);
     for _ in 0..2000 {
         let mut gone = Raw::connect(server.addr());

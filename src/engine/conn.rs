@@ -686,8 +686,10 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// Takes a connection with a whole request out of the work queue. The
     /// request is not served when it waited past the queue timeout (`503`),
-    /// when its client has gone meanwhile (dropped unanswered, counted), or
-    /// when its head is refused (answered here): then `None`.
+    /// when its client has gone meanwhile (dropped unanswered, counted;
+    /// looked at, with one peek, only after a wait: a request taken at once
+    /// costs no system call more), or when its head is refused (answered
+    /// here): then `None`.
     pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
         let now = Instant::now();
         conn.state = State::Serving;
@@ -713,7 +715,8 @@ impl Exchange {
                 return None;
             }
         };
-        if conn.client_gone() {
+        let waited = now.duration_since(conn.queued_at);
+        if waited >= conn.shared.limits.gone_check_after && conn.client_gone() {
             // Nobody would read the answer: the handler does not run.
             counters.client_gone();
             let head = &parsed.head;

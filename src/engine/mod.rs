@@ -448,6 +448,9 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_pending_requests: usize,
     /// How long a complete request may wait for a request worker.
     pub(crate) queue_timeout: Duration,
+    /// A request that waited this long for a worker is checked for a client
+    /// gone before its handler runs.
+    pub(crate) gone_check_after: Duration,
     pub(crate) write_timeout: Duration,
     /// Bytes per second a client must take of a response's rest; 0: no minimum.
     pub(crate) min_write_rate: u64,
@@ -472,6 +475,7 @@ impl Default for ConnectionLimits {
             max_body_buffer_bytes: 64 * 1024 * 1024,
             max_pending_requests: 4096,
             queue_timeout: Duration::from_secs(10),
+            gone_check_after: Duration::from_millis(10),
             write_timeout: Duration::from_secs(30),
             min_write_rate: 1024,
             max_connections: None,
