@@ -42,7 +42,6 @@ pub fn handle(method: &str, target: &str, body: &[u8]) {
     let counters = crate::stats::Counters::new(1);
     let mut headers = crate::Headers::new();
     headers.insert("Content-Type", "application/json");
-    let mut reader: &[u8] = body;
     APP.with(|app| {
         let mut request = Request::new(crate::request::RequestInit {
             method: Method::from_token(method),
@@ -50,7 +49,7 @@ pub fn handle(method: &str, target: &str, body: &[u8]) {
             headers,
             remote_addr: None,
             request_id: Arc::from("fuzz"),
-            body: &mut reader,
+            body: crate::engine::BodySource::Bytes(body.to_vec()),
             declared_length: Some(body.len() as u64),
             body_limit: 64 * 1024,
             tasks: BackgroundTasks::new(
@@ -65,4 +64,16 @@ pub fn handle(method: &str, target: &str, body: &[u8]) {
         let _: Result<Query<Numbers>, HttpError> = request.extract();
         let _: Result<Query<(String, bool)>, HttpError> = request.extract();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each fuzz entry point on a few inputs: compiled and run in every test
+    /// run, not only under `cargo fuzz`.
+    #[test]
+    fn the_fuzz_entry_points_take_any_input() {
+        super::request_head(b"\x05POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok");
+        super::handle("POST", "/items", br#"["a", 1.5, ["b"]]"#);
+        super::handle("GET", "/search?q=%ZZ&n=-1", b"\xff");
+    }
 }

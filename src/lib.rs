@@ -200,7 +200,7 @@ pub use crate::tasks::{BackgroundTask, BackgroundTasks, IntoTaskResult};
 
 /// Entry points for the `cargo fuzz` targets in `fuzz/`; built only with
 /// `--cfg fuzzing`, which `cargo fuzz` sets. Not part of the API.
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
 
