@@ -169,6 +169,7 @@ mod state;
 mod stats;
 mod tasks;
 pub mod testing;
+mod unwind;
 
 pub use crate::engine::Engine;
 pub use crate::error::Error;

@@ -619,6 +619,12 @@ impl BackgroundPool {
     /// if any, are discarded and logged when they return, after this line).
     /// No task is logged as not run between the reading and the line.
     pub(crate) fn finish_report(&self, report: &mut ShutdownReport) {
+        if self.inner.state.abandoned.load(Ordering::SeqCst) {
+            // A batch a sender handed over as the queue was abandoned (the
+            // sweep came between its look and its send): discarded now, so
+            // that the report counts it.
+            self.sweep();
+        }
         let counters = &self.inner.state.counters;
         counters.with_not_run(|kept| {
             let (spilled, not_run) = kept.iter().cloned().partition(|task| task.spilled);
@@ -672,12 +678,18 @@ impl BackgroundPool {
         still_running
     }
 
-    /// Empties the queue, discarding what it held.
+    /// Empties the queue, discarding the batches it held; the workers'
+    /// `Stop`s it finds go back in.
     fn sweep(&self) {
+        let mut stops = 0;
         while let Ok(delivery) = self.inner.receiver.try_recv() {
-            if let Delivery::Run(batch) = delivery {
-                batch.discard(DEADLINE_PASSED);
+            match delivery {
+                Delivery::Run(batch) => drop(batch.discard(DEADLINE_PASSED)),
+                Delivery::Stop => stops += 1,
             }
+        }
+        for _ in 0..stops {
+            let _ = self.inner.sender.try_send(Delivery::Stop);
         }
     }
 }
@@ -739,17 +751,24 @@ fn send_blocking(sender: &Sender<Delivery>, batch: Batch, state: &PoolState) {
         // dropping the batch discards its tasks, logged and counted.
         Err(TrySendError::Disconnected(_)) => return,
     };
-    let mut select = crossbeam_channel::Select::new();
-    let send = select.send(sender);
-    select.recv(&state.given_up);
-    let operation = select.select();
-    if operation.index() == send {
-        // An error (disconnected) drops the batch: discarded, logged, counted.
-        let _ = operation.send(sender, delivery);
-    } else {
-        let _ = operation.recv(&state.given_up);
-        if let Delivery::Run(batch) = delivery {
-            batch.discard(DEADLINE_PASSED);
+    let mut delivery = delivery;
+    loop {
+        // Room, or the pool has given up: whichever comes first (the flags
+        // are looked at again, as both may be ready at once).
+        let mut select = crossbeam_channel::Select::new();
+        select.send(sender);
+        select.recv(&state.given_up);
+        select.ready();
+        if state.stopped.load(Ordering::SeqCst) || state.abandoned.load(Ordering::SeqCst) {
+            if let Delivery::Run(batch) = delivery {
+                batch.discard(DEADLINE_PASSED);
+            }
+            return;
+        }
+        match sender.try_send(delivery) {
+            // Disconnected drops the batch: discarded, logged, counted.
+            Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(returned)) => delivery = returned,
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::block_on::block_on;
 use crate::jobs::{EnqueueError, Job, JobId, JobMode, JobRunner, JobStep, Jobs};
 use crate::stats::{Counters, TaskInfo, TaskOutcome};
+use crate::unwind::panic_message;
 
 /// What a background task may return: `()`, or `Result<(), E>` where `E: Display`.
 ///
@@ -219,17 +220,6 @@ impl fmt::Debug for BackgroundTask {
         f.debug_struct("BackgroundTask")
             .field("name", &self.name.to_string())
             .finish_non_exhaustive()
-    }
-}
-
-/// The text of a panic payload, when it has one.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(non-string panic payload)"
     }
 }
 

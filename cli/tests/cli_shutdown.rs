@@ -147,7 +147,12 @@ fn the_shutdown_summary_counts_exactly_what_was_logged_and_no_2xx_after_the_dead
     );
     // Only requests still in flight at the report may discard tasks later.
     if summary.contains("; 0 requests still in flight") {
-        assert_eq!(discarded(&lines[at..]), 0, "discarded after the report");
+        assert_eq!(
+            discarded(&lines[at..]),
+            0,
+            "discarded after the report:\n{}",
+            lines[at..].join("\n")
+        );
     }
     let exit_line = lines
         .iter()

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::builtin::{client_key, EngineState};
-use super::conn::{closing_answer, Conn, Step};
+use super::answer::closing_answer;
+use super::conn::{Conn, Shared, Step};
 use super::slots::Slot;
+use super::state::{client_key, Timer};
 use crate::http_error::HttpError;
 use crate::response::IntoResponse;
 
@@ -42,14 +43,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// Connections accepted per turn, at most; the rest wait for the next turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
-/// A timer entry: when, which slot, which connection in it.
-pub(super) type Timer = Reverse<(Instant, usize, u64)>;
-
 /// The event loop's own state; everything else is in [`EngineState`].
 pub(super) struct EventLoop {
     poll: Poll,
     listener: TcpListener,
-    shared: Arc<EngineState>,
+    shared: Arc<Shared>,
     timers: Timers,
     generation: u64,
     /// When to accept again, after running out of descriptors.
@@ -58,7 +56,7 @@ pub(super) struct EventLoop {
 }
 
 impl EventLoop {
-    pub(super) fn new(poll: Poll, listener: TcpListener, shared: Arc<EngineState>) -> EventLoop {
+    pub(super) fn new(poll: Poll, listener: TcpListener, shared: Arc<Shared>) -> EventLoop {
         EventLoop {
             poll,
             listener,
@@ -251,7 +249,7 @@ struct Timers {
 
 impl Timers {
     /// Makes sure the timer looks at the slot's connection by its deadline.
-    fn keep(&mut self, guard: &mut MutexGuard<'_, Slot>) {
+    fn keep(&mut self, guard: &mut MutexGuard<'_, Slot<Conn>>) {
         let Slot::Here(conn) = &mut **guard else {
             return;
         };
@@ -268,9 +266,9 @@ impl Timers {
 /// waits on readiness it has not read or written to exhaustion, so it
 /// must be registered again for an edge already there to be reported.
 fn apply(
-    shared: &EngineState,
+    shared: &Shared,
     timers: &mut Timers,
-    mut guard: MutexGuard<'_, Slot>,
+    mut guard: MutexGuard<'_, Slot<Conn>>,
     step: Step,
     rearm: bool,
 ) {
@@ -317,10 +315,11 @@ fn apply(
 
 /// Answers a connection beyond a cap `503` at once and closes it, rather
 /// than leave the client waiting; without lingering: the loop moves on.
-fn busy(shared: &EngineState, mut stream: TcpStream, detail: &str, now: Instant) {
+fn busy(shared: &Shared, mut stream: TcpStream, detail: &str, now: Instant) {
     let response = HttpError::new(503, detail.to_owned())
         .with_header("Retry-After", "1")
         .into_response();
-    let _ = stream.write(&closing_answer(shared, response, None, now));
+    let answer = closing_answer(&shared.counters, &shared.ids, response, None, now);
+    let _ = stream.write(&answer);
     let _ = stream.shutdown(Shutdown::Write);
 }

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 
 use super::body::{Chunk, Framing};
-use super::{ConnectionLimits, Head};
+use super::limits::ConnectionLimits;
+use super::parts::Head;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
 use crate::method::Method;
@@ -189,7 +190,7 @@ fn interpret(
         }
         headers.append_received(field.name, value.into_owned());
     }
-    super::check_host(&headers, http10)?;
+    check_host(&headers, http10)?;
     if chunked && content_length.is_some() {
         return Err(bad("both Transfer-Encoding and Content-Length"));
     }
@@ -226,6 +227,58 @@ fn interpret(
         keep_alive,
         expect_continue: expect_continue && !matches!(framing, Framing::Done),
     })
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, an HTTP/1.0 one
+/// at most one; its value is `host[:port]` (empty is allowed: a target with
+/// no authority). Anything else is `400`.
+pub(crate) fn check_host(headers: &Headers, http10: bool) -> Result<(), HttpError> {
+    let mut hosts = headers.get_all("Host");
+    let bad = |detail: &str| Err(HttpError::new(400, detail.to_owned()));
+    match (hosts.next(), hosts.next()) {
+        (None, _) if http10 => Ok(()),
+        (None, _) => bad("an HTTP/1.1 request needs a Host header"),
+        (Some(_), Some(_)) => bad("more than one Host header"),
+        (Some(value), None) if is_valid_host(value.trim_matches([' ', '\t'])) => Ok(()),
+        (Some(_), None) => bad("invalid Host header"),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986): an IP literal in brackets, or
+/// registered-name characters; the port all digits.
+fn is_valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((literal, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let literal_ok = !literal.is_empty()
+            && literal.bytes().all(|b| {
+                b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_unreserved_or_sub_delim(b)
+            });
+        if !literal_ok {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("", port),
+                None => return false,
+            },
+        }
+    } else {
+        match value.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            None => (value, ""),
+        }
+    };
+    let host_ok = host
+        .bytes()
+        .all(|b| b == b'%' || is_unreserved_or_sub_delim(b));
+    host_ok && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
 }
 
 #[cfg(test)]

@@ -1,90 +1,62 @@
-//! The descriptor limit, and the connection cap that follows it by default.
-//!
-//! The crate's only `unsafe`: std has no call to read or raise a resource
-//! limit, so `getrlimit` and `setrlimit` are called through `libc`.
+//! The limits and timeouts of our engine's connections, as the
+//! [`ServerBuilder`](crate::ServerBuilder) sets them.
 
-#![allow(unsafe_code)]
+use std::time::Duration;
 
-/// The cap is at most this, whatever the descriptor limit.
-pub(super) const MOST: u64 = 1 << 20;
-
-/// The connection cap: `max_connections` when set, else the descriptor limit
-/// less a reserve for everything else the process opens (an eighth, 16 to
-/// 1,024 descriptors), so that a connection beyond the cap can still be
-/// accepted and answered `503`. Either way the descriptor limit is raised to
-/// its hard limit first, where allowed.
-pub(crate) fn max_connections(set: Option<usize>) -> usize {
-    let descriptors = raise_descriptor_limit().unwrap_or(1024);
-    if let Some(set) = set {
-        return set;
-    }
-    let reserve = (descriptors / 8).clamp(16, 1024);
-    let cap = descriptors.saturating_sub(reserve).clamp(16, MOST);
-    usize::try_from(cap).unwrap_or(usize::MAX)
+/// Per-connection limits and timeouts, set on the
+/// [`ServerBuilder`](crate::ServerBuilder), which documents each.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionLimits {
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    /// For a whole request body, from the end of its head.
+    pub(crate) body_timeout: Duration,
+    /// Bytes per second a client must send of a body; 0: no minimum.
+    pub(crate) min_body_rate: u64,
+    /// The largest body (the server's `max_body_bytes`).
+    pub(crate) max_body_bytes: usize,
+    /// Bytes of bodies the engine holds at most, all connections together.
+    pub(crate) max_body_buffer_bytes: u64,
+    /// Complete requests waiting for a request worker, at most.
+    pub(crate) max_pending_requests: usize,
+    /// How long a complete request may wait for a request worker.
+    pub(crate) queue_timeout: Duration,
+    /// A request that waited this long for a worker is checked for a client
+    /// gone before its handler runs.
+    pub(crate) gone_check_after: Duration,
+    pub(crate) write_timeout: Duration,
+    /// Bytes per second a client must take of a response's rest; 0: no minimum.
+    pub(crate) min_write_rate: u64,
+    /// `None`: from the descriptor limit ([`limits::max_connections`]).
+    pub(crate) max_connections: Option<usize>,
+    /// Connections one client address may hold at once; `None`: no limit.
+    pub(crate) max_connections_per_client: Option<usize>,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) tcp_nodelay: bool,
+    pub(crate) listen_backlog: u32,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, where the system allows
-/// it, and returns the soft limit now in force (`None`: unknown).
-#[cfg(unix)]
-pub(crate) fn raise_descriptor_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` through the pointer it is given,
-    // here to a live, aligned, writable value on our stack; nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads one `rlimit` through the pointer it is
-        // given, here to a live, aligned value on our stack. Raising the
-        // soft limit up to the hard one is always permitted (macOS refuses
-        // more than OPEN_MAX: then the call fails and nothing changes).
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = limit.rlim_max;
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            max_body_bytes: 1024 * 1024,
+            max_body_buffer_bytes: 64 * 1024 * 1024,
+            max_pending_requests: 4096,
+            queue_timeout: Duration::from_secs(10),
+            gone_check_after: Duration::from_millis(10),
+            write_timeout: Duration::from_secs(30),
+            min_write_rate: 1024,
+            max_connections: None,
+            max_connections_per_client: None,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            tcp_nodelay: true,
+            listen_backlog: 1024,
         }
-    }
-    // `rlim_t` is u64 on Linux, but not on every Unix.
-    #[allow(clippy::useless_conversion)]
-    u64::try_from(limit.rlim_cur).ok()
-}
-
-#[cfg(not(unix))]
-pub(crate) fn raise_descriptor_limit() -> Option<u64> {
-    None
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    use super::*;
-
-    #[test]
-    // `rlim_t` is u64 on Linux, but not on every Unix.
-    #[allow(clippy::useless_conversion)]
-    fn the_default_cap_follows_the_raised_descriptor_limit() {
-        let soft = raise_descriptor_limit().expect("getrlimit");
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: as in `raise_descriptor_limit`.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        assert_eq!(u64::from(limit.rlim_cur), soft);
-        if limit.rlim_max != libc::RLIM_INFINITY {
-            assert_eq!(limit.rlim_cur, limit.rlim_max, "raised to the hard limit");
-        }
-        let cap = max_connections(None) as u64;
-        assert!(
-            cap < soft && cap + 1024 >= soft.min(MOST),
-            "{cap} of {soft}"
-        );
     }
 }

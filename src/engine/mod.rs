@@ -29,28 +29,38 @@
 //! `Headers`, `Method` and `Counters`; the rest sees it only through
 //! `Engine`, `Listener`, `Next`, `Head` and `Exchange`.
 
+mod answer;
 mod body;
 mod buffer;
 mod builtin;
 mod conn;
+mod descriptors;
 mod event_loop;
+mod exchange;
+#[cfg(any(fuzzing, test))]
+mod fuzz;
 mod head;
-pub(crate) mod limits;
+mod limits;
+mod parts;
+mod protocol;
+mod queue;
 mod slots;
+mod state;
 #[cfg(feature = "tiny-http")]
 mod tiny;
 mod wire;
 
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::access::{self, RequestIds};
-use crate::headers::Headers;
-use crate::http_error::HttpError;
-use crate::method::Method;
+pub(crate) use self::answer::answered_unhandled;
+#[cfg(any(fuzzing, test))]
+pub(crate) use self::fuzz::fuzz_request;
+pub(crate) use self::limits::ConnectionLimits;
+pub(crate) use self::parts::{BodySource, Head};
+use crate::access::RequestIds;
 use crate::response::Response;
 use crate::stats::Counters;
 
@@ -164,9 +174,15 @@ impl Listener {
     /// Blocks until a request arrives or [`wake_one`](Self::wake_one) is called.
     pub(crate) fn next(&self) -> Next {
         match self {
-            Listener::Builtin(listener) => listener.next(),
+            Listener::Builtin(listener) => match listener.next() {
+                Some(exchange) => Next::Request(Exchange::Builtin(exchange)),
+                None => Next::Woken,
+            },
             #[cfg(feature = "tiny-http")]
-            Listener::TinyHttp(listener) => listener.next(),
+            Listener::TinyHttp(listener) => match listener.next() {
+                Some(exchange) => Next::Request(Exchange::TinyHttp(exchange)),
+                None => Next::Woken,
+            },
         }
     }
 
@@ -181,84 +197,6 @@ impl Listener {
     }
 }
 
-/// Counts and logs an answer given without a handler (by the engine itself,
-/// or by the server's refuser during shutdown), and gives it a request id:
-/// the client's `X-Request-Id` when a head was read and it is sane, else a
-/// new one.
-///
-/// Architecture invariant: every answer is counted and logged: here, or in
-/// `server::worker::handle` for the requests handlers see.
-pub(crate) fn answered_unhandled(
-    counters: &Counters,
-    ids: &RequestIds,
-    head: Option<&Head>,
-    response: &mut Response,
-    started: std::time::Instant,
-) {
-    let request_id = ids.for_request(head.and_then(|h| h.headers.get("X-Request-Id")));
-    response
-        .headers_mut()
-        .set("X-Request-Id".into(), request_id.to_string().into());
-    let status = response.status();
-    counters.responding(status);
-    match head {
-        Some(head) => access::log(&head.method, &head.target, status, started, &request_id, 0),
-        None => access::log(&"-", "-", status, started, &request_id, 0),
-    }
-}
-
-/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, an HTTP/1.0 one
-/// at most one; its value is `host[:port]` (empty is allowed: a target with
-/// no authority). Anything else is `400`.
-pub(crate) fn check_host(headers: &Headers, http10: bool) -> Result<(), HttpError> {
-    let mut hosts = headers.get_all("Host");
-    let bad = |detail: &str| Err(HttpError::new(400, detail.to_owned()));
-    match (hosts.next(), hosts.next()) {
-        (None, _) if http10 => Ok(()),
-        (None, _) => bad("an HTTP/1.1 request needs a Host header"),
-        (Some(_), Some(_)) => bad("more than one Host header"),
-        (Some(value), None) if is_valid_host(value.trim_matches([' ', '\t'])) => Ok(()),
-        (Some(_), None) => bad("invalid Host header"),
-    }
-}
-
-/// `uri-host [ ":" port ]` (RFC 3986): an IP literal in brackets, or
-/// registered-name characters; the port all digits.
-fn is_valid_host(value: &str) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
-        let Some((literal, after)) = rest.split_once(']') else {
-            return false;
-        };
-        let literal_ok = !literal.is_empty()
-            && literal.bytes().all(|b| {
-                b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_unreserved_or_sub_delim(b)
-            });
-        if !literal_ok {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => ("", port),
-                None => return false,
-            },
-        }
-    } else {
-        match value.rsplit_once(':') {
-            Some((host, port)) => (host, port),
-            None => (value, ""),
-        }
-    };
-    let host_ok = host
-        .bytes()
-        .all(|b| b == b'%' || is_unreserved_or_sub_delim(b));
-    host_ok && port.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_unreserved_or_sub_delim(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
-}
-
 /// What [`Listener::next`] returns.
 // Returned once per request and matched at once; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
@@ -271,7 +209,7 @@ pub(crate) enum Next {
 
 /// One request and the means to answer it, from whichever engine read it.
 pub(crate) enum Exchange {
-    Builtin(conn::Exchange),
+    Builtin(exchange::Exchange),
     #[cfg(feature = "tiny-http")]
     TinyHttp(tiny::TinyExchange),
 }
@@ -324,213 +262,6 @@ impl Exchange {
                 let sent = exchange.respond(response);
                 then();
                 sent
-            }
-        }
-    }
-}
-
-/// Reads `bytes` as the event loop reads a connection: in pieces into a
-/// pooled [`buffer::Buffer`], blank lines before the head skipped (and
-/// counted toward its limit), the head's end searched piece by piece, up to
-/// the head size limit; then parses the head and decodes its body piece by
-/// piece, as the loop does. What the fuzz target `request_head` drives.
-/// Never panics, whatever the input, and finds what a reading of the whole
-/// input at once finds.
-#[cfg(any(fuzzing, test))]
-pub(crate) fn fuzz_request(bytes: &[u8]) {
-    use std::io::Read;
-
-    /// Gives `rest` out `step` bytes at a time, as a socket might.
-    struct Pieces<'a> {
-        rest: &'a [u8],
-        step: usize,
-    }
-    impl Read for Pieces<'_> {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            let n = self.step.min(out.len()).min(self.rest.len());
-            out[..n].copy_from_slice(&self.rest[..n]);
-            self.rest = &self.rest[n..];
-            Ok(n)
-        }
-    }
-
-    let limits = ConnectionLimits::default();
-    let max = limits.max_header_bytes;
-    let step = 1 + usize::from(bytes.first().copied().unwrap_or(0)) * 97;
-    let mut source = Pieces { rest: bytes, step };
-    let pool = buffer::Pool::default();
-    let mut buf = buffer::Buffer::default();
-    let (mut skipped, mut searched) = (0, 0);
-    let end = loop {
-        if searched == 0 {
-            skipped += buf.skip_blank_lines();
-        }
-        if skipped > max {
-            return;
-        }
-        let end = head::head_end(buf.filled(), searched);
-        if end.is_some() || buf.len() > max {
-            break end;
-        }
-        searched = buf.len();
-        match buf.read_from(&mut source, &pool, max + 1) {
-            Ok(0) | Err(_) => break None,
-            Ok(_) => {}
-        }
-    };
-    // The buffer holds the input's bytes, in order, and the end found in
-    // pieces is the end found in those bytes whole.
-    let held = &bytes[skipped..skipped + buf.len()];
-    assert_eq!(buf.filled(), held, "pieces of {step} bytes");
-    assert_eq!(end, head::head_end(held, 0), "pieces of {step} bytes");
-    let Some(end) = end.filter(|&end| end <= max) else {
-        return;
-    };
-    let Ok(request) = head::parse_head(&buf.filled()[..end], None, &limits) else {
-        return;
-    };
-    if request.framing != body::Framing::Done {
-        assert!(head::may_have_body(&buf.filled()[..end]), "a body unseen");
-    }
-    buf.consume(end);
-    let after_head = skipped + end;
-    // The body decoded whole...
-    let mut whole = request.framing;
-    let mut expected = Vec::new();
-    let whole_result = whole.decode(&bytes[after_head..], &mut expected, limits.max_body_bytes);
-    // ...and in pieces, out of the same buffer as the loop's.
-    let mut framing = request.framing;
-    let mut decoded = Vec::new();
-    let mut used = 0;
-    let result = loop {
-        match framing.decode(buf.filled(), &mut decoded, limits.max_body_bytes) {
-            Err(error) => break Err(error),
-            Ok(n) => {
-                buf.consume(n);
-                used += n;
-            }
-        }
-        if framing.is_done() {
-            break Ok(used);
-        }
-        match buf.read_from(&mut source, &pool, buffer::BUFFER_SIZE) {
-            Ok(0) | Err(_) => break Ok(used),
-            Ok(_) => {}
-        }
-    };
-    match (whole_result, result) {
-        (Ok(n), Ok(m)) if whole.is_done() => {
-            assert!(framing.is_done(), "pieces of {step} bytes");
-            assert_eq!((n, &expected), (m, &decoded), "pieces of {step} bytes");
-        }
-        // Cut short: the pieces got as far as the whole did.
-        (Ok(_), Ok(_)) => assert_eq!(expected, decoded, "pieces of {step} bytes"),
-        (Err(a), Err(b)) => assert_eq!(a, b, "pieces of {step} bytes"),
-        (a, b) => panic!("whole {a:?}, pieces {b:?} (pieces of {step} bytes)"),
-    }
-}
-
-/// Per-connection limits and timeouts, set on the
-/// [`ServerBuilder`](crate::ServerBuilder), which documents each.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionLimits {
-    pub(crate) header_timeout: Duration,
-    pub(crate) idle_timeout: Duration,
-    /// For a whole request body, from the end of its head.
-    pub(crate) body_timeout: Duration,
-    /// Bytes per second a client must send of a body; 0: no minimum.
-    pub(crate) min_body_rate: u64,
-    /// The largest body (the server's `max_body_bytes`).
-    pub(crate) max_body_bytes: usize,
-    /// Bytes of bodies the engine holds at most, all connections together.
-    pub(crate) max_body_buffer_bytes: u64,
-    /// Complete requests waiting for a request worker, at most.
-    pub(crate) max_pending_requests: usize,
-    /// How long a complete request may wait for a request worker.
-    pub(crate) queue_timeout: Duration,
-    /// A request that waited this long for a worker is checked for a client
-    /// gone before its handler runs.
-    pub(crate) gone_check_after: Duration,
-    pub(crate) write_timeout: Duration,
-    /// Bytes per second a client must take of a response's rest; 0: no minimum.
-    pub(crate) min_write_rate: u64,
-    /// `None`: from the descriptor limit ([`limits::max_connections`]).
-    pub(crate) max_connections: Option<usize>,
-    /// Connections one client address may hold at once; `None`: no limit.
-    pub(crate) max_connections_per_client: Option<usize>,
-    pub(crate) max_header_bytes: usize,
-    pub(crate) max_headers: usize,
-    pub(crate) tcp_nodelay: bool,
-    pub(crate) listen_backlog: u32,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> ConnectionLimits {
-        ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(30),
-            min_body_rate: 1024,
-            max_body_bytes: 1024 * 1024,
-            max_body_buffer_bytes: 64 * 1024 * 1024,
-            max_pending_requests: 4096,
-            queue_timeout: Duration::from_secs(10),
-            gone_check_after: Duration::from_millis(10),
-            write_timeout: Duration::from_secs(30),
-            min_write_rate: 1024,
-            max_connections: None,
-            max_connections_per_client: None,
-            max_header_bytes: 16 * 1024,
-            max_headers: 64,
-            tcp_nodelay: true,
-            listen_backlog: 1024,
-        }
-    }
-}
-
-/// A request's body as its engine gives it.
-#[cfg_attr(not(feature = "tiny-http"), allow(dead_code))]
-pub(crate) enum BodySource<'a> {
-    /// Read whole, and checked against the body limit.
-    Bytes(Vec<u8>),
-    /// To read (once, up to the limit).
-    Reader(&'a mut dyn Read),
-}
-
-/// The parts of a request that are read before its body.
-#[derive(Debug)]
-pub(crate) struct Head {
-    pub(crate) method: Method,
-    /// The request target as sent: path and optional `?query`, still percent-encoded.
-    pub(crate) target: String,
-    pub(crate) headers: Headers,
-    pub(crate) remote_addr: Option<SocketAddr>,
-    /// The declared body length, when the client sent `Content-Length`.
-    pub(crate) content_length: Option<u64>,
-}
-
-#[cfg(test)]
-mod tests {
-    /// The fuzz target's property on a few inputs of each kind, so that it
-    /// is compiled and holds in every test run, not only under `cargo fuzz`.
-    #[test]
-    fn reading_in_pieces_finds_what_reading_whole_finds() {
-        let inputs: [&[u8]; 8] = [
-            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-            b"\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n",
-            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nT: 1\r\n\r\n",
-            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nshort",
-            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
-            b"\x00\xff garbage\r\n\r\n",
-            b"",
-        ];
-        for input in inputs {
-            for first in [0u8, 1, 5, 200] {
-                let mut bytes = vec![first];
-                bytes.extend_from_slice(input);
-                super::fuzz_request(&bytes[1..]);
-                super::fuzz_request(&bytes);
             }
         }
     }

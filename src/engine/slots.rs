@@ -1,5 +1,6 @@
 //! The connection table: one slot per open connection, indexed by its
-//! `mio` token. A connection lives in its slot while the event loop waits on
+//! `mio` token, over the connection type `C` (this file knows nothing of
+//! connections but that they are boxed). A connection lives in its slot while the event loop waits on
 //! it, and is taken out while a request worker serves it; the worker puts it
 //! back and re-arms it itself, so a kept-alive connection needs no message to
 //! the loop.
@@ -7,17 +8,15 @@
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use super::conn::Conn;
-
 /// Slots are allocated in chunks of this many, when first needed: an empty
 /// server holds none.
 const CHUNK: usize = 1024;
 
 /// What a slot holds.
-pub(super) enum Slot {
+pub(super) enum Slot<C> {
     Vacant,
     /// Waiting on the event loop.
-    Here(Box<Conn>),
+    Here(Box<C>),
     /// With a request worker (or in the queue to one): its generation, and
     /// when the loop's live timer entry for it fires (`None`: it has fired,
     /// and the worker that puts the connection back asks for a new one).
@@ -28,11 +27,11 @@ pub(super) enum Slot {
 }
 
 /// [`CHUNK`] slots.
-type Chunk = Box<[Mutex<Slot>]>;
+type Chunk<C> = Box<[Mutex<Slot<C>>]>;
 
 /// Every slot, and which are free.
-pub(super) struct Slots {
-    chunks: Box<[OnceLock<Chunk>]>,
+pub(super) struct Slots<C> {
+    chunks: Box<[OnceLock<Chunk<C>>]>,
     free: Mutex<Free>,
 }
 
@@ -43,9 +42,9 @@ struct Free {
     unused: usize,
 }
 
-impl Slots {
+impl<C> Slots<C> {
     /// Room for `capacity` connections at once.
-    pub(super) fn new(capacity: usize) -> Slots {
+    pub(super) fn new(capacity: usize) -> Slots<C> {
         let chunks = capacity.div_ceil(CHUNK).max(1);
         Slots {
             chunks: (0..chunks).map(|_| OnceLock::new()).collect(),
@@ -73,7 +72,7 @@ impl Slots {
     }
 
     /// The slot at `index`, locked; `None` for one never allocated.
-    pub(super) fn lock(&self, index: usize) -> Option<MutexGuard<'_, Slot>> {
+    pub(super) fn lock(&self, index: usize) -> Option<MutexGuard<'_, Slot<C>>> {
         let chunk = self.chunks.get(index / CHUNK)?.get()?;
         Some(
             chunk[index % CHUNK]

@@ -22,7 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{wire, BodySource, ConnectionLimits, Exchange, Head, Next};
+use super::answer::answered_unhandled;
+use super::head::check_host;
+use super::limits::ConnectionLimits;
+use super::parts::{BodySource, Head};
+use super::wire;
 use crate::access::RequestIds;
 use crate::headers::Headers;
 use crate::http_error::HttpError;
@@ -49,7 +53,7 @@ impl TinyListener {
         counters: Arc<Counters>,
         ids: Arc<RequestIds>,
     ) -> io::Result<TinyListener> {
-        let listener = super::builtin::listen(address, limits.listen_backlog)?;
+        let listener = super::state::listen(address, limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
         let server = tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?;
         Ok(TinyListener {
@@ -64,17 +68,18 @@ impl TinyListener {
         self.local_addr
     }
 
-    pub(crate) fn next(&self) -> Next {
+    /// Blocks until a request arrives (`Some`) or a wake-up (`None`).
+    pub(crate) fn next(&self) -> Option<TinyExchange> {
         loop {
             match self.server.recv() {
                 Ok(request) => {
                     if let Some(exchange) = self.checked(request) {
-                        return Next::Request(Exchange::TinyHttp(exchange));
+                        return Some(exchange);
                     }
                 }
                 Err(e) => {
                     log_unless_woken(&e);
-                    return Next::Woken;
+                    return None;
                 }
             }
         }
@@ -86,18 +91,12 @@ impl TinyListener {
         let started = Instant::now();
         let http10 = request.http_version().0 == 1 && request.http_version().1 == 0;
         let exchange = TinyExchange::new(request);
-        match super::check_host(&exchange.head.headers, http10) {
+        match check_host(&exchange.head.headers, http10) {
             Ok(()) => Some(exchange),
             Err(refusal) => {
                 let mut response = refusal.into_response();
                 let (counters, ids) = (&self.counters, &self.ids);
-                super::answered_unhandled(
-                    counters,
-                    ids,
-                    Some(&exchange.head),
-                    &mut response,
-                    started,
-                );
+                answered_unhandled(counters, ids, Some(&exchange.head), &mut response, started);
                 let _ = exchange.respond(response);
                 None
             }

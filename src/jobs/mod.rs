@@ -315,7 +315,7 @@ impl JobSpec {
         }))
         .unwrap_or_else(|panic| {
             Err(Failure {
-                message: format!("panicked: {}", crate::tasks::panic_message(panic.as_ref())),
+                message: format!("panicked: {}", crate::unwind::panic_message(panic.as_ref())),
                 retry: true,
             })
         })

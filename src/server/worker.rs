@@ -14,7 +14,8 @@ use crate::method::Method;
 use crate::request::{Request, RequestInit};
 use crate::response::{IntoResponse, Response};
 use crate::routing::Routed;
-use crate::tasks::{panic_message, BackgroundTasks};
+use crate::tasks::BackgroundTasks;
+use crate::unwind::panic_message;
 
 /// A request worker: takes requests until shutdown wakes it.
 pub(super) fn serve(shared: &ServerState) {
