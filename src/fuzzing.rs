@@ -40,7 +40,7 @@ pub fn handle(method: &str, target: &str, body: &[u8]) {
         static APP: App = app();
     }
     let counters = crate::stats::Counters::new(1);
-    let mut headers = crate::Headers::new();
+    let mut headers = crate::headers::Headers::new();
     headers.insert("Content-Type", "application/json");
     APP.with(|app| {
         let mut request = Request::new(crate::request::RequestInit {

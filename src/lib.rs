@@ -144,6 +144,7 @@
 #![deny(missing_docs)]
 
 mod access;
+mod background;
 mod block_on;
 mod de;
 mod engine;
@@ -171,6 +172,7 @@ mod tasks;
 pub mod testing;
 mod unwind;
 
+pub use crate::background::{BackgroundPool, BackgroundPoolBuilder};
 pub use crate::engine::Engine;
 pub use crate::error::Error;
 pub use crate::extract::{Dependency, Depends, Path, Query, RawBody};
@@ -185,9 +187,7 @@ pub use crate::jobs::{
 pub use crate::json::Json;
 pub use crate::method::Method;
 pub use crate::metrics::{metrics_handler, PROMETHEUS_CONTENT_TYPE};
-pub use crate::pool::{
-    BackgroundPool, BackgroundPoolBuilder, OnFull, ShutdownReport, DEFAULT_QUEUE_CAPACITY,
-};
+pub use crate::pool::{OnFull, ShutdownReport, DEFAULT_QUEUE_CAPACITY};
 pub use crate::request::{FromRequest, OptionalFromRequest, Request};
 pub use crate::response::{IntoResponse, Response};
 pub use crate::routing::App;

@@ -57,7 +57,11 @@ impl Response {
                 .with_body(body),
             Err(e) => {
                 log::error!("cannot serialize the response body as JSON: {e}");
-                crate::HttpError::new(500, "Internal Server Error").into_response()
+                // What `HttpError::internal` answers, written out: this file
+                // sits below `http_error.rs`.
+                Response::new(500)
+                    .with_static_header("Content-Type", "application/json")
+                    .with_body(&br#"{"detail":"Internal Server Error"}"#[..])
             }
         }
     }

@@ -114,7 +114,7 @@ pub(crate) enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TaskInfo {
-    /// The task's name (see [`BackgroundTask::named`]).
+    /// The task's name (see [`BackgroundTask::named`](crate::BackgroundTask::named)).
     pub name: String,
     /// The id of the request that added it.
     pub request_id: String,

@@ -162,7 +162,7 @@ impl TestServer {
     /// # Panics
     ///
     /// If the app registers no job.
-    pub fn jobs(&self) -> crate::Jobs {
+    pub fn jobs(&self) -> crate::jobs::Jobs {
         self.handle()
             .jobs()
             .expect("the app registers no job (App::job)")

@@ -91,7 +91,11 @@ fn the_shutdown_summary_counts_exactly_what_was_logged_and_no_2xx_after_the_dead
 ) {
     // Two slow background threads: the queue fills, requests pile up in
     // front of the request workers, and the deadline passes with much left.
+    // The builtin engine's queue to the request workers is what holds the
+    // requests whose handlers return after the deadline.
     let mut server = Afterward::start(&[
+        "--engine",
+        "builtin",
         "--notify-delay-ms",
         "20",
         "--background-workers",

@@ -2,9 +2,13 @@
 //! process (Redis Streams, with the `redis` feature): the runner hands it
 //! each job after the response, instead of running it on the pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Envelope, JobStatus};
+use super::envelope::Envelope;
+use super::status::JobStatus;
+use crate::error::Error;
+use crate::stats::Counters;
 
 /// Why [`Broker::try_send`] gave a job back.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -45,4 +49,16 @@ pub(crate) trait Broker: Send + Sync + 'static {
 
     /// The broker's own metrics, in the Prometheus text format.
     fn to_prometheus(&self) -> String;
+}
+
+/// Starts a broker, given the counters it reports to (the web server's).
+#[derive(Clone)]
+pub(crate) struct BrokerFactory(pub(crate) Arc<StartBroker>);
+
+type StartBroker = dyn Fn(Arc<Counters>) -> Result<Arc<dyn Broker>, Error> + Send + Sync;
+
+impl std::fmt::Debug for BrokerFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerFactory")
+    }
 }

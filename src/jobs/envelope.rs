@@ -212,6 +212,16 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
+/// A job that will not run again, as the dead-letter list keeps it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The job as it was last attempted.
+    pub envelope: Envelope,
+    /// The last attempt's error.
+    pub error: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,10 +48,11 @@ pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
 pub(crate) use self::producer::Producer;
 pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
 
+use crate::background::BackgroundPoolBuilder;
+use crate::error::Error;
+use crate::jobs::broker::BrokerFactory;
 use crate::jobs::{push_json_str, IdSource, JobState, JobStatus};
-use crate::pool::{BackgroundPoolBuilder, BrokerFactory};
 use crate::server::ServerBuilder;
-use crate::Error;
 
 /// Where Redis is and how the jobs are kept there.
 ///

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
 use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
+use crate::error::Error;
 use crate::jobs::broker::{Broker, Refused};
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
-use crate::Error;
 
 /// A job on its way to Redis.
 struct Outgoing {

@@ -13,10 +13,10 @@ use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::Value;
 
 use super::{now_ms, pending_count, Keys, RedisConfig, StatusWrite, StatusWrites};
+use crate::error::Error;
 use crate::jobs::{backoff, Envelope, Failure, Job, JobContext, JobSettings, Registry};
 use crate::routing::App;
 use crate::state::StateMap;
-use crate::Error;
 
 /// Moves the jobs now due from the delayed set to the stream, atomically
 /// (several workers may run it at once; a job moves once).

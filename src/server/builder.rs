@@ -75,9 +75,9 @@ pub(super) struct Config {
     pub(super) echo_errors: bool,
     pub(super) jobs: JobSettings,
     /// Where jobs go instead of the pool (`ServerBuilder::redis`).
-    pub(super) broker: Option<crate::pool::BrokerFactory>,
+    pub(super) broker: Option<crate::jobs::broker::BrokerFactory>,
     /// Where jobs go at the shutdown deadline (`ServerBuilder::redis_spill`).
-    pub(super) spill: Option<crate::pool::BrokerFactory>,
+    pub(super) spill: Option<crate::jobs::broker::BrokerFactory>,
 }
 
 impl Default for ServerBuilder {
@@ -374,14 +374,14 @@ impl ServerBuilder {
 
     /// Sends jobs to `broker` instead of the pool (`ServerBuilder::redis`).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn broker(mut self, broker: crate::pool::BrokerFactory) -> ServerBuilder {
+    pub(crate) fn broker(mut self, broker: crate::jobs::broker::BrokerFactory) -> ServerBuilder {
         self.config.broker = Some(broker);
         self
     }
 
     /// Spills jobs to `spill` at the shutdown deadline (`ServerBuilder::redis_spill`).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn spill(mut self, spill: crate::pool::BrokerFactory) -> ServerBuilder {
+    pub(crate) fn spill(mut self, spill: crate::jobs::broker::BrokerFactory) -> ServerBuilder {
         self.config.spill = Some(spill);
         self
     }
@@ -419,7 +419,7 @@ impl ServerBuilder {
     /// (the default), or, in tests, at once
     /// ([`Eager`](crate::JobMode::Eager)) or not at all
     /// ([`Capture`](crate::JobMode::Capture)).
-    pub fn job_mode(mut self, mode: crate::JobMode) -> ServerBuilder {
+    pub fn job_mode(mut self, mode: crate::jobs::JobMode) -> ServerBuilder {
         self.config.jobs.mode = mode;
         self
     }

@@ -18,10 +18,11 @@ pub use self::builder::{
 
 use self::builder::Config;
 use crate::access::RequestIds;
+use crate::background::BackgroundPool;
 use crate::engine::{Engine, Listener};
 use crate::error::Error;
 use crate::method::Method;
-use crate::pool::{BackgroundPool, OnFull, ShutdownReport};
+use crate::pool::{OnFull, ShutdownReport};
 use crate::routing::App;
 use crate::stats::{Counters, Stats};
 
@@ -332,7 +333,7 @@ impl ServerHandle {
 
     /// The jobs' statuses, dead letters and captured jobs, when the app
     /// registers jobs.
-    pub fn jobs(&self) -> Option<crate::Jobs> {
+    pub fn jobs(&self) -> Option<crate::jobs::Jobs> {
         self.running
             .as_ref()
             .and_then(|running| running.shared.pool.jobs())

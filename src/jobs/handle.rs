@@ -1,0 +1,86 @@
+//! [`Jobs`]: a server's (or pool's) jobs as an application reads them:
+//! statuses, dead letters, counts by type, captured jobs.
+
+use std::sync::Arc;
+
+use super::envelope::{DeadLetter, Envelope};
+use super::registry::OUTCOMES;
+use super::runner::JobRunner;
+use super::status::JobStatus;
+
+/// The jobs of a server: their statuses and dead letters. Take it as a
+/// handler argument (it is an extractor) to read them.
+#[derive(Clone)]
+pub struct Jobs {
+    pub(super) runner: Arc<JobRunner>,
+}
+
+impl Jobs {
+    pub(crate) fn new(runner: Arc<JobRunner>) -> Jobs {
+        Jobs { runner }
+    }
+
+    /// What is known of job `id` (statuses are kept for the last
+    /// [`status_capacity`](super::JobSettings::status_capacity) jobs; with Redis,
+    /// in Redis). `None` too when Redis cannot be asked (logged); see
+    /// [`lookup`](Self::lookup).
+    pub fn status(&self, id: &str) -> Option<JobStatus> {
+        self.lookup(id).unwrap_or_else(|error| {
+            log::warn!("job {id}: its status could not be read: {error}");
+            None
+        })
+    }
+
+    /// [`status`](Self::status), telling "unknown" (`Ok(None)`) from "could
+    /// not ask" (`Err`, the broker's error).
+    pub fn lookup(&self, id: &str) -> Result<Option<JobStatus>, String> {
+        match self.runner.broker() {
+            Some(broker) => broker.status(id),
+            None => Ok(self.runner.status(id)),
+        }
+    }
+
+    /// The dead jobs kept, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.runner.dead_letters()
+    }
+
+    /// Each registered job type's counts by outcome, as
+    /// `afterward_jobs_by_name_total{job, outcome}` in the Prometheus text
+    /// format (the metrics handler appends it to the server's).
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write;
+        let name = "afterward_jobs_by_name_total";
+        let mut out = self
+            .runner
+            .broker()
+            .map(|broker| broker.to_prometheus())
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "# HELP {name} Jobs by type and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
+        );
+        for (job, counts) in self.runner.registry().counts() {
+            // A label value escapes backslashes, quotes and line feeds.
+            let job = job
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            for (outcome, n) in OUTCOMES.iter().zip(counts) {
+                let _ = writeln!(out, "{name}{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+            }
+        }
+        out
+    }
+
+    /// The jobs enqueued so far in [`JobMode::Capture`](super::JobMode::Capture), in order.
+    pub fn captured(&self) -> Vec<Envelope> {
+        self.runner.captured()
+    }
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,62 @@
+//! Jobs as a web app meets them: the [`Jobs`] extractor, the ready-made
+//! status route ([`job_status_handler`]), and an enqueue's error as a
+//! response.
+
+use super::handle::Jobs;
+use super::job::EnqueueError;
+use crate::extract::Path;
+use crate::http_error::HttpError;
+use crate::request::{FromRequest, OptionalFromRequest, Request};
+use crate::response::{IntoResponse, Response};
+
+/// The server's jobs; a `500` if the app registers none.
+impl FromRequest for Jobs {
+    fn from_request(request: &mut Request<'_>) -> Result<Self, HttpError> {
+        request.background_tasks().jobs().ok_or_else(|| {
+            HttpError::internal("a handler asked for Jobs, but the app registers no job (App::job)")
+        })
+    }
+}
+
+/// `None` when the app registers no job.
+impl OptionalFromRequest for Jobs {
+    fn from_request_optional(request: &mut Request<'_>) -> Result<Option<Self>, HttpError> {
+        Ok(request.background_tasks().jobs())
+    }
+}
+
+/// A ready-made handler for `GET /jobs/{id}`: `200` with
+/// [`JobStatus::to_json`](super::JobStatus::to_json) (`{"id", "name", "status", "attempts", "error"?}`),
+/// or `404 {"detail"}` for an id the store does not know (never enqueued, or
+/// evicted). Responses say `Cache-Control: no-store`.
+///
+/// ```
+/// # use afterward::App;
+/// let app = App::new().get("/jobs/{id}", afterward::job_status_handler);
+/// # let _ = app;
+/// ```
+pub fn job_status_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
+    let response = match jobs.lookup(&id) {
+        Ok(Some(status)) => Response::json(&status.to_json()),
+        Ok(None) => HttpError::new(404, format!("no job with id {id}")).into_response(),
+        Err(error) => {
+            log::warn!("job {id}: its status could not be read: {error}");
+            HttpError::new(503, "job statuses are unavailable, try again later").into_response()
+        }
+    };
+    response.with_header("Cache-Control", "no-store")
+}
+
+/// A handler can `?` an enqueue: a `500` for a mistake of the program, with
+/// the reason logged; a `503` when the broker is unavailable.
+impl From<EnqueueError> for HttpError {
+    fn from(error: EnqueueError) -> HttpError {
+        match error {
+            EnqueueError::Unavailable(_) => {
+                log::warn!("{error}");
+                HttpError::new(503, "the job queue is unavailable, try again later")
+            }
+            _ => HttpError::internal(error),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! How jobs are retried, timed and remembered ([`JobSettings`]), how they
+//! run ([`JobMode`]), and the backoff between attempts.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use super::envelope::Envelope;
+use super::status::DEFAULT_JOB_STATUS_CAPACITY;
+
+/// How jobs are retried and remembered, set on the
+/// [`ServerBuilder`](crate::ServerBuilder) (or the
+/// [`BackgroundPoolBuilder`](crate::BackgroundPoolBuilder)).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobSettings {
+    /// Attempts in all for a job that does not set its own: 5.
+    pub max_attempts: u32,
+    /// The delay before the first retry: 100 ms; it doubles at each retry.
+    pub backoff: Duration,
+    /// The longest delay between two attempts: 60 s.
+    pub max_backoff: Duration,
+    /// Job statuses kept: 10,000, the oldest evicted first.
+    pub status_capacity: usize,
+    /// Dead jobs kept: 1,000, the oldest evicted first.
+    pub dead_letter_capacity: usize,
+    /// How jobs run: normally, or, for tests, at once or not at all.
+    pub mode: JobMode,
+    /// How long an attempt may run before it is reported overdue and its
+    /// thread replaced: 30 s (a job may set its own, `Job::TIMEOUT`).
+    pub timeout: Duration,
+    /// Replacement threads the pool may add for threads held by overdue
+    /// jobs: 4. Rust cannot stop a running thread, so an overdue job keeps
+    /// its thread until it returns; its replacement keeps the pool's
+    /// capacity, and the held thread ends once it is free.
+    pub max_replacement_threads: usize,
+}
+
+/// How enqueued jobs run. The modes other than `Normal` are for tests, in
+/// the spirit of Celery's eager mode and Laravel's `Queue::fake()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobMode {
+    /// After the response, on the pool, with retries in the timer.
+    #[default]
+    Normal,
+    /// At once, in the handler, before the response: every attempt in a row,
+    /// without the backoff. A test sees the job's effects as soon as it has
+    /// the response.
+    Eager,
+    /// Not at all: [`Jobs::captured`](super::Jobs::captured) lists what was enqueued (name,
+    /// payload, id), so a test asserts "this request enqueued `send_email`
+    /// for ada". Captured jobs have no status and are not counted.
+    Capture,
+}
+
+impl Default for JobSettings {
+    fn default() -> JobSettings {
+        JobSettings {
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(60),
+            status_capacity: DEFAULT_JOB_STATUS_CAPACITY,
+            dead_letter_capacity: 1000,
+            mode: JobMode::Normal,
+            timeout: Duration::from_secs(30),
+            max_replacement_threads: 4,
+        }
+    }
+}
+
+/// Exponential backoff with jitter, after `envelope`'s attempts so far:
+/// `backoff × 2^(attempts-1)`, capped at `max_backoff`, then a random point
+/// in its upper half. The same policy in-process and on Redis workers.
+pub(crate) fn backoff(settings: &JobSettings, envelope: &Envelope) -> Duration {
+    let exponent = envelope.attempts.saturating_sub(1).min(30);
+    let full = settings
+        .backoff
+        .saturating_mul(1 << exponent)
+        .min(settings.max_backoff);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(envelope.id.as_bytes());
+    hasher.write_u32(envelope.attempts);
+    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
+    full.mul_f64(0.5 + fraction / 2.0)
+}
