@@ -3,6 +3,9 @@
 //! when jobs are registered, the job runner built on it (`jobs/`), put
 //! together. Shutdown is sequenced here, so that the pool never calls into
 //! the jobs.
+//!
+//! Its size: a third of it is tests of the public pool; the rest is the
+//! builder's documented settings.
 
 use std::sync::Arc;
 use std::thread;

@@ -160,6 +160,7 @@ mod method;
 mod metrics;
 mod percent;
 mod pool;
+mod prometheus;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod request;

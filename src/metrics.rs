@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::jobs::Jobs;
+use crate::prometheus::metric;
 use crate::response::Response;
 use crate::stats::Stats;
 
@@ -179,24 +180,6 @@ impl Stats {
         let _ = writeln!(out, "{name}_sum {}", self.task_durations.sum_seconds());
         let _ = writeln!(out, "{name}_count {}", self.task_durations.count());
         out
-    }
-}
-
-pub(crate) fn metric(
-    out: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    samples: &[(&str, u64)],
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
     }
 }
 

@@ -7,6 +7,10 @@
 //! jobs, in `jobs/`, use it through [`PoolSubmitter`] and
 //! [`current_slot`]). The public [`BackgroundPool`](crate::BackgroundPool)
 //! (`background.rs`) puts the two together.
+//!
+//! Its size: the shutdown's accounting (what ran, what was abandoned, by
+//! whom) and the replacement threads share the pool's state and locks, and
+//! splitting them would spread one set of invariants over several files.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

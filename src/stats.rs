@@ -1,6 +1,9 @@
 //! Counters: shared atomics written by the server and the pool, read as a [`Stats`]
 //! snapshot, plus the "idle" signal that [`wait_idle`](crate::ServerHandle::wait_idle)
 //! blocks on.
+//!
+//! Its size: most of it is the documented fields of [`Stats`], one per
+//! counter, and the rules that keep the counters consistent.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};

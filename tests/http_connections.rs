@@ -1,6 +1,7 @@
 //! Connections: a burst of keep-alive connections is answered at once,
 //! pipelined requests are answered in order, unknown HTTP versions are
-//! refused without leaking a thread.
+//! refused without leaving anything behind (no connection held, no worker
+//! kept).
 
 mod support;
 
@@ -84,8 +85,8 @@ fn unknown_http_versions_are_refused_without_leaking_threads() {
             );
         }
     }
-    // Each connection has a thread, which ends (and leaves the gauge) once
-    // its connection is closed.
+    // Each connection leaves the gauge once it is closed: nothing of it is
+    // left behind.
     assert!(
         server
             .handle()
@@ -157,7 +158,8 @@ fn a_client_beyond_its_own_connection_limit_is_answered_503_at_once() {
 fn connections_beyond_the_cap_are_answered_503_at_once() {
     let server = TestServer::with_builder(support::hardened().max_connections(2), app());
     let mut held: Vec<Raw> = (0..2).map(|_| Raw::connect(server.addr())).collect();
-    // Make sure both are being served (each has its thread) before the third.
+    // Make sure both are open and served (both count against the cap)
+    // before the third.
     for (i, raw) in held.iter_mut().enumerate() {
         raw.send(&get(&format!("/echo/{i}"))).unwrap();
         assert_eq!(raw.response().text(), i.to_string());
@@ -170,7 +172,7 @@ fn connections_beyond_the_cap_are_answered_503_at_once() {
     assert_eq!(response.header("Retry-After"), Some("1"));
     assert!(refused.closed_within(Duration::from_secs(5)));
 
-    // Once one is closed (and its thread has ended), a new connection is
+    // Once one is closed (and has left the gauge), a new connection is
     // served again.
     drop(held.pop());
     assert!(server

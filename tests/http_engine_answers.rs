@@ -16,7 +16,7 @@ fn the_engines_own_answers_are_counted_with_a_request_id() {
         .max_header_bytes(1024);
     let server = TestServer::with_builder(builder, App::new().get("/", || "ok"));
     let refused = |request: &str| {
-        // A cap of one: the last connection's thread must have ended first.
+        // A cap of one: the last connection must have been closed first.
         let closed = |stats: &afterward::Stats| stats.connections_open == 0;
         assert!(server.handle().wait_for(TEST_TIMEOUT, closed));
         let mut raw = Raw::connect(server.addr());

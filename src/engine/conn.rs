@@ -51,6 +51,14 @@ pub(super) enum Step {
 }
 
 /// An open connection. Counted open from [`Conn::new`] until dropped.
+///
+/// Architecture invariant: a connection serves one request at a time. A
+/// `Conn` is in one place (its slot, the work queue, or one worker's
+/// `Exchange`), and nothing is read from it for a next request until its
+/// response has been sent whole (while `Writing`, it waits for
+/// writability only): pipelined requests are answered in order, a body is
+/// never read by two threads, and a client that does not read its
+/// responses stops being read.
 pub(super) struct Conn {
     pub(super) stream: TcpStream,
     /// Read and not yet used: a head, the start of a body, a pipelined request.

@@ -2,6 +2,11 @@
 //! taken from the work queue (after the queue-timeout and client-gone
 //! checks), with its head and whole body, answered once with
 //! [`respond_then`](Exchange::respond_then).
+//!
+//! Architecture invariant: a request worker never waits on a client. The
+//! event loop reads a request's head and whole body before the exchange
+//! exists, and `respond_then` writes what the socket takes at once and
+//! hands the rest to the loop; nothing here reads or writes with blocking.
 
 use std::io;
 use std::sync::atomic::Ordering;

@@ -15,7 +15,7 @@
 //!   over the whole response, minimum rate), reading no further request from
 //!   that connection meanwhile. The worker puts a kept-alive connection back
 //!   in its slot and re-arms it itself. Why our own, and why this model:
-//!   "The engine" and "The engine at scale" in ARCHITECTURE.md.
+//!   "Decisions" in ARCHITECTURE.md.
 //! - **tiny_http** (feature `tiny-http`; `tiny.rs`): the design's engine,
 //!   `tiny_http` 0.12. Request workers call its blocking `recv` themselves and
 //!   answer with its `respond`. It has no timeouts, limits or connection cap

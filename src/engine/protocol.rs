@@ -3,6 +3,8 @@
 //! body end, and what to refuse. No I/O: `conn.rs` reads and writes the
 //! socket and does what this says (sans-IO, as ureq keeps HTTP's state
 //! apart from its transport), so every transition is unit-tested here.
+//!
+//! Its size: a third of it is the unit tests of every transition.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

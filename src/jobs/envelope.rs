@@ -7,6 +7,14 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+/// Milliseconds since the Unix epoch, now: the time base of every time an
+/// envelope or a store keeps (`enqueued_at_ms`, a retry's due time).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The envelope format's version, `"v"` in the JSON.
 pub const ENVELOPE_VERSION: u64 = 1;
 

@@ -7,6 +7,7 @@ use super::envelope::{DeadLetter, Envelope};
 use super::registry::OUTCOMES;
 use super::runner::JobRunner;
 use super::status::JobStatus;
+use crate::prometheus::label_value;
 
 /// The jobs of a server: their statuses and dead letters. Take it as a
 /// handler argument (it is an extractor) to read them.
@@ -61,11 +62,7 @@ impl Jobs {
             "# HELP {name} Jobs by type and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
         );
         for (job, counts) in self.runner.registry().counts() {
-            // A label value escapes backslashes, quotes and line feeds.
-            let job = job
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+            let job = label_value(job);
             for (outcome, n) in OUTCOMES.iter().zip(counts) {
                 let _ = writeln!(out, "{name}{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
             }

@@ -10,32 +10,27 @@
 //! sending jobs to a broker changes no handler.
 
 pub(crate) mod broker;
+#[cfg(any(feature = "redis", test))]
+pub(crate) mod consumer;
 mod enqueue;
-mod envelope;
+pub(crate) mod envelope;
 mod handle;
 mod http;
 mod job;
+mod policy;
 mod registry;
 mod runner;
 mod settings;
 mod spill;
-mod status;
+pub(crate) mod status;
 mod step;
 mod timer;
 
-#[cfg(feature = "redis")]
-pub(crate) use self::envelope::push_json_str;
 pub use self::envelope::{DeadLetter, Envelope, ENVELOPE_VERSION};
 pub use self::handle::Jobs;
 pub use self::http::job_status_handler;
 pub use self::job::{EnqueueError, GiveUp, Job, JobContext, JobId, JobResult};
-#[cfg(feature = "redis")]
-pub(crate) use self::registry::Failure;
 pub(crate) use self::registry::Registry;
 pub(crate) use self::runner::JobRunner;
-#[cfg(feature = "redis")]
-pub(crate) use self::settings::backoff;
 pub use self::settings::{JobMode, JobSettings};
-#[cfg(feature = "redis")]
-pub(crate) use self::status::IdSource;
 pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};

@@ -2,18 +2,22 @@
 //! timer (never on a pool thread), dead letters, statuses and counters; and
 //! the timer's thread, which hands due jobs to the pool and reports attempts
 //! past their deadlines.
+//!
+//! Its size: a fifth is unit tests; the runner and its timer share one
+//! state (statuses, the timer's heap, the counters) under one set of rules.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::broker::Broker;
-use super::envelope::{DeadLetter, Envelope};
+use super::envelope::{now_ms, DeadLetter, Envelope};
 use super::job::{EnqueueError, Job, JobContext};
+use super::policy::{self, After};
 use super::registry::Registry;
-use super::settings::{backoff, JobMode, JobSettings};
+use super::settings::{JobMode, JobSettings};
 use super::spill::Spill;
 use super::status::{IdSource, JobState, JobStatus, StatusStore};
 use super::timer::{Next, Running, Timer};
@@ -134,9 +138,7 @@ impl JobRunner {
             payload,
             attempts: 0,
             max_attempts: spec.max_attempts(self.settings.max_attempts),
-            enqueued_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            enqueued_at_ms: now_ms(),
             request_id: request_id.clone(),
             last_error: None,
         };
@@ -291,8 +293,8 @@ impl JobRunner {
                 }
             );
         }
-        match outcome {
-            Ok(()) => {
+        match (policy::after(&outcome, &envelope, &self.settings), outcome) {
+            (After::Done, _) => {
                 // Done: an earlier attempt's error is history, not status.
                 self.statuses.update(&envelope.id, |s| {
                     s.state = JobState::Done;
@@ -302,26 +304,19 @@ impl JobRunner {
                 spec.counts.bump(SUCCEEDED);
                 None
             }
-            Err(failure) if failure.retry && attempts < envelope.max_attempts => {
-                let delay = self.backoff(&envelope);
-                log::warn!(
-                    "job {} ({}) attempt {attempts} of {} failed: {}; retrying in {delay:?}",
-                    envelope.name,
-                    envelope.id,
-                    envelope.max_attempts,
-                    failure.message
-                );
+            (After::Retry(delay), Err(failure)) => {
                 let next_run = SystemTime::now() + delay;
                 self.statuses.update(&envelope.id, |s| {
                     s.state = JobState::Retrying { next_run };
-                    s.error = Some(failure.message.clone());
+                    s.error = Some(failure.message);
                 });
                 self.counters.job_retried();
                 spec.counts.bump(RETRIED);
                 Some((envelope, delay))
             }
-            Err(failure) => {
-                self.dead(envelope, failure.message);
+            (_, result) => {
+                let error = result.err().map(|f| f.message).unwrap_or_default();
+                self.dead_logged(envelope, error);
                 None
             }
         }
@@ -344,19 +339,14 @@ impl JobRunner {
         self.settings.mode
     }
 
-    /// Exponential backoff with jitter: `backoff × 2^(attempts-1)`, capped,
-    /// then a random point in its upper half.
-    fn backoff(&self, envelope: &Envelope) -> Duration {
-        backoff(&self.settings, envelope)
+    fn dead(&self, envelope: Envelope, error: String) {
+        policy::log_dead(&envelope, &error);
+        self.dead_logged(envelope, error);
     }
 
-    fn dead(&self, envelope: Envelope, error: String) {
-        log::error!(
-            "job {} ({}) is dead after {} attempts: {error}",
-            envelope.name,
-            envelope.id,
-            envelope.attempts
-        );
+    /// Keeps a dead job (already logged) in the dead letters, and says so
+    /// in its status and counts.
+    fn dead_logged(&self, envelope: Envelope, error: String) {
         self.statuses.update(&envelope.id, |s| {
             s.state = JobState::Dead;
             s.error = Some(error.clone());

@@ -1,10 +1,8 @@
-//! How jobs are retried, timed and remembered ([`JobSettings`]), how they
-//! run ([`JobMode`]), and the backoff between attempts.
+//! How jobs are retried, timed and remembered ([`JobSettings`]), and how
+//! they run ([`JobMode`]).
 
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use super::envelope::Envelope;
 use super::status::DEFAULT_JOB_STATUS_CAPACITY;
 
 /// How jobs are retried and remembered, set on the
@@ -66,20 +64,4 @@ impl Default for JobSettings {
             max_replacement_threads: 4,
         }
     }
-}
-
-/// Exponential backoff with jitter, after `envelope`'s attempts so far:
-/// `backoff × 2^(attempts-1)`, capped at `max_backoff`, then a random point
-/// in its upper half. The same policy in-process and on Redis workers.
-pub(crate) fn backoff(settings: &JobSettings, envelope: &Envelope) -> Duration {
-    let exponent = envelope.attempts.saturating_sub(1).min(30);
-    let full = settings
-        .backoff
-        .saturating_mul(1 << exponent)
-        .min(settings.max_backoff);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write(envelope.id.as_bytes());
-    hasher.write_u32(envelope.attempts);
-    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
-    full.mul_f64(0.5 + fraction / 2.0)
 }

@@ -1,6 +1,15 @@
 //! How a job's next step (`JobStep`, made by the runner) runs as a task:
 //! an attempt, its wait in the timer, or its hand-over to a broker; what
 //! the pool runs as an opaque `Step`.
+//!
+//! Architecture invariant: every job enqueued ends exactly once, as
+//! succeeded, dead, discarded or (with a broker) sent. A job is in one place
+//! at a time: in a task (a `JobStep`: its attempt, its wait, its send), in
+//! the timer, or in the broker's buffer. A `JobStep` that will not run is
+//! told so ([`Step::discarded`]) and discards (or spills) its job; the timer
+//! hands a job back as a new batch, sealed before it stops counting as
+//! delayed; `JobRunner::close` discards what still waits at the shutdown
+//! deadline.
 
 use std::time::Instant;
 

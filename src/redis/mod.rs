@@ -34,6 +34,7 @@
 //! that must not happen twice.
 
 mod admin;
+mod backend;
 mod producer;
 mod worker;
 
@@ -51,7 +52,10 @@ pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
 use crate::background::BackgroundPoolBuilder;
 use crate::error::Error;
 use crate::jobs::broker::BrokerFactory;
-use crate::jobs::{push_json_str, IdSource, JobState, JobStatus};
+pub(crate) use crate::jobs::envelope::now_ms;
+use crate::jobs::envelope::push_json_str;
+use crate::jobs::status::IdSource;
+use crate::jobs::{JobState, JobStatus};
 use crate::server::ServerBuilder;
 
 /// Where Redis is and how the jobs are kept there.
@@ -255,13 +259,6 @@ impl Keys {
     pub(crate) fn seen(&self, id: &str) -> String {
         format!("{}:seen:{id}", self.prefix)
     }
-}
-
-/// Unix milliseconds, now.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A job's status as it is written to Redis: one JSON value

@@ -1,0 +1,89 @@
+//! The seam between the consumer (runner threads, deadlines, retries, dead
+//! letters, batching) and a store of jobs that workers anywhere read
+//! (Redis Streams; an in-memory queue for the consumer's own tests). A
+//! backend does I/O only: every decision is the consumer's.
+//!
+//! Architecture invariant: a job a backend hands out is held by this
+//! consumer until it is recorded (acknowledged with what follows it) or
+//! left pending at a stop; a job is recorded once, by one `record` call,
+//! with everything that follows it, all or nothing.
+
+use std::time::Duration;
+
+use crate::jobs::envelope::Envelope;
+
+/// A job handed out by a backend: its id in the store (to acknowledge it
+/// with), and its envelope's text, read by a runner thread.
+pub(crate) struct Delivery {
+    pub(crate) entry: String,
+    pub(crate) text: String,
+}
+
+/// What follows a finished attempt, for the backend to write.
+pub(crate) enum Action<'a> {
+    /// Succeeded: acknowledged, its status `done`.
+    Done { envelope: &'a Envelope },
+    /// Failed with attempts left: back in the store, due at `due_ms` (Unix
+    /// milliseconds), as `envelope` (its attempts so far, and the failure in
+    /// its `last_error`) will run next; its status `retrying`.
+    Retry { envelope: Envelope, due_ms: u64 },
+    /// Failed for good: a dead letter with `error`; its status `dead`.
+    Dead {
+        envelope: &'a Envelope,
+        error: &'a str,
+    },
+    /// Not a job at all (its text does not read as an envelope): a dead
+    /// letter of the text as it was, with no status.
+    Unreadable { text: &'a str, error: &'a str },
+}
+
+/// One finished attempt: which job, and what follows it.
+pub(crate) struct Record<'a> {
+    pub(crate) entry: &'a str,
+    pub(crate) action: Action<'a>,
+}
+
+/// A job running for a while, whose `running` status is written.
+pub(crate) struct Announce<'a> {
+    pub(crate) envelope_id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) last_error: Option<&'a str>,
+}
+
+/// A store of jobs that consumers read. Every call may fail (the store is
+/// down or slow): the consumer then logs it, counts it, calls
+/// [`connect`](Backend::connect) again with backoff, and retries.
+pub(crate) trait Backend: Send + 'static {
+    /// The store's name in log lines (`Redis call failed …`).
+    const NAME: &'static str;
+
+    /// (Re)connects: before the first call, and after any error.
+    fn connect(&mut self) -> Result<(), String>;
+
+    /// New jobs, up to `max`, now held by this consumer; when `wait`, waits a
+    /// little (a tenth of a second) for one if none is ready.
+    fn fetch(&mut self, max: usize, wait: bool) -> Result<Vec<Delivery>, String>;
+
+    /// Jobs another consumer has held past `visibility` without news (it
+    /// crashed or stalled), up to `max`, now held by this one.
+    fn reclaim(&mut self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, String>;
+
+    /// The jobs held here still run: no other consumer may take them over
+    /// for another `visibility`.
+    fn renew(&mut self, held: &[&str], visibility: Duration) -> Result<(), String>;
+
+    /// Records finished attempts, atomically: each acknowledged together
+    /// with what follows it, or none of them.
+    fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String>;
+
+    /// Writes the `running` status of jobs that have run for a while.
+    fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String>;
+
+    /// Moves delayed jobs now due (retries, delayed enqueues) where
+    /// consumers read, at most `max`; how many.
+    fn promote(&mut self, max: usize) -> Result<u64, String>;
+
+    /// Jobs held (handed out, not recorded) by every consumer of the store.
+    fn pending(&mut self) -> Result<u64, String>;
+}

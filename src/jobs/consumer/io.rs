@@ -1,0 +1,431 @@
+//! The consumer's I/O thread: every call to the backend, in batches. It
+//! hands jobs to the runner threads, records their outcomes, renews what
+//! runs, reclaims what a silent consumer holds, promotes what is due, and
+//! reconnects with backoff when a call fails.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::backend::{Action, Announce, Backend, Delivery, Record};
+use super::runner::{lock_slot, Finished, Outcome, Slots};
+use super::stats::{Shared, WorkerReport};
+use crate::jobs::envelope::{now_ms, Envelope};
+use crate::jobs::policy::{self, After};
+use crate::jobs::settings::JobSettings;
+
+/// How long a job runs before its `running` status is written.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
+
+/// How long a result waits for others to share its record.
+const RECORD_LINGER: Duration = Duration::from_millis(2);
+
+/// How often due jobs are promoted.
+const PROMOTE_EVERY: Duration = Duration::from_millis(50);
+
+/// How often the store's pending count is read.
+const PENDING_EVERY: Duration = Duration::from_secs(1);
+
+/// The first and the longest wait before connecting again after a failure.
+const RECONNECT_FIRST: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A running job whose `running` status is being written.
+struct Announced {
+    entry: String,
+    id: Arc<str>,
+    name: String,
+    attempt: u32,
+    last_error: Option<String>,
+}
+
+/// The I/O thread: everything said to the backend.
+pub(super) struct IoLoop<B> {
+    pub(super) backend: B,
+    pub(super) name: String,
+    /// Jobs held at most.
+    pub(super) capacity: usize,
+    pub(super) batch: usize,
+    pub(super) visibility: Duration,
+    pub(super) settings: JobSettings,
+    pub(super) slots: Slots,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// What the I/O thread keeps between turns.
+struct LoopState {
+    /// The jobs held: handed out, not yet recorded, by entry.
+    held: HashSet<String>,
+    /// Results not yet recorded.
+    done: Vec<Finished>,
+    /// When the oldest of them came.
+    first_done: Option<Instant>,
+    last_promote: Instant,
+    last_reclaim: Instant,
+    last_renew: Instant,
+    last_pending: Instant,
+    /// Jobs handed back unrun (the consumer is stopping): pending in the
+    /// store.
+    not_run: u64,
+}
+
+impl LoopState {
+    /// Takes the results there are, without waiting.
+    fn collect(&mut self, results: &Receiver<Vec<Finished>>) {
+        let before = self.done.len();
+        self.done.extend(results.try_iter().flatten());
+        if before == 0 && !self.done.is_empty() {
+            self.first_done = Some(Instant::now());
+        }
+    }
+
+    /// Waits up to `timeout` for a result, then takes those there are.
+    fn wait(&mut self, results: &Receiver<Vec<Finished>>, timeout: Duration) {
+        match results.recv_timeout(timeout) {
+            Ok(finished) => {
+                if self.done.is_empty() {
+                    self.first_done = Some(Instant::now());
+                }
+                self.done.extend(finished);
+                self.collect(results);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+        }
+    }
+}
+
+impl<B: Backend> IoLoop<B> {
+    pub(super) fn run(
+        mut self,
+        jobs: &Sender<Delivery>,
+        results: &Receiver<Vec<Finished>>,
+    ) -> WorkerReport {
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or_else(Instant::now);
+        let mut state = LoopState {
+            held: HashSet::new(),
+            done: Vec::new(),
+            first_done: None,
+            last_promote: long_ago,
+            last_reclaim: Instant::now(),
+            last_renew: Instant::now(),
+            last_pending: long_ago,
+            not_run: 0,
+        };
+        let mut connected = false;
+        let mut retry_delay = RECONNECT_FIRST;
+        loop {
+            state.collect(results);
+            let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if !connected {
+                match self.backend.connect() {
+                    Ok(()) => {
+                        connected = true;
+                        retry_delay = RECONNECT_FIRST;
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        if stopping && self.past_deadline() {
+                            break;
+                        }
+                        state.wait(results, retry_delay);
+                        retry_delay = (retry_delay * 2).min(RECONNECT_MAX);
+                        continue;
+                    }
+                }
+            }
+            match self.step(jobs, results, &mut state, stopping) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    self.failed(&error);
+                    connected = false;
+                }
+            }
+        }
+        self.finish(&state)
+    }
+
+    /// The report at the end: what was not recorded stays pending in the
+    /// store, counted and logged.
+    fn finish(&self, state: &LoopState) -> WorkerReport {
+        let left = state.held.len() as u64 + state.not_run;
+        if left > 0 {
+            log::warn!(
+                "worker {} stops with {left} jobs unfinished: left pending for other workers",
+                self.name
+            );
+        }
+        self.shared.update(|s| s.in_flight = 0);
+        WorkerReport {
+            stats: self.shared.stats(),
+            left_pending: left,
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        log::warn!(
+            "worker {}: {} call failed ({error}); retrying",
+            self.name,
+            B::NAME
+        );
+        self.shared.update(|s| s.redis_errors += 1);
+    }
+
+    fn past_deadline(&self) -> bool {
+        let deadline = *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        deadline.is_none_or(|d| Instant::now() >= d)
+    }
+
+    /// Records the results waiting, if any.
+    fn flush(&mut self, state: &mut LoopState) -> Result<(), String> {
+        if !state.done.is_empty() {
+            state.not_run += self.record(&state.done, &mut state.held)?;
+            state.done.clear();
+            state.first_done = None;
+        }
+        Ok(())
+    }
+
+    /// One turn of the loop; `Ok(false)` when the consumer is done.
+    ///
+    /// Results are recorded, and jobs fetched, in batches of at least half
+    /// the batch size when there is that much to do: one round trip per job
+    /// would make the store's latency the limit. A result waits at most
+    /// [`RECORD_LINGER`] for others to join it.
+    fn step(
+        &mut self,
+        jobs: &Sender<Delivery>,
+        results: &Receiver<Vec<Finished>>,
+        state: &mut LoopState,
+        stopping: bool,
+    ) -> Result<bool, String> {
+        let half = (self.capacity.min(self.batch) / 2).max(1);
+        let all_done = state.done.len() >= state.held.len();
+        let waited = state
+            .first_done
+            .is_some_and(|first| first.elapsed() >= RECORD_LINGER);
+        if state.done.len() >= half || all_done || waited || stopping {
+            self.flush(state)?;
+        }
+        self.watch_deadlines();
+        self.announce()?;
+        if stopping {
+            if state.held.is_empty() || self.past_deadline() {
+                self.flush(state)?;
+                return Ok(false);
+            }
+            state.wait(results, Duration::from_millis(20));
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now.duration_since(state.last_promote) >= PROMOTE_EVERY {
+            state.last_promote = now;
+            let moved = self.backend.promote(self.batch)?;
+            if moved > 0 {
+                self.shared.update(|s| s.promoted += moved);
+            }
+        }
+        if now.duration_since(state.last_pending) >= PENDING_EVERY {
+            state.last_pending = now;
+            let pending = self.backend.pending()?;
+            self.shared.update(|s| s.group_pending = pending);
+        }
+        if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
+            state.last_renew = now;
+            let held: Vec<&str> = state.held.iter().map(String::as_str).collect();
+            self.backend.renew(&held, self.visibility)?;
+        }
+        let free = self.capacity.saturating_sub(state.held.len());
+        if free > 0 && now.duration_since(state.last_reclaim) >= self.visibility / 2 {
+            state.last_reclaim = now;
+            let taken = self.backend.reclaim(free, self.visibility)?;
+            if !taken.is_empty() {
+                let n = taken.len() as u64;
+                log::warn!(
+                    "worker {}: took over {n} jobs held past the visibility timeout by another worker (they may run twice)",
+                    self.name
+                );
+                self.shared.update(|s| s.reclaimed += n);
+                self.hand_out(taken, jobs, &mut state.held);
+            }
+        }
+        let free = self.capacity.saturating_sub(state.held.len());
+        if free < half && !state.held.is_empty() {
+            // Enough to do: wait for results rather than fetch a few more.
+            state.wait(results, RECORD_LINGER);
+            return Ok(true);
+        }
+        // Nothing held, so nothing to record meanwhile: the backend may wait
+        // a little for a job.
+        let fetched = self
+            .backend
+            .fetch(free.min(self.batch), state.held.is_empty())?;
+        if fetched.is_empty() {
+            if !state.held.is_empty() {
+                state.wait(results, RECORD_LINGER);
+            }
+            return Ok(true);
+        }
+        let n = fetched.len() as u64;
+        self.shared.update(|s| s.claimed += n);
+        self.hand_out(fetched, jobs, &mut state.held);
+        Ok(true)
+    }
+
+    /// Gives the jobs to the runner threads, held until recorded.
+    fn hand_out(
+        &self,
+        deliveries: Vec<Delivery>,
+        jobs: &Sender<Delivery>,
+        held: &mut HashSet<String>,
+    ) {
+        for delivery in deliveries {
+            held.insert(delivery.entry.clone());
+            // Room for it: `held` never exceeds the channel's capacity.
+            let _ = jobs.send(delivery);
+        }
+        let in_flight = held.len() as u64;
+        self.shared.update(|s| s.in_flight = in_flight);
+    }
+
+    /// Writes the `running` status of the jobs running for at least
+    /// [`ANNOUNCE_AFTER`], in one call.
+    fn announce(&mut self) -> Result<(), String> {
+        // Copied out of the slots: no slot stays locked across the call.
+        let mut running: Vec<Announced> = Vec::new();
+        for slot in self.slots.iter() {
+            let slot = lock_slot(slot);
+            let Some(job) = slot.as_ref() else {
+                continue;
+            };
+            if !job.announced && job.started.elapsed() >= ANNOUNCE_AFTER {
+                running.push(Announced {
+                    entry: job.entry.clone(),
+                    id: job.id.clone(),
+                    name: job.name.to_string(),
+                    attempt: job.attempt,
+                    last_error: job.last_error.clone(),
+                });
+            }
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        let announces: Vec<Announce<'_>> = running
+            .iter()
+            .map(|job| Announce {
+                envelope_id: &job.id,
+                name: &job.name,
+                attempt: job.attempt,
+                last_error: job.last_error.as_deref(),
+            })
+            .collect();
+        self.backend.announce(&announces)?;
+        for slot in self.slots.iter() {
+            if let Some(job) = lock_slot(slot).as_mut() {
+                if running.iter().any(|r| r.entry == job.entry) {
+                    job.announced = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports the jobs running past their deadline, once each.
+    fn watch_deadlines(&self) {
+        let now = Instant::now();
+        for slot in self.slots.iter() {
+            let mut slot = lock_slot(slot);
+            let Some(job) = slot.as_mut().filter(|j| !j.overdue && now >= j.deadline) else {
+                continue;
+            };
+            job.overdue = true;
+            log::warn!(
+                "job {} ({}) attempt {} is overdue: still running after {:?}",
+                job.name,
+                job.id,
+                job.attempt,
+                now - job.started
+            );
+            drop(slot);
+            self.shared.update(|s| s.overdue += 1);
+        }
+    }
+
+    /// Records finished attempts in one backend call: each with what the
+    /// retry policy says follows it. Returns how many came back unrun
+    /// (they stay pending, for another consumer).
+    fn record(&mut self, done: &[Finished], held: &mut HashSet<String>) -> Result<u64, String> {
+        let (mut succeeded, mut retried, mut dead, mut not_run) = (0, 0, 0, 0);
+        let mut records = Vec::with_capacity(done.len());
+        for finished in done {
+            let action = match &finished.outcome {
+                Outcome::NotRun => {
+                    not_run += 1;
+                    continue;
+                }
+                Outcome::Unreadable { text, error } => {
+                    dead += 1;
+                    log::error!(
+                        "stream entry {} is not a job ({error}): moved to the dead letters",
+                        finished.entry
+                    );
+                    Action::Unreadable { text, error }
+                }
+                Outcome::Ran { envelope, result } => {
+                    let error = result.as_ref().err().map(|f| f.message.as_str());
+                    match policy::after(result, envelope, &self.settings) {
+                        After::Done => {
+                            succeeded += 1;
+                            Action::Done { envelope }
+                        }
+                        After::Retry(delay) => {
+                            retried += 1;
+                            Action::Retry {
+                                envelope: Envelope {
+                                    last_error: error.map(str::to_owned),
+                                    ..envelope.clone()
+                                },
+                                due_ms: now_ms() + delay.as_millis() as u64,
+                            }
+                        }
+                        After::Dead => {
+                            dead += 1;
+                            Action::Dead {
+                                envelope,
+                                error: error.unwrap_or_default(),
+                            }
+                        }
+                    }
+                }
+            };
+            records.push(Record {
+                entry: &finished.entry,
+                action,
+            });
+        }
+        if !records.is_empty() {
+            self.backend.record(&records)?;
+        }
+        for finished in done {
+            held.remove(&finished.entry);
+        }
+        let in_flight = held.len() as u64;
+        self.shared.update(|s| {
+            s.succeeded += succeeded;
+            s.retried += retried;
+            s.dead += dead;
+            s.in_flight = in_flight;
+        });
+        Ok(not_run)
+    }
+}

@@ -1,0 +1,252 @@
+//! An in-memory [`Backend`], the seam's proof: the consumer's own tests run
+//! on it, with no Redis. It keeps what Redis Streams keep (ready jobs, jobs
+//! held by each consumer with their last news, delayed jobs, dead letters,
+//! statuses) and can be told to fail calls, as a store that is down would.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::backend::{Action, Announce, Backend, Delivery, Record};
+use crate::jobs::envelope::now_ms;
+
+/// The store, shared by the consumers (and the test) that use it.
+#[derive(Default)]
+pub(crate) struct MemoryStore {
+    inner: Mutex<Inner>,
+    /// Notified at every change.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+pub(crate) struct Inner {
+    next_entry: u64,
+    /// Jobs not handed out yet: (entry, text).
+    pub(crate) ready: VecDeque<(String, String)>,
+    /// Jobs handed out and not recorded, by entry.
+    pub(crate) held: BTreeMap<String, Held>,
+    /// Jobs due later: (due, text).
+    pub(crate) delayed: Vec<(u64, String)>,
+    /// Dead letters: (text, error).
+    pub(crate) dead: Vec<(String, String)>,
+    /// Each job's statuses, in the order written, by envelope id.
+    pub(crate) statuses: HashMap<String, Vec<String>>,
+    /// Calls to fail from now on, before any change (a store that is down).
+    pub(crate) fail_calls: u32,
+    /// Records to fail from now on, before any change.
+    pub(crate) fail_records: u32,
+    /// `running` statuses written: (id, name, attempt, last error).
+    pub(crate) announced: Vec<(String, String, u32, Option<String>)>,
+    /// Records made, each a list of entries.
+    pub(crate) records: Vec<Vec<String>>,
+}
+
+/// A job held by a consumer.
+pub(crate) struct Held {
+    pub(crate) owner: String,
+    pub(crate) since: Instant,
+    pub(crate) text: String,
+}
+
+impl MemoryStore {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a job, ready.
+    pub(crate) fn push(&self, text: String) {
+        let mut inner = self.lock();
+        let entry = inner.entry();
+        inner.ready.push_back((entry, text));
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `condition` holds for the store, or `timeout` has
+    /// passed; returns whether it held.
+    pub(crate) fn wait_for(&self, timeout: Duration, condition: impl Fn(&Inner) -> bool) -> bool {
+        let inner = self.lock();
+        let waited = self
+            .changed
+            .wait_timeout_while(inner, timeout, |inner| !condition(inner));
+        !waited.unwrap_or_else(|e| e.into_inner()).1.timed_out()
+    }
+
+    /// Adds a job held by `owner` since `since` (a consumer that went quiet).
+    pub(crate) fn push_held(&self, owner: &str, since: Instant, text: String) -> String {
+        let mut inner = self.lock();
+        let entry = inner.entry();
+        inner.held.insert(
+            entry.clone(),
+            Held {
+                owner: owner.to_owned(),
+                since,
+                text,
+            },
+        );
+        entry
+    }
+
+    /// Runs one call on the store: it fails while calls are to fail, and
+    /// wakes whoever waits for a change.
+    fn call<T>(&self, call: impl FnOnce(&mut Inner) -> Result<T, String>) -> Result<T, String> {
+        let mut inner = self.lock();
+        if inner.fail_calls > 0 {
+            inner.fail_calls -= 1;
+            return Err("the store is down".into());
+        }
+        let result = call(&mut inner);
+        self.changed.notify_all();
+        result
+    }
+}
+
+impl Inner {
+    fn entry(&mut self) -> String {
+        self.next_entry += 1;
+        format!("{}-0", self.next_entry)
+    }
+
+    fn status(&mut self, id: &str, state: &str) {
+        self.statuses
+            .entry(id.to_owned())
+            .or_default()
+            .push(state.to_owned());
+    }
+}
+
+/// One consumer's side of a [`MemoryStore`].
+pub(crate) struct MemoryBackend {
+    pub(crate) store: Arc<MemoryStore>,
+    pub(crate) name: String,
+}
+
+impl Backend for MemoryBackend {
+    const NAME: &'static str = "memory store";
+
+    fn connect(&mut self) -> Result<(), String> {
+        self.store.call(|_| Ok(()))
+    }
+
+    fn fetch(&mut self, max: usize, wait: bool) -> Result<Vec<Delivery>, String> {
+        if wait {
+            // A little, as Redis's `BLOCK` would.
+            self.store
+                .wait_for(Duration::from_millis(20), |inner| !inner.ready.is_empty());
+        }
+        let owner = &self.name;
+        self.store.call(|inner| {
+            let n = max.min(inner.ready.len());
+            let taken: Vec<(String, String)> = inner.ready.drain(..n).collect();
+            let since = Instant::now();
+            Ok(taken
+                .into_iter()
+                .map(|(entry, text)| {
+                    let held = Held {
+                        owner: owner.clone(),
+                        since,
+                        text: text.clone(),
+                    };
+                    inner.held.insert(entry.clone(), held);
+                    Delivery { entry, text }
+                })
+                .collect())
+        })
+    }
+
+    fn reclaim(&mut self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, String> {
+        let owner = &self.name;
+        self.store.call(|inner| {
+            let now = Instant::now();
+            let mut taken = Vec::new();
+            for (entry, held) in inner.held.iter_mut() {
+                if taken.len() < max && now.duration_since(held.since) >= visibility {
+                    held.owner.clone_from(owner);
+                    held.since = now;
+                    taken.push(Delivery {
+                        entry: entry.clone(),
+                        text: held.text.clone(),
+                    });
+                }
+            }
+            Ok(taken)
+        })
+    }
+
+    fn renew(&mut self, held: &[&str], _visibility: Duration) -> Result<(), String> {
+        let owner = &self.name;
+        self.store.call(|inner| {
+            let now = Instant::now();
+            for entry in held {
+                if let Some(job) = inner.held.get_mut(*entry).filter(|j| j.owner == *owner) {
+                    job.since = now;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String> {
+        self.store.call(|inner| {
+            if inner.fail_records > 0 {
+                inner.fail_records -= 1;
+                return Err("the record failed".into());
+            }
+            for record in finished {
+                inner.held.remove(record.entry);
+                match &record.action {
+                    Action::Done { envelope } => inner.status(&envelope.id, "done"),
+                    Action::Retry { envelope, due_ms } => {
+                        inner.delayed.push((*due_ms, envelope.to_json_text()));
+                        inner.status(&envelope.id, "retrying");
+                    }
+                    Action::Dead { envelope, error } => {
+                        let letter = (envelope.to_json_text(), (*error).to_owned());
+                        inner.dead.push(letter);
+                        inner.status(&envelope.id, "dead");
+                    }
+                    Action::Unreadable { text, error } => {
+                        inner.dead.push(((*text).to_owned(), (*error).to_owned()));
+                    }
+                }
+            }
+            let entries = finished.iter().map(|r| r.entry.to_owned()).collect();
+            inner.records.push(entries);
+            Ok(())
+        })
+    }
+
+    fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String> {
+        self.store.call(|inner| {
+            for job in running {
+                inner.status(job.envelope_id, "running");
+                let error = job.last_error.map(str::to_owned);
+                let announced = (job.envelope_id.into(), job.name.into(), job.attempt, error);
+                inner.announced.push(announced);
+            }
+            Ok(())
+        })
+    }
+
+    fn promote(&mut self, max: usize) -> Result<u64, String> {
+        self.store.call(|inner| {
+            let now = now_ms();
+            let mut moved = 0;
+            let mut index = 0;
+            while index < inner.delayed.len() && moved < max {
+                if inner.delayed[index].0 <= now {
+                    let (_, text) = inner.delayed.remove(index);
+                    let entry = inner.entry();
+                    inner.ready.push_back((entry, text));
+                    moved += 1;
+                } else {
+                    index += 1;
+                }
+            }
+            Ok(moved as u64)
+        })
+    }
+
+    fn pending(&mut self) -> Result<u64, String> {
+        self.store.call(|inner| Ok(inner.held.len() as u64))
+    }
+}

@@ -1,0 +1,195 @@
+//! The consumer: jobs read from a store that workers anywhere share, run on
+//! runner threads, and their outcomes recorded in batches. It decides
+//! everything (retries and their backoff, dead letters, deadlines, when to
+//! renew, reclaim and promote); a [`Backend`] only does the I/O.
+//!
+//! Threads: `afterward-worker-io` (every call to the backend, so that all of
+//! them go in batches) and `afterward-worker-N` (runners).
+//!
+//! Architecture invariant: a job handed out to this consumer ends in one of
+//! two ways, recorded once with what follows it (done, a retry, a dead
+//! letter), or left pending in the store for another consumer, counted in
+//! [`WorkerReport::left_pending`] and logged. Nothing is acknowledged that
+//! has not finished (enforced in `io.rs`, `IoLoop::record` and `finish`).
+
+pub(crate) mod backend;
+mod io;
+#[cfg(test)]
+mod memory;
+mod runner;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use self::stats::{WorkerReport, WorkerStats};
+
+use self::backend::{Backend, Delivery};
+use self::io::IoLoop;
+use self::runner::{Finished, Runner, Slots};
+use self::stats::Shared;
+use crate::error::Error;
+use crate::jobs::registry::Registry;
+use crate::jobs::settings::JobSettings;
+use crate::state::StateMap;
+
+/// How a consumer runs.
+pub(crate) struct ConsumerOptions {
+    pub(crate) registry: Registry,
+    pub(crate) state: StateMap,
+    pub(crate) settings: JobSettings,
+    /// Runner threads.
+    pub(crate) concurrency: usize,
+    /// Jobs held at most (read, not recorded); at least `concurrency`.
+    pub(crate) prefetch: usize,
+    /// How long a held job may go without news before another consumer
+    /// takes it over; renewed every third of it while the job runs.
+    pub(crate) visibility: Duration,
+    /// Jobs per fetch, promotion and record.
+    pub(crate) batch: usize,
+    /// This consumer's name, in logs and in the store.
+    pub(crate) name: String,
+}
+
+/// A running consumer; stopped by [`stop`](Consumer::stop) or on drop.
+pub(crate) struct Consumer {
+    shared: Arc<Shared>,
+    io: Mutex<Option<JoinHandle<WorkerReport>>>,
+    runners: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Consumer {
+    /// Starts the consumer's threads on `backend` (which need not be
+    /// reachable yet).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a setting out of range or no job registered;
+    /// [`Error::Io`] when a thread cannot be started.
+    pub(crate) fn start<B: Backend>(
+        backend: B,
+        options: ConsumerOptions,
+    ) -> Result<Consumer, Error> {
+        if options.concurrency == 0 {
+            return Err(Error::Config(
+                "worker concurrency must be above zero".into(),
+            ));
+        }
+        if options.visibility < Duration::from_millis(100) {
+            return Err(Error::Config(
+                "the visibility timeout must be at least 100 ms".into(),
+            ));
+        }
+        if options.registry.is_empty() {
+            return Err(Error::Config("the worker registers no job".into()));
+        }
+        let shared = Arc::new(Shared::default());
+        let capacity = options.prefetch.max(options.concurrency);
+        let (jobs, to_run) = crossbeam_channel::bounded::<Delivery>(capacity);
+        let (finished, results) = crossbeam_channel::unbounded::<Vec<Finished>>();
+        let registry = Arc::new(options.registry);
+        let state = Arc::new(options.state);
+        let slots: Slots = (0..options.concurrency).map(|_| Mutex::new(None)).collect();
+        let mut runners = Vec::with_capacity(options.concurrency);
+        for index in 0..options.concurrency {
+            let runner = Runner {
+                registry: registry.clone(),
+                state: state.clone(),
+                shared: shared.clone(),
+                slots: slots.clone(),
+                index,
+                default_timeout: options.settings.timeout,
+            };
+            let (to_run, finished) = (to_run.clone(), finished.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("afterward-worker-{index}"))
+                .spawn(move || runner.run(&to_run, &finished));
+            match spawned {
+                Ok(thread) => runners.push(thread),
+                // The runners started end when `jobs` is dropped here.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drop(finished);
+        let io = IoLoop {
+            backend,
+            name: options.name,
+            capacity,
+            batch: options.batch.max(1),
+            visibility: options.visibility,
+            settings: options.settings,
+            slots,
+            shared: shared.clone(),
+        };
+        let io = thread::Builder::new()
+            .name("afterward-worker-io".into())
+            .spawn(move || io.run(&jobs, &results))?;
+        Ok(Consumer {
+            shared,
+            io: Mutex::new(Some(io)),
+            runners: Mutex::new(runners),
+        })
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> WorkerStats {
+        self.shared.stats()
+    }
+
+    /// Blocks until `condition` holds for the counters, or `timeout` has
+    /// passed; returns whether it held.
+    pub(crate) fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&WorkerStats) -> bool,
+    ) -> bool {
+        let stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let waited = self
+            .shared
+            .changed
+            .wait_timeout_while(stats, timeout, |stats| !condition(stats));
+        !waited.unwrap_or_else(|e| e.into_inner()).1.timed_out()
+    }
+
+    /// Stops: fetches no more, lets the running jobs finish until `timeout`,
+    /// records what finished, and leaves the rest pending in the store.
+    /// Jobs still running at the deadline keep their threads until they
+    /// return (Rust cannot stop a thread); their outcome is not recorded.
+    pub(crate) fn stop(&self, timeout: Duration) -> WorkerReport {
+        *self
+            .shared
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + timeout);
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        let io = self.io.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let report = io
+            .and_then(|io| io.join().ok())
+            .unwrap_or_else(|| WorkerReport {
+                stats: self.stats(),
+                left_pending: 0,
+            });
+        // The job channel is closed: idle runners end now, busy ones when
+        // their job returns (not waited for past the deadline).
+        let runners = std::mem::take(&mut *self.runners.lock().unwrap_or_else(|e| e.into_inner()));
+        for runner in runners {
+            if runner.is_finished() {
+                let _ = runner.join();
+            }
+        }
+        report
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if self.io.lock().map(|io| io.is_some()).unwrap_or(false) {
+            self.stop(Duration::ZERO);
+        }
+    }
+}
