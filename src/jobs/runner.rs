@@ -24,7 +24,7 @@ use super::timer::{Next, Running, Timer};
 use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::{Counters, TaskInfo};
-use crate::tasks::{BackgroundTask, Batch};
+use crate::tasks::{BackgroundTask, Batch, TaskQueue};
 
 /// Indexes into [`OUTCOMES`](super::registry::OUTCOMES).
 const ENQUEUED: usize = 0;
@@ -182,21 +182,21 @@ impl JobRunner {
 
     /// The task that hands the job to the broker after the response.
     pub(crate) fn send_task(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         envelope: Envelope,
         delay: Option<Duration>,
     ) -> BackgroundTask {
         BackgroundTask::step(Box::new(JobStep {
-            runner: self.clone(),
+            runner: self,
             envelope,
             delay,
             send: true,
         }))
     }
 
-    pub(crate) fn attempt_task(self: &Arc<Self>, envelope: Envelope) -> BackgroundTask {
+    pub(crate) fn attempt_task(self: Arc<Self>, envelope: Envelope) -> BackgroundTask {
         BackgroundTask::step(Box::new(JobStep {
-            runner: self.clone(),
+            runner: self,
             envelope,
             delay: None,
             send: false,
@@ -205,12 +205,12 @@ impl JobRunner {
 
     /// The task that puts the job in the timer, due `delay` from when it runs.
     pub(crate) fn delayed_task(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         envelope: Envelope,
         delay: Duration,
     ) -> BackgroundTask {
         BackgroundTask::step(Box::new(JobStep {
-            runner: self.clone(),
+            runner: self,
             envelope,
             delay: Some(delay),
             send: false,
@@ -481,10 +481,10 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
             Next::Due(envelope) => {
                 if let Some(runner) = runner.upgrade() {
                     let request_id = envelope.request_id.clone();
-                    let task = runner.attempt_task(envelope);
+                    let task = runner.clone().attempt_task(envelope);
                     // Sealed (counted as scheduled) before it stops counting
                     // as delayed: the pool is never seen idle in between.
-                    let batch = Batch::seal(&request_id, vec![task], &runner.counters);
+                    let batch = Batch::seal(&request_id, TaskQueue::one(task), &runner.counters);
                     runner.counters.job_delayed(-1);
                     pool.submit(batch);
                 }

@@ -1,10 +1,10 @@
 //! [`Batch`]: one request's tasks, sealed, as the pool runs them; where
 //! every task is counted scheduled once and discarded at most once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::queue::TaskQueue;
 use super::{BackgroundTask, Work};
 use crate::stats::{Counters, TaskInfo, TaskOutcome};
 
@@ -16,22 +16,18 @@ use crate::stats::{Counters, TaskInfo, TaskOutcome};
 /// ends in exactly one outcome.
 pub(crate) struct Batch {
     request_id: Arc<str>,
-    tasks: VecDeque<BackgroundTask>,
+    tasks: TaskQueue,
     counters: Arc<Counters>,
     /// Whether the tasks left are counted in the `queued` gauge.
     queued: bool,
 }
 
 impl Batch {
-    pub(crate) fn seal(
-        request_id: &Arc<str>,
-        tasks: Vec<BackgroundTask>,
-        counters: &Arc<Counters>,
-    ) -> Batch {
+    pub(crate) fn seal(request_id: &Arc<str>, tasks: TaskQueue, counters: &Arc<Counters>) -> Batch {
         counters.scheduled(tasks.len() as u64);
         Batch {
             request_id: request_id.clone(),
-            tasks: tasks.into(),
+            tasks,
             counters: counters.clone(),
             queued: false,
         }

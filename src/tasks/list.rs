@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::batch::Batch;
+use super::queue::TaskQueue;
 use super::{BackgroundTask, IntoTaskResult};
 use crate::stats::Counters;
 
@@ -41,7 +42,7 @@ struct TaskList {
     /// runner, for `enqueue`): this file never looks inside.
     context: Option<Arc<dyn Any + Send + Sync>>,
     /// `None` once the list has been sealed (for dispatch, or to discard it).
-    tasks: Mutex<Option<Vec<BackgroundTask>>>,
+    tasks: Mutex<Option<TaskQueue>>,
 }
 
 impl BackgroundTasks {
@@ -54,7 +55,7 @@ impl BackgroundTasks {
                 request_id,
                 counters,
                 context: None,
-                tasks: Mutex::new(Some(Vec::new())),
+                tasks: Mutex::new(Some(TaskQueue::default())),
             }),
         }
     }
@@ -98,10 +99,14 @@ impl BackgroundTasks {
     pub fn add(&self, task: BackgroundTask) {
         let mut tasks = self.lock();
         match tasks.as_mut() {
-            Some(tasks) => tasks.push(task),
+            Some(tasks) => tasks.push_back(task),
             None => {
                 drop(tasks);
-                let late = Batch::seal(&self.list.request_id, vec![task], &self.list.counters);
+                let late = Batch::seal(
+                    &self.list.request_id,
+                    TaskQueue::one(task),
+                    &self.list.counters,
+                );
                 late.discard("it was added after the request's tasks were dispatched");
             }
         }
@@ -124,7 +129,7 @@ impl BackgroundTasks {
 
     /// How many tasks are waiting in the list (0 once it has been dispatched).
     pub fn len(&self) -> usize {
-        self.lock().as_ref().map_or(0, Vec::len)
+        self.lock().as_ref().map_or(0, TaskQueue::len)
     }
 
     /// Whether no task is waiting in the list.
@@ -148,13 +153,13 @@ impl BackgroundTasks {
         self.list.seal(more)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<BackgroundTask>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TaskQueue>> {
         self.list.lock()
     }
 }
 
 impl TaskList {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<BackgroundTask>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<TaskQueue>> {
         // A panic while holding this lock cannot leave the Vec half-updated.
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }

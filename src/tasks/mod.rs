@@ -5,9 +5,11 @@
 
 mod batch;
 mod list;
+mod queue;
 
 pub(crate) use self::batch::Batch;
 pub use self::list::BackgroundTasks;
+pub(crate) use self::queue::TaskQueue;
 
 use std::any::type_name;
 use std::borrow::Cow;
