@@ -137,7 +137,13 @@ fn worker(config: &RedisConfig, n: usize) -> f64 {
 fn raw_consumer(config: &RedisConfig, n: usize) -> f64 {
     let mut con = config.connect().unwrap();
     let created: Result<(), _> = client::cmd("XGROUP")
-        .arg(&["CREATE", "afterward:jobs", "workers", "0", "MKSTREAM"])
+        .arg(&[
+            "CREATE",
+            "{afterward:default}:jobs",
+            "workers",
+            "0",
+            "MKSTREAM",
+        ])
         .query::<()>(&mut con);
     drop(created); // BUSYGROUP: the worker made it
     let started = Instant::now();
@@ -153,7 +159,7 @@ fn raw_consumer(config: &RedisConfig, n: usize) -> f64 {
                 "BLOCK",
                 "1000",
                 "STREAMS",
-                "afterward:jobs",
+                "{afterward:default}:jobs",
                 ">",
             ])
             .query(&mut con)
@@ -164,9 +170,9 @@ fn raw_consumer(config: &RedisConfig, n: usize) -> f64 {
             .flat_map(|k| k.ids)
             .collect();
         let mut ack = client::cmd("XACK");
-        ack.arg("afterward:jobs").arg("workers");
+        ack.arg("{afterward:default}:jobs").arg("workers");
         let mut delete = client::cmd("XDEL");
-        delete.arg("afterward:jobs");
+        delete.arg("{afterward:default}:jobs");
         for entry in &entries {
             let Some(Value::BulkString(text)) = entry.map.get("envelope") else {
                 panic!("an entry without an envelope");

@@ -9,7 +9,8 @@
 #                                                the Redis tests on the builtin engine
 #                                                (same build as 2: nothing is rebuilt)
 #
-# Every part runs even when one before it fails, so one failure hides nothing;
+# Every part runs even when one before it fails, and every test binary of a
+# part even when one fails (--no-fail-fast), so one failure hides nothing;
 # the summary at the end names each part's result, and the exit status is 1 if
 # any failed. The Redis tests start their own `redis-server` (Debian package
 # redis-server): without it, parts 2 and 3 are not run, one message says why,
@@ -34,13 +35,13 @@ part() {
     fi
 }
 
-part "default build, builtin engine" cargo test --workspace "$@"
+part "default build, builtin engine" cargo test --workspace --no-fail-fast "$@"
 
 if command -v redis-server >/dev/null 2>&1; then
     part "all features, tiny_http engine" \
-        env AFTERWARD_ENGINE=tiny-http cargo test --workspace --all-features "$@"
+        env AFTERWARD_ENGINE=tiny-http cargo test --workspace --all-features --no-fail-fast "$@"
     part "Redis tests, builtin engine" \
-        cargo test --workspace --all-features --test 'redis_*' "$@"
+        cargo test --workspace --all-features --no-fail-fast --test 'redis_*' "$@"
 else
     echo "redis-server not found: the Redis tests (tests/redis_*.rs, cli/tests/redis_cli.rs)" \
         "start their own and cannot run. Install it (Debian: apt-get install redis-server)" \

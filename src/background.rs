@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jobs::broker::BrokerFactory;
-use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Registry};
+use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Queues, Registry};
 use crate::pool::{OnFull, Pool, PoolConfig, ShutdownReport, DEFAULT_QUEUE_CAPACITY};
 use crate::state::StateMap;
 use crate::stats::{Counters, Stats};
@@ -105,6 +105,13 @@ impl BackgroundPoolBuilder {
         self
     }
 
+    /// The queues jobs run in here, and how they take turns; see
+    /// [`JobSettings::queues`].
+    pub fn queues(mut self, queues: Queues) -> BackgroundPoolBuilder {
+        self.job_settings.queues = Some(queues);
+        self
+    }
+
     /// Sends jobs to this broker instead of running them here.
     pub(crate) fn broker(mut self, broker: Option<BrokerFactory>) -> BackgroundPoolBuilder {
         self.broker = broker;
@@ -130,8 +137,9 @@ impl BackgroundPoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for zero workers or a zero capacity; [`Error::Io`]
-    /// when a thread cannot be started.
+    /// [`Error::Config`] for zero workers or a zero capacity, or queues
+    /// that are not valid or leave a registered job type's queue unserved
+    /// (without a broker); [`Error::Io`] when a thread cannot be started.
     pub fn build(self) -> Result<BackgroundPool, Error> {
         let counters = Arc::new(Counters::new(self.queue_capacity));
         self.build_with(counters)
@@ -139,6 +147,7 @@ impl BackgroundPoolBuilder {
 
     /// Builds the pool on counters shared with a server.
     pub(crate) fn build_with(self, counters: Arc<Counters>) -> Result<BackgroundPool, Error> {
+        check_queues(&self.job_settings, &self.jobs, self.broker.is_some())?;
         let config = PoolConfig {
             workers: self.workers,
             queue_capacity: self.queue_capacity,
@@ -168,6 +177,27 @@ impl BackgroundPoolBuilder {
             Some(runner)
         };
         Ok(BackgroundPool { pool, jobs })
+    }
+}
+
+/// Checks the in-process queues of `settings`, if chosen: valid, and,
+/// without a broker, serving every registered job type's queue (or its jobs
+/// could never run).
+pub(crate) fn check_queues(
+    settings: &JobSettings,
+    registry: &Registry,
+    has_broker: bool,
+) -> Result<(), Error> {
+    let Some(queues) = &settings.queues else {
+        return Ok(());
+    };
+    queues.check()?;
+    let unserved = registry.queues().into_iter().find(|q| !queues.serves(q));
+    match unserved {
+        Some(queue) if !has_broker => Err(Error::Config(format!(
+            "queue {queue:?} of a registered job is not among the queues served ({queues})"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -500,7 +530,13 @@ mod tests {
         let tasks = pool.tasks("r1");
         tasks.enqueue_in(Later, Duration::from_secs(3600)).unwrap();
         pool.dispatch(&tasks);
-        assert!(counters.wait_until(Duration::from_secs(30), |c| c.snapshot().jobs_delayed == 1));
+        // The job waits in the timer, and the task that put it there (and
+        // held the job runner) has ended.
+        let waiting = |c: &Counters| {
+            let stats = c.snapshot();
+            stats.jobs_delayed == 1 && stats.completed == 1
+        };
+        assert!(counters.wait_until(Duration::from_secs(30), waiting));
         drop(tasks); // it holds the job runner too
         drop(pool);
         let stats = counters.snapshot();
@@ -537,7 +573,7 @@ mod tests {
         assert!(pool.wait_idle(Duration::from_secs(30)));
         let text = pool.jobs().unwrap().to_prometheus();
         let expected =
-            "afterward_jobs_by_name_total{job=\"we\\\"ird\\\\\",outcome=\"succeeded\"} 1\n";
+            "afterward_jobs_by_name_total{job=\"we\\\"ird\\\\\",queue=\"default\",outcome=\"succeeded\"} 1\n";
         assert!(text.contains(expected), "{text}");
         pool.shutdown(Duration::from_secs(30));
     }

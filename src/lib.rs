@@ -142,6 +142,10 @@
 // wrap: getrlimit and setrlimit, each with its proof of soundness).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+// Calls that cannot take a job give it back (`Result<(), Envelope>`): the
+// job is moved, never copied, and the `Err` path is the rare one; boxing
+// the envelope would cost an allocation per job on the common path.
+#![allow(clippy::result_large_err)]
 
 mod access;
 mod background;
@@ -182,8 +186,8 @@ pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
 pub use crate::jobs::{
     job_status_handler, DeadLetter, EnqueueError, Envelope, GiveUp, Job, JobContext, JobId,
-    JobMode, JobResult, JobSettings, JobState, JobStatus, Jobs, DEFAULT_JOB_STATUS_CAPACITY,
-    ENVELOPE_VERSION,
+    JobMode, JobOptions, JobResult, JobSettings, JobState, JobStatus, Jobs, QueueOrder, Queues,
+    DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_QUEUE, ENVELOPE_VERSION,
 };
 pub use crate::json::Json;
 pub use crate::method::Method;

@@ -38,7 +38,7 @@ impl Stats {
             ),
             (
                 "afterward_jobs_delayed",
-                "Jobs waiting in the timer (a retry's backoff, a delayed enqueue).",
+                "Jobs waiting: in the timer (a retry's backoff, a delayed enqueue), or in an in-process queue for their turn.",
                 self.jobs_delayed,
             ),
             (

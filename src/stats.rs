@@ -68,7 +68,9 @@ pub struct Stats {
     pub jobs_dead: u64,
     /// Jobs that never ran to the end: their request failed, or shutdown came first.
     pub jobs_discarded: u64,
-    /// Jobs waiting in the timer (a retry's backoff, a delayed enqueue): a gauge.
+    /// Jobs waiting in the timer (a retry's backoff, a delayed enqueue) or,
+    /// with in-process queues ([`ServerBuilder::queues`](crate::ServerBuilder::queues)),
+    /// in their queue for a turn: a gauge.
     pub jobs_delayed: u64,
     /// Job attempts that ran past their deadline (each also ends in one of
     /// the outcomes above, when it returns).
@@ -303,8 +305,9 @@ impl Counters {
         } else {
             self.jobs_delayed
                 .fetch_sub(change.unsigned_abs(), Ordering::SeqCst);
-            self.notify();
         }
+        // Both ways: a test may wait for jobs to be waiting in their queues.
+        self.notify();
     }
 
     pub(crate) fn connection_opened(&self) {

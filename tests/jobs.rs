@@ -172,7 +172,7 @@ fn a_job_runs_after_the_response_and_its_status_follows_it() {
     assert_eq!(status.header("Cache-Control"), Some("no-store"));
     assert_eq!(
         status.json(),
-        json!({"id": id, "name": "flaky", "status": "done", "attempts": 1})
+        json!({"id": id, "name": "flaky", "queue": "default", "status": "done", "attempts": 1})
     );
     assert_eq!(server.get("/jobs/nope").send().status(), 404);
     let stats = server.stats();

@@ -169,14 +169,14 @@ fn statuses_share_a_hash_per_group_of_ids_that_expires_a_ttl_after_its_last_chan
         .iter()
         .map(|id| {
             let counter = u64::from_str_radix(&id[16..], 16).unwrap();
-            format!("afterward:status:{:x}", counter >> 12)
+            format!("{{afterward:default}}:status:{:x}", counter >> 12)
         })
         .collect();
     groups.sort();
     groups.dedup();
     let mut con = redis.connection();
     let mut keys: Vec<String> = cmd("KEYS")
-        .arg("afterward:status:*")
+        .arg("{afterward:default}:status:*")
         .query(&mut con)
         .unwrap();
     keys.sort();
@@ -434,7 +434,13 @@ fn a_job_held_past_the_visibility_timeout_is_taken_over_by_another_worker() {
     // A consumer reads the job and dies without acknowledging it.
     let mut con = redis.connection();
     let _: () = afterward::redis::client::cmd("XGROUP")
-        .arg(&["CREATE", "afterward:jobs", "workers", "0", "MKSTREAM"])
+        .arg(&[
+            "CREATE",
+            "{afterward:default}:jobs",
+            "workers",
+            "0",
+            "MKSTREAM",
+        ])
         .query(&mut con)
         .unwrap();
     let read: afterward::redis::client::Value = afterward::redis::client::cmd("XREADGROUP")
@@ -445,7 +451,7 @@ fn a_job_held_past_the_visibility_timeout_is_taken_over_by_another_worker() {
             "COUNT",
             "1",
             "STREAMS",
-            "afterward:jobs",
+            "{afterward:default}:jobs",
             ">",
         ])
         .query(&mut con)
@@ -572,11 +578,11 @@ fn a_worker_moves_stream_entries_that_are_not_jobs_to_the_dead_letters() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let _: String = cmd("XADD")
-        .arg(&["afterward:jobs", "*", "envelope", "{not json"])
+        .arg(&["{afterward:default}:jobs", "*", "envelope", "{not json"])
         .query(&mut con)
         .unwrap();
     let _: String = cmd("XADD")
-        .arg(&["afterward:jobs", "*", "other", "field"])
+        .arg(&["{afterward:default}:jobs", "*", "other", "field"])
         .query(&mut con)
         .unwrap();
     let worker = worker(redis.config());
@@ -588,7 +594,7 @@ fn a_worker_moves_stream_entries_that_are_not_jobs_to_the_dead_letters() {
         "{counts:?}"
     );
     let dead: Vec<(String, Vec<String>)> = cmd("XRANGE")
-        .arg(&["afterward:dead", "-", "+"])
+        .arg(&["{afterward:default}:dead", "-", "+"])
         .query(&mut con)
         .unwrap();
     // Two runner threads read them: the dead letters may come in either order.

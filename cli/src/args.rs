@@ -11,7 +11,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afterward::{Engine, OnFull};
+use afterward::{Engine, OnFull, Queues};
 
 /// One option: `--name VALUE`, or `AFTERWARD_NAME=VALUE`.
 struct Opt {
@@ -50,6 +50,14 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "job-max-attempts", value: "N", default: "5", help: "attempts in all for a job (the demo's /files and /flaky)" },
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s" },
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue and its thread replaced" },
+    Opt {
+        name: "queues",
+        value: "QUEUES",
+        default: "none: each job runs in its request's batch",
+        help: "the queues this server's jobs run in, taking turns (without --redis-url): weights `default=3,slow=1` (a queue of weight 3 gets three turns for one), or an order `critical,default,low` with --strict",
+    },
+    Opt { name: "strict", value: "", default: "off", help: "with --queues: always the first queue, in the order given, that has a job ready" },
+    Opt { name: "queue-limit", value: "LIMITS", default: "none", help: "with --queues: at most N jobs of a queue running at once here, `slow=1,reports=2`" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
     Opt {
@@ -71,6 +79,14 @@ const WORKER_OPTIONS: &[Opt] = &[
     Opt { name: "redis-url", value: "URL", default: "(required)", help: "the Redis the web server sends jobs to" },
     Opt { name: "concurrency", value: "N", default: "cores, at least 2", help: "jobs run at once" },
     Opt { name: "prefetch", value: "N", default: "100", help: "jobs held at most, read and not finished (at least the concurrency); lower it for slow jobs, so that idle workers get them" },
+    Opt {
+        name: "queues",
+        value: "QUEUES",
+        default: "the demo's queue, default",
+        help: "the queues this worker serves: weights `default=3,slow=1` (a queue of weight 3 gets three turns for one), or an order `critical,default,low` with --strict",
+    },
+    Opt { name: "strict", value: "", default: "off", help: "with --queues: always the first queue, in the order given, that has a job ready" },
+    Opt { name: "queue-limit", value: "LIMITS", default: "none", help: "with --queues: at most N jobs of a queue running at once here, `slow=1,reports=2`" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the demo's jobs append their lines to (`flaky ID done`)" },
     Opt { name: "visibility-timeout", value: "SECONDS", default: "60", help: "how long a job held by a silent (crashed, stalled) worker waits before another takes it over" },
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue" },
@@ -113,6 +129,7 @@ pub struct Args {
     pub notify_delay: Duration,
     pub redis_url: Option<String>,
     pub redis_mode: RedisMode,
+    pub queues: Option<Queues>,
 }
 
 /// What `--redis-url` is for.
@@ -129,6 +146,7 @@ pub enum RedisMode {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerArgs {
     pub redis_url: String,
+    pub queues: Option<Queues>,
     pub concurrency: Option<usize>,
     pub prefetch: Option<usize>,
     pub log_file: PathBuf,
@@ -145,6 +163,8 @@ pub struct WorkerArgs {
 pub enum JobsAction {
     /// Counts of jobs ready, pending, delayed and dead.
     Pending,
+    /// The same, per queue.
+    Queues,
     /// The dead letters.
     Dead,
     /// Sends a dead job back to run.
@@ -194,6 +214,11 @@ fn read(
                 let Some(opt) = table.iter().find(|o| o.name == name) else {
                     return Err(format!("unknown option --{name}"));
                 };
+                if opt.value.is_empty() {
+                    // A switch: no value.
+                    given.push((opt.name, "true".into()));
+                    continue;
+                }
                 let value = parser
                     .value()
                     .map_err(|e| e.to_string())?
@@ -317,6 +342,43 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         ))
     }
 
+    /// A switch: given as a flag, or its variable set to 1/true/yes (0,
+    /// false, no or empty: off).
+    fn switch(&self, name: &'static str) -> Result<bool, String> {
+        let Some((source, value)) = self.raw(name) else {
+            return Ok(false);
+        };
+        match value.trim() {
+            "1" | "true" | "yes" => Ok(true),
+            "" | "0" | "false" | "no" => Ok(false),
+            _ => Err(format!(
+                "invalid value {value:?} for {source}: expected 1, true, yes, 0, false or no"
+            )),
+        }
+    }
+
+    /// `--queues`, `--strict` and `--queue-limit` together.
+    fn queues(&self) -> Result<Option<Queues>, String> {
+        let strict = self.switch("strict")?;
+        let limits = self.raw("queue-limit");
+        let Some((source, spec)) = self.raw("queues") else {
+            return match (strict, limits) {
+                (true, _) => Err("--strict needs --queues".into()),
+                (_, Some((source, _))) => Err(format!("{source} needs --queues")),
+                _ => Ok(None),
+            };
+        };
+        let queues = Queues::parse(&spec, strict)
+            .map_err(|e| format!("invalid value {spec:?} for {source}: {}", reason(e)))?;
+        match limits {
+            None => Ok(Some(queues)),
+            Some((source, limits)) => queues
+                .parse_limits(&limits)
+                .map(Some)
+                .map_err(|e| format!("invalid value {limits:?} for {source}: {}", reason(e))),
+        }
+    }
+
     fn redis_url(&self, required: bool) -> Result<Option<String>, String> {
         match self.raw("redis-url") {
             Some((source, url)) if cfg!(not(feature = "redis")) => Err(format!(
@@ -361,6 +423,7 @@ fn parse_worker(
     let options = Resolver { given: &given, env };
     Ok(Command::Worker(WorkerArgs {
         redis_url: options.redis_url(true)?.unwrap_or_default(),
+        queues: options.queues()?,
         concurrency: options.count("concurrency")?,
         prefetch: options.count("prefetch")?,
         log_file: options
@@ -402,11 +465,12 @@ fn parse_jobs(
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
     let action = match words.as_slice() {
         ["pending"] => JobsAction::Pending,
+        ["queues"] => JobsAction::Queues,
         ["dead"] => JobsAction::Dead,
         ["requeue", id] => JobsAction::Requeue((*id).to_owned()),
         _ => {
             return Err(format!(
-                "`afterward jobs` takes pending, dead or requeue ID, not {:?}",
+                "`afterward jobs` takes pending, queues, dead or requeue ID, not {:?}",
                 words.join(" ")
             ))
         }
@@ -497,6 +561,16 @@ fn parse_serve(
                 .unwrap_or(0),
         ),
         redis_mode,
+        queues: match (options.queues()?, options.raw("redis-url")) {
+            // The demo's jobs run in `default`: in this process, it must be served.
+            (Some(queues), None) if !queues.serves(afterward::DEFAULT_QUEUE) => {
+                let (source, spec) = options.raw("queues").unwrap_or_default();
+                return Err(format!(
+                    "invalid value {spec:?} for {source}: the demo's jobs run in queue `default`, which it leaves out (add it, or send the jobs to Redis with --redis-url)"
+                ));
+            }
+            (queues, _) => queues,
+        },
         redis_url: match (options.redis_url(false)?, options.raw("redis-mode")) {
             (None, Some((source, _))) => {
                 return Err(format!(
@@ -506,6 +580,14 @@ fn parse_serve(
             (url, _) => url,
         },
     }))
+}
+
+/// What a configuration error says, without its kind.
+fn reason(error: afterward::Error) -> String {
+    match error {
+        afterward::Error::Config(reason) => reason,
+        other => other.to_string(),
+    }
 }
 
 /// Log lines queued for stderr by default.
@@ -531,12 +613,16 @@ pub fn help() -> String {
         "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
          Usage: afterward [OPTIONS]                          serve the demo app\n       \
          afterward worker --redis-url URL [OPTIONS]    run the demo's jobs from Redis\n       \
-         afterward jobs --redis-url URL pending|dead|requeue ID\n\n\
+         afterward jobs --redis-url URL pending|queues|dead|requeue ID\n\n\
          Options (each also read from its environment variable):\n",
     );
     let list = |text: &mut String, table: &[Opt]| {
         for opt in table {
-            let flag = format!("--{} <{}>", opt.name, opt.value);
+            let flag = if opt.value.is_empty() {
+                format!("--{}", opt.name)
+            } else {
+                format!("--{} <{}>", opt.name, opt.value)
+            };
             let _ = writeln!(text, "  {flag:<30} {}", opt.help);
             let _ = writeln!(
                 text,
@@ -556,7 +642,8 @@ pub fn help() -> String {
     list(&mut text, WORKER_OPTIONS);
     text.push_str(
         "\nafterward jobs: pending prints the counts of jobs ready, pending (read, not acknowledged),\n\
-         delayed and dead, as JSON; dead prints the dead letters, one JSON object per line;\n\
+         delayed and dead, as JSON; queues prints the same per queue, one JSON object per line;\n\
+         dead prints the dead letters, one JSON object per line;\n\
          requeue ID sends dead job ID back to run, with its attempts reset.\n\n\
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
          GET /health, GET /metrics.\n\
@@ -664,12 +751,12 @@ mod tests {
             (
                 &["jobs", "--redis-url", "redis://x", "drop"],
                 &[],
-                "pending, dead or requeue",
+                "pending, queues, dead or requeue",
             ),
             (
                 &["jobs", "--redis-url", "redis://x", "requeue"],
                 &[],
-                "pending, dead or requeue",
+                "pending, queues, dead or requeue",
             ),
             (&["--nope"], &[], "unknown option --nope"),
             (&["--port"], &[], "missing argument"),
@@ -725,6 +812,68 @@ mod tests {
         #[cfg(not(feature = "redis"))]
         for parsed in [worker, jobs] {
             assert!(parsed.unwrap_err().contains("feature `redis`"));
+        }
+    }
+
+    #[test]
+    fn queues_come_as_weights_or_a_strict_order_with_limits() {
+        let args = serve(
+            &["--queues", "default=3,slow=1", "--queue-limit", "slow=1"],
+            &[],
+        );
+        let expected = Queues::weighted([("default", 3), ("slow", 1)]).limit("slow", 1);
+        assert_eq!(args.queues, Some(expected));
+        let strict = serve(&["--queues", "critical,default", "--strict"], &[]);
+        assert_eq!(strict.queues, Some(Queues::strict(["critical", "default"])));
+        let from_env = serve(
+            &[],
+            &[
+                ("AFTERWARD_QUEUES", "critical,default"),
+                ("AFTERWARD_STRICT", "yes"),
+            ],
+        );
+        assert_eq!(from_env.queues, strict.queues);
+        assert_eq!(serve(&[], &[]).queues, None);
+        for (args, env, expected) in [
+            (
+                &["--queues", "a=0,default"][..],
+                &[][..],
+                "invalid value \"a=0,default\" for --queues",
+            ),
+            (
+                &["--queues", "a=2,default", "--strict"],
+                &[],
+                "strict order takes no weights",
+            ),
+            (
+                &["--queues", "slow"],
+                &[],
+                "the demo's jobs run in queue `default`",
+            ),
+            (
+                &["--queues", "default", "--queue-limit", "x"],
+                &[],
+                "for --queue-limit: queue limit",
+            ),
+            (
+                &["--queues", "default", "--queue-limit", "slow=1"],
+                &[],
+                "not served",
+            ),
+            (&["--strict"], &[], "--strict needs --queues"),
+            (
+                &["--queue-limit", "a=1"],
+                &[],
+                "--queue-limit needs --queues",
+            ),
+            (
+                &[],
+                &[("AFTERWARD_STRICT", "maybe")],
+                "for AFTERWARD_STRICT",
+            ),
+        ] {
+            let error = parse_with(args, env).unwrap_err();
+            assert!(error.contains(expected), "{args:?}: {error}");
         }
     }
 

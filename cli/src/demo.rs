@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use afterward::{
     App, BackgroundTasks, Dependency, Depends, GiveUp, HttpError, IntoResponse, Job, JobContext,
-    JobResult, Json, Path, Query, RawBody, Request, Response, State,
+    JobOptions, JobResult, Json, Path, Query, RawBody, Request, Response, State,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -346,13 +346,20 @@ struct FlakyParams {
     fail: u32,
     #[serde(default)]
     sleep_ms: u64,
+    /// The queue to wait in (`default` unless given).
+    queue: Option<String>,
 }
 
 fn flaky(Query(params): Query<FlakyParams>, tasks: BackgroundTasks) -> Result<Response, HttpError> {
-    let id = tasks.enqueue(Flaky {
+    let mut options = JobOptions::new();
+    if let Some(queue) = params.queue {
+        options = options.queue(queue);
+    }
+    let job = Flaky {
         fail: params.fail,
         sleep_ms: params.sleep_ms,
-    })?;
+    };
+    let id = tasks.enqueue_with(job, options)?;
     Ok(
         Response::json(&json!({"id": id.as_str(), "status": "queued"}))
             .with_status(202)

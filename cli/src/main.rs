@@ -107,6 +107,9 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     if let Some(n) = args.background_workers {
         builder = builder.background_workers(n);
     }
+    if let Some(queues) = args.queues {
+        builder = builder.queues(queues);
+    }
     #[allow(unused_mut)]
     let mut files = demo::Files::default();
     #[cfg(feature = "redis")]

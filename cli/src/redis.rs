@@ -34,6 +34,9 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     if let Some(n) = args.prefetch {
         builder = builder.prefetch(n);
     }
+    if let Some(queues) = args.queues {
+        builder = builder.queues(queues);
+    }
     let stopper = Stopper::default();
     stopper
         .stop_on_signals()
@@ -86,7 +89,7 @@ fn serve_metrics(address: &str, worker: &Arc<Worker>) -> Result<ServerHandle, St
         .map_err(|e| format!("cannot serve the worker's metrics on {address}: {e}"))
 }
 
-/// `afterward jobs pending|dead|requeue ID`.
+/// `afterward jobs pending|queues|dead|requeue ID`.
 pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
     let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
     let admin = Admin::new(config);
@@ -103,6 +106,20 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
                 })
             );
         }
+        JobsAction::Queues => {
+            for (queue, counts) in admin.queues()? {
+                println!(
+                    "{}",
+                    json!({
+                        "queue": queue,
+                        "ready": counts.ready,
+                        "pending": counts.pending,
+                        "delayed": counts.delayed,
+                        "dead": counts.dead,
+                    })
+                );
+            }
+        }
         JobsAction::Dead => {
             for dead in admin.dead(usize::MAX)? {
                 let envelope = dead.envelope;
@@ -111,6 +128,7 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
                     json!({
                         "id": &*envelope.id,
                         "name": &*envelope.name,
+                        "queue": &*envelope.queue,
                         "attempts": envelope.attempts,
                         "error": dead.error,
                         "payload": serde_json::from_str::<serde_json::Value>(&envelope.payload)

@@ -19,7 +19,7 @@ fn a_flaky_job_is_retried_then_done() {
     server.wait_for_metric("afterward_jobs_succeeded_total", 1.0);
     assert_eq!(
         server.get(&format!("/jobs/{id}")).json(),
-        json!({"id": id, "name": "flaky", "status": "done", "attempts": 3})
+        json!({"id": id, "name": "flaky", "queue": "default", "status": "done", "attempts": 3})
     );
     assert_eq!(server.metric("afterward_jobs_retried_total"), 2.0);
     let unknown = server.get("/jobs/0123");
@@ -96,10 +96,10 @@ fn metrics_count_jobs_by_name_and_outcome() {
         ("dead", 1),
     ] {
         let line =
-            format!("afterward_jobs_by_name_total{{job=\"flaky\",outcome=\"{outcome}\"}} {n}\n");
+            format!("afterward_jobs_by_name_total{{job=\"flaky\",queue=\"default\",outcome=\"{outcome}\"}} {n}\n");
         assert!(text.contains(&line), "{line} in\n{text}");
     }
     assert!(
-        text.contains("afterward_jobs_by_name_total{job=\"count_words\",outcome=\"enqueued\"} 0\n")
+        text.contains("afterward_jobs_by_name_total{job=\"count_words\",queue=\"default\",outcome=\"enqueued\"} 0\n")
     );
 }

@@ -305,3 +305,85 @@ fn in_spill_mode_jobs_not_run_by_the_shutdown_deadline_go_to_redis_for_a_worker(
     let local = std::fs::read_to_string(server.log_file()).unwrap_or_default();
     assert!(!local.contains("flaky"), "a job ran in the server: {local}");
 }
+
+#[test]
+fn jobs_wait_in_the_queue_they_name_and_a_worker_serves_only_its_queues() {
+    let redis = RedisServer::start();
+    let server = Afterward::start(&["--redis-url", &redis.url()]);
+    let slow: Vec<String> = (0..3)
+        .map(|_| accepted_id(&server, "/flaky?queue=slow"))
+        .collect();
+    let fast: Vec<String> = (0..2).map(|_| accepted_id(&server, "/flaky")).collect();
+    server.wait_for_metric("afterward_jobs_sent_total", 5.0);
+    let queues = |redis: &RedisServer| {
+        let (status, out, err) = run(&["jobs", "--redis-url", &redis.url(), "queues"], &[]);
+        assert!(status.success(), "{err}");
+        out.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|q| {
+                (
+                    q["queue"].as_str().unwrap().to_owned(),
+                    q["ready"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(queues(&redis), [("default".into(), 2), ("slow".into(), 3)]);
+    assert_eq!(
+        server.get(&format!("/jobs/{}", slow[0])).json()["queue"],
+        "slow"
+    );
+
+    // A worker of `default` alone: the `slow` jobs stay where they are.
+    let worker = WorkerProcess::start(&redis.url(), &["--queues", "default"]);
+    for id in &fast {
+        wait_for_status(&server, id, "done");
+    }
+    assert_eq!(queues(&redis), [("default".into(), 0), ("slow".into(), 3)]);
+    drop(worker);
+    let _slow_worker = WorkerProcess::start(
+        &redis.url(),
+        &[
+            "--queues",
+            "slow,default",
+            "--strict",
+            "--queue-limit",
+            "slow=1",
+        ],
+    );
+    for id in &slow {
+        wait_for_status(&server, id, "done");
+    }
+    assert_eq!(queues(&redis), [("default".into(), 0), ("slow".into(), 0)]);
+}
+
+#[test]
+fn a_bad_queue_flag_is_a_usage_error_naming_it() {
+    for (args, expected) in [
+        (
+            &[
+                "worker",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--queues",
+                "a=x",
+            ][..],
+            "for --queues",
+        ),
+        (&["--queues", "slow"], "queue `default`"),
+        (
+            &[
+                "worker",
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--queue-limit",
+                "a=1",
+            ],
+            "--queue-limit needs --queues",
+        ),
+    ] {
+        let (status, _, err) = run(args, &[]);
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

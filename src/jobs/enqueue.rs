@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::handle::Jobs;
 use super::job::{EnqueueError, Job, JobId};
+use super::options::JobOptions;
 use super::runner::JobRunner;
 use super::settings::JobMode;
 use crate::tasks::BackgroundTasks;
@@ -29,13 +30,13 @@ impl BackgroundTasks {
     /// value does not serialize: a mistake found now, not when it would run.
     /// An [`EnqueueError`] converts into a `500` [`HttpError`](crate::HttpError).
     pub fn enqueue<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
-        self.enqueue_after(job, None)
+        self.enqueue_with(job, JobOptions::new())
     }
 
     /// [`enqueue`](Self::enqueue), to start `delay` after the response (it
     /// waits in a timer, not on a pool thread).
     pub fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<JobId, EnqueueError> {
-        self.enqueue_after(job, Some(delay))
+        self.enqueue_with(job, JobOptions::new().delay(delay))
     }
 
     /// [`enqueue`](Self::enqueue), for a `202 Accepted` that promises the
@@ -56,38 +57,41 @@ impl BackgroundTasks {
     /// broker that timed out may still have received it (a duplicate, if the
     /// client retries; see the job's id).
     pub fn enqueue_durable<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
+        self.enqueue_with(job, JobOptions::new().durable())
+    }
+
+    /// [`enqueue`](Self::enqueue) with [`JobOptions`]: another queue, a
+    /// delay, a durable hand-over.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`enqueue`](Self::enqueue) and
+    /// [`enqueue_durable`](Self::enqueue_durable), and
+    /// [`EnqueueError::Queue`] for a queue name that is not valid, or (in
+    /// process, with queues chosen) not served.
+    pub fn enqueue_with<J: Job>(&self, job: J, options: JobOptions) -> Result<JobId, EnqueueError> {
         let runner = self.runner::<J>()?;
-        if !runner.has_broker() || runner.mode() != JobMode::Normal {
-            return self.enqueue(job);
+        let envelope = runner.envelope(&job, self.shared_request_id(), options.queue.as_ref())?;
+        let id = JobId::new(envelope.id.clone());
+        let delay = options.delay;
+        match (runner.mode(), delay) {
+            (JobMode::Eager, _) => runner.run_now(envelope),
+            (JobMode::Capture, _) => runner.capture(envelope),
+            _ if options.durable && runner.has_broker() => {
+                runner
+                    .send_now(&envelope, delay)
+                    .map_err(EnqueueError::Unavailable)?;
+            }
+            _ if runner.has_broker() => self.add(runner.send_task(envelope, delay)),
+            (_, None) => self.add(runner.attempt_task(envelope)),
+            (_, Some(delay)) => self.add(runner.delayed_task(envelope, delay)),
         }
-        let envelope = runner.envelope(&job, self.shared_request_id())?;
-        runner
-            .send_now(&envelope, None)
-            .map_err(EnqueueError::Unavailable)?;
-        Ok(JobId::new(envelope.id.clone()))
+        Ok(id)
     }
 
     /// The job runner, if the app registers jobs (else `J` is unregistered).
     fn runner<J: Job>(&self) -> Result<Arc<JobRunner>, EnqueueError> {
         self.context::<JobRunner>()
             .ok_or(EnqueueError::Unregistered(J::NAME))
-    }
-
-    fn enqueue_after<J: Job>(
-        &self,
-        job: J,
-        delay: Option<Duration>,
-    ) -> Result<JobId, EnqueueError> {
-        let runner = self.runner::<J>()?;
-        let envelope = runner.envelope(&job, self.shared_request_id())?;
-        let id = JobId::new(envelope.id.clone());
-        match (runner.mode(), delay) {
-            (JobMode::Eager, _) => runner.run_now(envelope),
-            (JobMode::Capture, _) => runner.capture(envelope),
-            _ if runner.has_broker() => self.add(runner.send_task(envelope, delay)),
-            (_, None) => self.add(runner.attempt_task(envelope)),
-            (_, Some(delay)) => self.add(runner.delayed_task(envelope, delay)),
-        }
-        Ok(id)
     }
 }

@@ -7,6 +7,8 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::queues::DEFAULT_QUEUE;
+
 /// Milliseconds since the Unix epoch, now: the time base of every time an
 /// envelope or a store keeps (`enqueued_at_ms`, a retry's due time).
 pub(crate) fn now_ms() -> u64 {
@@ -24,7 +26,7 @@ pub const ENVELOPE_VERSION: u64 = 1;
 /// changes no behaviour.
 ///
 /// ```json
-/// {"v": 1, "id": "3f9c…", "name": "send_email", "payload": {"to": "ada@example.com"},
+/// {"v": 1, "id": "3f9c…", "name": "send_email", "queue": "default", "payload": {"to": "ada@example.com"},
 ///  "attempts": 0, "max_attempts": 5, "enqueued_at_ms": 1764260000000, "request_id": "…"}
 /// ```
 ///
@@ -38,6 +40,9 @@ pub struct Envelope {
     pub id: Arc<str>,
     /// The job's registered name ([`Job::NAME`](crate::Job::NAME)).
     pub name: Cow<'static, str>,
+    /// The queue it waits in ([`Job::QUEUE`](crate::Job::QUEUE), or the
+    /// enqueue's choice); `"default"` when the JSON has none.
+    pub queue: Cow<'static, str>,
     /// The job's value, serialized as JSON text (parsed only to run it).
     pub payload: String,
     /// Attempts already made.
@@ -60,6 +65,7 @@ impl Envelope {
             "v": ENVELOPE_VERSION,
             "id": &*self.id,
             "name": self.name,
+            "queue": self.queue,
             "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
@@ -86,6 +92,8 @@ impl Envelope {
         push_json_str(&mut out, &self.id);
         out.push_str(",\"name\":");
         push_json_str(&mut out, &self.name);
+        out.push_str(",\"queue\":");
+        push_json_str(&mut out, &self.queue);
         let _ = write!(
             out,
             ",\"payload\":{payload},\"attempts\":{},\"max_attempts\":{},\"enqueued_at_ms\":{},\"request_id\":",
@@ -108,7 +116,7 @@ impl Envelope {
     pub fn from_json_text(text: &str) -> Result<Envelope, String> {
         let fields: Fields<'_> =
             serde_json::from_str(text).map_err(|e| format!("the envelope is not JSON: {e}"))?;
-        let [version, id, name, payload, attempts, max_attempts, enqueued_at_ms, request_id, last_error] =
+        let [version, id, name, queue, payload, attempts, max_attempts, enqueued_at_ms, request_id, last_error] =
             fields.0;
         let version = version.and_then(|v| v.get().parse::<u64>().ok());
         if version != Some(ENVELOPE_VERSION) {
@@ -129,6 +137,10 @@ impl Envelope {
         Ok(Envelope {
             id: text(id, "id")?.into(),
             name: text(name, "name")?.into(),
+            queue: match queue {
+                Some(_) => text(queue, "queue")?.into(),
+                None => Cow::Borrowed(DEFAULT_QUEUE),
+            },
             payload: payload.map_or("null", RawValue::get).to_owned(),
             attempts: small(attempts, "attempts")?,
             max_attempts: small(max_attempts, "max_attempts")?,
@@ -160,10 +172,11 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
 }
 
 /// The names of an envelope's fields, in the order [`Fields`] keeps them.
-const FIELDS: [&str; 9] = [
+const FIELDS: [&str; 10] = [
     "v",
     "id",
     "name",
+    "queue",
     "payload",
     "attempts",
     "max_attempts",
@@ -174,7 +187,7 @@ const FIELDS: [&str; 9] = [
 
 /// An envelope's fields as the JSON text they are, borrowed from the
 /// envelope's text; other keys are skipped.
-struct Fields<'a>([Option<&'a RawValue>; 9]);
+struct Fields<'a>([Option<&'a RawValue>; FIELDS.len()]);
 
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -185,7 +198,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
-                let mut fields = [None; 9];
+                let mut fields = [None; FIELDS.len()];
                 while let Some(key) = map.next_key::<Key>()? {
                     match key.0 {
                         Some(i) => fields[i] = Some(map.next_value()?),
@@ -239,6 +252,7 @@ mod tests {
         let envelope = Envelope {
             id: "j1".into(),
             name: "send_email".into(),
+            queue: "mail".into(),
             payload: json!({"to": "ada@example.com"}).to_string(),
             attempts: 2,
             max_attempts: 5,
@@ -282,6 +296,7 @@ mod tests {
         assert_eq!(&*envelope.id, "j\n1");
         assert_eq!(&*envelope.request_id, "r1");
         assert_eq!(envelope.name, "send_email");
+        assert_eq!(envelope.queue, "default", "no queue: the default one");
         assert_eq!(
             serde_json::from_str::<Value>(&envelope.payload).unwrap(),
             json!({"to": "a\"b", "n": [1, 2.5]})

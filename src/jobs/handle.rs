@@ -47,7 +47,7 @@ impl Jobs {
     }
 
     /// Each registered job type's counts by outcome, as
-    /// `afterward_jobs_by_name_total{job, outcome}` in the Prometheus text
+    /// `afterward_jobs_by_name_total{job, queue, outcome}` in the Prometheus text
     /// format (the metrics handler appends it to the server's).
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
@@ -59,12 +59,15 @@ impl Jobs {
             .unwrap_or_default();
         let _ = write!(
             out,
-            "# HELP {name} Jobs by type and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
+            "# HELP {name} Jobs by type, queue and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
         );
-        for (job, counts) in self.runner.registry().counts() {
+        for (job, queue, counts) in self.runner.registry().counts() {
             let job = label_value(job);
             for (outcome, n) in OUTCOMES.iter().zip(counts) {
-                let _ = writeln!(out, "{name}{{job=\"{job}\",outcome=\"{outcome}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "{name}{{job=\"{job}\",queue=\"{queue}\",outcome=\"{outcome}\"}} {n}"
+                );
             }
         }
         out

@@ -26,7 +26,7 @@ impl OptionalFromRequest for Jobs {
 }
 
 /// A ready-made handler for `GET /jobs/{id}`: `200` with
-/// [`JobStatus::to_json`](super::JobStatus::to_json) (`{"id", "name", "status", "attempts", "error"?}`),
+/// [`JobStatus::to_json`](super::JobStatus::to_json) (`{"id", "name", "queue", "status", "attempts", "error"?}`),
 /// or `404 {"detail"}` for an id the store does not know (never enqueued, or
 /// evicted). Responses say `Cache-Control: no-store`.
 ///
@@ -48,7 +48,9 @@ pub fn job_status_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
 }
 
 /// A handler can `?` an enqueue: a `500` for a mistake of the program, with
-/// the reason logged; a `503` when the broker is unavailable.
+/// the reason logged; a `503` when the broker is unavailable; a `400` naming
+/// the queue for a queue that is not valid or not served (a queue chosen by
+/// the request, most likely).
 impl From<EnqueueError> for HttpError {
     fn from(error: EnqueueError) -> HttpError {
         match error {
@@ -56,6 +58,7 @@ impl From<EnqueueError> for HttpError {
                 log::warn!("{error}");
                 HttpError::new(503, "the job queue is unavailable, try again later")
             }
+            EnqueueError::Queue { .. } => HttpError::new(400, error.to_string()),
             _ => HttpError::internal(error),
         }
     }

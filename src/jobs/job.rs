@@ -47,6 +47,11 @@ pub type JobResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// The stable name the job is registered, stored and reported under.
     const NAME: &'static str;
+    /// The queue its jobs wait in unless an enqueue names another
+    /// ([`JobOptions::queue`](crate::JobOptions::queue)): workers serve chosen
+    /// queues ([`Queues`](crate::Queues)), so slow jobs need not wait in
+    /// front of fast ones. 1 to 64 letters, digits, `_`, `-` or `.`.
+    const QUEUE: &'static str = super::queues::DEFAULT_QUEUE;
     /// How many attempts in all; `None` takes the server's default
     /// ([`ServerBuilder::job_max_attempts`](crate::ServerBuilder::job_max_attempts)).
     const MAX_ATTEMPTS: Option<u32> = None;
@@ -196,6 +201,15 @@ pub enum EnqueueError {
     /// The broker could not be reached in time by a durable enqueue
     /// ([`enqueue_durable`](crate::BackgroundTasks::enqueue_durable)).
     Unavailable(String),
+    /// The queue named is not a valid name, or (in-process, with
+    /// [`ServerBuilder::queues`](crate::ServerBuilder::queues)) not one
+    /// this server serves: its job would never run.
+    Queue {
+        /// The queue named.
+        queue: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for EnqueueError {
@@ -213,6 +227,7 @@ impl fmt::Display for EnqueueError {
             EnqueueError::Unavailable(error) => {
                 write!(f, "the job could not be handed to the broker: {error}")
             }
+            EnqueueError::Queue { queue, reason } => write!(f, "queue {queue:?}: {reason}"),
         }
     }
 }
@@ -221,7 +236,9 @@ impl std::error::Error for EnqueueError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             EnqueueError::Payload { source, .. } => Some(source),
-            EnqueueError::Unregistered(_) | EnqueueError::Unavailable(_) => None,
+            EnqueueError::Unregistered(_)
+            | EnqueueError::Unavailable(_)
+            | EnqueueError::Queue { .. } => None,
         }
     }
 }

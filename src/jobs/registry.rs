@@ -4,7 +4,7 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::job::{GiveUp, Job, JobContext};
 
@@ -21,8 +21,11 @@ type RunFn = fn(&str, &JobContext) -> Result<(), Failure>;
 /// One registered job type.
 #[derive(Clone)]
 pub(crate) struct JobSpec {
-    /// This type's jobs by outcome, for the `job` label of the metrics.
-    pub(crate) counts: Arc<JobCounts>,
+    /// This type's jobs by queue and outcome, for the `job` and `queue`
+    /// labels of the metrics.
+    pub(crate) counts: Arc<QueueCounts>,
+    /// The queue its jobs go to unless an enqueue names another.
+    pub(crate) queue: &'static str,
     run: RunFn,
     max_attempts: Option<u32>,
     timeout: Option<std::time::Duration>,
@@ -65,8 +68,15 @@ impl JobSpec {
 impl Registry {
     /// Registers `J`; panics if another type has its name.
     pub(crate) fn register<J: Job>(&mut self) {
+        assert!(
+            super::queues::valid_queue_name(J::QUEUE),
+            "job {:?}: invalid queue name {:?} (1 to 64 letters, digits, '_', '-' or '.')",
+            J::NAME,
+            J::QUEUE
+        );
         let spec = JobSpec {
-            counts: Arc::default(),
+            counts: Arc::new(QueueCounts::new(J::QUEUE)),
+            queue: J::QUEUE,
             run: run_erased::<J>,
             max_attempts: J::MAX_ATTEMPTS,
             timeout: J::TIMEOUT,
@@ -86,15 +96,28 @@ impl Registry {
         self.specs.get(name)
     }
 
-    /// Each job type's counts, by name.
-    pub(crate) fn counts(&self) -> Vec<(&'static str, [u64; OUTCOMES.len()])> {
+    /// Each job type's counts, by name and queue.
+    pub(crate) fn counts(&self) -> Vec<(&'static str, Arc<str>, [u64; OUTCOMES.len()])> {
         let mut counts: Vec<_> = self
             .specs
             .iter()
-            .map(|(name, spec)| (*name, spec.counts.snapshot()))
+            .flat_map(|(name, spec)| {
+                spec.counts
+                    .snapshot()
+                    .into_iter()
+                    .map(|(queue, counts)| (*name, queue, counts))
+            })
             .collect();
-        counts.sort_unstable_by_key(|(name, _)| *name);
+        counts.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         counts
+    }
+
+    /// The queues of the registered job types, sorted, each once.
+    pub(crate) fn queues(&self) -> Vec<&'static str> {
+        let mut queues: Vec<_> = self.specs.values().map(|spec| spec.queue).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        queues
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -126,12 +149,54 @@ pub(crate) const OUTCOMES: [&str; 6] = [
     "discarded",
 ];
 
-/// One job type's counts, in the order of [`OUTCOMES`].
+/// One job type's counts, by queue: its own queue's without a lock, the
+/// others' (enqueues that named another queue) in a short list.
+pub(crate) struct QueueCounts {
+    queue: Arc<str>,
+    own: JobCounts,
+    others: Mutex<Vec<(Arc<str>, Arc<JobCounts>)>>,
+}
+
+impl QueueCounts {
+    fn new(queue: &str) -> QueueCounts {
+        QueueCounts {
+            queue: queue.into(),
+            own: JobCounts::default(),
+            others: Mutex::default(),
+        }
+    }
+
+    /// Counts `outcome` for a job of this type in `queue`.
+    pub(crate) fn bump(&self, queue: &str, outcome: usize) {
+        if queue == &*self.queue {
+            return self.own.bump(outcome);
+        }
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        match others.iter().find(|(q, _)| &**q == queue) {
+            Some((_, counts)) => counts.bump(outcome),
+            None => {
+                let counts = Arc::new(JobCounts::default());
+                counts.bump(outcome);
+                others.push((queue.into(), counts));
+            }
+        }
+    }
+
+    /// The counts of the type's own queue (always), then of the others.
+    fn snapshot(&self) -> Vec<(Arc<str>, [u64; OUTCOMES.len()])> {
+        let mut out = vec![(self.queue.clone(), self.own.snapshot())];
+        let others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(others.iter().map(|(q, c)| (q.clone(), c.snapshot())));
+        out
+    }
+}
+
+/// One job type's counts in one queue, in the order of [`OUTCOMES`].
 #[derive(Default)]
 pub(crate) struct JobCounts([std::sync::atomic::AtomicU64; OUTCOMES.len()]);
 
 impl JobCounts {
-    pub(crate) fn bump(&self, outcome: usize) {
+    fn bump(&self, outcome: usize) {
         self.0[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::broker::Broker;
 use super::envelope::{now_ms, DeadLetter, Envelope};
 use super::job::{EnqueueError, Job, JobContext};
+use super::lanes::Lanes;
 use super::policy::{self, After};
+use super::queues::valid_queue_name;
 use super::registry::Registry;
 use super::settings::{JobMode, JobSettings};
 use super::spill::Spill;
@@ -53,6 +55,8 @@ pub(crate) struct JobRunner {
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
     /// mode: they run here, and go to Redis only then).
     spill: Spill,
+    /// The in-process queues, when the settings choose which are served.
+    lanes: Option<Lanes>,
 }
 
 impl JobRunner {
@@ -69,6 +73,7 @@ impl JobRunner {
     ) -> std::io::Result<Arc<JobRunner>> {
         let timer = Arc::new(Timer::default());
         let ids = IdSource::default();
+        let settings_queues = settings.queues.clone();
         let runner = Arc::new(JobRunner {
             registry,
             state: Arc::new(state),
@@ -80,6 +85,10 @@ impl JobRunner {
             pool: pool.clone(),
             timer: timer.clone(),
             ids,
+            lanes: match &broker {
+                Some(_) => None,
+                None => settings_queues.as_ref().map(Lanes::new),
+            },
             broker,
             spill: Spill::new(spill),
         });
@@ -119,15 +128,36 @@ impl JobRunner {
     }
 
     /// Checks, serializes and registers a new job; counts it as enqueued.
+    ///
+    /// It goes to `queue`, or its type's queue; a queue name that is not
+    /// valid, or that this runner does not serve (in-process, with queues
+    /// chosen), is refused: the job would never run.
     pub(crate) fn envelope<J: Job>(
         &self,
         job: &J,
         request_id: &Arc<str>,
+        queue: Option<&Cow<'static, str>>,
     ) -> Result<Envelope, EnqueueError> {
         let spec = self
             .registry
             .get(J::NAME)
             .ok_or(EnqueueError::Unregistered(J::NAME))?;
+        let queue = match queue {
+            None => Cow::Borrowed(spec.queue),
+            Some(queue) if valid_queue_name(queue) => queue.clone(),
+            Some(queue) => {
+                return Err(EnqueueError::Queue {
+                    queue: queue.to_string(),
+                    reason: "not a valid queue name (1 to 64 letters, digits, '_', '-' or '.')",
+                })
+            }
+        };
+        if !self.serves(&queue) {
+            return Err(EnqueueError::Queue {
+                queue: queue.into_owned(),
+                reason: "not served here (ServerBuilder::queues): its job would never run",
+            });
+        }
         let payload = serde_json::to_string(job).map_err(|source| EnqueueError::Payload {
             name: J::NAME,
             source,
@@ -135,6 +165,7 @@ impl JobRunner {
         let envelope = Envelope {
             id: self.ids.next(),
             name: Cow::Borrowed(J::NAME),
+            queue,
             payload,
             attempts: 0,
             max_attempts: spec.max_attempts(self.settings.max_attempts),
@@ -146,16 +177,61 @@ impl JobRunner {
             // A captured job is not in the system: no status, not counted.
             // A job for the broker gets its status there, as it is sent.
             if self.broker.is_none() {
-                self.statuses.insert(&envelope.id, envelope.name.clone());
+                let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
+                self.statuses.insert(&envelope.id, name, queue);
             }
             self.counters.job_enqueued();
-            spec.counts.bump(ENQUEUED);
+            spec.counts.bump(&envelope.queue, ENQUEUED);
         }
         Ok(envelope)
     }
 
-    /// The task that runs the job's next attempt; a discarded task discards
-    /// the job, counted.
+    /// Whether jobs of `queue` can run: with a broker, any queue (workers
+    /// elsewhere serve them); in-process, a queue of the lanes, or any queue
+    /// when the settings choose none.
+    fn serves(&self, queue: &str) -> bool {
+        match (&self.broker, &self.lanes) {
+            (None, Some(lanes)) => lanes.serves(queue),
+            _ => true,
+        }
+    }
+
+    /// Whether jobs take turns in in-process queues.
+    pub(super) fn has_lanes(&self) -> bool {
+        self.lanes.is_some()
+    }
+
+    /// Puts a job due now in its queue's lane, counted as waiting until a
+    /// turn takes it; its turn is the caller's to give. `Err` gives it back
+    /// when the lanes have closed (shutdown).
+    pub(super) fn enter_lane(&self, envelope: Envelope) -> Result<(), Envelope> {
+        let Some(lanes) = &self.lanes else {
+            return Err(envelope);
+        };
+        // Counted as it enters (the pool is never seen idle while it waits).
+        lanes.push(envelope, Some(&self.counters))
+    }
+
+    /// A turn of the in-process queues, on a pool thread: runs the job they
+    /// choose, then, as each finishes, a job a deferred turn can now run.
+    pub(super) fn take_turn(&self) {
+        let Some(lanes) = &self.lanes else {
+            return;
+        };
+        let mut next = lanes.take();
+        while let Some((lane, envelope)) = next {
+            // This task runs: the pool is not idle while it stops waiting.
+            self.counters.job_delayed(-1);
+            self.run_attempt(envelope);
+            next = lanes.finished(lane);
+        }
+    }
+
+    /// A job that came after the queues closed (shutdown): discarded.
+    pub(super) fn discard_closed(&self, envelope: &Envelope) {
+        self.discarded(envelope, "the pool has shut down");
+    }
+
     /// Whether jobs go to a broker instead of the pool.
     pub(crate) fn has_broker(&self) -> bool {
         self.broker.is_some()
@@ -218,9 +294,9 @@ impl JobRunner {
     }
 
     /// Counts `outcome` for the job type `name` (the metrics' `job` label).
-    fn count(&self, name: &str, outcome: usize) {
+    fn count(&self, name: &str, queue: &str, outcome: usize) {
         if let Some(spec) = self.registry.get(name) {
-            spec.counts.bump(outcome);
+            spec.counts.bump(queue, outcome);
         }
     }
 
@@ -232,17 +308,18 @@ impl JobRunner {
     }
 
     /// A job that will not run here: its status says so, and it is counted.
-    pub(super) fn count_discarded(&self, id: &str, name: &str) {
-        self.statuses.update(id, |s| s.state = JobState::Discarded);
+    pub(super) fn count_discarded(&self, envelope: &Envelope) {
+        self.statuses
+            .update(&envelope.id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
-        self.count(name, DISCARDED);
+        self.count(&envelope.name, &envelope.queue, DISCARDED);
     }
 
     /// A job that will not run, and that no task stands for (it waited in
     /// the timer or the broker's buffer, or its broker refused it): counted,
     /// logged as a task not run is, and kept for a shutdown's report.
     fn discarded(&self, envelope: &Envelope, reason: &str) {
-        self.count_discarded(&envelope.id, &envelope.name);
+        self.count_discarded(envelope);
         let info = job_info(envelope, false);
         self.counters.not_run(log::Level::Warn, &info, reason);
     }
@@ -274,6 +351,7 @@ impl JobRunner {
         self.timer.started(Running {
             id: envelope.id.clone(),
             name: envelope.name.clone(),
+            queue: envelope.queue.clone(),
             attempt: attempts,
             deadline: Instant::now() + timeout,
             slot: current_slot(),
@@ -301,7 +379,7 @@ impl JobRunner {
                     s.error = None;
                 });
                 self.counters.job_succeeded();
-                spec.counts.bump(SUCCEEDED);
+                spec.counts.bump(&envelope.queue, SUCCEEDED);
                 None
             }
             (After::Retry(delay), Err(failure)) => {
@@ -311,7 +389,7 @@ impl JobRunner {
                     s.error = Some(failure.message);
                 });
                 self.counters.job_retried();
-                spec.counts.bump(RETRIED);
+                spec.counts.bump(&envelope.queue, RETRIED);
                 Some((envelope, delay))
             }
             (_, result) => {
@@ -352,7 +430,7 @@ impl JobRunner {
             s.error = Some(error.clone());
         });
         self.counters.job_dead();
-        self.count(&envelope.name, DEAD);
+        self.count(&envelope.name, &envelope.queue, DEAD);
         let mut dead = lock(&self.dead);
         if self.settings.dead_letter_capacity > 0 {
             while dead.len() >= self.settings.dead_letter_capacity {
@@ -377,7 +455,7 @@ impl JobRunner {
     /// its pool thread gets a replacement.
     fn overdue(&self, attempt: &Running) {
         self.counters.job_overdue();
-        self.count(&attempt.name, OVERDUE);
+        self.count(&attempt.name, &attempt.queue, OVERDUE);
         let replaced = attempt.slot.is_some_and(|slot| self.pool.replace(slot));
         log::warn!(
             "job {} ({}) attempt {} is overdue: still running past its deadline; {}",
@@ -413,7 +491,11 @@ impl JobRunner {
     /// counted, kept for the shutdown's report) or, in mixed mode, spilled.
     pub(crate) fn close(&self) {
         self.deadline_passed();
-        let waiting = self.timer.close();
+        let mut waiting = self.timer.close();
+        if let Some(lanes) = &self.lanes {
+            let now = Instant::now();
+            waiting.extend(lanes.close().into_iter().map(|envelope| (envelope, now)));
+        }
         let unsent = self.broker.as_ref().map(|b| b.close()).unwrap_or_default();
         let unsent_n = unsent.len() as u64;
         for envelope in &unsent {
@@ -458,6 +540,12 @@ pub(crate) struct JobStep {
     pub(super) send: bool,
 }
 
+/// A turn of the in-process queues, as a task: it runs the job the queues
+/// choose when it runs (`step.rs`, its `Step` impl).
+pub(crate) struct JobPick {
+    pub(super) runner: Arc<JobRunner>,
+}
+
 /// A job as a shutdown report lists it.
 fn job_info(envelope: &Envelope, spilled: bool) -> TaskInfo {
     TaskInfo {
@@ -479,8 +567,29 @@ fn run_timer(timer: &Timer, runner: &Weak<JobRunner>, pool: &PoolSubmitter) {
                 }
             }
             Next::Due(envelope) => {
-                if let Some(runner) = runner.upgrade() {
-                    let request_id = envelope.request_id.clone();
+                let Some(runner) = runner.upgrade() else {
+                    continue;
+                };
+                let request_id = envelope.request_id.clone();
+                if let Some(lanes) = &runner.lanes {
+                    // It stays counted as waiting, now for its turn.
+                    match lanes.push(envelope, None) {
+                        Ok(()) => {
+                            let turn = BackgroundTask::step(Box::new(JobPick {
+                                runner: runner.clone(),
+                            }));
+                            let batch =
+                                Batch::seal(&request_id, TaskQueue::one(turn), &runner.counters);
+                            pool.submit(batch);
+                        }
+                        Err(envelope) => {
+                            runner.counters.job_delayed(-1);
+                            runner.discard_closed(&envelope);
+                        }
+                    }
+                    continue;
+                }
+                {
                     let task = runner.clone().attempt_task(envelope);
                     // Sealed (counted as scheduled) before it stops counting
                     // as delayed: the pool is never seen idle in between.

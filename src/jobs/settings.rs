@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::queues::Queues;
 use super::status::DEFAULT_JOB_STATUS_CAPACITY;
 
 /// How jobs are retried and remembered, set on the
@@ -31,6 +32,14 @@ pub struct JobSettings {
     /// its thread until it returns; its replacement keeps the pool's
     /// capacity, and the held thread ends once it is free.
     pub max_replacement_threads: usize,
+    /// The queues this server's (or pool's) in-process jobs run in, and how
+    /// they take turns: `None` (the default) runs every job in its request's
+    /// batch, in order with the request's other tasks, whatever its queue.
+    /// With queues chosen, a job waits in its queue from its dispatch and
+    /// runs when the queues' order, weights and limits give it a turn (a
+    /// job of a queue not served is refused at enqueue). Jobs sent to Redis
+    /// are not affected: workers choose their queues.
+    pub queues: Option<Queues>,
 }
 
 /// How enqueued jobs run. The modes other than `Normal` are for tests, in
@@ -62,6 +71,7 @@ impl Default for JobSettings {
             mode: JobMode::Normal,
             timeout: Duration::from_secs(30),
             max_replacement_threads: 4,
+            queues: None,
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct JobStatus {
     pub id: String,
     /// The job's name.
     pub name: String,
+    /// The queue it waits in.
+    pub queue: String,
     /// Where it is.
     pub state: JobState,
     /// Attempts made so far (the running one included).
@@ -63,11 +65,12 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
-    /// The status as JSON: `{"id", "name", "status", "attempts", "error"?}`.
+    /// The status as JSON: `{"id", "name", "queue", "status", "attempts", "error"?}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut value = serde_json::json!({
             "id": self.id,
             "name": self.name,
+            "queue": self.queue,
             "status": self.state.as_str(),
             "attempts": self.attempts,
         });
@@ -99,6 +102,7 @@ struct Slot {
 /// A status as the store keeps it.
 pub(crate) struct Record {
     pub(crate) name: Cow<'static, str>,
+    pub(crate) queue: Cow<'static, str>,
     pub(crate) state: JobState,
     pub(crate) attempts: u32,
     pub(crate) error: Option<String>,
@@ -129,7 +133,7 @@ impl StatusStore {
     }
 
     /// Keeps a new job's status, `queued`.
-    pub(crate) fn insert(&self, id: &Arc<str>, name: Cow<'static, str>) {
+    pub(crate) fn insert(&self, id: &Arc<str>, name: Cow<'static, str>, queue: Cow<'static, str>) {
         let Some(index) = self.slot_of(id) else {
             return;
         };
@@ -137,6 +141,7 @@ impl StatusStore {
             id: id.clone(),
             record: Record {
                 name,
+                queue,
                 state: JobState::Queued,
                 attempts: 0,
                 error: None,
@@ -170,6 +175,7 @@ impl StatusStore {
         Some(JobStatus {
             id: id.to_string(),
             name: record.name.to_string(),
+            queue: record.queue.to_string(),
             state: record.state.clone(),
             attempts: record.attempts,
             error: record.error.clone(),
@@ -257,11 +263,11 @@ mod tests {
         let ids = IdSource::default();
         let store = StatusStore::new(2, ids.origin());
         let [a, b, c] = [(); 3].map(|()| ids.next());
-        store.insert(&a, Cow::Borrowed("j"));
-        store.insert(&b, Cow::Borrowed("j"));
+        store.insert(&a, Cow::Borrowed("j"), Cow::Borrowed("q"));
+        store.insert(&b, Cow::Borrowed("j"), Cow::Borrowed("q"));
         store.update(&a, |s| s.state = JobState::Done);
         assert_eq!(store.get(&a).map(|s| s.state), Some(JobState::Done));
-        store.insert(&c, Cow::Borrowed("j"));
+        store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"));
         assert_eq!(store.get(&a), None);
         assert!(store.get(&b).is_some() && store.get(&c).is_some());
     }
@@ -271,7 +277,7 @@ mod tests {
         let ids = IdSource::default();
         let store = StatusStore::new(8, ids.origin());
         let id = ids.next();
-        store.insert(&id, Cow::Borrowed("j"));
+        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"));
         // Same slot (same counter), another secret: a guessed id.
         let guessed = format!("{:016x}{}", 0u64, &id[16..]);
         for other in [&guessed[..], &id[..16], &id[..id.len() - 1], "", "é", "zz"] {
@@ -308,7 +314,7 @@ mod tests {
         // The first id takes the store's first slot: the store grows from
         // the start, wherever the counter began.
         let store = StatusStore::new(10, a.origin());
-        store.insert(&first, Cow::Borrowed("j"));
+        store.insert(&first, Cow::Borrowed("j"), Cow::Borrowed("q"));
         assert_eq!(store.lock().len(), 1);
     }
 }

@@ -1,21 +1,24 @@
 //! How a job's next step (`JobStep`, made by the runner) runs as a task:
-//! an attempt, its wait in the timer, or its hand-over to a broker; what
-//! the pool runs as an opaque `Step`.
+//! an attempt, its wait in the timer, or its hand-over to a broker; and a
+//! turn of the in-process queues (`JobPick`). What the pool runs as opaque
+//! `Step`s.
 //!
 //! Architecture invariant: every job enqueued ends exactly once, as
 //! succeeded, dead, discarded or (with a broker) sent. A job is in one place
 //! at a time: in a task (a `JobStep`: its attempt, its wait, its send), in
-//! the timer, or in the broker's buffer. A `JobStep` that will not run is
-//! told so ([`Step::discarded`]) and discards (or spills) its job; the timer
-//! hands a job back as a new batch, sealed before it stops counting as
-//! delayed; `JobRunner::close` discards what still waits at the shutdown
-//! deadline.
+//! the timer, in the in-process queues (`lanes.rs`), or in the broker's
+//! buffer. A `JobStep` that will not run is told so ([`Step::discarded`])
+//! and discards (or spills) its job; a `JobPick` stands for a turn, not a
+//! job, and the job it would have run stays in the queues; the timer hands a
+//! job back sealed in a new batch (or put in the queues) before it stops
+//! counting as delayed; `JobRunner::close` discards what still waits in the
+//! timer, the queues or the buffer at the shutdown deadline.
 
 use std::time::Instant;
 
 use super::broker::Refused;
-use super::runner::JobStep;
-use crate::tasks::{Step, TaskName};
+use super::runner::{JobPick, JobStep};
+use crate::tasks::{Discarded, HandOver, Step, TaskName};
 
 impl Step for JobStep {
     fn name(&self) -> TaskName {
@@ -41,6 +44,12 @@ impl Step for JobStep {
                     runner.broker_stopped(&envelope);
                 }
             }
+            // In-process queues: the job takes its place, and this task
+            // takes a turn (which runs whichever job the queues choose).
+            (_, None) if runner.has_lanes() => match runner.enter_lane(envelope) {
+                Ok(()) => runner.take_turn(),
+                Err(envelope) => runner.discard_closed(&envelope),
+            },
             (_, None) => runner.run_attempt(envelope),
             (_, Some(delay)) => runner.wait(envelope, Instant::now() + delay),
         }
@@ -48,8 +57,8 @@ impl Step for JobStep {
 
     /// Its task was discarded: so is the job, counted (its task logs it and
     /// is listed); or, at the shutdown deadline in mixed mode, it is spilled
-    /// to Redis (`true`).
-    fn discarded(self: Box<Self>) -> bool {
+    /// to Redis.
+    fn discarded(self: Box<Self>) -> Discarded {
         let JobStep {
             runner,
             envelope,
@@ -57,24 +66,45 @@ impl Step for JobStep {
             send,
         } = *self;
         if !send && runner.try_spill(&envelope, delay) {
-            return true;
+            return Discarded::Spilled;
         }
-        runner.count_discarded(&envelope.id, &envelope.name);
-        false
+        runner.count_discarded(&envelope);
+        Discarded::NotRun
     }
 
-    /// Whether this step hands the job to a broker.
+    /// A send to a broker, or, with in-process queues, a job due now: both
+    /// are done by the thread that submits the batch.
     fn hands_over(&self) -> bool {
-        self.send && self.runner.broker().is_some()
+        if self.send {
+            self.runner.broker().is_some()
+        } else {
+            self.delay.is_none() && self.runner.has_lanes()
+        }
     }
 
     /// A send step, done on this thread if the broker's buffer takes it
-    /// without waiting; otherwise the step comes back (the buffer is full,
-    /// or this is not a send step). A broker that has stopped discards the
-    /// job, counted, as [`run`](Self::run) would.
-    fn try_now(self: Box<Self>) -> Option<Box<dyn Step>> {
-        let Some(broker) = self.runner.broker().filter(|_| self.send).cloned() else {
-            return Some(self);
+    /// without waiting; otherwise the step comes back (the buffer is full).
+    /// A broker that has stopped discards the job, counted, as
+    /// [`run`](Self::run) would. A job due now, with in-process queues,
+    /// takes its place in its queue, and a turn takes the step's place.
+    fn try_now(self: Box<Self>) -> HandOver {
+        if !self.send {
+            if !self.hands_over() {
+                return HandOver::NotNow(self);
+            }
+            let JobStep {
+                runner, envelope, ..
+            } = *self;
+            return match runner.enter_lane(envelope) {
+                Ok(()) => HandOver::Instead(Box::new(JobPick { runner })),
+                Err(envelope) => {
+                    runner.discard_closed(&envelope);
+                    HandOver::Done
+                }
+            };
+        }
+        let Some(broker) = self.runner.broker().cloned() else {
+            return HandOver::NotNow(self);
         };
         // Counted before the broker has it: its sender may count it sent at once.
         self.runner.counters().job_buffered();
@@ -85,10 +115,10 @@ impl Step for JobStep {
             send,
         } = *self;
         match broker.try_send(envelope, delay) {
-            Ok(()) => None,
+            Ok(()) => HandOver::Done,
             Err(Refused::Full(envelope)) => {
                 runner.counters().jobs_unbuffered(1, false);
-                Some(Box::new(JobStep {
+                HandOver::NotNow(Box::new(JobStep {
                     runner,
                     envelope,
                     delay,
@@ -97,8 +127,28 @@ impl Step for JobStep {
             }
             Err(Refused::Stopped(envelope)) => {
                 runner.broker_stopped(&envelope);
-                None
+                HandOver::Done
             }
         }
+    }
+}
+
+impl Step for JobPick {
+    fn name(&self) -> TaskName {
+        TaskName::Text("job queue turn".into())
+    }
+
+    fn run(self: Box<Self>) {
+        self.runner.take_turn();
+    }
+
+    /// The job this turn would have run waits in the queues, which account
+    /// for it (listed and discarded at the shutdown deadline).
+    fn discarded(self: Box<Self>) -> Discarded {
+        Discarded::Elsewhere
+    }
+
+    fn try_now(self: Box<Self>) -> HandOver {
+        HandOver::NotNow(self)
     }
 }

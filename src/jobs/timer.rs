@@ -55,6 +55,7 @@ enum Wake {
 pub(crate) struct Running {
     pub(crate) id: Arc<str>,
     pub(crate) name: Cow<'static, str>,
+    pub(crate) queue: Cow<'static, str>,
     pub(crate) attempt: u32,
     pub(crate) deadline: Instant,
     /// The pool slot of the thread running it, if a pool thread.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use redis::Value;
 
-use super::{pending_count, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
+use super::keys::{known_queues, pending_count, Keys, QueueKeys};
+use super::status::{StatusWrite, StatusWrites};
+use super::{LazyConnection, RedisConfig};
 use crate::jobs::Envelope;
 
 /// Reads and repairs a deployment's queues.
@@ -64,40 +66,52 @@ impl Admin {
         self.connection.call(|con| call(con, &self.keys))
     }
 
-    /// The counts of jobs waiting.
-    pub fn counts(&self) -> Result<QueueCounts, String> {
+    /// Every queue the deployment knows (written to or served), sorted,
+    /// with its counts.
+    pub fn queues(&self) -> Result<Vec<(String, QueueCounts)>, String> {
         self.with(|con, keys| {
-            let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
-                .cmd("XLEN")
-                .arg(&keys.stream)
-                .cmd("ZCARD")
-                .arg(&keys.delayed)
-                .cmd("XLEN")
-                .arg(&keys.dead)
-                .query(con)?;
-            let pending = pending_count(con, keys)?;
-            Ok(QueueCounts {
-                ready: length.saturating_sub(pending),
-                pending,
-                delayed,
-                dead,
-            })
+            let mut out = Vec::new();
+            for queue in known_queues(con, keys)? {
+                let counts = queue_counts(con, &keys.queue(&queue))?;
+                out.push((queue, counts));
+            }
+            Ok(out)
         })
     }
 
-    /// The dead letters, oldest first (at most `limit`).
-    pub fn dead(&self, limit: usize) -> Result<Vec<DeadJob>, String> {
+    /// The counts of jobs waiting, in all queues.
+    pub fn counts(&self) -> Result<QueueCounts, String> {
         Ok(self
-            .dead_entries(limit)?
+            .queues()?
             .into_iter()
-            .map(|(_, job)| job)
-            .collect())
+            .fold(QueueCounts::default(), |all, (_, counts)| QueueCounts {
+                ready: all.ready + counts.ready,
+                pending: all.pending + counts.pending,
+                delayed: all.delayed + counts.delayed,
+                dead: all.dead + counts.dead,
+            }))
     }
 
-    fn dead_entries(&self, limit: usize) -> Result<Vec<(String, DeadJob)>, String> {
+    /// The dead letters of every queue, oldest first within each queue (at
+    /// most `limit` per queue).
+    pub fn dead(&self, limit: usize) -> Result<Vec<DeadJob>, String> {
+        let queues = self.with(known_queues)?;
+        let mut out = Vec::new();
+        for queue in queues {
+            out.extend(
+                self.dead_entries(&queue, limit)?
+                    .into_iter()
+                    .map(|(_, job)| job),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The dead letters of `queue`, with their entry ids.
+    fn dead_entries(&self, queue: &str, limit: usize) -> Result<Vec<(String, DeadJob)>, String> {
         self.with(|con, keys| {
             let reply: StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&keys.dead)
+                .arg(keys.queue(queue).dead)
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
@@ -124,31 +138,47 @@ impl Admin {
         })
     }
 
-    /// Sends dead job `id` back to the stream with its attempts reset, and
+    /// Sends dead job `id` back to its queue with its attempts reset, and
     /// removes its dead letter, in one transaction. `Ok(false)` when no dead
     /// letter has that job id.
     pub fn requeue(&self, id: &str) -> Result<bool, String> {
-        let entries =
-            self.dead_entries(self.connection.config().dead_letter_capacity.max(1) * 2)?;
-        let Some((entry, job)) = entries.into_iter().find(|(_, job)| &*job.envelope.id == id)
-        else {
-            return Ok(false);
-        };
-        let mut envelope = job.envelope;
+        let queues = self.with(known_queues)?;
+        let capacity = self.connection.config().dead_letter_capacity.max(1) * 2;
+        for queue in queues {
+            let entries = self.dead_entries(&queue, capacity)?;
+            if let Some((entry, job)) = entries.into_iter().find(|(_, job)| &*job.envelope.id == id)
+            {
+                self.requeue_entry(&queue, &entry, job.envelope)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Moves one dead letter (`entry` in `queue`'s dead stream) back to its
+    /// job's queue, attempts reset, with its status `queued`.
+    fn requeue_entry(
+        &self,
+        queue: &str,
+        entry: &str,
+        mut envelope: Envelope,
+    ) -> Result<(), String> {
         envelope.attempts = 0;
         envelope.last_error = None;
         self.with(|con, keys| {
+            let dead = keys.queue(queue);
+            let target = keys.queue(&envelope.queue);
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .cmd("XADD")
-                .arg(&keys.stream)
+                .arg(&target.stream)
                 .arg("*")
                 .arg("envelope")
                 .arg(envelope.to_json_text())
                 .ignore()
                 .cmd("XDEL")
-                .arg(&keys.dead)
-                .arg(&entry)
+                .arg(&dead.dead)
+                .arg(entry)
                 .ignore();
             let status = StatusWrite {
                 name: &envelope.name,
@@ -157,11 +187,35 @@ impl Admin {
                 error: None,
                 next_run_ms: None,
             };
-            StatusWrites::one(&mut pipe, keys, self.connection.config(), id, &status);
+            StatusWrites::one(
+                &mut pipe,
+                &target,
+                self.connection.config(),
+                &envelope.id,
+                &status,
+            );
             pipe.query::<()>(con)
-        })?;
-        Ok(true)
+        })
     }
+}
+
+/// The counts of one queue.
+fn queue_counts(con: &mut redis::Connection, queue: &QueueKeys) -> redis::RedisResult<QueueCounts> {
+    let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(&queue.stream)
+        .cmd("ZCARD")
+        .arg(&queue.delayed)
+        .cmd("XLEN")
+        .arg(&queue.dead)
+        .query(con)?;
+    let pending = pending_count(con, queue)?;
+    Ok(QueueCounts {
+        ready: length.saturating_sub(pending),
+        pending,
+        delayed,
+        dead,
+    })
 }
 
 /// Remembers job ids in Redis for a while, so that a job that must not act

@@ -3,12 +3,16 @@
 //! is a pending entry; delayed jobs wait in a sorted set scored by their
 //! due time; dead letters are a stream of their own.
 
+use std::time::Duration;
+
 use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::Value;
 
-use super::{now_ms, pending_count, Keys, RedisConfig, StatusWrite, StatusWrites};
-use crate::jobs::consumer::backend::{Action, Announce, Backend, Delivery, Record};
-use std::time::Duration;
+use super::keys::{pending_count, Keys, QueueKeys, GROUP};
+use super::status::{StatusWrite, StatusWrites};
+use super::RedisConfig;
+use crate::jobs::consumer::backend::{Action, Announce, Backend, Delivery, Record, Want};
+use crate::jobs::envelope::now_ms;
 
 /// Moves the jobs now due from the delayed set to the stream, atomically
 /// (several workers may run it at once; a job moves once).
@@ -25,34 +29,45 @@ return #due
 /// delayed set and reclaims are looked at between waits.
 const FETCH_BLOCK_MS: u64 = 100;
 
-/// One worker's connection to the jobs of `config`'s prefix.
+/// One worker's connection to the jobs of the queues it serves.
 pub(super) struct RedisBackend {
-    pub(super) config: RedisConfig,
-    pub(super) keys: Keys,
-    /// This worker's name in the group.
-    pub(super) consumer: String,
-    pub(super) connection: Option<redis::Connection>,
-    /// Where the last `XAUTOCLAIM` stopped.
-    pub(super) reclaim_cursor: String,
+    config: RedisConfig,
+    keys: Keys,
+    /// The queues served, by lane.
+    queues: Vec<QueueKeys>,
+    /// This worker's name in the groups.
+    consumer: String,
+    connection: Option<redis::Connection>,
+    /// Where each lane's last `XAUTOCLAIM` stopped.
+    reclaim_cursors: Vec<String>,
 }
 
 impl RedisBackend {
-    pub(super) fn new(config: RedisConfig, consumer: String) -> RedisBackend {
+    /// A backend for `queues` (the lanes, in order).
+    pub(super) fn new(config: RedisConfig, consumer: String, queues: &[&str]) -> RedisBackend {
+        let keys = config.keys();
         RedisBackend {
-            keys: config.keys(),
+            queues: queues.iter().map(|q| keys.queue(q)).collect(),
+            reclaim_cursors: vec!["0-0".to_owned(); queues.len()],
+            keys,
             config,
             consumer,
             connection: None,
-            reclaim_cursor: "0-0".to_owned(),
         }
     }
 
     /// Adds a dead letter to `pipe`: the envelope's text and the error, in
-    /// the dead stream, trimmed (only it ever is) to the dead-letter
+    /// the queue's dead stream, trimmed (only it ever is) to the dead-letter
     /// capacity.
-    fn add_dead_letter(&self, pipe: &mut redis::Pipeline, envelope: &str, error: &str) {
+    fn add_dead_letter(
+        &self,
+        pipe: &mut redis::Pipeline,
+        lane: usize,
+        envelope: &str,
+        error: &str,
+    ) {
         pipe.cmd("XADD")
-            .arg(&self.keys.dead)
+            .arg(&self.queues[lane].dead)
             .arg("MAXLEN")
             .arg("~")
             .arg(self.config.dead_letter_capacity)
@@ -63,6 +78,11 @@ impl RedisBackend {
             .arg(error)
             .ignore();
     }
+
+    /// The lane of a stream's key.
+    fn lane_of(&self, stream: &str) -> Option<usize> {
+        self.queues.iter().position(|q| q.stream == stream)
+    }
 }
 
 impl Backend for RedisBackend {
@@ -71,122 +91,225 @@ impl Backend for RedisBackend {
     fn connect(&mut self) -> Result<(), String> {
         self.connection = None;
         let mut connection = self.config.connect().map_err(|e| e.to_string())?;
-        // The group is created on every connect: a Redis restarted without
+        // The groups are created on every connect: a Redis restarted without
         // its data has none, and reading would fail with NOGROUP forever.
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&self.keys.stream)
-            .arg(&self.keys.group)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query(&mut connection);
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(e.to_string()),
-            _ => {
-                self.connection = Some(connection);
-                Ok(())
+        for queue in &self.queues {
+            let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&queue.stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query(&mut connection);
+            if let Err(e) = created {
+                if e.code() != Some("BUSYGROUP") {
+                    return Err(e.to_string());
+                }
             }
         }
+        let mut named = redis::cmd("SADD");
+        named.arg(self.keys.queues());
+        for queue in &self.queues {
+            named.arg(&queue.queue);
+        }
+        named
+            .query::<()>(&mut connection)
+            .map_err(|e| e.to_string())?;
+        self.connection = Some(connection);
+        Ok(())
     }
 
-    fn fetch(&mut self, max: usize, wait: bool) -> Result<Vec<Delivery>, String> {
-        on(&mut self.connection, |con| {
+    fn fetch(
+        &mut self,
+        wants: &[Want],
+        budget: usize,
+        wait: bool,
+    ) -> Result<Vec<Delivery>, String> {
+        let mut out = Vec::new();
+        for want in wants {
+            let left = budget.saturating_sub(out.len()).min(want.max);
+            if left == 0 {
+                continue;
+            }
+            let stream = &self.queues[want.lane].stream;
+            let consumer = &self.consumer;
+            let reply = on(&mut self.connection, |con| {
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(left)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(">")
+                    .query(con)
+            })?;
+            for (_, entries) in read_entries(reply) {
+                out.extend(entries.into_iter().map(|(entry, text)| Delivery {
+                    lane: want.lane,
+                    entry,
+                    text,
+                }));
+            }
+        }
+        if !out.is_empty() || !wait {
+            return Ok(out);
+        }
+        // Nothing ready: wait in Redis, briefly, for any of the queues (one
+        // job of each at most: within every queue's room and the budget).
+        let streams: Vec<&str> = wants
+            .iter()
+            .take(budget.max(1))
+            .map(|w| self.queues[w.lane].stream.as_str())
+            .collect();
+        let consumer = &self.consumer;
+        let reply = on(&mut self.connection, |con| {
             let mut read = redis::cmd("XREADGROUP");
             read.arg("GROUP")
-                .arg(&self.keys.group)
-                .arg(&self.consumer)
+                .arg(GROUP)
+                .arg(consumer)
                 .arg("COUNT")
-                .arg(max);
-            if wait {
-                read.arg("BLOCK").arg(FETCH_BLOCK_MS);
+                .arg(1)
+                .arg("BLOCK")
+                .arg(FETCH_BLOCK_MS)
+                .arg("STREAMS");
+            for stream in &streams {
+                read.arg(*stream);
             }
-            read.arg("STREAMS").arg(&self.keys.stream).arg(">");
-            Ok(read_entries(read.query(con)?))
-        })
+            for _ in &streams {
+                read.arg(">");
+            }
+            read.query(con)
+        })?;
+        for (stream, entries) in read_entries(reply) {
+            let Some(lane) = self.lane_of(&stream) else {
+                continue;
+            };
+            out.extend(
+                entries
+                    .into_iter()
+                    .map(|(entry, text)| Delivery { lane, entry, text }),
+            );
+        }
+        Ok(out)
     }
 
-    fn reclaim(&mut self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, String> {
+    fn reclaim(
+        &mut self,
+        lane: usize,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, String> {
+        let (stream, consumer, cursor) = (
+            &self.queues[lane].stream,
+            &self.consumer,
+            &self.reclaim_cursors[lane],
+        );
         let reply: StreamAutoClaimReply = on(&mut self.connection, |con| {
             redis::cmd("XAUTOCLAIM")
-                .arg(&self.keys.stream)
-                .arg(&self.keys.group)
-                .arg(&self.consumer)
+                .arg(stream)
+                .arg(GROUP)
+                .arg(consumer)
                 .arg(visibility.as_millis() as u64)
-                .arg(&self.reclaim_cursor)
+                .arg(cursor)
                 .arg("COUNT")
                 .arg(max)
                 .query(con)
         })?;
-        self.reclaim_cursor = reply.next_stream_id;
-        Ok(reply.claimed.into_iter().map(delivery).collect())
+        self.reclaim_cursors[lane] = reply.next_stream_id;
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|entry| delivery(lane, entry))
+            .collect())
     }
 
     /// Resets the idle time of the entries held; one another worker took
     /// recently (idle under a quarter of the timeout) is not taken back.
-    fn renew(&mut self, held: &[&str], visibility: Duration) -> Result<(), String> {
-        on(&mut self.connection, |con| {
-            let mut claim = redis::cmd("XCLAIM");
-            claim
-                .arg(&self.keys.stream)
-                .arg(&self.keys.group)
+    fn renew(&mut self, held: &[(usize, &str)], visibility: Duration) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for (lane, queue) in self.queues.iter().enumerate() {
+            let mut entries = held.iter().filter(|(l, _)| *l == lane).peekable();
+            if entries.peek().is_none() {
+                continue;
+            }
+            let claim = pipe
+                .cmd("XCLAIM")
+                .arg(&queue.stream)
+                .arg(GROUP)
                 .arg(&self.consumer)
                 .arg((visibility / 4).as_millis() as u64);
-            for entry in held {
+            for (_, entry) in entries {
                 claim.arg(*entry);
             }
-            claim.arg("JUSTID");
-            claim.query::<()>(con)
-        })
+            claim.arg("JUSTID").ignore();
+        }
+        on(&mut self.connection, |con| pipe.query::<()>(con))
     }
 
-    /// One `MULTI`: each entry acknowledged and deleted together with what
-    /// follows it (a retry in the delayed set, a dead letter) and its
-    /// status; one `XACK` and one `XDEL` take the whole batch.
+    /// One `MULTI` per queue: each entry acknowledged and deleted together
+    /// with what follows it (a retry in the delayed set, a dead letter) and
+    /// its status; one `XACK` and one `XDEL` take the queue's whole batch.
     fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut ack = redis::cmd("XACK");
-        ack.arg(&self.keys.stream).arg(&self.keys.group);
-        let mut delete = redis::cmd("XDEL");
-        delete.arg(&self.keys.stream);
-        let mut statuses = StatusWrites::default();
-        for record in finished {
-            ack.arg(record.entry);
-            delete.arg(record.entry);
-            let (envelope, state, error, next_run_ms) = match &record.action {
-                Action::Unreadable { text, error } => {
-                    self.add_dead_letter(&mut pipe, text, error);
-                    continue;
-                }
-                // Done: an earlier attempt's error is history, not status.
-                Action::Done { envelope } => (*envelope, "done", None, None),
-                Action::Retry { envelope, due_ms } => {
-                    pipe.cmd("ZADD")
-                        .arg(&self.keys.delayed)
-                        .arg(*due_ms)
-                        .arg(envelope.to_json_text())
-                        .ignore();
-                    let error = envelope.last_error.as_deref();
-                    (envelope, "retrying", error, Some(*due_ms))
-                }
-                Action::Dead { envelope, error } => {
-                    self.add_dead_letter(&mut pipe, &envelope.to_json_text(), error);
-                    (*envelope, "dead", Some(*error), None)
-                }
-            };
-            let status = StatusWrite {
-                name: &envelope.name,
-                state,
-                attempts: envelope.attempts,
-                error,
-                next_run_ms,
-            };
-            statuses.push(&self.keys, &envelope.id, &status);
+        for lane in 0..self.queues.len() {
+            let mut records = finished.iter().filter(|r| r.lane == lane).peekable();
+            if records.peek().is_none() {
+                continue;
+            }
+            let queue = &self.queues[lane];
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut ack = redis::cmd("XACK");
+            ack.arg(&queue.stream).arg(GROUP);
+            let mut delete = redis::cmd("XDEL");
+            delete.arg(&queue.stream);
+            let mut statuses = StatusWrites::default();
+            for record in records {
+                ack.arg(record.entry);
+                delete.arg(record.entry);
+                let (envelope, state, error, next_run_ms) = match &record.action {
+                    Action::Unreadable { text, error } => {
+                        self.add_dead_letter(&mut pipe, lane, text, error);
+                        continue;
+                    }
+                    // Done: an earlier attempt's error is history, not status.
+                    Action::Done { envelope } => (*envelope, "done", None, None),
+                    Action::Retry { envelope, due_ms } => {
+                        // Its own queue's delayed set (the envelope names it).
+                        let delayed = if envelope.queue == queue.queue {
+                            queue.delayed.clone()
+                        } else {
+                            self.keys.queue(&envelope.queue).delayed
+                        };
+                        pipe.cmd("ZADD")
+                            .arg(delayed)
+                            .arg(*due_ms)
+                            .arg(envelope.to_json_text())
+                            .ignore();
+                        let error = envelope.last_error.as_deref();
+                        (envelope, "retrying", error, Some(*due_ms))
+                    }
+                    Action::Dead { envelope, error } => {
+                        self.add_dead_letter(&mut pipe, lane, &envelope.to_json_text(), error);
+                        (*envelope, "dead", Some(*error), None)
+                    }
+                };
+                let status = StatusWrite {
+                    name: &envelope.name,
+                    state,
+                    attempts: envelope.attempts,
+                    error,
+                    next_run_ms,
+                };
+                statuses.push(queue, &envelope.id, &status);
+            }
+            statuses.add_to(&mut pipe, &self.config);
+            pipe.add_command(ack).ignore();
+            pipe.add_command(delete).ignore();
+            on(&mut self.connection, |con| pipe.query::<()>(con))?;
         }
-        statuses.add_to(&mut pipe, &self.config);
-        pipe.add_command(ack).ignore();
-        pipe.add_command(delete).ignore();
-        on(&mut self.connection, |con| pipe.query::<()>(con))
+        Ok(())
     }
 
     fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String> {
@@ -199,7 +322,7 @@ impl Backend for RedisBackend {
                 error: job.last_error,
                 next_run_ms: None,
             };
-            statuses.push(&self.keys, job.envelope_id, &status);
+            statuses.push(&self.queues[job.lane], job.envelope_id, &status);
         }
         let mut pipe = redis::pipe();
         statuses.add_to(&mut pipe, &self.config);
@@ -207,20 +330,30 @@ impl Backend for RedisBackend {
     }
 
     fn promote(&mut self, max: usize) -> Result<u64, String> {
-        on(&mut self.connection, |con| {
-            redis::cmd("EVAL")
+        let mut pipe = redis::pipe();
+        let now = now_ms();
+        for queue in &self.queues {
+            pipe.cmd("EVAL")
                 .arg(PROMOTE)
                 .arg(2)
-                .arg(&self.keys.delayed)
-                .arg(&self.keys.stream)
-                .arg(now_ms())
-                .arg(max)
-                .query(con)
-        })
+                .arg(&queue.delayed)
+                .arg(&queue.stream)
+                .arg(now)
+                .arg(max);
+        }
+        let moved: Vec<u64> = on(&mut self.connection, |con| pipe.query(con))?;
+        Ok(moved.into_iter().sum())
     }
 
     fn pending(&mut self) -> Result<u64, String> {
-        on(&mut self.connection, |con| pending_count(con, &self.keys))
+        let queues = &self.queues;
+        on(&mut self.connection, |con| {
+            let mut total = 0;
+            for queue in queues {
+                total += pending_count(con, queue)?;
+            }
+            Ok(total)
+        })
     }
 }
 
@@ -239,24 +372,26 @@ fn on<T>(
     })
 }
 
-/// A stream entry as the consumer gets it: its id and its `envelope`
-/// field's text (empty when it has none).
-fn delivery(entry: StreamId) -> Delivery {
+/// A stream entry of `lane` as the consumer gets it: its id and its
+/// `envelope` field's text (empty when it has none).
+fn delivery(lane: usize, entry: StreamId) -> Delivery {
     let text = match entry.map.get("envelope") {
         Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
         _ => String::new(),
     };
     Delivery {
+        lane,
         entry: entry.id,
         text,
     }
 }
 
-/// The entries of an `XREADGROUP` reply on one stream, taken apart by hand
+/// The entries of an `XREADGROUP` reply, by stream, taken apart by hand
 /// (the `redis` crate's `StreamReadReply` copies every field into a map of
 /// its own, a third of the I/O thread's time at full speed):
-/// `[[stream, [[id, [field, value, …]], …]]]`, or nil when nothing came.
-fn read_entries(reply: Value) -> Vec<Delivery> {
+/// `[[stream, [[id, [field, value, …]], …]], …]`, or nil when nothing came.
+/// Each entry is its id and its `envelope` field's text.
+fn read_entries(reply: Value) -> Vec<(String, Vec<(String, String)>)> {
     fn text(value: Value) -> Option<String> {
         match value {
             Value::BulkString(bytes) => Some(
@@ -275,16 +410,23 @@ fn read_entries(reply: Value) -> Vec<Delivery> {
             _ => Vec::new(),
         }
     }
-    // Each stream's entries: RESP2 has `[name, entries]` pairs, RESP3 a map.
-    let streams: Vec<Value> = match reply {
-        Value::Map(pairs) => pairs.into_iter().map(|(_, ids)| ids).collect(),
+    // Each stream: RESP2 has `[name, entries]` pairs, RESP3 a map.
+    let streams: Vec<(Value, Value)> = match reply {
+        Value::Map(pairs) => pairs,
         other => items(other)
             .into_iter()
-            .filter_map(|stream| items(stream).into_iter().nth(1))
+            .filter_map(|stream| {
+                let mut parts = items(stream).into_iter();
+                Some((parts.next()?, parts.next()?))
+            })
             .collect(),
     };
-    let mut entries = Vec::new();
-    for ids in streams {
+    let mut out = Vec::new();
+    for (name, ids) in streams {
+        let Some(name) = text(name) else {
+            continue;
+        };
+        let mut entries = Vec::new();
         for entry in items(ids) {
             let mut parts = items(entry).into_iter();
             let Some(id) = parts.next().and_then(text) else {
@@ -297,11 +439,9 @@ fn read_entries(reply: Value) -> Vec<Delivery> {
                     envelope = text(value).unwrap_or_default();
                 }
             }
-            entries.push(Delivery {
-                entry: id,
-                text: envelope,
-            });
+            entries.push((id, envelope));
         }
+        out.push((name, entries));
     }
-    entries
+    out
 }

@@ -35,7 +35,9 @@
 
 mod admin;
 mod backend;
+mod keys;
 mod producer;
+mod status;
 mod worker;
 
 /// The [`redis`](https://docs.rs/redis/1) crate (1.x, blocking API) this
@@ -43,26 +45,23 @@ mod worker;
 pub use ::redis as client;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
+use self::keys::Keys;
 pub(crate) use self::producer::Producer;
 pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
 
 use crate::background::BackgroundPoolBuilder;
 use crate::error::Error;
 use crate::jobs::broker::BrokerFactory;
-pub(crate) use crate::jobs::envelope::now_ms;
-use crate::jobs::envelope::push_json_str;
-use crate::jobs::status::IdSource;
-use crate::jobs::{JobState, JobStatus};
 use crate::server::ServerBuilder;
 
 /// Where Redis is and how the jobs are kept there.
 ///
 /// | setting | default |
 /// |---|---|
-/// | [`prefix`](Self::prefix) | `afterward` (keys `afterward:jobs`, `afterward:dead`, …) |
+/// | [`prefix`](Self::prefix) | `afterward` (keys `{afterward:QUEUE}:jobs`, `{afterward:QUEUE}:dead`, …) |
 /// | [`timeout`](Self::timeout) | 2 s, on every connect, read and write |
 /// | [`buffer_capacity`](Self::buffer_capacity) | 10,000 jobs waiting to be sent |
 /// | [`batch`](Self::batch) | 100 jobs per pipelined send or read |
@@ -149,13 +148,7 @@ impl RedisConfig {
     }
 
     pub(crate) fn keys(&self) -> Keys {
-        Keys {
-            stream: format!("{}:jobs", self.prefix),
-            group: "workers".into(),
-            delayed: format!("{}:delayed", self.prefix),
-            dead: format!("{}:dead", self.prefix),
-            prefix: self.prefix.clone(),
-        }
+        Keys::new(&self.prefix)
     }
 }
 
@@ -213,193 +206,6 @@ impl LazyConnection {
             e.to_string()
         })
     }
-}
-
-/// Jobs read and not acknowledged in the group (`XPENDING`'s summary);
-/// 0 while the group does not exist yet.
-pub(crate) fn pending_count(con: &mut redis::Connection, keys: &Keys) -> redis::RedisResult<u64> {
-    let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-        .arg(&keys.stream)
-        .arg(&keys.group)
-        .query(con);
-    Ok(match summary {
-        Ok(redis::Value::Array(items)) => match items.first() {
-            Some(redis::Value::Int(n)) => *n as u64,
-            _ => 0,
-        },
-        Ok(_) => 0,
-        Err(e) if e.code() == Some("NOGROUP") => 0,
-        Err(e) => return Err(e),
-    })
-}
-
-/// The keys of one deployment.
-#[derive(Debug, Clone)]
-pub(crate) struct Keys {
-    /// The stream of jobs to run (field `envelope`).
-    pub(crate) stream: String,
-    /// The workers' consumer group on it.
-    pub(crate) group: String,
-    /// Jobs due later (a retry's backoff, a delayed enqueue): a sorted set of
-    /// envelopes scored by their due time in Unix milliseconds.
-    pub(crate) delayed: String,
-    /// Dead letters: a stream (fields `envelope`, `error`).
-    pub(crate) dead: String,
-    prefix: String,
-}
-
-impl Keys {
-    /// The hash holding the statuses of a group of 4,096 job ids
-    /// ([`IdSource::group`], [`StatusWrites`]).
-    pub(crate) fn statuses(&self, group: u64) -> String {
-        format!("{}:status:{group:x}", self.prefix)
-    }
-
-    /// The de-duplication mark of a job id ([`Dedupe`]).
-    pub(crate) fn seen(&self, id: &str) -> String {
-        format!("{}:seen:{id}", self.prefix)
-    }
-}
-
-/// A job's status as it is written to Redis: one JSON value
-/// (`{"name", "status", "attempts", "error"?, "next_run_ms"?}`), a field of
-/// the hash of its id's group ([`Keys::statuses`]).
-pub(crate) struct StatusWrite<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) state: &'a str,
-    pub(crate) attempts: u32,
-    pub(crate) error: Option<&'a str>,
-    pub(crate) next_run_ms: Option<u64>,
-}
-
-impl StatusWrite<'_> {
-    /// The status's JSON text.
-    fn to_json_text(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::with_capacity(64 + self.name.len());
-        out.push_str("{\"name\":");
-        push_json_str(&mut out, self.name);
-        out.push_str(",\"status\":");
-        push_json_str(&mut out, self.state);
-        let _ = write!(out, ",\"attempts\":{}", self.attempts);
-        if let Some(error) = self.error {
-            out.push_str(",\"error\":");
-            push_json_str(&mut out, error);
-        }
-        if let Some(next) = self.next_run_ms {
-            let _ = write!(out, ",\"next_run_ms\":{next}");
-        }
-        out.push('}');
-        out
-    }
-}
-
-/// Status writes, grouped by hash: one `HSET` of many fields and one
-/// `PEXPIRE` per hash, where a key per job costs Redis a `SET … PX` each and
-/// a key with its own expiry in the keyspace. Measured on this machine kind
-/// (100k statuses in batches of 100, Redis CPU from `INFO cpu`): 1.6 µs per
-/// status against 4.7 µs; in issue #7's HTTP benchmark (Redis on the web
-/// server's core), 0.51–0.55× of the in-process requests/s with a key per
-/// status, 0.74–0.80× with these hashes (0.84–0.95× writing none at all).
-///
-/// A hash holds the statuses of 4,096 consecutive ids of one process (see
-/// `IdSource`), and lives until no status in it has changed for the status
-/// TTL: each status lives at least that long after its last change.
-#[derive(Default)]
-pub(crate) struct StatusWrites {
-    groups: Vec<StatusGroup>,
-}
-
-/// The statuses written to one group's hash.
-struct StatusGroup {
-    group: u64,
-    key: String,
-    /// (id, status JSON), in the order written.
-    fields: Vec<(String, String)>,
-}
-
-impl StatusWrites {
-    /// Adds job `id`'s status; none for an id not of ours (a job another
-    /// producer wrote to the stream): it could never be read back.
-    pub(crate) fn push(&mut self, keys: &Keys, id: &str, status: &StatusWrite<'_>) {
-        let Some(group) = IdSource::group(id) else {
-            return;
-        };
-        let field = (id.to_owned(), status.to_json_text());
-        // Jobs come in runs from one process: the last group is the likely one.
-        match self.groups.iter_mut().rev().find(|g| g.group == group) {
-            Some(known) => known.fields.push(field),
-            None => self.groups.push(StatusGroup {
-                group,
-                key: keys.statuses(group),
-                fields: vec![field],
-            }),
-        }
-    }
-
-    /// Adds the writes to `pipe`.
-    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, config: &RedisConfig) {
-        for StatusGroup { key, fields, .. } in &self.groups {
-            let set = pipe.cmd("HSET").arg(key);
-            for (id, status) in fields {
-                set.arg(id).arg(status);
-            }
-            set.ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(key)
-                .arg(config.status_ttl.as_millis().max(1) as u64)
-                .ignore();
-        }
-    }
-
-    /// One status, added to `pipe`.
-    pub(crate) fn one(
-        pipe: &mut redis::Pipeline,
-        keys: &Keys,
-        config: &RedisConfig,
-        id: &str,
-        status: &StatusWrite<'_>,
-    ) {
-        let mut writes = StatusWrites::default();
-        writes.push(keys, id, status);
-        writes.add_to(pipe, config);
-    }
-}
-
-/// Reads a job's status; `None` for a missing (or expired) one.
-pub(crate) fn read_status(
-    connection: &mut redis::Connection,
-    keys: &Keys,
-    id: &str,
-) -> redis::RedisResult<Option<JobStatus>> {
-    let Some(group) = IdSource::group(id) else {
-        return Ok(None); // not an id of ours: no status anywhere
-    };
-    let text: Option<String> = redis::cmd("HGET")
-        .arg(keys.statuses(group))
-        .arg(id)
-        .query(connection)?;
-    let Some(value) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
-        return Ok(None);
-    };
-    let state = match value["status"].as_str() {
-        Some("running") => JobState::Running,
-        Some("retrying") => JobState::Retrying {
-            next_run: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0)),
-        },
-        Some("done") => JobState::Done,
-        Some("dead") => JobState::Dead,
-        Some("discarded") => JobState::Discarded,
-        _ => JobState::Queued,
-    };
-    Ok(Some(JobStatus {
-        id: id.to_owned(),
-        name: value["name"].as_str().unwrap_or_default().to_owned(),
-        state,
-        attempts: value["attempts"].as_u64().unwrap_or(0) as u32,
-        error: value["error"].as_str().map(str::to_owned),
-    }))
 }
 
 impl BackgroundPoolBuilder {

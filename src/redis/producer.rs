@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
-use super::{now_ms, read_status, Keys, LazyConnection, RedisConfig, StatusWrite, StatusWrites};
+use super::keys::{known_queues, Keys};
+use super::status::{read_status, StatusWrite, StatusWrites};
+use super::{LazyConnection, RedisConfig};
 use crate::error::Error;
 use crate::jobs::broker::{Broker, Refused};
+use crate::jobs::envelope::now_ms;
 use crate::jobs::{Envelope, JobStatus};
 use crate::stats::Counters;
 
@@ -74,6 +77,7 @@ impl Producer {
             keys: config.keys(),
             counters,
             stats: stats.clone(),
+            named: Mutex::default(),
         };
         let leftover = jobs.clone();
         let thread = thread::Builder::new()
@@ -152,6 +156,11 @@ impl Broker for Producer {
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
         let outgoing = Outgoing::new(envelope.clone(), delay);
         let mut pipe = redis::pipe();
+        // The queue is named in the set each time: a durable send is rare.
+        pipe.cmd("SADD")
+            .arg(self.keys.queues())
+            .arg(&*envelope.queue)
+            .ignore();
         write_jobs(
             &mut pipe,
             &self.keys,
@@ -161,9 +170,12 @@ impl Broker for Producer {
         self.direct.call(|connection| pipe.query::<()>(connection))
     }
 
+    /// Looks in every queue the deployment knows.
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
-        self.direct
-            .call(|connection| read_status(connection, &self.keys, id))
+        self.direct.call(|connection| {
+            let queues = known_queues(connection, &self.keys)?;
+            read_status(connection, &self.keys, &queues, id)
+        })
     }
 
     fn close(&self) -> Vec<Envelope> {
@@ -207,12 +219,26 @@ impl Drop for Producer {
 }
 
 /// Adds a batch of jobs to a pipeline: their statuses (`queued`, first, so
-/// that a worker's `running` always comes after), then the jobs themselves:
-/// an `XADD` each for those due now (a script adding them all cost Redis
-/// 1.5–2 µs more per job, measured), one `ZADD` for those due later.
+/// that a worker's `running` always comes after), then the jobs themselves,
+/// each in its queue: an `XADD` each for those due now (a script adding them
+/// all cost Redis 1.5–2 µs more per job, measured), one `ZADD` per queue for
+/// those due later.
 fn write_jobs(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, batch: &[Outgoing]) {
     let mut statuses = StatusWrites::default();
-    for job in batch {
+    // Jobs come in runs of one queue: the last one's keys are the likely ones.
+    let mut queues: Vec<super::keys::QueueKeys> = Vec::new();
+    let mut queue_of = |queue: &str| match queues.iter().position(|q| q.queue == queue) {
+        Some(index) => index,
+        None => {
+            queues.push(keys.queue(queue));
+            queues.len() - 1
+        }
+    };
+    let lanes: Vec<usize> = batch
+        .iter()
+        .map(|job| queue_of(&job.envelope.queue))
+        .collect();
+    for (job, lane) in batch.iter().zip(&lanes) {
         let envelope = &job.envelope;
         let status = StatusWrite {
             name: &envelope.name,
@@ -221,23 +247,31 @@ fn write_jobs(pipe: &mut redis::Pipeline, keys: &Keys, config: &RedisConfig, bat
             error: None,
             next_run_ms: None,
         };
-        statuses.push(keys, &envelope.id, &status);
+        statuses.push(&queues[*lane], &envelope.id, &status);
     }
     statuses.add_to(pipe, config);
-    let (now, later): (Vec<&Outgoing>, Vec<&Outgoing>) =
-        batch.iter().partition(|job| job.due_ms.is_none());
-    for job in now {
-        pipe.cmd("XADD")
-            .arg(&keys.stream)
-            .arg("*")
-            .arg("envelope")
-            .arg(job.envelope.to_json_text())
-            .ignore();
+    for (job, lane) in batch.iter().zip(&lanes) {
+        if job.due_ms.is_none() {
+            pipe.cmd("XADD")
+                .arg(&queues[*lane].stream)
+                .arg("*")
+                .arg("envelope")
+                .arg(job.envelope.to_json_text())
+                .ignore();
+        }
     }
-    if !later.is_empty() {
+    for (index, queue) in queues.iter().enumerate() {
+        let mut later = batch
+            .iter()
+            .zip(&lanes)
+            .filter(|(job, lane)| **lane == index && job.due_ms.is_some())
+            .peekable();
+        if later.peek().is_none() {
+            continue;
+        }
         let add = pipe.cmd("ZADD");
-        add.arg(&keys.delayed);
-        for job in later {
+        add.arg(&queue.delayed);
+        for (job, _) in later {
             add.arg(job.due_ms.unwrap_or(0))
                 .arg(job.envelope.to_json_text());
         }
@@ -251,6 +285,8 @@ struct SendLoop {
     keys: Keys,
     counters: Arc<Counters>,
     stats: Arc<SendStats>,
+    /// The queues named in the deployment's set on this connection.
+    named: Mutex<Vec<String>>,
 }
 
 impl SendLoop {
@@ -341,9 +377,29 @@ impl SendLoop {
     ) -> redis::RedisResult<()> {
         if connection.is_none() {
             *connection = Some(self.config.connect()?);
+            self.named.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         let mut pipe = redis::pipe();
+        // Each queue is named in the deployment's set once per connection
+        // (Redis may have restarted without its data in between).
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new: Vec<&str> = Vec::new();
+        for job in batch {
+            let queue = &*job.envelope.queue;
+            if !named.iter().any(|q| q == queue) && !new.contains(&queue) {
+                new.push(queue);
+            }
+        }
+        if !new.is_empty() {
+            let add = pipe.cmd("SADD").arg(self.keys.queues());
+            for queue in &new {
+                add.arg(*queue);
+            }
+            add.ignore();
+        }
         write_jobs(&mut pipe, &self.keys, &self.config, batch);
-        pipe.query::<()>(connection.as_mut().expect("connected above"))
+        pipe.query::<()>(connection.as_mut().expect("connected above"))?;
+        named.extend(new.into_iter().map(str::to_owned));
+        Ok(())
     }
 }

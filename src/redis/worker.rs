@@ -10,7 +10,7 @@ use super::RedisConfig;
 use crate::error::Error;
 use crate::jobs::consumer::{Consumer, ConsumerOptions};
 pub use crate::jobs::consumer::{WorkerReport, WorkerStats};
-use crate::jobs::{Job, JobSettings, Registry};
+use crate::jobs::{Job, JobSettings, Queues, Registry};
 use crate::routing::App;
 use crate::state::StateMap;
 
@@ -19,7 +19,9 @@ use crate::state::StateMap;
 /// | setting | default |
 /// |---|---|
 /// | [`concurrency`](Self::concurrency) | the available cores, at least 2 |
+/// | [`queues`](Self::queues) | the registered job types' queues, weight 1 each |
 /// | [`prefetch`](Self::prefetch) | 100 jobs held at most (at least `concurrency`) |
+/// | [`prefetch_horizon`](Self::prefetch_horizon) | 20 ms: hold only jobs expected to start that soon |
 /// | [`visibility_timeout`](Self::visibility_timeout) | 60 s |
 /// | [`job_settings`](Self::job_settings) | [`JobSettings::default`] (5 attempts, 100 ms backoff doubling to 60 s, 30 s timeout) |
 /// | [`consumer`](Self::consumer) | `HOST-PID` |
@@ -29,6 +31,8 @@ pub struct WorkerBuilder {
     state: StateMap,
     concurrency: usize,
     prefetch: usize,
+    prefetch_horizon: Duration,
+    queues: Option<Queues>,
     visibility_timeout: Duration,
     settings: JobSettings,
     consumer: String,
@@ -76,6 +80,27 @@ impl WorkerBuilder {
         self
     }
 
+    /// The queues this worker serves and how it chooses among them (see
+    /// [`Queues`]): by default, the queues of the job types it registers,
+    /// taking equal turns.
+    pub fn queues(mut self, queues: Queues) -> WorkerBuilder {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// How soon a job this worker holds, and has not started, is expected
+    /// to start (default 20 ms): beyond one job per free thread, the worker
+    /// holds only as many as its threads get through in this time at the
+    /// mean time an attempt has taken of late, so that a job is never held
+    /// here while another worker could start it sooner. Jobs of
+    /// microseconds still come in batches (up to the
+    /// [`prefetch`](Self::prefetch)); jobs of seconds come one per free
+    /// thread. Zero holds none ahead.
+    pub fn prefetch_horizon(mut self, horizon: Duration) -> WorkerBuilder {
+        self.prefetch_horizon = horizon;
+        self
+    }
+
     /// How long a job read by a worker may go without news (the worker
     /// renews it while the job runs) before another worker takes it over:
     /// the time to notice a crashed or stalled worker.
@@ -105,17 +130,29 @@ impl WorkerBuilder {
     /// [`Error::Io`] when a thread cannot be started.
     pub fn start(self) -> Result<Worker, Error> {
         self.config.check()?;
+        if self.registry.is_empty() {
+            return Err(Error::Config("the worker registers no job".into()));
+        }
+        let queues = match self.queues {
+            Some(queues) => queues,
+            // The queues of the job types registered, taking equal turns.
+            None => Queues::weighted(self.registry.queues().into_iter().map(|q| (q, 1))),
+        };
+        queues.check()?;
+        let names: Vec<&str> = queues.names().collect();
+        let backend = RedisBackend::new(self.config.clone(), self.consumer.clone(), &names);
         let options = ConsumerOptions {
             registry: self.registry,
             state: self.state,
             settings: self.settings,
             concurrency: self.concurrency,
             prefetch: self.prefetch,
+            horizon: self.prefetch_horizon,
+            queues: queues.clone(),
             visibility: self.visibility_timeout,
             batch: self.config.batch,
-            name: self.consumer.clone(),
+            name: self.consumer,
         };
-        let backend = RedisBackend::new(self.config, self.consumer);
         Ok(Worker {
             consumer: Consumer::start(backend, options)?,
         })
@@ -167,6 +204,8 @@ impl Worker {
             state: StateMap::default(),
             concurrency: cores.max(2),
             prefetch: 100,
+            prefetch_horizon: Duration::from_millis(20),
+            queues: None,
             visibility_timeout: Duration::from_secs(60),
             settings: JobSettings::default(),
             consumer: format!("{host}-{}", std::process::id()),

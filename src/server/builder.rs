@@ -415,6 +415,15 @@ impl ServerBuilder {
         self
     }
 
+    /// The queues the in-process jobs run in, and how they take turns
+    /// (default: none chosen; every job runs in its request's batch). See
+    /// [`JobSettings::queues`](crate::JobSettings::queues). Without Redis,
+    /// every registered job type's queue must be among them.
+    pub fn queues(mut self, queues: crate::jobs::Queues) -> ServerBuilder {
+        self.config.jobs.queues = Some(queues);
+        self
+    }
+
     /// How enqueued jobs run: [`JobMode::Normal`](crate::JobMode::Normal)
     /// (the default), or, in tests, at once
     /// ([`Eager`](crate::JobMode::Eager)) or not at all
@@ -455,6 +464,11 @@ impl ServerBuilder {
                 return Err(Error::Config(format!("{name} must be at least 1")));
             }
         }
+        crate::background::check_queues(
+            &config.jobs,
+            &app.job_registry(),
+            config.broker.is_some(),
+        )?;
         config.connection.max_body_bytes = config.max_body_bytes;
         let counters = Arc::new(Counters::new(config.queue_capacity));
         let ids = Arc::new(RequestIds::new());

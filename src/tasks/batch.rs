@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::queue::TaskQueue;
-use super::{BackgroundTask, Work};
+use super::{BackgroundTask, HandOver, Work};
 use crate::stats::{Counters, TaskInfo, TaskOutcome};
 
 /// One request's tasks, sealed: what the pool runs, in order, on one thread.
@@ -66,6 +66,8 @@ impl Batch {
     /// behind one, or one that would wait) goes to the pool as before, in
     /// order, under its [`OnFull`](crate::OnFull) policy.
     pub(crate) fn hand_over_leading(&mut self) {
+        // Steps that took a hand-over's place, kept in order, in front.
+        let mut instead = Vec::new();
         while self
             .tasks
             .front()
@@ -80,19 +82,26 @@ impl Batch {
             };
             let started = Instant::now();
             match step.try_now() {
-                None => {
+                HandOver::Done => {
                     self.counters.started(self.queued);
                     self.counters
                         .finished(TaskOutcome::Completed, started.elapsed());
                 }
-                Some(step) => {
+                HandOver::Instead(step) => instead.push(BackgroundTask {
+                    name,
+                    work: Work::Step(step),
+                }),
+                HandOver::NotNow(step) => {
                     self.tasks.push_front(BackgroundTask {
                         name,
                         work: Work::Step(step),
                     });
-                    return;
+                    break;
                 }
             }
+        }
+        for task in instead.into_iter().rev() {
+            self.tasks.push_front(task);
         }
     }
 
@@ -117,11 +126,12 @@ impl Batch {
     fn discard_rest(&mut self, level: log::Level, reason: &str) -> Vec<TaskInfo> {
         // Each job hears of it before the tasks stop counting as pending:
         // no observer sees the server idle with a job's outcome missing.
-        let discarded: Vec<TaskInfo> = std::mem::take(&mut self.tasks)
+        let tasks = std::mem::take(&mut self.tasks);
+        let n = tasks.len() as u64;
+        let discarded: Vec<TaskInfo> = tasks
             .into_iter()
-            .map(|task| task.discard(level, &self.request_id, reason, &self.counters))
+            .filter_map(|task| task.discard(level, &self.request_id, reason, &self.counters))
             .collect();
-        let n = discarded.len() as u64;
         if self.queued {
             self.counters.unqueued(n);
         }

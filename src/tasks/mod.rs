@@ -93,10 +93,9 @@ pub(crate) trait Step: Send + 'static {
     /// Runs it; a panic is caught by the caller, and counts as the task's.
     fn run(self: Box<Self>);
 
-    /// It will not run here (its request failed, shutdown came first):
-    /// `true` if it went elsewhere instead (a job spilled to Redis), which
-    /// logs it; `false`, and it is logged and reported as not run.
-    fn discarded(self: Box<Self>) -> bool;
+    /// It will not run here (its request failed, shutdown came first), and
+    /// says what became of the work it stood for.
+    fn discarded(self: Box<Self>) -> Discarded;
 
     /// Whether it is a hand-over that the thread submitting its batch may
     /// do itself, without waking a pool thread ([`try_now`](Self::try_now)).
@@ -104,9 +103,34 @@ pub(crate) trait Step: Send + 'static {
         false
     }
 
-    /// Does the hand-over now if that takes no waiting: `None` once done,
-    /// else the step back, to run on the pool as usual.
-    fn try_now(self: Box<Self>) -> Option<Box<dyn Step>>;
+    /// Does the hand-over now if that takes no waiting.
+    fn try_now(self: Box<Self>) -> HandOver;
+}
+
+/// What became of a step's work when the step was discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Discarded {
+    /// It will not run: logged and reported as not run.
+    NotRun,
+    /// It went elsewhere instead (a job spilled to Redis), which logged it;
+    /// reported as spilled.
+    Spilled,
+    /// The work waits elsewhere, which accounts for it (a job waiting in
+    /// the in-process queues: the step only stood for its turn): neither
+    /// logged nor reported here, only counted as a discarded task.
+    Elsewhere,
+}
+
+/// What a hand-over did ([`Step::try_now`]).
+pub(crate) enum HandOver {
+    /// Done: the task is complete.
+    Done,
+    /// Done in part: this step takes its place in the batch, and the next
+    /// leading hand-over is tried.
+    Instead(Box<dyn Step>),
+    /// Not now (it would wait): the step stays, to run on the pool as
+    /// usual, and so does every task after it.
+    NotNow(Box<dyn Step>),
 }
 
 /// A task's name as logs and shutdown reports show it, cheap to keep: a
@@ -192,16 +216,21 @@ impl BackgroundTask {
 
     /// Tells its job, if it has one, that the task will not run here (a
     /// job may be spilled to Redis instead), and logs it as not run (a
-    /// spilled job was logged as such).
+    /// spilled job was logged as such); `None` for a step whose work is
+    /// accounted for elsewhere ([`Discarded::Elsewhere`]).
     fn discard(
         self,
         level: log::Level,
         request_id: &str,
         reason: &str,
         counters: &Counters,
-    ) -> TaskInfo {
+    ) -> Option<TaskInfo> {
         let spilled = match self.work {
-            Work::Step(step) => step.discarded(),
+            Work::Step(step) => match step.discarded() {
+                Discarded::NotRun => false,
+                Discarded::Spilled => true,
+                Discarded::Elsewhere => return None,
+            },
             Work::Closure(_) => false,
         };
         let info = TaskInfo {
@@ -210,7 +239,7 @@ impl BackgroundTask {
             spilled,
         };
         counters.not_run(level, &info, reason);
-        info
+        Some(info)
     }
 
     /// Runs the task (already counted as started), then counts how it ended

@@ -1,20 +1,24 @@
 //! The seam between the consumer (runner threads, deadlines, retries, dead
-//! letters, batching) and a store of jobs that workers anywhere read
-//! (Redis Streams; an in-memory queue for the consumer's own tests). A
+//! letters, queues, batching) and a store of jobs that workers anywhere
+//! read (Redis Streams; an in-memory store for the consumer's own tests). A
 //! backend does I/O only: every decision is the consumer's.
+//!
+//! A backend serves the queues it was made with, in that order; the
+//! consumer names a queue by its place there (a *lane*).
 //!
 //! Architecture invariant: a job a backend hands out is held by this
 //! consumer until it is recorded (acknowledged with what follows it) or
 //! left pending at a stop; a job is recorded once, by one `record` call,
-//! with everything that follows it, all or nothing.
+//! with everything that follows it, all or nothing per queue.
 
 use std::time::Duration;
 
 use crate::jobs::envelope::Envelope;
 
-/// A job handed out by a backend: its id in the store (to acknowledge it
-/// with), and its envelope's text, read by a runner thread.
+/// A job handed out by a backend: its queue's lane, its id in the store (to
+/// acknowledge it with), and its envelope's text, read by a runner thread.
 pub(crate) struct Delivery {
+    pub(crate) lane: usize,
     pub(crate) entry: String,
     pub(crate) text: String,
 }
@@ -39,16 +43,25 @@ pub(crate) enum Action<'a> {
 
 /// One finished attempt: which job, and what follows it.
 pub(crate) struct Record<'a> {
+    pub(crate) lane: usize,
     pub(crate) entry: &'a str,
     pub(crate) action: Action<'a>,
 }
 
 /// A job running for a while, whose `running` status is written.
 pub(crate) struct Announce<'a> {
+    pub(crate) lane: usize,
     pub(crate) envelope_id: &'a str,
     pub(crate) name: &'a str,
     pub(crate) attempt: u32,
     pub(crate) last_error: Option<&'a str>,
+}
+
+/// How many new jobs to take from one queue at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    pub(crate) lane: usize,
+    pub(crate) max: usize,
 }
 
 /// A store of jobs that consumers read. Every call may fail (the store is
@@ -61,29 +74,37 @@ pub(crate) trait Backend: Send + 'static {
     /// (Re)connects: before the first call, and after any error.
     fn connect(&mut self) -> Result<(), String>;
 
-    /// New jobs, up to `max`, now held by this consumer; when `wait`, waits a
-    /// little (a tenth of a second) for one if none is ready.
-    fn fetch(&mut self, max: usize, wait: bool) -> Result<Vec<Delivery>, String>;
+    /// New jobs, now held by this consumer: from each queue of `wants` in
+    /// turn, up to its `max`, and `budget` in all. When `wait` and none is
+    /// ready, waits a little (a tenth of a second) for one.
+    fn fetch(&mut self, wants: &[Want], budget: usize, wait: bool)
+        -> Result<Vec<Delivery>, String>;
 
-    /// Jobs another consumer has held past `visibility` without news (it
-    /// crashed or stalled), up to `max`, now held by this one.
-    fn reclaim(&mut self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, String>;
+    /// Jobs of `lane` another consumer has held past `visibility` without
+    /// news (it crashed or stalled), up to `max`, now held by this one.
+    fn reclaim(
+        &mut self,
+        lane: usize,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, String>;
 
     /// The jobs held here still run: no other consumer may take them over
     /// for another `visibility`.
-    fn renew(&mut self, held: &[&str], visibility: Duration) -> Result<(), String>;
+    fn renew(&mut self, held: &[(usize, &str)], visibility: Duration) -> Result<(), String>;
 
-    /// Records finished attempts, atomically: each acknowledged together
-    /// with what follows it, or none of them.
+    /// Records finished attempts: each acknowledged together with what
+    /// follows it, atomically per queue.
     fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String>;
 
     /// Writes the `running` status of jobs that have run for a while.
     fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String>;
 
     /// Moves delayed jobs now due (retries, delayed enqueues) where
-    /// consumers read, at most `max`; how many.
+    /// consumers read, at most `max` per queue; how many.
     fn promote(&mut self, max: usize) -> Result<u64, String>;
 
-    /// Jobs held (handed out, not recorded) by every consumer of the store.
+    /// Jobs held (handed out, not recorded) by every consumer of the store's
+    /// queues.
     fn pending(&mut self) -> Result<u64, String>;
 }

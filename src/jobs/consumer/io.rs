@@ -1,16 +1,19 @@
 //! The consumer's I/O thread: every call to the backend, in batches. It
-//! hands jobs to the runner threads, records their outcomes, renews what
-//! runs, reclaims what a silent consumer holds, promotes what is due, and
-//! reconnects with backoff when a call fails.
+//! fetches jobs from the queues served (no more of a limited queue's than
+//! it may run, and no more in all than the runners will start soon: see
+//! [`IoLoop::budget`]), hands them to the runner threads, records their
+//! outcomes, renews what runs, reclaims what a silent consumer holds,
+//! promotes what is due, and reconnects with backoff when a call fails.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::backend::{Action, Announce, Backend, Delivery, Record};
+use super::backend::{Action, Announce, Backend, Delivery, Record, Want};
+use super::ready::Ready;
 use super::runner::{lock_slot, Finished, Outcome, Slots};
 use super::stats::{Shared, WorkerReport};
 use crate::jobs::envelope::{now_ms, Envelope};
@@ -35,6 +38,7 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A running job whose `running` status is being written.
 struct Announced {
+    lane: usize,
     entry: String,
     id: Arc<str>,
     name: String,
@@ -48,6 +52,14 @@ pub(super) struct IoLoop<B> {
     pub(super) name: String,
     /// Jobs held at most.
     pub(super) capacity: usize,
+    /// Runner threads.
+    pub(super) concurrency: usize,
+    /// How soon a job held and not started is expected to start, at most.
+    pub(super) horizon: Duration,
+    /// The jobs held and not started, for the runners.
+    pub(super) ready: Arc<Ready>,
+    /// How many queues (lanes) are served.
+    pub(super) lanes: usize,
     pub(super) batch: usize,
     pub(super) visibility: Duration,
     pub(super) settings: JobSettings,
@@ -57,8 +69,15 @@ pub(super) struct IoLoop<B> {
 
 /// What the I/O thread keeps between turns.
 struct LoopState {
-    /// The jobs held: handed out, not yet recorded, by entry.
-    held: HashSet<String>,
+    /// The jobs held: handed out, not yet recorded: their lanes, by entry.
+    held: HashMap<String, usize>,
+    /// How long an attempt runs, on average of late (an exponentially
+    /// weighted mean, in seconds); `None` before the first.
+    mean_run: Option<f64>,
+    /// Whether the runners' jobs not started were taken back (the stop).
+    closed: bool,
+    /// Where each lane's next reclaim is due.
+    next_reclaim_lane: usize,
     /// Results not yet recorded.
     done: Vec<Finished>,
     /// When the oldest of them came.
@@ -98,16 +117,15 @@ impl LoopState {
 }
 
 impl<B: Backend> IoLoop<B> {
-    pub(super) fn run(
-        mut self,
-        jobs: &Sender<Delivery>,
-        results: &Receiver<Vec<Finished>>,
-    ) -> WorkerReport {
+    pub(super) fn run(mut self, results: &Receiver<Vec<Finished>>) -> WorkerReport {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_secs(60))
             .unwrap_or_else(Instant::now);
         let mut state = LoopState {
-            held: HashSet::new(),
+            held: HashMap::new(),
+            mean_run: None,
+            closed: false,
+            next_reclaim_lane: 0,
             done: Vec::new(),
             first_done: None,
             last_promote: long_ago,
@@ -121,6 +139,9 @@ impl<B: Backend> IoLoop<B> {
         loop {
             state.collect(results);
             let stopping = self.shared.stopping.load(Ordering::SeqCst);
+            if stopping {
+                self.close_ready(&mut state);
+            }
             if !connected {
                 match self.backend.connect() {
                     Ok(()) => {
@@ -138,7 +159,7 @@ impl<B: Backend> IoLoop<B> {
                     }
                 }
             }
-            match self.step(jobs, results, &mut state, stopping) {
+            match self.step(results, &mut state, stopping) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(error) => {
@@ -148,6 +169,40 @@ impl<B: Backend> IoLoop<B> {
             }
         }
         self.finish(&state)
+    }
+
+    /// The stop: the jobs the runners have not started go back (pending in
+    /// the store, for another consumer), counted.
+    fn close_ready(&self, state: &mut LoopState) {
+        if state.closed {
+            return;
+        }
+        state.closed = true;
+        for delivery in self.ready.close() {
+            state.held.remove(&delivery.entry);
+            state.not_run += 1;
+        }
+        let in_flight = state.held.len() as u64;
+        self.shared.update(|s| s.in_flight = in_flight);
+    }
+
+    /// How many more jobs to hold now: no more than the runners will start
+    /// within the horizon at the mean time an attempt has taken of late
+    /// (beyond one per runner), and no more than the capacity. A job held
+    /// here waits for this consumer's runners even when another consumer is
+    /// idle: so jobs of seconds are never held beyond the free runners,
+    /// while jobs of microseconds come in batches of up to the capacity.
+    fn budget(&self, state: &LoopState) -> usize {
+        let ahead = match state.mean_run {
+            // Until an attempt has been timed: one per runner.
+            None => 0.0,
+            Some(mean) => self.concurrency as f64 * self.horizon.as_secs_f64() / mean.max(1e-9),
+        };
+        let target = (self.concurrency as f64 + ahead).min(self.capacity as f64) as usize;
+        target
+            .max(self.concurrency)
+            .min(self.capacity)
+            .saturating_sub(state.held.len())
     }
 
     /// The report at the end: what was not recorded stays pending in the
@@ -188,7 +243,7 @@ impl<B: Backend> IoLoop<B> {
     /// Records the results waiting, if any.
     fn flush(&mut self, state: &mut LoopState) -> Result<(), String> {
         if !state.done.is_empty() {
-            state.not_run += self.record(&state.done, &mut state.held)?;
+            state.not_run += self.record(&state.done, &mut state.held, &mut state.mean_run)?;
             state.done.clear();
             state.first_done = None;
         }
@@ -203,7 +258,6 @@ impl<B: Backend> IoLoop<B> {
     /// [`RECORD_LINGER`] for others to join it.
     fn step(
         &mut self,
-        jobs: &Sender<Delivery>,
         results: &Receiver<Vec<Finished>>,
         state: &mut LoopState,
         stopping: bool,
@@ -241,34 +295,43 @@ impl<B: Backend> IoLoop<B> {
         }
         if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
             state.last_renew = now;
-            let held: Vec<&str> = state.held.iter().map(String::as_str).collect();
+            let held: Vec<(usize, &str)> = state
+                .held
+                .iter()
+                .map(|(entry, lane)| (*lane, entry.as_str()))
+                .collect();
             self.backend.renew(&held, self.visibility)?;
         }
-        let free = self.capacity.saturating_sub(state.held.len());
-        if free > 0 && now.duration_since(state.last_reclaim) >= self.visibility / 2 {
+        if now.duration_since(state.last_reclaim) >= self.visibility / 2 {
             state.last_reclaim = now;
-            let taken = self.backend.reclaim(free, self.visibility)?;
-            if !taken.is_empty() {
-                let n = taken.len() as u64;
-                log::warn!(
-                    "worker {}: took over {n} jobs held past the visibility timeout by another worker (they may run twice)",
-                    self.name
-                );
-                self.shared.update(|s| s.reclaimed += n);
-                self.hand_out(taken, jobs, &mut state.held);
-            }
+            self.reclaim(state)?;
         }
-        let free = self.capacity.saturating_sub(state.held.len());
-        if free < half && !state.held.is_empty() {
-            // Enough to do: wait for results rather than fetch a few more.
+        let budget = self.budget(state);
+        if budget == 0 || (budget < half && !state.held.is_empty() && !self.ready.has_idle_runner())
+        {
+            // Enough to do: wait for results rather than fetch a few more
+            // (unless a runner has nothing to do).
             state.wait(results, RECORD_LINGER);
             return Ok(true);
         }
+        let wants: Vec<Want> = self
+            .ready
+            .fetch_order()
+            .into_iter()
+            .map(|lane| Want {
+                lane,
+                max: self.ready.room(lane).min(budget),
+            })
+            .filter(|want| want.max > 0)
+            .collect();
         // Nothing held, so nothing to record meanwhile: the backend may wait
         // a little for a job.
-        let fetched = self
-            .backend
-            .fetch(free.min(self.batch), state.held.is_empty())?;
+        let fetched = if wants.is_empty() {
+            Vec::new()
+        } else {
+            self.backend
+                .fetch(&wants, budget.min(self.batch), state.held.is_empty())?
+        };
         if fetched.is_empty() {
             if !state.held.is_empty() {
                 state.wait(results, RECORD_LINGER);
@@ -277,22 +340,41 @@ impl<B: Backend> IoLoop<B> {
         }
         let n = fetched.len() as u64;
         self.shared.update(|s| s.claimed += n);
-        self.hand_out(fetched, jobs, &mut state.held);
+        self.hand_out(fetched, &mut state.held);
         Ok(true)
     }
 
-    /// Gives the jobs to the runner threads, held until recorded.
-    fn hand_out(
-        &self,
-        deliveries: Vec<Delivery>,
-        jobs: &Sender<Delivery>,
-        held: &mut HashSet<String>,
-    ) {
-        for delivery in deliveries {
-            held.insert(delivery.entry.clone());
-            // Room for it: `held` never exceeds the channel's capacity.
-            let _ = jobs.send(delivery);
+    /// Takes over, from one lane per turn in rotation, the jobs another
+    /// consumer has held past the visibility timeout (within this one's
+    /// budget and the lane's limit).
+    fn reclaim(&mut self, state: &mut LoopState) -> Result<(), String> {
+        for _ in 0..self.lanes {
+            let lane = state.next_reclaim_lane % self.lanes;
+            state.next_reclaim_lane = state.next_reclaim_lane.wrapping_add(1);
+            let max = self.budget(state).min(self.ready.room(lane));
+            if max == 0 {
+                continue;
+            }
+            let taken = self.backend.reclaim(lane, max, self.visibility)?;
+            if !taken.is_empty() {
+                let n = taken.len() as u64;
+                log::warn!(
+                    "worker {}: took over {n} jobs held past the visibility timeout by another worker (they may run twice)",
+                    self.name
+                );
+                self.shared.update(|s| s.reclaimed += n);
+                self.hand_out(taken, &mut state.held);
+            }
         }
+        Ok(())
+    }
+
+    /// Gives the jobs to the runner threads, held until recorded.
+    fn hand_out(&self, deliveries: Vec<Delivery>, held: &mut HashMap<String, usize>) {
+        for delivery in &deliveries {
+            held.insert(delivery.entry.clone(), delivery.lane);
+        }
+        self.ready.push(deliveries);
         let in_flight = held.len() as u64;
         self.shared.update(|s| s.in_flight = in_flight);
     }
@@ -309,6 +391,7 @@ impl<B: Backend> IoLoop<B> {
             };
             if !job.announced && job.started.elapsed() >= ANNOUNCE_AFTER {
                 running.push(Announced {
+                    lane: job.lane,
                     entry: job.entry.clone(),
                     id: job.id.clone(),
                     name: job.name.to_string(),
@@ -323,6 +406,7 @@ impl<B: Backend> IoLoop<B> {
         let announces: Vec<Announce<'_>> = running
             .iter()
             .map(|job| Announce {
+                lane: job.lane,
                 envelope_id: &job.id,
                 name: &job.name,
                 attempt: job.attempt,
@@ -364,7 +448,12 @@ impl<B: Backend> IoLoop<B> {
     /// Records finished attempts in one backend call: each with what the
     /// retry policy says follows it. Returns how many came back unrun
     /// (they stay pending, for another consumer).
-    fn record(&mut self, done: &[Finished], held: &mut HashSet<String>) -> Result<u64, String> {
+    fn record(
+        &mut self,
+        done: &[Finished],
+        held: &mut HashMap<String, usize>,
+        mean_run: &mut Option<f64>,
+    ) -> Result<u64, String> {
         let (mut succeeded, mut retried, mut dead, mut not_run) = (0, 0, 0, 0);
         let mut records = Vec::with_capacity(done.len());
         for finished in done {
@@ -382,6 +471,8 @@ impl<B: Backend> IoLoop<B> {
                     Action::Unreadable { text, error }
                 }
                 Outcome::Ran { envelope, result } => {
+                    let ran = finished.ran_for.as_secs_f64();
+                    *mean_run = Some(mean_run.map_or(ran, |mean| mean * 0.9 + ran * 0.1));
                     let error = result.as_ref().err().map(|f| f.message.as_str());
                     match policy::after(result, envelope, &self.settings) {
                         After::Done => {
@@ -409,6 +500,7 @@ impl<B: Backend> IoLoop<B> {
                 }
             };
             records.push(Record {
+                lane: finished.lane,
                 entry: &finished.entry,
                 action,
             });

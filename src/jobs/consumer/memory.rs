@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::backend::{Action, Announce, Backend, Delivery, Record};
-use crate::jobs::envelope::now_ms;
+use super::backend::{Action, Announce, Backend, Delivery, Record, Want};
+use crate::jobs::envelope::{now_ms, Envelope};
 
 /// The store, shared by the consumers (and the test) that use it.
 #[derive(Default)]
@@ -21,8 +21,8 @@ pub(crate) struct MemoryStore {
 #[derive(Default)]
 pub(crate) struct Inner {
     next_entry: u64,
-    /// Jobs not handed out yet: (entry, text).
-    pub(crate) ready: VecDeque<(String, String)>,
+    /// Jobs not handed out yet: (queue, entry, text).
+    pub(crate) ready: VecDeque<(String, String, String)>,
     /// Jobs handed out and not recorded, by entry.
     pub(crate) held: BTreeMap<String, Held>,
     /// Jobs due later: (due, text).
@@ -35,14 +35,15 @@ pub(crate) struct Inner {
     pub(crate) fail_calls: u32,
     /// Records to fail from now on, before any change.
     pub(crate) fail_records: u32,
-    /// `running` statuses written: (id, name, attempt, last error).
-    pub(crate) announced: Vec<(String, String, u32, Option<String>)>,
+    /// `running` statuses written: (id, queue, name, attempt, last error).
+    pub(crate) announced: Vec<(String, String, String, u32, Option<String>)>,
     /// Records made, each a list of entries.
     pub(crate) records: Vec<Vec<String>>,
 }
 
 /// A job held by a consumer.
 pub(crate) struct Held {
+    pub(crate) queue: String,
     pub(crate) owner: String,
     pub(crate) since: Instant,
     pub(crate) text: String,
@@ -53,11 +54,16 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a job, ready.
+    /// Adds a job to the `default` queue, ready.
     pub(crate) fn push(&self, text: String) {
+        self.push_to("default", text);
+    }
+
+    /// Adds a job to `queue`, ready.
+    pub(crate) fn push_to(&self, queue: &str, text: String) {
         let mut inner = self.lock();
         let entry = inner.entry();
-        inner.ready.push_back((entry, text));
+        inner.ready.push_back((queue.to_owned(), entry, text));
         self.changed.notify_all();
     }
 
@@ -78,6 +84,7 @@ impl MemoryStore {
         inner.held.insert(
             entry.clone(),
             Held {
+                queue: "default".into(),
                 owner: owner.to_owned(),
                 since,
                 text,
@@ -114,10 +121,12 @@ impl Inner {
     }
 }
 
-/// One consumer's side of a [`MemoryStore`].
+/// One consumer's side of a [`MemoryStore`], serving `queues` (its lanes,
+/// in order).
 pub(crate) struct MemoryBackend {
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) name: String,
+    pub(crate) queues: Vec<String>,
 }
 
 impl Backend for MemoryBackend {
@@ -127,42 +136,73 @@ impl Backend for MemoryBackend {
         self.store.call(|_| Ok(()))
     }
 
-    fn fetch(&mut self, max: usize, wait: bool) -> Result<Vec<Delivery>, String> {
+    fn fetch(
+        &mut self,
+        wants: &[Want],
+        budget: usize,
+        wait: bool,
+    ) -> Result<Vec<Delivery>, String> {
+        let served = |inner: &Inner| {
+            inner
+                .ready
+                .iter()
+                .any(|(q, ..)| wants.iter().any(|w| self.queues[w.lane] == *q))
+        };
         if wait {
             // A little, as Redis's `BLOCK` would.
-            self.store
-                .wait_for(Duration::from_millis(20), |inner| !inner.ready.is_empty());
+            self.store.wait_for(Duration::from_millis(20), served);
         }
-        let owner = &self.name;
+        let (owner, queues) = (&self.name, &self.queues);
         self.store.call(|inner| {
-            let n = max.min(inner.ready.len());
-            let taken: Vec<(String, String)> = inner.ready.drain(..n).collect();
             let since = Instant::now();
-            Ok(taken
-                .into_iter()
-                .map(|(entry, text)| {
+            let mut out = Vec::new();
+            for want in wants {
+                let mut taken = 0;
+                let mut index = 0;
+                while index < inner.ready.len() && taken < want.max && out.len() < budget {
+                    if inner.ready[index].0 != queues[want.lane] {
+                        index += 1;
+                        continue;
+                    }
+                    let (queue, entry, text) = inner.ready.remove(index).expect("in range");
                     let held = Held {
+                        queue,
                         owner: owner.clone(),
                         since,
                         text: text.clone(),
                     };
                     inner.held.insert(entry.clone(), held);
-                    Delivery { entry, text }
-                })
-                .collect())
+                    out.push(Delivery {
+                        lane: want.lane,
+                        entry,
+                        text,
+                    });
+                    taken += 1;
+                }
+            }
+            Ok(out)
         })
     }
 
-    fn reclaim(&mut self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, String> {
-        let owner = &self.name;
+    fn reclaim(
+        &mut self,
+        lane: usize,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Delivery>, String> {
+        let (owner, queue) = (&self.name, &self.queues[lane]);
         self.store.call(|inner| {
             let now = Instant::now();
             let mut taken = Vec::new();
             for (entry, held) in inner.held.iter_mut() {
-                if taken.len() < max && now.duration_since(held.since) >= visibility {
+                if taken.len() < max
+                    && held.queue == *queue
+                    && now.duration_since(held.since) >= visibility
+                {
                     held.owner.clone_from(owner);
                     held.since = now;
                     taken.push(Delivery {
+                        lane,
                         entry: entry.clone(),
                         text: held.text.clone(),
                     });
@@ -172,11 +212,11 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn renew(&mut self, held: &[&str], _visibility: Duration) -> Result<(), String> {
+    fn renew(&mut self, held: &[(usize, &str)], _visibility: Duration) -> Result<(), String> {
         let owner = &self.name;
         self.store.call(|inner| {
             let now = Instant::now();
-            for entry in held {
+            for (_, entry) in held {
                 if let Some(job) = inner.held.get_mut(*entry).filter(|j| j.owner == *owner) {
                     job.since = now;
                 }
@@ -186,13 +226,16 @@ impl Backend for MemoryBackend {
     }
 
     fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String> {
+        let queues = &self.queues;
         self.store.call(|inner| {
             if inner.fail_records > 0 {
                 inner.fail_records -= 1;
                 return Err("the record failed".into());
             }
             for record in finished {
-                inner.held.remove(record.entry);
+                let held = inner.held.remove(record.entry);
+                // A record names the job's queue as its delivery did.
+                assert!(held.is_some_and(|h| h.queue == queues[record.lane]));
                 match &record.action {
                     Action::Done { envelope } => inner.status(&envelope.id, "done"),
                     Action::Retry { envelope, due_ms } => {
@@ -216,11 +259,19 @@ impl Backend for MemoryBackend {
     }
 
     fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String> {
+        let queues = &self.queues;
         self.store.call(|inner| {
             for job in running {
                 inner.status(job.envelope_id, "running");
                 let error = job.last_error.map(str::to_owned);
-                let announced = (job.envelope_id.into(), job.name.into(), job.attempt, error);
+                let queue = queues[job.lane].clone();
+                let announced = (
+                    job.envelope_id.into(),
+                    queue,
+                    job.name.into(),
+                    job.attempt,
+                    error,
+                );
                 inner.announced.push(announced);
             }
             Ok(())
@@ -236,7 +287,9 @@ impl Backend for MemoryBackend {
                 if inner.delayed[index].0 <= now {
                     let (_, text) = inner.delayed.remove(index);
                     let entry = inner.entry();
-                    inner.ready.push_back((entry, text));
+                    let queue = Envelope::from_json_text(&text)
+                        .map_or_else(|_| "default".into(), |e| e.queue.into_owned());
+                    inner.ready.push_back((queue, entry, text));
                     moved += 1;
                 } else {
                     index += 1;

@@ -16,6 +16,7 @@ pub(crate) mod backend;
 mod io;
 #[cfg(test)]
 mod memory;
+mod ready;
 mod runner;
 mod stats;
 #[cfg(test)]
@@ -28,11 +29,13 @@ use std::time::{Duration, Instant};
 
 pub use self::stats::{WorkerReport, WorkerStats};
 
-use self::backend::{Backend, Delivery};
+use self::backend::Backend;
 use self::io::IoLoop;
+use self::ready::Ready;
 use self::runner::{Finished, Runner, Slots};
 use self::stats::Shared;
 use crate::error::Error;
+use crate::jobs::queues::Queues;
 use crate::jobs::registry::Registry;
 use crate::jobs::settings::JobSettings;
 use crate::state::StateMap;
@@ -46,6 +49,11 @@ pub(crate) struct ConsumerOptions {
     pub(crate) concurrency: usize,
     /// Jobs held at most (read, not recorded); at least `concurrency`.
     pub(crate) prefetch: usize,
+    /// A job held and not started is expected to start within this, at
+    /// the mean time an attempt has taken of late (see `io.rs`).
+    pub(crate) horizon: Duration,
+    /// The queues served, in the backend's lane order.
+    pub(crate) queues: Queues,
     /// How long a held job may go without news before another consumer
     /// takes it over; renewed every third of it while the job runs.
     pub(crate) visibility: Duration,
@@ -87,9 +95,10 @@ impl Consumer {
         if options.registry.is_empty() {
             return Err(Error::Config("the worker registers no job".into()));
         }
+        options.queues.check()?;
         let shared = Arc::new(Shared::default());
         let capacity = options.prefetch.max(options.concurrency);
-        let (jobs, to_run) = crossbeam_channel::bounded::<Delivery>(capacity);
+        let ready = Arc::new(Ready::new(&options.queues));
         let (finished, results) = crossbeam_channel::unbounded::<Vec<Finished>>();
         let registry = Arc::new(options.registry);
         let state = Arc::new(options.state);
@@ -104,14 +113,17 @@ impl Consumer {
                 index,
                 default_timeout: options.settings.timeout,
             };
-            let (to_run, finished) = (to_run.clone(), finished.clone());
+            let (ready_, finished) = (ready.clone(), finished.clone());
             let spawned = thread::Builder::new()
                 .name(format!("afterward-worker-{index}"))
-                .spawn(move || runner.run(&to_run, &finished));
+                .spawn(move || runner.run(&ready_, &finished));
             match spawned {
                 Ok(thread) => runners.push(thread),
-                // The runners started end when `jobs` is dropped here.
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The runners started end once the jobs are closed.
+                    ready.close();
+                    return Err(e.into());
+                }
             }
         }
         drop(finished);
@@ -119,6 +131,10 @@ impl Consumer {
             backend,
             name: options.name,
             capacity,
+            concurrency: options.concurrency,
+            horizon: options.horizon,
+            lanes: options.queues.names().count(),
+            ready,
             batch: options.batch.max(1),
             visibility: options.visibility,
             settings: options.settings,
@@ -127,7 +143,7 @@ impl Consumer {
         };
         let io = thread::Builder::new()
             .name("afterward-worker-io".into())
-            .spawn(move || io.run(&jobs, &results))?;
+            .spawn(move || io.run(&results))?;
         Ok(Consumer {
             shared,
             io: Mutex::new(Some(io)),

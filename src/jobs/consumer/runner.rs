@@ -1,15 +1,16 @@
-//! A consumer's runner threads: each reads the envelopes of the jobs it is
-//! given (off the I/O thread: reading envelopes was half its time), runs
-//! one attempt at a time, and hands the results over in batches.
+//! A consumer's runner threads: each takes the next job the queues choose,
+//! reads its envelope (off the I/O thread: reading envelopes was half its
+//! time), runs one attempt, and hands the result over.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::backend::Delivery;
+use super::ready::Ready;
 use super::stats::Shared;
 use crate::jobs::envelope::Envelope;
 use crate::jobs::job::JobContext;
@@ -18,8 +19,11 @@ use crate::state::StateMap;
 
 /// A runner's result, for the I/O thread to record.
 pub(super) struct Finished {
+    pub(super) lane: usize,
     pub(super) entry: String,
     pub(super) outcome: Outcome,
+    /// How long the attempt ran (zero when it did not run).
+    pub(super) ran_for: Duration,
 }
 
 pub(super) enum Outcome {
@@ -37,6 +41,7 @@ pub(super) enum Outcome {
 /// The job a runner thread is running, for the I/O thread to announce
 /// (`running`) and to watch for its deadline.
 pub(super) struct Running {
+    pub(super) lane: usize,
     pub(super) entry: String,
     pub(super) id: Arc<str>,
     pub(super) name: Cow<'static, str>,
@@ -75,37 +80,49 @@ pub(super) struct Runner {
 }
 
 impl Runner {
-    pub(super) fn run(&self, to_run: &Receiver<Delivery>, finished: &Sender<Vec<Finished>>) {
+    /// Runs the jobs `ready` gives it until the consumer stops, and hands
+    /// the results over in batches: whenever no other job is ready for it,
+    /// so that the I/O thread is woken once per batch rather than per job.
+    pub(super) fn run(&self, ready: &Ready, finished: &Sender<Vec<Finished>>) {
+        let stopping = &self.shared.stopping;
         let mut results = Vec::new();
-        while let Ok(first) = to_run.recv() {
-            let mut next = Some(first);
-            while let Some(delivery) = next {
-                results.push(self.run_one(delivery));
-                next = to_run.try_recv().ok();
-            }
-            if finished.send(std::mem::take(&mut results)).is_err() {
-                return;
-            }
+        loop {
+            let next = match ready.try_take(stopping) {
+                Some(delivery) => Some(delivery),
+                None => {
+                    if !results.is_empty() && finished.send(std::mem::take(&mut results)).is_err() {
+                        return;
+                    }
+                    ready.take(stopping)
+                }
+            };
+            let Some(delivery) = next else {
+                break;
+            };
+            let lane = delivery.lane;
+            results.push(self.run_one(delivery));
+            ready.finished(lane);
+        }
+        if !results.is_empty() {
+            let _ = finished.send(results);
         }
     }
 
     /// Runs one job (unless the consumer is stopping: then it goes back unrun).
     fn run_one(&self, delivery: Delivery) -> Finished {
-        let Delivery { entry, text } = delivery;
+        let Delivery { lane, entry, text } = delivery;
+        let not_run = |outcome| Finished {
+            lane,
+            entry: entry.clone(),
+            outcome,
+            ran_for: Duration::ZERO,
+        };
         if self.shared.stopping.load(Ordering::SeqCst) {
-            return Finished {
-                entry,
-                outcome: Outcome::NotRun,
-            };
+            return not_run(Outcome::NotRun);
         }
         let mut envelope = match Envelope::from_json_text(&text) {
             Ok(envelope) => envelope,
-            Err(error) => {
-                return Finished {
-                    entry,
-                    outcome: Outcome::Unreadable { text, error },
-                }
-            }
+            Err(error) => return not_run(Outcome::Unreadable { text, error }),
         };
         envelope.attempts += 1;
         let spec = self.registry.get(&envelope.name);
@@ -115,6 +132,7 @@ impl Runner {
         let now = Instant::now();
         let slot = &self.slots[self.index];
         *lock_slot(slot) = Some(Running {
+            lane,
             entry: entry.clone(),
             id: envelope.id.clone(),
             name: envelope.name.clone(),
@@ -141,8 +159,10 @@ impl Runner {
         };
         *lock_slot(slot) = None;
         Finished {
+            lane,
             entry,
             outcome: Outcome::Ran { envelope, result },
+            ran_for: now.elapsed(),
         }
     }
 }

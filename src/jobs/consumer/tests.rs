@@ -11,6 +11,7 @@ use super::memory::{Inner, MemoryBackend, MemoryStore};
 use super::{Consumer, ConsumerOptions};
 use crate::jobs::envelope::{now_ms, Envelope};
 use crate::jobs::job::{GiveUp, Job, JobContext, JobResult};
+use crate::jobs::queues::Queues;
 use crate::jobs::registry::Registry;
 use crate::jobs::settings::JobSettings;
 use crate::state::StateMap;
@@ -73,10 +74,78 @@ impl Job for Gated {
     }
 }
 
+/// A job that says when it runs: its tag joins the log's order, and the
+/// log keeps how many jobs of each tag ran at once at most; a gated one
+/// waits for the gate while it runs; a slow one takes `sleep_ms`.
+#[derive(Serialize, Deserialize)]
+struct Probe {
+    tag: String,
+    gated: bool,
+    sleep_ms: u64,
+}
+
+#[derive(Default)]
+struct ProbeLog {
+    state: Mutex<ProbeState>,
+}
+
+#[derive(Default)]
+struct ProbeState {
+    order: Vec<String>,
+    running: std::collections::HashMap<String, usize>,
+    most: std::collections::HashMap<String, usize>,
+}
+
+impl Job for Probe {
+    const NAME: &'static str = "probe";
+    fn run(self, job: &JobContext) -> JobResult {
+        let log = job
+            .state::<Arc<ProbeLog>>()
+            .expect("the log is in the state");
+        {
+            let mut state = log.state.lock().unwrap();
+            state.order.push(self.tag.clone());
+            let running = state.running.entry(self.tag.clone()).or_default();
+            *running += 1;
+            let now = *running;
+            let most = state.most.entry(self.tag.clone()).or_default();
+            *most = (*most).max(now);
+        }
+        if self.gated {
+            let gate = job.state::<Arc<Gate>>().expect("the gate is in the state");
+            let mut open = gate.open.lock().unwrap();
+            while !*open {
+                open = gate.changed.wait(open).unwrap();
+            }
+        }
+        // The job's own work, here its duration: what the consumer measures.
+        std::thread::sleep(Duration::from_millis(self.sleep_ms));
+        *log.state
+            .lock()
+            .unwrap()
+            .running
+            .get_mut(&self.tag)
+            .unwrap() -= 1;
+        Ok(())
+    }
+}
+
+fn probe(id: &str, queue: &str, tag: &str, gated: bool, sleep_ms: u64) -> String {
+    let mut envelope = Envelope::from_json_text(&envelope(
+        id,
+        "probe",
+        &format!("{{\"tag\":\"{tag}\",\"gated\":{gated},\"sleep_ms\":{sleep_ms}}}"),
+    ))
+    .unwrap();
+    envelope.queue = queue.to_owned().into();
+    envelope.to_json_text()
+}
+
 fn envelope(id: &str, name: &str, payload: &str) -> String {
     Envelope {
         id: id.into(),
         name: name.to_owned().into(),
+        queue: "default".into(),
         payload: payload.to_owned(),
         attempts: 0,
         max_attempts: 3,
@@ -98,8 +167,11 @@ fn flaky(id: &str, fail_first: u32, fatal: bool) -> String {
 struct Setup {
     store: Arc<MemoryStore>,
     gate: Arc<Gate>,
+    log: Arc<ProbeLog>,
     visibility: Duration,
     concurrency: usize,
+    queues: Queues,
+    prefetch: usize,
 }
 
 impl Setup {
@@ -107,17 +179,27 @@ impl Setup {
         Setup {
             store: Arc::default(),
             gate: Arc::default(),
+            log: Arc::default(),
             visibility: Duration::from_secs(60),
             concurrency: 2,
+            queues: Queues::strict(["default"]),
+            prefetch: 10,
         }
     }
 
     fn start(&self) -> Consumer {
+        self.start_as("here")
+    }
+
+    /// A consumer named `name` on the same store.
+    fn start_as(&self, name: &str) -> Consumer {
         let mut registry = Registry::default();
         registry.register::<Flaky>();
         registry.register::<Gated>();
+        registry.register::<Probe>();
         let mut state = StateMap::default();
         state.insert(self.gate.clone());
+        state.insert(self.log.clone());
         let settings = JobSettings {
             backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(1),
@@ -125,7 +207,8 @@ impl Setup {
         };
         let backend = MemoryBackend {
             store: self.store.clone(),
-            name: "here".into(),
+            name: name.into(),
+            queues: self.queues.names().map(str::to_owned).collect(),
         };
         Consumer::start(
             backend,
@@ -134,10 +217,12 @@ impl Setup {
                 state,
                 settings,
                 concurrency: self.concurrency,
-                prefetch: 10,
+                prefetch: self.prefetch,
+                horizon: Duration::from_millis(20),
+                queues: self.queues.clone(),
                 visibility: self.visibility,
                 batch: 10,
-                name: "here".into(),
+                name: name.into(),
             },
         )
         .expect("the consumer starts")
@@ -259,7 +344,8 @@ fn a_running_job_is_renewed_announced_and_reported_overdue_once() {
         .wait_for(PATIENCE, |inner| inner.statuses.contains_key("slow")));
     assert_eq!(statuses(&setup.store, "slow"), ["running"]);
     let announced = setup.store.lock().announced.clone();
-    assert_eq!(announced, [("slow".into(), "gated".into(), 1, None)]);
+    let expected = ("slow".into(), "default".into(), "gated".into(), 1, None);
+    assert_eq!(announced, [expected]);
     setup.gate.open();
     assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 1));
     let stats = consumer.stats();
@@ -271,10 +357,13 @@ fn a_running_job_is_renewed_announced_and_reported_overdue_once() {
 fn a_stop_leaves_what_has_not_finished_pending_in_the_store_and_says_so() {
     let mut setup = Setup::new();
     setup.concurrency = 1;
+    // A job of microseconds first: the consumer then holds jobs ahead.
+    setup.store.push(flaky("warm", 0, false));
+    let consumer = setup.start();
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 1));
     setup.store.push(envelope("busy", "gated", "null"));
     setup.store.push(flaky("waiting", 0, false));
-    let consumer = setup.start();
-    assert!(consumer.wait_for(PATIENCE, |s| s.claimed == 2));
+    assert!(consumer.wait_for(PATIENCE, |s| s.claimed == 3));
     let report = consumer.stop(Duration::ZERO);
     // The running job and the one queued behind it: neither acknowledged.
     assert_eq!(report.left_pending, 2);
@@ -324,6 +413,8 @@ fn settings_out_of_range_are_refused() {
         settings: JobSettings::default(),
         concurrency,
         prefetch: 1,
+        horizon: Duration::ZERO,
+        queues: Queues::strict(["default"]),
         visibility,
         batch: 1,
         name: "x".into(),
@@ -331,6 +422,7 @@ fn settings_out_of_range_are_refused() {
     let backend = || MemoryBackend {
         store: store.clone(),
         name: "x".into(),
+        queues: vec!["default".into()],
     };
     let registry = || {
         let mut r = Registry::default();
@@ -366,4 +458,118 @@ fn the_counters_read_in_the_prometheus_text_format() {
         text.contains("afterward_worker_jobs_in_flight 0\n"),
         "{text}"
     );
+}
+
+#[test]
+fn strict_order_runs_the_first_queue_with_work_first() {
+    let mut setup = Setup::new();
+    setup.concurrency = 1;
+    setup.queues = Queues::strict(["critical", "low"]);
+    // The runner is held by a `low` job while more of each queue arrive.
+    setup
+        .store
+        .push_to("low", probe("hold", "low", "hold", true, 0));
+    let consumer = setup.start();
+    assert!(setup.store.wait_for(PATIENCE, |inner| inner.held.len() == 1
+        && inner.ready.is_empty()));
+    for i in 0..3 {
+        setup
+            .store
+            .push_to("low", probe(&format!("l{i}"), "low", "low", false, 0));
+    }
+    setup
+        .store
+        .push_to("critical", probe("c", "critical", "critical", false, 0));
+    setup.gate.open();
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 5));
+    let order = setup.log.state.lock().unwrap().order.clone();
+    assert_eq!(order, ["hold", "critical", "low", "low", "low"]);
+}
+
+#[test]
+fn a_queue_limit_holds_its_jobs_to_that_many_at_once_while_others_flow() {
+    let mut setup = Setup::new();
+    setup.concurrency = 3;
+    setup.queues = Queues::weighted([("default", 1), ("reports", 1)]).limit("reports", 1);
+    for i in 0..4 {
+        let id = format!("r{i}");
+        setup
+            .store
+            .push_to("reports", probe(&id, "reports", "reports", false, 5));
+    }
+    for i in 0..20 {
+        let id = format!("d{i}");
+        setup
+            .store
+            .push_to("default", probe(&id, "default", "default", false, 1));
+    }
+    let consumer = setup.start();
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 24));
+    let most = setup.log.state.lock().unwrap().most.clone();
+    assert_eq!(most["reports"], 1, "never two reports at once");
+    assert!(most["default"] >= 1);
+}
+
+/// A consumer with one runner, measured first on `measured_ms` jobs (none:
+/// it has timed no attempt), is held by a job of unknown length while five
+/// more arrive: a second consumer, idle, runs them all, and the first holds
+/// none of them.
+fn busy_consumer_leaves_jobs_to_an_idle_one(measured_ms: &[u64]) {
+    let mut setup = Setup::new();
+    setup.concurrency = 1;
+    setup.prefetch = 100;
+    for (i, ms) in measured_ms.iter().enumerate() {
+        setup
+            .store
+            .push(probe(&format!("m{i}"), "default", "measure", false, *ms));
+    }
+    let busy = setup.start_as("busy");
+    let measured = measured_ms.len() as u64;
+    assert!(busy.wait_for(PATIENCE, |s| s.succeeded == measured));
+    setup.store.push(probe("long", "default", "long", true, 0));
+    assert!(busy.wait_for(PATIENCE, |s| s.claimed == measured + 1));
+    for i in 0..5 {
+        setup
+            .store
+            .push(probe(&format!("f{i}"), "default", "fast", false, 0));
+    }
+    let idle = setup.start_as("idle");
+    assert!(idle.wait_for(PATIENCE, |s| s.succeeded == 5));
+    assert_eq!(busy.stats().claimed, measured + 1);
+    setup.gate.open();
+    assert!(busy.wait_for(PATIENCE, |s| s.succeeded == measured + 1));
+}
+
+#[test]
+fn a_job_of_unknown_length_is_not_held_while_another_consumer_is_idle() {
+    busy_consumer_leaves_jobs_to_an_idle_one(&[]);
+}
+
+#[test]
+fn jobs_measured_long_are_held_no_more_than_the_free_runners() {
+    // Measured at 50 ms an attempt, a job expected to wait more than the
+    // 20 ms horizon is not held.
+    busy_consumer_leaves_jobs_to_an_idle_one(&[50, 50]);
+}
+
+#[test]
+fn jobs_measured_short_are_fetched_in_batches() {
+    let mut setup = Setup::new();
+    setup.concurrency = 1;
+    setup.prefetch = 100;
+    setup.store.push(flaky("warm", 0, false));
+    let consumer = setup.start();
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 1));
+    // Now measured at microseconds: the next fetch takes many at once.
+    let texts: Vec<String> = (0..50).map(|i| flaky(&format!("b{i}"), 0, false)).collect();
+    {
+        let mut inner = setup.store.lock();
+        for text in texts {
+            let entry = format!("batch-{}", inner.ready.len());
+            inner.ready.push_back(("default".into(), entry, text));
+        }
+    }
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 51));
+    let records = setup.store.lock().records.len();
+    assert!(records < 40, "{records} records for 51 jobs: not batched");
 }

@@ -1,0 +1,165 @@
+//! Job statuses in Redis: one JSON value per job
+//! (`{"name", "queue", "status", "attempts", "error"?, "next_run_ms"?}`), a
+//! field of the hash of its id's group in its queue ([`QueueKeys::statuses`]).
+
+use std::time::{Duration, SystemTime};
+
+use super::keys::{Keys, QueueKeys};
+use super::RedisConfig;
+use crate::jobs::envelope::push_json_str;
+use crate::jobs::status::IdSource;
+use crate::jobs::{JobState, JobStatus};
+
+/// A job's status as it is written.
+pub(crate) struct StatusWrite<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) state: &'a str,
+    pub(crate) attempts: u32,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) next_run_ms: Option<u64>,
+}
+
+impl StatusWrite<'_> {
+    /// The status's JSON text, in `queue`.
+    fn to_json_text(&self, queue: &str) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(80 + self.name.len());
+        out.push_str("{\"name\":");
+        push_json_str(&mut out, self.name);
+        out.push_str(",\"queue\":");
+        push_json_str(&mut out, queue);
+        out.push_str(",\"status\":");
+        push_json_str(&mut out, self.state);
+        let _ = write!(out, ",\"attempts\":{}", self.attempts);
+        if let Some(error) = self.error {
+            out.push_str(",\"error\":");
+            push_json_str(&mut out, error);
+        }
+        if let Some(next) = self.next_run_ms {
+            let _ = write!(out, ",\"next_run_ms\":{next}");
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Status writes, grouped by hash: one `HSET` of many fields and one
+/// `PEXPIRE` per hash, where a key per job costs Redis a `SET … PX` each and
+/// a key with its own expiry in the keyspace (measured: a third of the CPU
+/// per status; BENCHMARKS.md, "Jobs over Redis").
+///
+/// A hash holds the statuses of 4,096 consecutive ids of one process in one
+/// queue (see `IdSource`), and lives until no status in it has changed for
+/// the status TTL: each status lives at least that long after its last
+/// change.
+#[derive(Default)]
+pub(crate) struct StatusWrites {
+    groups: Vec<StatusGroup>,
+}
+
+/// The statuses written to one group's hash.
+struct StatusGroup {
+    key: String,
+    /// (id, status JSON), in the order written.
+    fields: Vec<(String, String)>,
+}
+
+impl StatusWrites {
+    /// Adds job `id`'s status in `queue`; none for an id not of ours (a job
+    /// another producer wrote to the stream): it could never be read back.
+    pub(crate) fn push(&mut self, queue: &QueueKeys, id: &str, status: &StatusWrite<'_>) {
+        let Some(group) = IdSource::group(id) else {
+            return;
+        };
+        let key = queue.statuses(group);
+        let field = (id.to_owned(), status.to_json_text(&queue.queue));
+        // Jobs come in runs from one process: the last group is the likely one.
+        match self.groups.iter_mut().rev().find(|g| g.key == key) {
+            Some(known) => known.fields.push(field),
+            None => self.groups.push(StatusGroup {
+                key,
+                fields: vec![field],
+            }),
+        }
+    }
+
+    /// Adds the writes to `pipe`.
+    pub(crate) fn add_to(&self, pipe: &mut redis::Pipeline, config: &RedisConfig) {
+        for StatusGroup { key, fields } in &self.groups {
+            let set = pipe.cmd("HSET").arg(key);
+            for (id, status) in fields {
+                set.arg(id).arg(status);
+            }
+            set.ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(config.status_ttl.as_millis().max(1) as u64)
+                .ignore();
+        }
+    }
+
+    /// One status, added to `pipe`.
+    pub(crate) fn one(
+        pipe: &mut redis::Pipeline,
+        queue: &QueueKeys,
+        config: &RedisConfig,
+        id: &str,
+        status: &StatusWrite<'_>,
+    ) {
+        let mut writes = StatusWrites::default();
+        writes.push(queue, id, status);
+        writes.add_to(pipe, config);
+    }
+}
+
+/// Reads a job's status, looking in each of `queues` (in one round trip);
+/// `None` for a missing (or expired) one.
+pub(crate) fn read_status(
+    connection: &mut redis::Connection,
+    keys: &Keys,
+    queues: &[String],
+    id: &str,
+) -> redis::RedisResult<Option<JobStatus>> {
+    let Some(group) = IdSource::group(id) else {
+        return Ok(None); // not an id of ours: no status anywhere
+    };
+    if queues.is_empty() {
+        return Ok(None);
+    }
+    let mut pipe = redis::pipe();
+    for queue in queues {
+        pipe.cmd("HGET")
+            .arg(keys.queue(queue).statuses(group))
+            .arg(id);
+    }
+    let texts: Vec<Option<String>> = pipe.query(connection)?;
+    let Some((queue, text)) = queues
+        .iter()
+        .zip(texts)
+        .find_map(|(queue, text)| Some((queue, text?)))
+    else {
+        return Ok(None);
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    let state = match value["status"].as_str() {
+        Some("running") => JobState::Running,
+        Some("retrying") => JobState::Retrying {
+            next_run: SystemTime::UNIX_EPOCH
+                + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0)),
+        },
+        Some("done") => JobState::Done,
+        Some("dead") => JobState::Dead,
+        Some("discarded") => JobState::Discarded,
+        _ => JobState::Queued,
+    };
+    Ok(Some(JobStatus {
+        id: id.to_owned(),
+        name: value["name"].as_str().unwrap_or_default().to_owned(),
+        queue: queue.clone(),
+        state,
+        attempts: value["attempts"].as_u64().unwrap_or(0) as u32,
+        error: value["error"].as_str().map(str::to_owned),
+    }))
+}
