@@ -187,7 +187,8 @@ pub use crate::http_error::HttpError;
 pub use crate::jobs::{
     job_status_handler, DeadLetter, EnqueueError, Envelope, GiveUp, Job, JobContext, JobId,
     JobMode, JobOptions, JobResult, JobSettings, JobState, JobStatus, Jobs, QueueOrder, Queues,
-    DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_QUEUE, ENVELOPE_VERSION,
+    ResultError, DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_MAX_RESULT_BYTES, DEFAULT_QUEUE,
+    ENVELOPE_VERSION,
 };
 pub use crate::json::Json;
 pub use crate::method::Method;

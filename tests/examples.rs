@@ -229,7 +229,8 @@ fn jobs_answers_202_with_a_location_then_retries_until_done() {
     let status = server.get(&location).send().json();
     assert_eq!(
         status,
-        json!({"id": id, "name": "build_report", "queue": "default", "status": "done", "attempts": 3})
+        json!({"id": id, "name": "build_report", "queue": "default", "status": "done",
+            "attempts": 3, "error": null, "result": {"lines": 1, "attempt": 3}})
     );
     assert_eq!(read(&reports), "report for ada (attempt 3)\n");
     let stats = server.stats();

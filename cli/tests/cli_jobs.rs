@@ -19,7 +19,8 @@ fn a_flaky_job_is_retried_then_done() {
     server.wait_for_metric("afterward_jobs_succeeded_total", 1.0);
     assert_eq!(
         server.get(&format!("/jobs/{id}")).json(),
-        json!({"id": id, "name": "flaky", "queue": "default", "status": "done", "attempts": 3})
+        json!({"id": id, "name": "flaky", "queue": "default", "status": "done",
+            "attempts": 3, "error": null, "result": {"attempt": 3}})
     );
     assert_eq!(server.metric("afterward_jobs_retried_total"), 2.0);
     let unknown = server.get("/jobs/0123");

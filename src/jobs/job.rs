@@ -2,12 +2,13 @@
 //! ([`JobContext`]), its id, and the error that ends it at once ([`GiveUp`]).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::envelope::Envelope;
+use super::scope::{JobScope, Outbox, ResultError};
 use crate::state::StateMap;
 
 /// What a job's attempt returns: `Err` is retried (with backoff, up to the
@@ -66,7 +67,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     fn run(self, job: &JobContext) -> JobResult;
 }
 
-/// What an attempt knows of its job.
+/// What an attempt knows of its job, and what it may leave behind: a
+/// result ([`set_result`](Self::set_result)) and follow-up jobs
+/// ([`enqueue`](Self::enqueue)), both kept only if the attempt succeeds.
 #[derive(Clone)]
 pub struct JobContext {
     id: JobId,
@@ -74,14 +77,17 @@ pub struct JobContext {
     max_attempts: u32,
     request_id: Arc<str>,
     state: Arc<StateMap>,
+    scope: Arc<JobScope>,
+    outbox: Arc<Mutex<Outbox>>,
 }
 
 impl JobContext {
-    /// The context of attempt `attempt` of `envelope`'s job (a worker's).
+    /// The context of attempt `attempt` of `envelope`'s job.
     pub(crate) fn for_attempt(
         envelope: &Envelope,
         attempt: u32,
         state: Arc<StateMap>,
+        scope: Arc<JobScope>,
     ) -> JobContext {
         JobContext {
             id: JobId::new(envelope.id.clone()),
@@ -89,7 +95,14 @@ impl JobContext {
             max_attempts: envelope.max_attempts,
             request_id: envelope.request_id.clone(),
             state,
+            scope,
+            outbox: Arc::default(),
         }
+    }
+
+    /// What the attempt left behind (taken once it has returned).
+    pub(crate) fn take_outbox(&self) -> Outbox {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -131,6 +144,85 @@ impl JobContext {
     /// client) here.
     pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
         self.state.get::<T>()
+    }
+
+    /// Keeps `value` as the job's result, shown with its status
+    /// (`"result"` in `GET /jobs/{id}`) once this attempt succeeds; a failed
+    /// attempt's result is dropped. Set again, the last value counts.
+    ///
+    /// # Errors
+    ///
+    /// [`ResultError`] when the value does not serialize, or its JSON is
+    /// larger than [`JobSettings::max_result_bytes`](crate::JobSettings::max_result_bytes)
+    /// (64 KiB by default: results are kept with statuses, in memory or in
+    /// Redis, for the status TTL; keep larger outputs in a store of their
+    /// own, and the key here).
+    pub fn set_result<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ResultError> {
+        let text = serde_json::to_string(value).map_err(ResultError::Serialize)?;
+        let limit = self.scope.max_result_bytes;
+        if text.len() > limit {
+            return Err(ResultError::TooLarge {
+                bytes: text.len(),
+                limit,
+            });
+        }
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).result = Some(text);
+        Ok(())
+    }
+
+    /// Enqueues a follow-up job, to go out only if this attempt succeeds
+    /// (a failed attempt discards it, as a failed request discards its
+    /// jobs); this job's status then names it among its `children`. Its id
+    /// is known now. Chains are built this way; see the README, "Follow-up
+    /// jobs", for groups.
+    ///
+    /// # Errors
+    ///
+    /// [`EnqueueError::Payload`] when its value does not serialize.
+    pub fn enqueue<J: Job>(&self, job: J) -> Result<JobId, EnqueueError> {
+        self.enqueue_with(job, crate::JobOptions::new())
+    }
+
+    /// [`enqueue`](Self::enqueue) with [`JobOptions`](crate::JobOptions) (a
+    /// queue, a delay; a follow-up is always handed over with its parent's
+    /// outcome, so `durable` changes nothing here).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`enqueue`](Self::enqueue), and [`EnqueueError::Queue`] for
+    /// a queue name that is not valid.
+    pub fn enqueue_with<J: Job>(
+        &self,
+        job: J,
+        options: crate::JobOptions,
+    ) -> Result<JobId, EnqueueError> {
+        let payload = serde_json::to_string(&job).map_err(|source| EnqueueError::Payload {
+            name: J::NAME,
+            source,
+        })?;
+        let queue = options
+            .queue
+            .unwrap_or(std::borrow::Cow::Borrowed(J::QUEUE));
+        if let Err(reason) = self.scope.check_queue(&queue) {
+            return Err(EnqueueError::Queue {
+                queue: queue.into_owned(),
+                reason,
+            });
+        }
+        let envelope = self.scope.envelope(
+            J::NAME,
+            payload,
+            queue,
+            J::MAX_ATTEMPTS,
+            self.request_id.clone(),
+        );
+        let id = JobId::new(envelope.id.clone());
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .children
+            .push((envelope, options.delay));
+        Ok(id)
     }
 }
 

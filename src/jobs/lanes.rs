@@ -52,11 +52,6 @@ impl Lanes {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `queue` is one of the lanes.
-    pub(crate) fn serves(&self, queue: &str) -> bool {
-        self.lock().set.lane(queue).is_some()
-    }
-
     /// Adds a job (its turn is the caller's to give), counting it as
     /// waiting in `counters` if given (a job from the timer is counted
     /// already); `Err` gives it back when the lanes are closed, or its queue

@@ -17,8 +17,8 @@ use super::envelope::{now_ms, DeadLetter, Envelope};
 use super::job::{EnqueueError, Job, JobContext};
 use super::lanes::Lanes;
 use super::policy::{self, After};
-use super::queues::valid_queue_name;
 use super::registry::Registry;
+use super::scope::JobScope;
 use super::settings::{JobMode, JobSettings};
 use super::spill::Spill;
 use super::status::{IdSource, JobState, JobStatus, StatusStore};
@@ -49,7 +49,9 @@ pub(crate) struct JobRunner {
     captured: Mutex<Vec<Envelope>>,
     pool: PoolSubmitter,
     timer: Arc<Timer>,
-    ids: IdSource,
+    ids: Arc<IdSource>,
+    /// What attempts are lent: the id source, for follow-up jobs.
+    scope: Arc<JobScope>,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
@@ -72,8 +74,17 @@ impl JobRunner {
         spill: Option<Arc<dyn Broker>>,
     ) -> std::io::Result<Arc<JobRunner>> {
         let timer = Arc::new(Timer::default());
-        let ids = IdSource::default();
+        let ids = Arc::new(IdSource::default());
         let settings_queues = settings.queues.clone();
+        let scope = Arc::new(JobScope {
+            ids: ids.clone(),
+            max_attempts: settings.max_attempts,
+            max_result_bytes: settings.max_result_bytes,
+            served: match &broker {
+                Some(_) => None,
+                None => settings_queues.clone(),
+            },
+        });
         let runner = Arc::new(JobRunner {
             registry,
             state: Arc::new(state),
@@ -85,6 +96,7 @@ impl JobRunner {
             pool: pool.clone(),
             timer: timer.clone(),
             ids,
+            scope,
             lanes: match &broker {
                 Some(_) => None,
                 None => settings_queues.as_ref().map(Lanes::new),
@@ -142,20 +154,11 @@ impl JobRunner {
             .registry
             .get(J::NAME)
             .ok_or(EnqueueError::Unregistered(J::NAME))?;
-        let queue = match queue {
-            None => Cow::Borrowed(spec.queue),
-            Some(queue) if valid_queue_name(queue) => queue.clone(),
-            Some(queue) => {
-                return Err(EnqueueError::Queue {
-                    queue: queue.to_string(),
-                    reason: "not a valid queue name (1 to 64 letters, digits, '_', '-' or '.')",
-                })
-            }
-        };
-        if !self.serves(&queue) {
+        let queue = queue.cloned().unwrap_or(Cow::Borrowed(spec.queue));
+        if let Err(reason) = self.scope.check_queue(&queue) {
             return Err(EnqueueError::Queue {
                 queue: queue.into_owned(),
-                reason: "not served here (ServerBuilder::queues): its job would never run",
+                reason,
             });
         }
         let payload = serde_json::to_string(job).map_err(|source| EnqueueError::Payload {
@@ -184,16 +187,6 @@ impl JobRunner {
             spec.counts.bump(&envelope.queue, ENQUEUED);
         }
         Ok(envelope)
-    }
-
-    /// Whether jobs of `queue` can run: with a broker, any queue (workers
-    /// elsewhere serve them); in-process, a queue of the lanes, or any queue
-    /// when the settings choose none.
-    fn serves(&self, queue: &str) -> bool {
-        match (&self.broker, &self.lanes) {
-            (None, Some(lanes)) => lanes.serves(queue),
-            _ => true,
-        }
     }
 
     /// Whether jobs take turns in in-process queues.
@@ -346,7 +339,8 @@ impl JobRunner {
             self.dead(envelope, error);
             return None;
         };
-        let context = JobContext::for_attempt(&envelope, attempts, self.state.clone());
+        let context =
+            JobContext::for_attempt(&envelope, attempts, self.state.clone(), self.scope.clone());
         let timeout = spec.timeout(self.settings.timeout);
         self.timer.started(Running {
             id: envelope.id.clone(),
@@ -373,10 +367,16 @@ impl JobRunner {
         }
         match (policy::after(&outcome, &envelope, &self.settings), outcome) {
             (After::Done, _) => {
+                let outbox = context.take_outbox();
+                let children = outbox.child_ids();
+                // The follow-ups exist before the status that names them.
+                self.follow_up(outbox.children);
                 // Done: an earlier attempt's error is history, not status.
                 self.statuses.update(&envelope.id, |s| {
                     s.state = JobState::Done;
                     s.error = None;
+                    s.result = outbox.result;
+                    s.children = children;
                 });
                 self.counters.job_succeeded();
                 spec.counts.bump(&envelope.queue, SUCCEEDED);
@@ -397,6 +397,28 @@ impl JobRunner {
                 self.dead_logged(envelope, error);
                 None
             }
+        }
+    }
+
+    /// Enqueues the follow-up jobs of an attempt that succeeded, as any
+    /// enqueue is counted and shown. They go through the timer (due at once
+    /// unless delayed), whose thread hands them to the pool: this runs on a
+    /// pool thread, which must not wait for room in the pool's own queue.
+    fn follow_up(&self, children: Vec<(Envelope, Option<Duration>)>) {
+        for (envelope, delay) in children {
+            if self.settings.mode == JobMode::Capture {
+                self.capture(envelope);
+                continue;
+            }
+            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
+            self.statuses.insert(&envelope.id, name, queue);
+            self.counters.job_enqueued();
+            self.count(&envelope.name, &envelope.queue, ENQUEUED);
+            if self.settings.mode == JobMode::Eager {
+                self.run_now(envelope);
+                continue;
+            }
+            self.wait(envelope, Instant::now() + delay.unwrap_or_default());
         }
     }
 

@@ -40,6 +40,10 @@ pub struct JobSettings {
     /// job of a queue not served is refused at enqueue). Jobs sent to Redis
     /// are not affected: workers choose their queues.
     pub queues: Option<Queues>,
+    /// The largest result a job may keep with its status
+    /// ([`JobContext::set_result`](crate::JobContext::set_result)), in bytes
+    /// of JSON: 64 KiB.
+    pub max_result_bytes: usize,
 }
 
 /// How enqueued jobs run. The modes other than `Normal` are for tests, in
@@ -72,6 +76,7 @@ impl Default for JobSettings {
             timeout: Duration::from_secs(30),
             max_replacement_threads: 4,
             queues: None,
+            max_result_bytes: super::scope::DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }

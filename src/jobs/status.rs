@@ -62,20 +62,34 @@ pub struct JobStatus {
     /// The last failed attempt's error while the job is retrying, or why it
     /// is dead; `None` once it is done (an earlier attempt's error is history).
     pub error: Option<String>,
+    /// The job's result, as JSON text, once done
+    /// ([`JobContext::set_result`](crate::JobContext::set_result)).
+    pub result: Option<String>,
+    /// The follow-up jobs its successful attempt enqueued
+    /// ([`JobContext::enqueue`](crate::JobContext::enqueue)).
+    pub children: Vec<String>,
 }
 
 impl JobStatus {
-    /// The status as JSON: `{"id", "name", "queue", "status", "attempts", "error"?}`.
+    /// The status as JSON: `{"id", "name", "queue", "status", "attempts",
+    /// "error", "result"}` (`error` and `result` null when there is none), and
+    /// `"children"` (their ids) when its attempt enqueued follow-up jobs.
     pub fn to_json(&self) -> serde_json::Value {
+        let result = self
+            .result
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok());
         let mut value = serde_json::json!({
             "id": self.id,
             "name": self.name,
             "queue": self.queue,
             "status": self.state.as_str(),
             "attempts": self.attempts,
+            "error": self.error,
+            "result": result,
         });
-        if let Some(error) = &self.error {
-            value["error"] = error.as_str().into();
+        if !self.children.is_empty() {
+            value["children"] = self.children.clone().into();
         }
         value
     }
@@ -106,6 +120,8 @@ pub(crate) struct Record {
     pub(crate) state: JobState,
     pub(crate) attempts: u32,
     pub(crate) error: Option<String>,
+    pub(crate) result: Option<String>,
+    pub(crate) children: Vec<Arc<str>>,
 }
 
 impl StatusStore {
@@ -145,6 +161,8 @@ impl StatusStore {
                 state: JobState::Queued,
                 attempts: 0,
                 error: None,
+                result: None,
+                children: Vec::new(),
             },
         };
         let mut slots = self.lock();
@@ -179,6 +197,8 @@ impl StatusStore {
             state: record.state.clone(),
             attempts: record.attempts,
             error: record.error.clone(),
+            result: record.result.clone(),
+            children: record.children.iter().map(|c| c.to_string()).collect(),
         })
     }
 }

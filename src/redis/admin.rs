@@ -7,7 +7,7 @@ use redis::streams::StreamRangeReply;
 use redis::Value;
 
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
-use super::status::{StatusWrite, StatusWrites};
+use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
 use crate::jobs::Envelope;
 
@@ -165,35 +165,16 @@ impl Admin {
     ) -> Result<(), String> {
         envelope.attempts = 0;
         envelope.last_error = None;
+        let config = self.connection.config();
+        let job = [Outgoing::new(envelope, None)];
         self.with(|con, keys| {
-            let dead = keys.queue(queue);
-            let target = keys.queue(&envelope.queue);
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .cmd("XADD")
-                .arg(&target.stream)
-                .arg("*")
-                .arg("envelope")
-                .arg(envelope.to_json_text())
-                .ignore()
                 .cmd("XDEL")
-                .arg(&dead.dead)
+                .arg(keys.queue(queue).dead)
                 .arg(entry)
                 .ignore();
-            let status = StatusWrite {
-                name: &envelope.name,
-                state: "queued",
-                attempts: 0,
-                error: None,
-                next_run_ms: None,
-            };
-            StatusWrites::one(
-                &mut pipe,
-                &target,
-                self.connection.config(),
-                &envelope.id,
-                &status,
-            );
+            write_jobs(&mut pipe, keys, config, &job);
             pipe.query::<()>(con)
         })
     }

@@ -10,6 +10,7 @@ use redis::Value;
 
 use super::keys::{pending_count, Keys, QueueKeys, GROUP};
 use super::status::{StatusWrite, StatusWrites};
+use super::write::{write_jobs, Outgoing};
 use super::RedisConfig;
 use crate::jobs::consumer::backend::{Action, Announce, Backend, Delivery, Record, Want};
 use crate::jobs::envelope::now_ms;
@@ -265,16 +266,30 @@ impl Backend for RedisBackend {
             let mut delete = redis::cmd("XDEL");
             delete.arg(&queue.stream);
             let mut statuses = StatusWrites::default();
+            let mut children = Vec::new();
             for record in records {
                 ack.arg(record.entry);
                 delete.arg(record.entry);
+                let mut result = None;
+                let mut child_ids = Vec::new();
                 let (envelope, state, error, next_run_ms) = match &record.action {
                     Action::Unreadable { text, error } => {
                         self.add_dead_letter(&mut pipe, lane, text, error);
                         continue;
                     }
                     // Done: an earlier attempt's error is history, not status.
-                    Action::Done { envelope } => (*envelope, "done", None, None),
+                    Action::Done {
+                        envelope,
+                        result: value,
+                        children: follow_ups,
+                    } => {
+                        result = *value;
+                        for (child, delay) in follow_ups.iter() {
+                            child_ids.push(&*child.id);
+                            children.push(Outgoing::new(child.clone(), *delay));
+                        }
+                        (*envelope, "done", None, None)
+                    }
                     Action::Retry { envelope, due_ms } => {
                         // Its own queue's delayed set (the envelope names it).
                         let delayed = if envelope.queue == queue.queue {
@@ -296,15 +311,25 @@ impl Backend for RedisBackend {
                     }
                 };
                 let status = StatusWrite {
-                    name: &envelope.name,
-                    state,
-                    attempts: envelope.attempts,
                     error,
                     next_run_ms,
+                    result,
+                    children: child_ids,
+                    ..StatusWrite::new(&envelope.name, state, envelope.attempts)
                 };
                 statuses.push(queue, &envelope.id, &status);
             }
             statuses.add_to(&mut pipe, &self.config);
+            // Follow-up jobs go out with their parent's acknowledgement, in
+            // the same MULTI: both or neither.
+            if !children.is_empty() {
+                let named = pipe.cmd("SADD").arg(self.keys.queues());
+                for child in &children {
+                    named.arg(&*child.envelope.queue);
+                }
+                named.ignore();
+                write_jobs(&mut pipe, &self.keys, &self.config, &children);
+            }
             pipe.add_command(ack).ignore();
             pipe.add_command(delete).ignore();
             on(&mut self.connection, |con| pipe.query::<()>(con))?;
@@ -316,11 +341,8 @@ impl Backend for RedisBackend {
         let mut statuses = StatusWrites::default();
         for job in running {
             let status = StatusWrite {
-                name: job.name,
-                state: "running",
-                attempts: job.attempt,
                 error: job.last_error,
-                next_run_ms: None,
+                ..StatusWrite::new(job.name, "running", job.attempt)
             };
             statuses.push(&self.queues[job.lane], job.envelope_id, &status);
         }

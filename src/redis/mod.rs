@@ -39,6 +39,7 @@ mod keys;
 mod producer;
 mod status;
 mod worker;
+mod write;
 
 /// The [`redis`](https://docs.rs/redis/1) crate (1.x, blocking API) this
 /// module uses, for commands of your own on a [`RedisConfig::connect`]ion.

@@ -17,6 +17,25 @@ pub(crate) struct StatusWrite<'a> {
     pub(crate) attempts: u32,
     pub(crate) error: Option<&'a str>,
     pub(crate) next_run_ms: Option<u64>,
+    /// The result, as the JSON text it is.
+    pub(crate) result: Option<&'a str>,
+    /// The follow-up jobs' ids.
+    pub(crate) children: Vec<&'a str>,
+}
+
+impl<'a> StatusWrite<'a> {
+    /// A status with no result and no children.
+    pub(crate) fn new(name: &'a str, state: &'a str, attempts: u32) -> StatusWrite<'a> {
+        StatusWrite {
+            name,
+            state,
+            attempts,
+            error: None,
+            next_run_ms: None,
+            result: None,
+            children: Vec::new(),
+        }
+    }
 }
 
 impl StatusWrite<'_> {
@@ -37,6 +56,20 @@ impl StatusWrite<'_> {
         }
         if let Some(next) = self.next_run_ms {
             let _ = write!(out, ",\"next_run_ms\":{next}");
+        }
+        if let Some(result) = self.result {
+            out.push_str(",\"result\":");
+            out.push_str(result);
+        }
+        if !self.children.is_empty() {
+            out.push_str(",\"children\":[");
+            for (i, child) in self.children.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(&mut out, child);
+            }
+            out.push(']');
         }
         out.push('}');
         out
@@ -97,19 +130,6 @@ impl StatusWrites {
                 .ignore();
         }
     }
-
-    /// One status, added to `pipe`.
-    pub(crate) fn one(
-        pipe: &mut redis::Pipeline,
-        queue: &QueueKeys,
-        config: &RedisConfig,
-        id: &str,
-        status: &StatusWrite<'_>,
-    ) {
-        let mut writes = StatusWrites::default();
-        writes.push(queue, id, status);
-        writes.add_to(pipe, config);
-    }
 }
 
 /// Reads a job's status, looking in each of `queues` (in one round trip);
@@ -161,5 +181,17 @@ pub(crate) fn read_status(
         state,
         attempts: value["attempts"].as_u64().unwrap_or(0) as u32,
         error: value["error"].as_str().map(str::to_owned),
+        result: value
+            .get("result")
+            .filter(|r| !r.is_null())
+            .map(|r| r.to_string()),
+        children: value["children"]
+            .as_array()
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }

@@ -408,6 +408,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The largest result a job may keep with its status, in bytes of JSON
+    /// (default 64 KiB; [`JobContext::set_result`](crate::JobContext::set_result)
+    /// refuses a larger one).
+    pub fn job_max_result_bytes(mut self, n: usize) -> ServerBuilder {
+        self.config.jobs.max_result_bytes = n;
+        self
+    }
+
     /// How many replacement threads the background pool may add for threads
     /// held by overdue jobs (default 4).
     pub fn job_replacement_threads(mut self, n: usize) -> ServerBuilder {

@@ -25,8 +25,14 @@ pub(crate) struct Delivery {
 
 /// What follows a finished attempt, for the backend to write.
 pub(crate) enum Action<'a> {
-    /// Succeeded: acknowledged, its status `done`.
-    Done { envelope: &'a Envelope },
+    /// Succeeded: acknowledged, its status `done` with its result and its
+    /// children's ids; its follow-up jobs (`children`, each with a delay)
+    /// added to their queues, with the acknowledgement.
+    Done {
+        envelope: &'a Envelope,
+        result: Option<&'a str>,
+        children: &'a [(Envelope, Option<Duration>)],
+    },
     /// Failed with attempts left: back in the store, due at `due_ms` (Unix
     /// milliseconds), as `envelope` (its attempts so far, and the failure in
     /// its `last_error`) will run next; its status `retrying`.

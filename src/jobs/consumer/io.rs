@@ -470,14 +470,22 @@ impl<B: Backend> IoLoop<B> {
                     );
                     Action::Unreadable { text, error }
                 }
-                Outcome::Ran { envelope, result } => {
+                Outcome::Ran {
+                    envelope,
+                    result,
+                    outbox,
+                } => {
                     let ran = finished.ran_for.as_secs_f64();
                     *mean_run = Some(mean_run.map_or(ran, |mean| mean * 0.9 + ran * 0.1));
                     let error = result.as_ref().err().map(|f| f.message.as_str());
                     match policy::after(result, envelope, &self.settings) {
                         After::Done => {
                             succeeded += 1;
-                            Action::Done { envelope }
+                            Action::Done {
+                                envelope,
+                                result: outbox.result.as_deref(),
+                                children: &outbox.children,
+                            }
                         }
                         After::Retry(delay) => {
                             retried += 1;

@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     pub(crate) dead: Vec<(String, String)>,
     /// Each job's statuses, in the order written, by envelope id.
     pub(crate) statuses: HashMap<String, Vec<String>>,
+    /// Results of jobs done, and their children's ids, by envelope id.
+    pub(crate) results: HashMap<String, (Option<String>, Vec<String>)>,
     /// Calls to fail from now on, before any change (a store that is down).
     pub(crate) fail_calls: u32,
     /// Records to fail from now on, before any change.
@@ -237,7 +239,34 @@ impl Backend for MemoryBackend {
                 // A record names the job's queue as its delivery did.
                 assert!(held.is_some_and(|h| h.queue == queues[record.lane]));
                 match &record.action {
-                    Action::Done { envelope } => inner.status(&envelope.id, "done"),
+                    Action::Done {
+                        envelope,
+                        result,
+                        children,
+                    } => {
+                        // Children first: they exist before the status naming them.
+                        let mut ids = Vec::new();
+                        for (child, delay) in children.iter() {
+                            ids.push(child.id.to_string());
+                            inner.status(&child.id, "queued");
+                            let text = child.to_json_text();
+                            match delay {
+                                Some(delay) => {
+                                    let due = now_ms() + delay.as_millis() as u64;
+                                    inner.delayed.push((due, text));
+                                }
+                                None => {
+                                    let entry = inner.entry();
+                                    inner
+                                        .ready
+                                        .push_back((child.queue.to_string(), entry, text));
+                                }
+                            }
+                        }
+                        let value = (result.map(str::to_owned), ids);
+                        inner.results.insert(envelope.id.to_string(), value);
+                        inner.status(&envelope.id, "done");
+                    }
                     Action::Retry { envelope, due_ms } => {
                         inner.delayed.push((*due_ms, envelope.to_json_text()));
                         inner.status(&envelope.id, "retrying");

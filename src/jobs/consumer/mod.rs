@@ -37,7 +37,9 @@ use self::stats::Shared;
 use crate::error::Error;
 use crate::jobs::queues::Queues;
 use crate::jobs::registry::Registry;
+use crate::jobs::scope::JobScope;
 use crate::jobs::settings::JobSettings;
+use crate::jobs::status::IdSource;
 use crate::state::StateMap;
 
 /// How a consumer runs.
@@ -103,6 +105,12 @@ impl Consumer {
         let registry = Arc::new(options.registry);
         let state = Arc::new(options.state);
         let slots: Slots = (0..options.concurrency).map(|_| Mutex::new(None)).collect();
+        let scope = Arc::new(JobScope {
+            ids: Arc::new(IdSource::default()),
+            max_attempts: options.settings.max_attempts,
+            max_result_bytes: options.settings.max_result_bytes,
+            served: None,
+        });
         let mut runners = Vec::with_capacity(options.concurrency);
         for index in 0..options.concurrency {
             let runner = Runner {
@@ -112,6 +120,7 @@ impl Consumer {
                 slots: slots.clone(),
                 index,
                 default_timeout: options.settings.timeout,
+                scope: scope.clone(),
             };
             let (ready_, finished) = (ready.clone(), finished.clone());
             let spawned = thread::Builder::new()

@@ -15,6 +15,7 @@ use super::stats::Shared;
 use crate::jobs::envelope::Envelope;
 use crate::jobs::job::JobContext;
 use crate::jobs::registry::{Failure, Registry};
+use crate::jobs::scope::{JobScope, Outbox};
 use crate::state::StateMap;
 
 /// A runner's result, for the I/O thread to record.
@@ -31,10 +32,11 @@ pub(super) enum Outcome {
     NotRun,
     /// The entry is not a job: a dead letter.
     Unreadable { text: String, error: String },
-    /// An attempt ended.
+    /// An attempt ended, leaving `outbox` behind (kept if it succeeded).
     Ran {
         envelope: Envelope,
         result: Result<(), Failure>,
+        outbox: Outbox,
     },
 }
 
@@ -77,6 +79,7 @@ pub(super) struct Runner {
     pub(super) slots: Slots,
     pub(super) index: usize,
     pub(super) default_timeout: Duration,
+    pub(super) scope: Arc<JobScope>,
 }
 
 impl Runner {
@@ -143,12 +146,14 @@ impl Runner {
             announced: false,
             overdue: false,
         });
+        let context = JobContext::for_attempt(
+            &envelope,
+            envelope.attempts,
+            self.state.clone(),
+            self.scope.clone(),
+        );
         let result = match spec {
-            Some(spec) => {
-                let context =
-                    JobContext::for_attempt(&envelope, envelope.attempts, self.state.clone());
-                spec.attempt(&envelope.payload, &context)
-            }
+            Some(spec) => spec.attempt(&envelope.payload, &context),
             None => Err(Failure {
                 message: format!(
                     "no job named {:?} is registered in this worker",
@@ -157,11 +162,16 @@ impl Runner {
                 retry: false,
             }),
         };
+        let outbox = context.take_outbox();
         *lock_slot(slot) = None;
         Finished {
             lane,
             entry,
-            outcome: Outcome::Ran { envelope, result },
+            outcome: Outcome::Ran {
+                envelope,
+                result,
+                outbox,
+            },
             ran_for: now.elapsed(),
         }
     }

@@ -43,6 +43,34 @@ impl Job for Flaky {
     }
 }
 
+/// A job that keeps its attempt number as its result and enqueues
+/// `children` follow-ups (`Flaky` ones that succeed, one of them delayed),
+/// then fails its first `fail_first` attempts.
+#[derive(Serialize, Deserialize)]
+struct Parent {
+    fail_first: u32,
+    children: u32,
+}
+
+impl Job for Parent {
+    const NAME: &'static str = "parent";
+    fn run(self, job: &JobContext) -> JobResult {
+        job.set_result(&serde_json::json!({ "attempt": job.attempt() }))?;
+        for i in 0..self.children {
+            let child = Flaky {
+                fail_first: 0,
+                fatal: false,
+            };
+            let delay = Duration::from_millis(u64::from(i % 2));
+            job.enqueue_with(child, crate::JobOptions::new().delay(delay))?;
+        }
+        if job.attempt() <= self.fail_first {
+            return Err("not yet".into());
+        }
+        Ok(())
+    }
+}
+
 /// A job that waits for the test to let it go (a gate in the state).
 #[derive(Serialize, Deserialize)]
 struct Gated;
@@ -197,6 +225,7 @@ impl Setup {
         registry.register::<Flaky>();
         registry.register::<Gated>();
         registry.register::<Probe>();
+        registry.register::<Parent>();
         let mut state = StateMap::default();
         state.insert(self.gate.clone());
         state.insert(self.log.clone());
@@ -572,4 +601,72 @@ fn jobs_measured_short_are_fetched_in_batches() {
     assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 51));
     let records = setup.store.lock().records.len();
     assert!(records < 40, "{records} records for 51 jobs: not batched");
+}
+
+#[test]
+fn a_result_and_follow_ups_are_kept_only_from_the_attempt_that_succeeds() {
+    let setup = Setup::new();
+    let payload = r#"{"fail_first":2,"children":3}"#;
+    setup.store.push(envelope("parent", "parent", payload));
+    let consumer = setup.start();
+    // The parent, then its three children (one of them through the delayed set).
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 4 && s.in_flight == 0));
+    assert_eq!(consumer.stats().retried, 2);
+    let inner = setup.store.lock();
+    let (result, children) = &inner.results["parent"];
+    assert_eq!(result.as_deref(), Some(r#"{"attempt":3}"#));
+    // Two failed attempts enqueued three each: none of them went out.
+    assert_eq!(children.len(), 3);
+    let done: Vec<&String> = inner
+        .statuses
+        .iter()
+        .filter(|(_, states)| states.last().map(String::as_str) == Some("done"))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(done.len(), 4, "the parent and its three children: {done:?}");
+    for child in children {
+        let states = &inner.statuses[child];
+        assert_eq!(
+            (states[0].as_str(), states.last().unwrap().as_str()),
+            ("queued", "done")
+        );
+    }
+}
+
+#[test]
+fn a_result_over_the_limit_is_refused() {
+    // JobSettings' default limit is 64 KiB; a result over it fails the job.
+    #[derive(Serialize, Deserialize)]
+    struct Huge;
+    impl Job for Huge {
+        const NAME: &'static str = "huge";
+        fn run(self, job: &JobContext) -> JobResult {
+            let big = "x".repeat(crate::DEFAULT_MAX_RESULT_BYTES);
+            match job.set_result(&big) {
+                Err(crate::ResultError::TooLarge { bytes, limit }) => {
+                    assert_eq!(
+                        (bytes, limit),
+                        (big.len() + 2, crate::DEFAULT_MAX_RESULT_BYTES)
+                    );
+                    Err(crate::GiveUp::new("too large").into())
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let scope = crate::jobs::scope::JobScope {
+        ids: Arc::default(),
+        max_attempts: 3,
+        max_result_bytes: crate::DEFAULT_MAX_RESULT_BYTES,
+        served: None,
+    };
+    let text = envelope("huge", "huge", "null");
+    let context = JobContext::for_attempt(
+        &Envelope::from_json_text(&text).unwrap(),
+        1,
+        Arc::default(),
+        Arc::new(scope),
+    );
+    assert!(Huge.run(&context).is_err());
+    assert!(context.take_outbox().result.is_none());
 }

@@ -1,0 +1,87 @@
+//! How jobs are written to Redis: the producer's batches, a worker's
+//! follow-up jobs and a requeued dead letter alike.
+
+use std::time::Duration;
+
+use super::keys::{Keys, QueueKeys};
+use super::status::{StatusWrite, StatusWrites};
+use super::RedisConfig;
+use crate::jobs::envelope::now_ms;
+use crate::jobs::Envelope;
+
+/// A job on its way to Redis.
+pub(crate) struct Outgoing {
+    pub(crate) envelope: Envelope,
+    /// Unix milliseconds when it is due, for a delayed one.
+    pub(crate) due_ms: Option<u64>,
+}
+
+impl Outgoing {
+    /// `envelope`, due `delay` from now (at once: `None`).
+    pub(crate) fn new(envelope: Envelope, delay: Option<Duration>) -> Outgoing {
+        Outgoing {
+            envelope,
+            due_ms: delay.map(|d| now_ms() + d.as_millis() as u64),
+        }
+    }
+}
+
+/// Adds a batch of jobs to a pipeline: their statuses (`queued`, first, so
+/// that a worker's `running` always comes after), then the jobs themselves,
+/// each in its queue: an `XADD` each for those due now (a script adding them
+/// all cost Redis 1.5–2 µs more per job, measured), one `ZADD` per queue for
+/// those due later.
+pub(crate) fn write_jobs(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    config: &RedisConfig,
+    batch: &[Outgoing],
+) {
+    let mut statuses = StatusWrites::default();
+    // Jobs come in runs of one queue: the last one's keys are the likely ones.
+    let mut queues: Vec<QueueKeys> = Vec::new();
+    let mut queue_of = |queue: &str| match queues.iter().position(|q| q.queue == queue) {
+        Some(index) => index,
+        None => {
+            queues.push(keys.queue(queue));
+            queues.len() - 1
+        }
+    };
+    let lanes: Vec<usize> = batch
+        .iter()
+        .map(|job| queue_of(&job.envelope.queue))
+        .collect();
+    for (job, lane) in batch.iter().zip(&lanes) {
+        let envelope = &job.envelope;
+        let status = StatusWrite::new(&envelope.name, "queued", envelope.attempts);
+        statuses.push(&queues[*lane], &envelope.id, &status);
+    }
+    statuses.add_to(pipe, config);
+    for (job, lane) in batch.iter().zip(&lanes) {
+        if job.due_ms.is_none() {
+            pipe.cmd("XADD")
+                .arg(&queues[*lane].stream)
+                .arg("*")
+                .arg("envelope")
+                .arg(job.envelope.to_json_text())
+                .ignore();
+        }
+    }
+    for (index, queue) in queues.iter().enumerate() {
+        let mut later = batch
+            .iter()
+            .zip(&lanes)
+            .filter(|(job, lane)| **lane == index && job.due_ms.is_some())
+            .peekable();
+        if later.peek().is_none() {
+            continue;
+        }
+        let add = pipe.cmd("ZADD");
+        add.arg(&queue.delayed);
+        for (job, _) in later {
+            add.arg(job.due_ms.unwrap_or(0))
+                .arg(job.envelope.to_json_text());
+        }
+        add.ignore();
+    }
+}
