@@ -16,7 +16,7 @@ use afterward::{
     App, BackgroundTasks, EnqueueError, Job, JobContext, JobOptions, JobResult, Query, Queues,
     Server,
 };
-use probe::{enqueue, Log, Probe};
+use probe::{enqueue, post, Log, Probe};
 use serde::{Deserialize, Serialize};
 use support::TEST_TIMEOUT;
 
@@ -61,12 +61,6 @@ fn server(queues: Queues, background_workers: usize) -> (TestServer, Arc<Log>) {
         .background_workers(background_workers)
         .queues(queues);
     (TestServer::with_builder(builder, app(&log)), log)
-}
-
-fn post(server: &TestServer, path: &str) -> String {
-    let response = server.post(path).send();
-    assert_eq!(response.status(), 200, "{}", response.text());
-    response.json()["id"].as_str().unwrap().to_owned()
 }
 
 #[test]

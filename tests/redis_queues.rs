@@ -14,17 +14,9 @@ use std::time::{Duration, Instant};
 use afterward::redis::{Admin, Worker};
 use afterward::testing::TestServer;
 use afterward::{App, Queues, Server};
-use probe::{enqueue, Log, Probe};
+use probe::{app, Log};
 use support::redis::RedisServer;
 use support::TEST_TIMEOUT;
-
-fn app(log: &Arc<Log>) -> App {
-    App::new()
-        .state(log.clone())
-        .job::<Probe>()
-        .post("/probe", enqueue)
-        .get("/jobs/{id}", afterward::job_status_handler)
-}
 
 struct Setup {
     redis: RedisServer,

@@ -350,12 +350,17 @@ struct FlakyParams {
     sleep_ms: u64,
     /// The queue to wait in (`default` unless given).
     queue: Option<String>,
+    /// A uniqueness key: while a job of this key has not ended, the same id.
+    unique: Option<String>,
 }
 
 fn flaky(Query(params): Query<FlakyParams>, tasks: BackgroundTasks) -> Result<Response, HttpError> {
     let mut options = JobOptions::new();
     if let Some(queue) = params.queue {
         options = options.queue(queue);
+    }
+    if let Some(key) = params.unique {
+        options = options.unique(key);
     }
     let job = Flaky {
         fail: params.fail,

@@ -41,6 +41,20 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// Sends the job now, on this thread: `Ok` once the broker has it.
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String>;
 
+    /// Claims the uniqueness key of `envelope` (a unique job, due `delay`
+    /// from now) for its id, now, on this thread: `Ok(None)` when it was
+    /// free, `Ok(Some(id))` for the job that holds it; `Err` when the
+    /// broker cannot be asked.
+    fn claim_unique(
+        &self,
+        envelope: &Envelope,
+        delay: Option<Duration>,
+    ) -> Result<Option<String>, String>;
+
+    /// Releases the uniqueness key of `envelope`, a unique job that will not
+    /// run (discarded before it reached the broker), if it still holds it.
+    fn release_unique(&self, envelope: &Envelope);
+
     /// What the broker knows of job `id`; `Err` when it cannot be asked.
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String>;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::handle::Jobs;
 use super::job::{EnqueueError, Job, JobId};
 use super::options::JobOptions;
-use super::runner::JobRunner;
+use super::runner::{JobRunner, Prepared};
 use super::settings::JobMode;
 use crate::tasks::BackgroundTasks;
 
@@ -71,7 +71,10 @@ impl BackgroundTasks {
     /// process, with queues chosen) not served.
     pub fn enqueue_with<J: Job>(&self, job: J, options: JobOptions) -> Result<JobId, EnqueueError> {
         let runner = self.runner::<J>()?;
-        let envelope = runner.envelope(&job, self.shared_request_id(), options.queue.as_ref())?;
+        let envelope = match runner.envelope(&job, self.shared_request_id(), &options)? {
+            Prepared::New(envelope) => envelope,
+            Prepared::Existing(id) => return Ok(id),
+        };
         let id = JobId::new(envelope.id.clone());
         let delay = options.delay;
         match (runner.mode(), delay) {

@@ -32,7 +32,8 @@ pub const ENVELOPE_VERSION: u64 = 1;
 ///
 /// `attempts` counts the attempts already made; `enqueued_at_ms` is
 /// milliseconds since the Unix epoch. After a failed attempt, a broker's
-/// copy also has `"last_error"` (the status shows it until the job is done).
+/// copy also has `"last_error"` (the status shows it until the job is done),
+/// and a unique job has `"unique"`, its key.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Envelope {
@@ -56,6 +57,9 @@ pub struct Envelope {
     /// The last failed attempt's error, on a broker's copy of a job waiting
     /// for its retry.
     pub last_error: Option<String>,
+    /// Its uniqueness key (`NAME:KEY`), for a unique job
+    /// ([`JobOptions::unique`](crate::JobOptions::unique)): released when it ends.
+    pub unique: Option<String>,
 }
 
 impl Envelope {
@@ -74,6 +78,9 @@ impl Envelope {
         });
         if let Some(error) = &self.last_error {
             value["last_error"] = error.as_str().into();
+        }
+        if let Some(unique) = &self.unique {
+            value["unique"] = unique.as_str().into();
         }
         value
     }
@@ -104,6 +111,10 @@ impl Envelope {
             out.push_str(",\"last_error\":");
             push_json_str(&mut out, error);
         }
+        if let Some(unique) = &self.unique {
+            out.push_str(",\"unique\":");
+            push_json_str(&mut out, unique);
+        }
         out.push('}');
         out
     }
@@ -116,7 +127,7 @@ impl Envelope {
     pub fn from_json_text(text: &str) -> Result<Envelope, String> {
         let fields: Fields<'_> =
             serde_json::from_str(text).map_err(|e| format!("the envelope is not JSON: {e}"))?;
-        let [version, id, name, queue, payload, attempts, max_attempts, enqueued_at_ms, request_id, last_error] =
+        let [version, id, name, queue, payload, attempts, max_attempts, enqueued_at_ms, request_id, last_error, unique] =
             fields.0;
         let version = version.and_then(|v| v.get().parse::<u64>().ok());
         if version != Some(ENVELOPE_VERSION) {
@@ -147,6 +158,7 @@ impl Envelope {
             enqueued_at_ms: number(enqueued_at_ms, "enqueued_at_ms")?,
             request_id: text(request_id, "request_id")?.into(),
             last_error: last_error.and_then(|raw| serde_json::from_str(raw.get()).ok()),
+            unique: unique.and_then(|raw| serde_json::from_str(raw.get()).ok()),
         })
     }
 
@@ -172,7 +184,7 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
 }
 
 /// The names of an envelope's fields, in the order [`Fields`] keeps them.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "v",
     "id",
     "name",
@@ -183,6 +195,7 @@ const FIELDS: [&str; 10] = [
     "enqueued_at_ms",
     "request_id",
     "last_error",
+    "unique",
 ];
 
 /// An envelope's fields as the JSON text they are, borrowed from the
@@ -259,6 +272,7 @@ mod tests {
             enqueued_at_ms: 1_764_260_000_000,
             request_id: "r1".into(),
             last_error: None,
+            unique: None,
         };
         let json = envelope.to_json();
         assert_eq!(json["v"], 1);

@@ -65,6 +65,14 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
     /// Runs one attempt. An `Err` or a panic is retried after a backoff,
     /// until the attempts run out.
     fn run(self, job: &JobContext) -> JobResult;
+
+    /// This job's uniqueness key, if jobs of its type are unique by some of
+    /// their fields (`Some(format!("{}", self.user_id))`): see
+    /// [`JobOptions::unique`](crate::JobOptions::unique), which overrides it.
+    /// `None` (the default): every enqueue adds a job.
+    fn unique_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What an attempt knows of its job, and what it may leave behind: a
@@ -189,8 +197,12 @@ impl JobContext {
     ///
     /// # Errors
     ///
-    /// Those of [`enqueue`](Self::enqueue), and [`EnqueueError::Queue`] for
-    /// a queue name that is not valid.
+    /// Those of [`enqueue`](Self::enqueue), [`EnqueueError::Queue`] for
+    /// a queue name that is not valid (or, in-process, not served), and
+    /// [`EnqueueError::NotSupported`] for a unique follow-up
+    /// ([`JobOptions::unique`](crate::JobOptions::unique) or
+    /// [`Job::unique_key`]): its key could only be claimed after this
+    /// enqueue returns, so the enqueue could not say which job holds it.
     pub fn enqueue_with<J: Job>(
         &self,
         job: J,
@@ -302,6 +314,8 @@ pub enum EnqueueError {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// An option this enqueue does not take (e.g. a unique follow-up job).
+    NotSupported(&'static str),
 }
 
 impl fmt::Display for EnqueueError {
@@ -320,6 +334,7 @@ impl fmt::Display for EnqueueError {
                 write!(f, "the job could not be handed to the broker: {error}")
             }
             EnqueueError::Queue { queue, reason } => write!(f, "queue {queue:?}: {reason}"),
+            EnqueueError::NotSupported(what) => write!(f, "not supported: {what}"),
         }
     }
 }
@@ -330,7 +345,8 @@ impl std::error::Error for EnqueueError {
             EnqueueError::Payload { source, .. } => Some(source),
             EnqueueError::Unregistered(_)
             | EnqueueError::Unavailable(_)
-            | EnqueueError::Queue { .. } => None,
+            | EnqueueError::Queue { .. }
+            | EnqueueError::NotSupported(_) => None,
         }
     }
 }

@@ -134,6 +134,7 @@ mod tests {
             enqueued_at_ms: 0,
             request_id: "r".into(),
             last_error: None,
+            unique: None,
         }
     }
 

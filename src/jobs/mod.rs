@@ -29,6 +29,7 @@ mod spill;
 pub(crate) mod status;
 mod step;
 mod timer;
+mod unique;
 
 pub use self::envelope::{DeadLetter, Envelope, ENVELOPE_VERSION};
 pub use self::handle::Jobs;

@@ -21,6 +21,7 @@ pub struct JobOptions {
     pub(crate) queue: Option<Cow<'static, str>>,
     pub(crate) delay: Option<Duration>,
     pub(crate) durable: bool,
+    pub(crate) unique: Option<String>,
 }
 
 impl JobOptions {
@@ -40,6 +41,19 @@ impl JobOptions {
     /// Redis's delayed set, not on a thread).
     pub fn delay(mut self, delay: Duration) -> JobOptions {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Unique by `key` among the jobs of its type: while a job of this type
+    /// and key is queued, delayed, running or retrying, the enqueue returns
+    /// that job's id and adds nothing (it overrides
+    /// [`Job::unique_key`](crate::Job::unique_key)). Over Redis this holds
+    /// across every server of the deployment: the key is claimed in Redis
+    /// (`SET NX`) before the enqueue returns, and released when the job ends
+    /// (with a TTL, `RedisConfig::unique_ttl`, against a crash). Not applied
+    /// in [`JobMode::Capture`](crate::JobMode::Capture).
+    pub fn unique(mut self, key: impl Into<String>) -> JobOptions {
+        self.unique = Some(key.into());
         self
     }
 

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::broker::Broker;
 use super::envelope::{now_ms, DeadLetter, Envelope};
-use super::job::{EnqueueError, Job, JobContext};
+use super::job::{EnqueueError, Job, JobContext, JobId};
 use super::lanes::Lanes;
+use super::options::JobOptions;
 use super::policy::{self, After};
 use super::registry::Registry;
 use super::scope::JobScope;
@@ -23,6 +24,7 @@ use super::settings::{JobMode, JobSettings};
 use super::spill::Spill;
 use super::status::{IdSource, JobState, JobStatus, StatusStore};
 use super::timer::{Next, Running, Timer};
+use super::unique::Uniques;
 use crate::pool::{current_slot, PoolSubmitter};
 use crate::state::StateMap;
 use crate::stats::{Counters, TaskInfo};
@@ -52,6 +54,8 @@ pub(crate) struct JobRunner {
     ids: Arc<IdSource>,
     /// What attempts are lent: the id source, for follow-up jobs.
     scope: Arc<JobScope>,
+    /// The uniqueness keys held by in-process jobs.
+    uniques: Uniques,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
@@ -97,6 +101,7 @@ impl JobRunner {
             timer: timer.clone(),
             ids,
             scope,
+            uniques: Uniques::default(),
             lanes: match &broker {
                 Some(_) => None,
                 None => settings_queues.as_ref().map(Lanes::new),
@@ -141,20 +146,21 @@ impl JobRunner {
 
     /// Checks, serializes and registers a new job; counts it as enqueued.
     ///
-    /// It goes to `queue`, or its type's queue; a queue name that is not
+    /// It goes to `options`' queue, or its type's; a queue name that is not
     /// valid, or that this runner does not serve (in-process, with queues
-    /// chosen), is refused: the job would never run.
+    /// chosen), is refused: the job would never run. A unique job whose key
+    /// is held is not added: [`Prepared::Existing`] names the holder.
     pub(crate) fn envelope<J: Job>(
         &self,
         job: &J,
         request_id: &Arc<str>,
-        queue: Option<&Cow<'static, str>>,
-    ) -> Result<Envelope, EnqueueError> {
+        options: &JobOptions,
+    ) -> Result<Prepared, EnqueueError> {
         let spec = self
             .registry
             .get(J::NAME)
             .ok_or(EnqueueError::Unregistered(J::NAME))?;
-        let queue = queue.cloned().unwrap_or(Cow::Borrowed(spec.queue));
+        let queue = options.queue.clone().unwrap_or(Cow::Borrowed(spec.queue));
         if let Err(reason) = self.scope.check_queue(&queue) {
             return Err(EnqueueError::Queue {
                 queue: queue.into_owned(),
@@ -165,6 +171,7 @@ impl JobRunner {
             name: J::NAME,
             source,
         })?;
+        let unique = options.unique.clone().or_else(|| job.unique_key());
         let envelope = Envelope {
             id: self.ids.next(),
             name: Cow::Borrowed(J::NAME),
@@ -175,18 +182,56 @@ impl JobRunner {
             enqueued_at_ms: now_ms(),
             request_id: request_id.clone(),
             last_error: None,
+            unique: unique.map(|key| format!("{}:{key}", J::NAME)),
         };
-        if self.settings.mode != JobMode::Capture {
+        if self.settings.mode == JobMode::Capture {
             // A captured job is not in the system: no status, not counted.
-            // A job for the broker gets its status there, as it is sent.
-            if self.broker.is_none() {
-                let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-                self.statuses.insert(&envelope.id, name, queue);
-            }
-            self.counters.job_enqueued();
-            spec.counts.bump(&envelope.queue, ENQUEUED);
+            return Ok(Prepared::New(envelope));
         }
-        Ok(envelope)
+        if let Some(holder) = self.claim_unique(&envelope, options.delay)? {
+            return Ok(Prepared::Existing(JobId::new(holder.into())));
+        }
+        // A job for the broker gets its status there, as it is sent.
+        if self.broker.is_none() {
+            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
+            self.statuses.insert(&envelope.id, name, queue);
+        }
+        self.counters.job_enqueued();
+        spec.counts.bump(&envelope.queue, ENQUEUED);
+        Ok(Prepared::New(envelope))
+    }
+
+    /// Claims a unique job's key (in the broker, or here): the holder's id
+    /// if another job holds it.
+    fn claim_unique(
+        &self,
+        envelope: &Envelope,
+        delay: Option<Duration>,
+    ) -> Result<Option<String>, EnqueueError> {
+        let Some(key) = &envelope.unique else {
+            return Ok(None);
+        };
+        match &self.broker {
+            Some(broker) => broker
+                .claim_unique(envelope, delay)
+                .map_err(EnqueueError::Unavailable),
+            None => Ok(self
+                .uniques
+                .claim(key, &envelope.id)
+                .map(|holder| holder.to_string())),
+        }
+    }
+
+    /// A job has ended (done, dead, discarded, cancelled): its uniqueness
+    /// key, if it holds one, is free again.
+    fn ended(&self, envelope: &Envelope) {
+        let Some(key) = &envelope.unique else {
+            return;
+        };
+        match &self.broker {
+            Some(broker) => broker.release_unique(envelope),
+            None => self.uniques.release(key, &envelope.id),
+        }
     }
 
     /// Whether jobs take turns in in-process queues.
@@ -306,6 +351,7 @@ impl JobRunner {
             .update(&envelope.id, |s| s.state = JobState::Discarded);
         self.counters.job_discarded();
         self.count(&envelope.name, &envelope.queue, DISCARDED);
+        self.ended(envelope);
     }
 
     /// A job that will not run, and that no task stands for (it waited in
@@ -380,6 +426,7 @@ impl JobRunner {
                 });
                 self.counters.job_succeeded();
                 spec.counts.bump(&envelope.queue, SUCCEEDED);
+                self.ended(&envelope);
                 None
             }
             (After::Retry(delay), Err(failure)) => {
@@ -453,6 +500,7 @@ impl JobRunner {
         });
         self.counters.job_dead();
         self.count(&envelope.name, &envelope.queue, DEAD);
+        self.ended(&envelope);
         let mut dead = lock(&self.dead);
         if self.settings.dead_letter_capacity > 0 {
             while dead.len() >= self.settings.dead_letter_capacity {
@@ -569,6 +617,12 @@ pub(crate) struct JobPick {
 }
 
 /// A job as a shutdown report lists it.
+/// A job made ready to enqueue, or the unique job already holding its key.
+pub(crate) enum Prepared {
+    New(Envelope),
+    Existing(JobId),
+}
+
 fn job_info(envelope: &Envelope, spilled: bool) -> TaskInfo {
     TaskInfo {
         name: format!("job {} ({})", envelope.name, envelope.id),

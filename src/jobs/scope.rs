@@ -50,6 +50,7 @@ impl JobScope {
             enqueued_at_ms: now_ms(),
             request_id,
             last_error: None,
+            unique: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use redis::Value;
 
 use super::keys::{pending_count, Keys, QueueKeys, GROUP};
 use super::status::{StatusWrite, StatusWrites};
+use super::unique;
 use super::write::{write_jobs, Outgoing};
 use super::RedisConfig;
 use crate::jobs::consumer::backend::{Action, Announce, Backend, Delivery, Record, Want};
@@ -288,6 +289,7 @@ impl Backend for RedisBackend {
                             child_ids.push(&*child.id);
                             children.push(Outgoing::new(child.clone(), *delay));
                         }
+                        unique::release(&mut pipe, queue, envelope);
                         (*envelope, "done", None, None)
                     }
                     Action::Retry { envelope, due_ms } => {
@@ -307,6 +309,7 @@ impl Backend for RedisBackend {
                     }
                     Action::Dead { envelope, error } => {
                         self.add_dead_letter(&mut pipe, lane, &envelope.to_json_text(), error);
+                        unique::release(&mut pipe, queue, envelope);
                         (*envelope, "dead", Some(*error), None)
                     }
                 };

@@ -9,6 +9,7 @@
 //! | `{P:Q}:delayed` | sorted set | envelopes due later (a retry's backoff, a delayed enqueue), by due time in Unix ms |
 //! | `{P:Q}:dead` | stream | dead letters (fields `envelope`, `error`), trimmed to the capacity |
 //! | `{P:Q}:status:G` | hash | statuses of the jobs of group G of 4,096 ids, by id |
+//! | `{P:Q}:unique:NAME:KEY` | string | the id of the unique job holding the key, until it ends (TTL `unique_ttl`) |
 //! | `P:queues` | set | every queue ever written to or served |
 //! | `P:seen:ID` | string | [`Dedupe`](super::Dedupe)'s mark |
 
@@ -73,6 +74,11 @@ impl QueueKeys {
     /// queue ([`IdSource::group`](crate::jobs::status::IdSource::group)).
     pub(crate) fn statuses(&self, group: u64) -> String {
         format!("{}:status:{group:x}", self.tag)
+    }
+
+    /// The key a unique job holds (`NAME:KEY`, [`Envelope::unique`](crate::jobs::Envelope::unique)).
+    pub(crate) fn unique(&self, key: &str) -> String {
+        format!("{}:unique:{key}", self.tag)
     }
 }
 

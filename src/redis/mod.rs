@@ -38,6 +38,7 @@ mod backend;
 mod keys;
 mod producer;
 mod status;
+mod unique;
 mod worker;
 mod write;
 
@@ -69,6 +70,7 @@ use crate::server::ServerBuilder;
 /// | [`linger`](Self::linger) | 1 ms: how long a job waits for others to share its send |
 /// | [`status_ttl`](Self::status_ttl) | 24 h |
 /// | [`dead_letter_capacity`](Self::dead_letter_capacity) | 10,000 (oldest trimmed) |
+/// | [`unique_ttl`](Self::unique_ttl) | 24 h (plus the job's delay) |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -98,6 +100,12 @@ pub struct RedisConfig {
     /// Dead letters kept in their stream (`XADD … MAXLEN ~`): only dead
     /// letters are ever trimmed, never jobs.
     pub dead_letter_capacity: usize,
+    /// How long a unique job's key is held at most
+    /// ([`JobOptions::unique`](crate::JobOptions::unique)), after its enqueue
+    /// and its delay: the key is released when the job ends, and this bounds
+    /// it when a crash means it never does. A unique job still waiting after
+    /// this long no longer blocks another.
+    pub unique_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -119,6 +127,7 @@ impl RedisConfig {
             linger: Duration::from_millis(1),
             status_ttl: Duration::from_secs(24 * 3600),
             dead_letter_capacity: 10_000,
+            unique_ttl: Duration::from_secs(24 * 3600),
         })
     }
 
@@ -128,6 +137,7 @@ impl RedisConfig {
             ("buffer_capacity", self.buffer_capacity == 0),
             ("batch", self.batch == 0),
             ("status_ttl", self.status_ttl.as_millis() == 0),
+            ("unique_ttl", self.unique_ttl.as_millis() == 0),
         ];
         match positive.iter().find(|(_, zero)| *zero) {
             Some((name, _)) => Err(Error::Config(format!("Redis {name} must be above zero"))),

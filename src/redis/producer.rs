@@ -11,6 +11,7 @@ use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
 use super::keys::{known_queues, Keys};
 use super::status::read_status;
+use super::unique;
 use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
 use crate::error::Error;
@@ -151,6 +152,29 @@ impl Broker for Producer {
             std::slice::from_ref(&outgoing),
         );
         self.direct.call(|connection| pipe.query::<()>(connection))
+    }
+
+    fn claim_unique(
+        &self,
+        envelope: &Envelope,
+        delay: Option<Duration>,
+    ) -> Result<Option<String>, String> {
+        let queue = self.keys.queue(&envelope.queue);
+        let ttl = self.direct.config().unique_ttl;
+        let claim = unique::claim(&queue, envelope, ttl, delay);
+        self.direct.call(|connection| claim.query(connection))
+    }
+
+    fn release_unique(&self, envelope: &Envelope) {
+        let mut pipe = redis::pipe();
+        unique::release(&mut pipe, &self.keys.queue(&envelope.queue), envelope);
+        if let Err(error) = self.direct.call(|connection| pipe.query::<()>(connection)) {
+            // Its TTL frees it: say so, as nothing else will.
+            log::warn!(
+                "could not release the unique key of job {} ({error}); it expires after unique_ttl",
+                envelope.id
+            );
+        }
     }
 
     /// Looks in every queue the deployment knows.

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use afterward::testing::TEST_TIMEOUT;
-use afterward::{BackgroundTasks, HttpError, Job, JobContext, JobOptions, JobResult, Json, Query};
+use afterward::testing::{TestServer, TEST_TIMEOUT};
+use afterward::{
+    App, BackgroundTasks, HttpError, Job, JobContext, JobOptions, JobResult, Json, Query,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -103,13 +105,16 @@ impl Job for Probe {
     }
 }
 
-/// `POST /probe?tag=T[&queue=Q][&held=true]`: enqueues a probe, answers its id.
+/// `POST /probe?tag=T[&queue=Q][&held=true][&unique=K]`: enqueues a probe,
+/// answers its id.
 #[derive(Deserialize)]
 pub struct Enqueue {
     tag: String,
     queue: Option<String>,
     #[serde(default)]
     held: bool,
+    /// A uniqueness key.
+    unique: Option<String>,
 }
 
 pub fn enqueue(tasks: BackgroundTasks, Query(q): Query<Enqueue>) -> Result<Json<Value>, HttpError> {
@@ -117,10 +122,29 @@ pub fn enqueue(tasks: BackgroundTasks, Query(q): Query<Enqueue>) -> Result<Json<
     if let Some(queue) = q.queue {
         options = options.queue(queue);
     }
+    if let Some(key) = q.unique {
+        options = options.unique(key);
+    }
     let probe = Probe {
         tag: q.tag,
         held: q.held,
     };
     let id = tasks.enqueue_with(probe, options)?;
     Ok(Json(json!({"id": id.as_str()})))
+}
+
+/// The app of the probes: `Probe`, `POST /probe`, `GET /jobs/{id}`.
+pub fn app(log: &Arc<Log>) -> App {
+    App::new()
+        .state(log.clone())
+        .job::<Probe>()
+        .post("/probe", enqueue)
+        .get("/jobs/{id}", afterward::job_status_handler)
+}
+
+/// Posts to `path` (an enqueue answering `{"id"}` with 200): the id.
+pub fn post(server: &TestServer, path: &str) -> String {
+    let response = server.post(path).send();
+    assert_eq!(response.status(), 200, "{}", response.text());
+    response.json()["id"].as_str().unwrap().to_owned()
 }

@@ -180,6 +180,7 @@ fn envelope(id: &str, name: &str, payload: &str) -> String {
         enqueued_at_ms: now_ms(),
         request_id: "test".into(),
         last_error: None,
+        unique: None,
     }
     .to_json_text()
 }
