@@ -185,10 +185,10 @@ pub use crate::handler::Handler;
 pub use crate::headers::Headers;
 pub use crate::http_error::HttpError;
 pub use crate::jobs::{
-    job_status_handler, DeadLetter, EnqueueError, Envelope, GiveUp, Job, JobContext, JobId,
-    JobMode, JobOptions, JobResult, JobSettings, JobState, JobStatus, Jobs, QueueOrder, Queues,
-    ResultError, DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_MAX_RESULT_BYTES, DEFAULT_QUEUE,
-    ENVELOPE_VERSION,
+    job_cancel_handler, job_status_handler, CancelError, Cancellation, DeadLetter, EnqueueError,
+    Envelope, GiveUp, Job, JobContext, JobId, JobMode, JobOptions, JobResult, JobSettings,
+    JobState, JobStatus, Jobs, QueueOrder, Queues, ResultError, DEFAULT_JOB_STATUS_CAPACITY,
+    DEFAULT_MAX_RESULT_BYTES, DEFAULT_QUEUE, ENVELOPE_VERSION,
 };
 pub use crate::json::Json;
 pub use crate::method::Method;

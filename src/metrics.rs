@@ -118,6 +118,11 @@ impl Stats {
                 self.jobs_discarded,
             ),
             (
+                "afterward_jobs_cancelled_total",
+                "Jobs cancelled: before they started, or stopping when told.",
+                self.jobs_cancelled,
+            ),
+            (
                 "afterward_jobs_sent_total",
                 "Jobs Redis has acknowledged, to run on workers (feature redis).",
                 self.jobs_sent,
@@ -232,6 +237,6 @@ mod tests {
                 );
             }
         }
-        assert_eq!(declared.len(), 28);
+        assert_eq!(declared.len(), 29);
     }
 }

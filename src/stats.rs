@@ -57,7 +57,7 @@ pub struct Stats {
     pub discarded: u64,
     /// How long the tasks that started took.
     pub task_durations: DurationHistogram,
-    /// Jobs enqueued (each ends as succeeded, dead or discarded here, or
+    /// Jobs enqueued (each ends as succeeded, dead, discarded or cancelled here, or
     /// sent to a broker).
     pub jobs_enqueued: u64,
     /// Jobs whose last attempt succeeded.
@@ -68,6 +68,9 @@ pub struct Stats {
     pub jobs_dead: u64,
     /// Jobs that never ran to the end: their request failed, or shutdown came first.
     pub jobs_discarded: u64,
+    /// Jobs cancelled ([`Jobs::cancel`](crate::Jobs::cancel)): before they
+    /// started, or stopping when told.
+    pub jobs_cancelled: u64,
     /// Jobs waiting in the timer (a retry's backoff, a delayed enqueue) or,
     /// with in-process queues ([`ServerBuilder::queues`](crate::ServerBuilder::queues)),
     /// in their queue for a turn: a gauge.
@@ -196,7 +199,7 @@ pub(crate) struct Counters {
     /// Task lists made and not yet sealed (each request has one).
     lists_open: AtomicU64,
     connections_open: AtomicU64,
-    jobs: [AtomicU64; 7],
+    jobs: [AtomicU64; 8],
     jobs_delayed: AtomicU64,
     jobs_buffered: AtomicU64,
     requests_queued: AtomicU64,
@@ -269,6 +272,11 @@ impl Counters {
 
     pub(crate) fn job_discarded(&self) {
         self.jobs[4].fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    pub(crate) fn job_cancelled(&self) {
+        self.jobs[7].fetch_add(1, Ordering::SeqCst);
         self.notify();
     }
 
@@ -498,6 +506,7 @@ impl Counters {
             jobs_retried: self.jobs[2].load(Ordering::SeqCst),
             jobs_dead: self.jobs[3].load(Ordering::SeqCst),
             jobs_discarded: self.jobs[4].load(Ordering::SeqCst),
+            jobs_cancelled: self.jobs[7].load(Ordering::SeqCst),
             jobs_delayed: self.jobs_delayed.load(Ordering::SeqCst),
             jobs_overdue: self.jobs[5].load(Ordering::SeqCst),
             jobs_sent: self.jobs[6].load(Ordering::SeqCst),

@@ -329,8 +329,14 @@ impl Job for Flaky {
     const NAME: &'static str = "flaky";
 
     fn run(self, job: &JobContext) -> JobResult {
-        if self.sleep_ms > 0 {
-            std::thread::sleep(Duration::from_millis(self.sleep_ms));
+        // The job's "work": it looks for a cancel every 10 ms.
+        let until = std::time::Instant::now() + Duration::from_millis(self.sleep_ms);
+        while std::time::Instant::now() < until {
+            if job.is_cancelled() {
+                return Err("cancelled while it ran".into());
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(10)));
         }
         if job.attempt() <= self.fail {
             return Err(format!("attempt {} failed on purpose", job.attempt()).into());
@@ -403,6 +409,7 @@ pub fn app(notifier: Notifier, files: Files) -> App {
         .get("/files/{id}", file_status)
         .post("/flaky", flaky)
         .get("/jobs/{id}", afterward::job_status_handler)
+        .delete("/jobs/{id}", afterward::job_cancel_handler)
         .get("/health", || no_store(Json(json!({"status": "ok"}))))
         .get("/metrics", afterward::metrics_handler)
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cancel::{CancelError, Cancellation};
 use super::envelope::Envelope;
 use super::status::JobStatus;
 use crate::error::Error;
@@ -54,6 +55,13 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// Releases the uniqueness key of `envelope`, a unique job that will not
     /// run (discarded before it reached the broker), if it still holds it.
     fn release_unique(&self, envelope: &Envelope);
+
+    /// Cancels job `id` (see [`Jobs::cancel`](crate::Jobs::cancel));
+    /// `ours`: the id was made by this process, so a job the broker does
+    /// not know yet may be on its way to it (then it is dropped when it
+    /// comes, counted cancelled, never sent). A job taken out of the broker
+    /// here is counted cancelled in the server's counters.
+    fn cancel(&self, id: &str, ours: bool) -> Result<Cancellation, CancelError>;
 
     /// What the broker knows of job `id`; `Err` when it cannot be asked.
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String>;

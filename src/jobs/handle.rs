@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::cancel::{CancelError, Cancellation};
 use super::envelope::{DeadLetter, Envelope};
 use super::registry::OUTCOMES;
 use super::runner::JobRunner;
@@ -41,6 +42,27 @@ impl Jobs {
         }
     }
 
+    /// Cancels job `id`, on this server's pool or, with Redis, wherever it
+    /// is: a job that has not started (queued, delayed, retrying) never
+    /// will ([`Cancellation::Cancelled`]); a running one is told, through
+    /// [`JobContext::is_cancelled`](crate::JobContext::is_cancelled)
+    /// ([`Cancellation::Cancelling`]). Every job still ends once: a cancelled
+    /// one is counted `cancelled` (`afterward_jobs_cancelled_total`), not
+    /// discarded, dead or done.
+    ///
+    /// # Errors
+    ///
+    /// [`CancelError::NotFound`] for an unknown id (or an expired status),
+    /// [`CancelError::Ended`] for a job that has ended, and
+    /// [`CancelError::Unavailable`] when Redis cannot be asked.
+    pub fn cancel(&self, id: &str) -> Result<Cancellation, CancelError> {
+        match self.runner.broker() {
+            // The broker counts what it takes out; a worker what it stops.
+            Some(broker) => broker.cancel(id, self.runner.made_here(id)),
+            None => self.runner.cancel(id),
+        }
+    }
+
     /// The dead jobs kept, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.runner.dead_letters()
@@ -59,7 +81,7 @@ impl Jobs {
             .unwrap_or_default();
         let _ = write!(
             out,
-            "# HELP {name} Jobs by type, queue and outcome (enqueued, succeeded, retried, dead, overdue, discarded).\n# TYPE {name} counter\n"
+            "# HELP {name} Jobs by type, queue and outcome (enqueued, succeeded, retried, dead, overdue, discarded, cancelled).\n# TYPE {name} counter\n"
         );
         for (job, queue, counts) in self.runner.registry().counts() {
             let job = label_value(job);

@@ -2,6 +2,7 @@
 //! status route ([`job_status_handler`]), and an enqueue's error as a
 //! response.
 
+use super::cancel::CancelError;
 use super::handle::Jobs;
 use super::job::EnqueueError;
 use crate::extract::Path;
@@ -42,6 +43,34 @@ pub fn job_status_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
         Err(error) => {
             log::warn!("job {id}: its status could not be read: {error}");
             HttpError::new(503, "job statuses are unavailable, try again later").into_response()
+        }
+    };
+    response.with_header("Cache-Control", "no-store")
+}
+
+/// A ready-made handler for `DELETE /jobs/{id}`
+/// ([`Jobs::cancel`](super::Jobs::cancel)): `200 {"id", "status"}`, the
+/// status `cancelled` (it will not start) or `cancelling` (it runs, and is
+/// told); `404 {"detail"}` for an unknown id; `409 {"detail"}` for a job
+/// that has ended; `503` when Redis cannot be asked.
+///
+/// ```
+/// # use afterward::App;
+/// let app = App::new().delete("/jobs/{id}", afterward::job_cancel_handler);
+/// # let _ = app;
+/// ```
+pub fn job_cancel_handler(Path(id): Path<String>, jobs: Jobs) -> Response {
+    let response = match jobs.cancel(&id) {
+        Ok(done) => Response::json(&serde_json::json!({"id": id, "status": done.as_str()})),
+        Err(CancelError::NotFound) => {
+            HttpError::new(404, format!("no job with id {id}")).into_response()
+        }
+        Err(error @ CancelError::Ended(_)) => {
+            HttpError::new(409, format!("job {id}: {error}")).into_response()
+        }
+        Err(error) => {
+            log::warn!("job {id}: could not be cancelled: {error}");
+            HttpError::new(503, "the job queue is unavailable, try again later").into_response()
         }
     };
     response.with_header("Cache-Control", "no-store")

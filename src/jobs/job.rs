@@ -154,6 +154,16 @@ impl JobContext {
         self.state.get::<T>()
     }
 
+    /// Whether this job was cancelled while it ran
+    /// ([`Jobs::cancel`](crate::Jobs::cancel)): a long job looks now and then
+    /// and, if so, stops by returning an error (its outcome is then
+    /// `cancelled`, not retried). Rust cannot stop a thread: a job that never
+    /// looks runs to its end (then `done` if it succeeds). Over Redis, a
+    /// worker learns of a cancel within about 100 ms.
+    pub fn is_cancelled(&self) -> bool {
+        self.scope.cancels.is_asked(self.id.as_str())
+    }
+
     /// Keeps `value` as the job's result, shown with its status
     /// (`"result"` in `GET /jobs/{id}`) once this attempt succeeds; a failed
     /// attempt's result is dropped. Set again, the last value counts.

@@ -10,6 +10,7 @@
 //! sending jobs to a broker changes no handler.
 
 pub(crate) mod broker;
+pub(crate) mod cancel;
 #[cfg(any(feature = "redis", test))]
 pub(crate) mod consumer;
 mod enqueue;
@@ -31,9 +32,10 @@ mod step;
 mod timer;
 mod unique;
 
+pub use self::cancel::{CancelError, Cancellation};
 pub use self::envelope::{DeadLetter, Envelope, ENVELOPE_VERSION};
 pub use self::handle::Jobs;
-pub use self::http::job_status_handler;
+pub use self::http::{job_cancel_handler, job_status_handler};
 pub use self::job::{EnqueueError, GiveUp, Job, JobContext, JobId, JobResult};
 pub use self::options::JobOptions;
 pub use self::queues::{QueueOrder, Queues, DEFAULT_QUEUE};

@@ -140,13 +140,14 @@ impl Registry {
 
 /// What happened to a job, as the `outcome` label of
 /// `afterward_jobs_by_name_total` says.
-pub(crate) const OUTCOMES: [&str; 6] = [
+pub(crate) const OUTCOMES: [&str; 7] = [
     "enqueued",
     "succeeded",
     "retried",
     "dead",
     "overdue",
     "discarded",
+    "cancelled",
 ];
 
 /// One job type's counts, by queue: its own queue's without a lock, the

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::broker::Broker;
+use super::cancel::{CancelError, Cancellation, Cancels};
 use super::envelope::{now_ms, DeadLetter, Envelope};
 use super::job::{EnqueueError, Job, JobContext, JobId};
 use super::lanes::Lanes;
@@ -37,6 +38,7 @@ const RETRIED: usize = 2;
 const DEAD: usize = 3;
 const OVERDUE: usize = 4;
 const DISCARDED: usize = 5;
+const CANCELLED: usize = 6;
 
 /// Runs jobs on the pool and keeps their statuses.
 pub(crate) struct JobRunner {
@@ -56,6 +58,8 @@ pub(crate) struct JobRunner {
     scope: Arc<JobScope>,
     /// The uniqueness keys held by in-process jobs.
     uniques: Uniques,
+    /// Running jobs asked to stop (shared with the attempts, through `scope`).
+    cancels: Arc<Cancels>,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
@@ -80,7 +84,9 @@ impl JobRunner {
         let timer = Arc::new(Timer::default());
         let ids = Arc::new(IdSource::default());
         let settings_queues = settings.queues.clone();
+        let cancels = Arc::new(Cancels::default());
         let scope = Arc::new(JobScope {
+            cancels: cancels.clone(),
             ids: ids.clone(),
             max_attempts: settings.max_attempts,
             max_result_bytes: settings.max_result_bytes,
@@ -102,6 +108,7 @@ impl JobRunner {
             ids,
             scope,
             uniques: Uniques::default(),
+            cancels,
             lanes: match &broker {
                 Some(_) => None,
                 None => settings_queues.as_ref().map(Lanes::new),
@@ -195,6 +202,10 @@ impl JobRunner {
         if self.broker.is_none() {
             let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
             self.statuses.insert(&envelope.id, name, queue);
+            if let Some(key) = &envelope.unique {
+                self.statuses
+                    .update(&envelope.id, |s| s.unique = Some(key.clone()));
+            }
         }
         self.counters.job_enqueued();
         spec.counts.bump(&envelope.queue, ENQUEUED);
@@ -232,6 +243,42 @@ impl JobRunner {
             Some(broker) => broker.release_unique(envelope),
             None => self.uniques.release(key, &envelope.id),
         }
+    }
+
+    /// Cancels job `id`: one not started never will (its status says so at
+    /// once, and it is counted then); a running one is told.
+    pub(super) fn cancel(&self, id: &str) -> Result<Cancellation, CancelError> {
+        let decided = self.statuses.update_with(id, |s| match &s.state {
+            JobState::Queued | JobState::Retrying { .. } => {
+                s.state = JobState::Cancelled;
+                let ended = (s.name.clone(), s.queue.clone(), s.unique.clone());
+                Ok(Some(ended))
+            }
+            JobState::Running => Ok(None),
+            ended => Err(CancelError::Ended(ended.clone())),
+        });
+        match decided {
+            None => Err(CancelError::NotFound),
+            Some(Err(error)) => Err(error),
+            Some(Ok(Some((name, queue, unique)))) => {
+                self.counters.job_cancelled();
+                self.count(&name, &queue, CANCELLED);
+                if let Some(key) = unique {
+                    self.uniques.release(&key, id);
+                }
+                log::info!("job {id} ({name}) cancelled before it started");
+                Ok(Cancellation::Cancelled)
+            }
+            Some(Ok(None)) => {
+                self.cancels.ask(id.into());
+                Ok(Cancellation::Cancelling)
+            }
+        }
+    }
+
+    /// Whether job id `id` was made here (by this runner's id source).
+    pub(super) fn made_here(&self, id: &str) -> bool {
+        self.ids.made(id)
     }
 
     /// Whether jobs take turns in in-process queues.
@@ -345,20 +392,32 @@ impl JobRunner {
         self.counters.jobs_unbuffered(1, false);
     }
 
-    /// A job that will not run here: its status says so, and it is counted.
-    pub(super) fn count_discarded(&self, envelope: &Envelope) {
-        self.statuses
-            .update(&envelope.id, |s| s.state = JobState::Discarded);
+    /// A job that will not run here: its status says so, and it is counted;
+    /// `false` for one cancelled before (it ended then, and was counted).
+    pub(super) fn count_discarded(&self, envelope: &Envelope) -> bool {
+        let cancelled = self.statuses.update_with(&envelope.id, |s| {
+            if s.state == JobState::Cancelled {
+                return true;
+            }
+            s.state = JobState::Discarded;
+            false
+        });
+        if cancelled == Some(true) {
+            return false;
+        }
         self.counters.job_discarded();
         self.count(&envelope.name, &envelope.queue, DISCARDED);
         self.ended(envelope);
+        true
     }
 
     /// A job that will not run, and that no task stands for (it waited in
     /// the timer or the broker's buffer, or its broker refused it): counted,
     /// logged as a task not run is, and kept for a shutdown's report.
     fn discarded(&self, envelope: &Envelope, reason: &str) {
-        self.count_discarded(envelope);
+        if !self.count_discarded(envelope) {
+            return;
+        }
         let info = job_info(envelope, false);
         self.counters.not_run(log::Level::Warn, &info, reason);
     }
@@ -376,10 +435,18 @@ impl JobRunner {
     fn attempt(&self, mut envelope: Envelope) -> Option<(Envelope, Duration)> {
         envelope.attempts += 1;
         let attempts = envelope.attempts;
-        self.statuses.update(&envelope.id, |s| {
+        // One step with a cancel: a job cancelled before this never starts.
+        let starts = self.statuses.update_with(&envelope.id, |s| {
+            if s.state == JobState::Cancelled {
+                return false;
+            }
             s.state = JobState::Running;
             s.attempts = attempts;
+            true
         });
+        if starts == Some(false) {
+            return None; // ended, and counted, when cancelled
+        }
         let Some(spec) = self.registry.get(&envelope.name) else {
             let error = format!("no job named {:?} is registered", envelope.name);
             self.dead(envelope, error);
@@ -410,6 +477,19 @@ impl JobRunner {
                     "it failed"
                 }
             );
+        }
+        if self.cancels.forget(&envelope.id) {
+            if let Err(failure) = &outcome {
+                // Asked to stop, and it stopped: cancelled, not retried.
+                self.statuses.update(&envelope.id, |s| {
+                    s.state = JobState::Cancelled;
+                    s.error = Some(failure.message.clone());
+                });
+                self.counters.job_cancelled();
+                spec.counts.bump(&envelope.queue, CANCELLED);
+                self.ended(&envelope);
+                return None;
+            }
         }
         match (policy::after(&outcome, &envelope, &self.settings), outcome) {
             (After::Done, _) => {

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cancel::Cancels;
 use super::envelope::{now_ms, Envelope};
 use super::queues::{valid_queue_name, Queues};
 use super::status::IdSource;
@@ -24,6 +25,9 @@ pub(crate) struct JobScope {
     pub(crate) max_attempts: u32,
     /// The largest result kept.
     pub(crate) max_result_bytes: usize,
+    /// The running jobs asked to stop, for
+    /// [`JobContext::is_cancelled`](crate::JobContext::is_cancelled).
+    pub(crate) cancels: Arc<Cancels>,
     /// The queues a follow-up may go to (an in-process pool's lanes), or
     /// `None` for any (Redis: some worker may serve it).
     pub(crate) served: Option<Queues>,

@@ -29,10 +29,13 @@ pub enum JobState {
     Dead,
     /// It never ran to the end: its request failed, or shutdown came first.
     Discarded,
+    /// Cancelled ([`Jobs::cancel`](crate::Jobs::cancel)): it never started,
+    /// or its running attempt stopped when told.
+    Cancelled,
 }
 
 impl JobState {
-    /// `queued`, `running`, `retrying`, `done`, `dead` or `discarded`.
+    /// `queued`, `running`, `retrying`, `done`, `dead`, `discarded` or `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -41,7 +44,16 @@ impl JobState {
             JobState::Done => "done",
             JobState::Dead => "dead",
             JobState::Discarded => "discarded",
+            JobState::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the job has ended: it will not run again.
+    pub fn has_ended(&self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Dead | JobState::Discarded | JobState::Cancelled
+        )
     }
 }
 
@@ -122,6 +134,8 @@ pub(crate) struct Record {
     pub(crate) error: Option<String>,
     pub(crate) result: Option<String>,
     pub(crate) children: Vec<Arc<str>>,
+    /// A unique job's key, released if it is cancelled before it starts.
+    pub(crate) unique: Option<String>,
 }
 
 impl StatusStore {
@@ -163,6 +177,7 @@ impl StatusStore {
                 error: None,
                 result: None,
                 children: Vec::new(),
+                unique: None,
             },
         };
         let mut slots = self.lock();
@@ -176,13 +191,21 @@ impl StatusStore {
 
     /// Changes a status still in the store.
     pub(crate) fn update(&self, id: &str, change: impl FnOnce(&mut Record)) {
-        let Some(index) = self.slot_of(id) else {
-            return;
-        };
-        if let Some(Some(slot)) = self.lock().get_mut(index) {
-            if *slot.id == *id {
-                change(&mut slot.record);
-            }
+        self.update_with(id, change);
+    }
+
+    /// Changes a status still in the store, under the store's lock (so a
+    /// look and a change are one step), returning what `change` says;
+    /// `None` for a status not in the store.
+    pub(crate) fn update_with<R>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Record) -> R,
+    ) -> Option<R> {
+        let index = self.slot_of(id)?;
+        match self.lock().get_mut(index) {
+            Some(Some(slot)) if *slot.id == *id => Some(change(&mut slot.record)),
+            _ => None,
         }
     }
 
@@ -245,6 +268,16 @@ impl IdSource {
             *byte = hex(n, digits - 17 - i);
         }
         Arc::from(std::str::from_utf8(&buf[..digits]).unwrap_or_default())
+    }
+
+    /// Whether `id` was made by this source.
+    pub(crate) fn made(&self, id: &str) -> bool {
+        let Some(n) = IdSource::sequence(id) else {
+            return false;
+        };
+        let issued = n.wrapping_sub(self.origin)
+            < self.next.load(Ordering::Relaxed).wrapping_sub(self.origin);
+        issued && id.get(..16) == Some(&format!("{:016x}", self.secret(n))[..])
     }
 
     /// Where this source's counter started.

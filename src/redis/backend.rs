@@ -42,6 +42,8 @@ pub(super) struct RedisBackend {
     connection: Option<redis::Connection>,
     /// Where each lane's last `XAUTOCLAIM` stopped.
     reclaim_cursors: Vec<String>,
+    /// Each lane's cancel version, as last read.
+    cancel_versions: Vec<Option<String>>,
 }
 
 impl RedisBackend {
@@ -51,6 +53,7 @@ impl RedisBackend {
         RedisBackend {
             queues: queues.iter().map(|q| keys.queue(q)).collect(),
             reclaim_cursors: vec!["0-0".to_owned(); queues.len()],
+            cancel_versions: vec![None; queues.len()],
             keys,
             config,
             consumer,
@@ -292,6 +295,14 @@ impl Backend for RedisBackend {
                         unique::release(&mut pipe, queue, envelope);
                         (*envelope, "done", None, None)
                     }
+                    Action::Cancelled { envelope, error } => {
+                        pipe.cmd("SREM")
+                            .arg(queue.cancels())
+                            .arg(&*envelope.id)
+                            .ignore();
+                        unique::release(&mut pipe, queue, envelope);
+                        (*envelope, "cancelled", *error, None)
+                    }
                     Action::Retry { envelope, due_ms } => {
                         // Its own queue's delayed set (the envelope names it).
                         let delayed = if envelope.queue == queue.queue {
@@ -338,6 +349,25 @@ impl Backend for RedisBackend {
             on(&mut self.connection, |con| pipe.query::<()>(con))?;
         }
         Ok(())
+    }
+
+    /// One `GET` of each lane's version; the sets only when one changed.
+    fn cancels(&mut self) -> Result<Option<Vec<String>>, String> {
+        let mut pipe = redis::pipe();
+        for queue in &self.queues {
+            pipe.cmd("GET").arg(queue.cancels_version());
+        }
+        let versions: Vec<Option<String>> = on(&mut self.connection, |con| pipe.query(con))?;
+        if versions == self.cancel_versions {
+            return Ok(None);
+        }
+        let mut pipe = redis::pipe();
+        for queue in &self.queues {
+            pipe.cmd("SMEMBERS").arg(queue.cancels());
+        }
+        let sets: Vec<Vec<String>> = on(&mut self.connection, |con| pipe.query(con))?;
+        self.cancel_versions = versions;
+        Ok(Some(sets.into_iter().flatten().collect()))
     }
 
     fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String> {

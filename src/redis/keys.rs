@@ -9,6 +9,8 @@
 //! | `{P:Q}:delayed` | sorted set | envelopes due later (a retry's backoff, a delayed enqueue), by due time in Unix ms |
 //! | `{P:Q}:dead` | stream | dead letters (fields `envelope`, `error`), trimmed to the capacity |
 //! | `{P:Q}:status:G` | hash | statuses of the jobs of group G of 4,096 ids, by id |
+//! | `{P:Q}:cancels` | set | ids of jobs held or running asked to stop (TTL: the status TTL) |
+//! | `{P:Q}:cancels:version` | string | bumped at each request: workers read the set when it changes |
 //! | `{P:Q}:unique:NAME:KEY` | string | the id of the unique job holding the key, until it ends (TTL `unique_ttl`) |
 //! | `P:queues` | set | every queue ever written to or served |
 //! | `P:seen:ID` | string | [`Dedupe`](super::Dedupe)'s mark |
@@ -74,6 +76,16 @@ impl QueueKeys {
     /// queue ([`IdSource::group`](crate::jobs::status::IdSource::group)).
     pub(crate) fn statuses(&self, group: u64) -> String {
         format!("{}:status:{group:x}", self.tag)
+    }
+
+    /// The ids of the jobs held or running asked to stop.
+    pub(crate) fn cancels(&self) -> String {
+        format!("{}:cancels", self.tag)
+    }
+
+    /// Bumped at each cancel request: workers read the set when it changes.
+    pub(crate) fn cancels_version(&self) -> String {
+        format!("{}:cancels:version", self.tag)
     }
 
     /// The key a unique job holds (`NAME:KEY`, [`Envelope::unique`](crate::jobs::Envelope::unique)).

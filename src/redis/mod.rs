@@ -35,6 +35,7 @@
 
 mod admin;
 mod backend;
+mod cancel;
 mod keys;
 mod producer;
 mod status;

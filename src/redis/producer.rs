@@ -11,12 +11,13 @@ use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
 use super::keys::{known_queues, Keys};
 use super::status::read_status;
-use super::unique;
-use super::write::{write_jobs, Outgoing};
+use super::write::{write_cancelled, write_jobs, Outgoing};
+use super::{cancel, unique};
 use super::{LazyConnection, RedisConfig};
 use crate::error::Error;
 use crate::jobs::broker::{Broker, Refused};
-use crate::jobs::{Envelope, JobStatus};
+use crate::jobs::cancel::Cancels;
+use crate::jobs::{CancelError, Cancellation, Envelope, JobStatus};
 use crate::stats::Counters;
 
 /// Sends jobs to Redis: [`Broker`] for the web server.
@@ -37,6 +38,14 @@ pub(crate) struct Producer {
     thread: Mutex<Option<JoinHandle<Vec<Outgoing>>>>,
     /// For durable sends and status reads, on the caller's thread.
     direct: LazyConnection,
+    /// Jobs of ours cancelled before Redis had them: dropped as they come.
+    unsent_cancels: Arc<Cancels>,
+    /// Held by a send from its look at `unsent_cancels` to Redis's answer,
+    /// and by a cancel from its ask to its answer: so a cancel sees a job
+    /// either in Redis or not sent yet, never between.
+    send_lock: Arc<Mutex<()>>,
+    /// The web server's counters (jobs cancelled, taken out of Redis).
+    counters: Arc<Counters>,
     stats: Arc<SendStats>,
 }
 
@@ -56,7 +65,12 @@ impl Producer {
         let (buffer, jobs) = crossbeam_channel::bounded(config.buffer_capacity);
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let stats = Arc::new(SendStats::default());
+        let unsent_cancels = Arc::new(Cancels::default());
+        let server_counters = counters.clone();
+        let send_lock = Arc::new(Mutex::new(()));
         let sender = SendLoop {
+            unsent_cancels: unsent_cancels.clone(),
+            send_lock: send_lock.clone(),
             config: config.clone(),
             keys: config.keys(),
             counters,
@@ -77,6 +91,9 @@ impl Producer {
             thread: Mutex::new(Some(thread)),
             direct: LazyConnection::new(config),
             stats,
+            unsent_cancels,
+            send_lock,
+            counters: server_counters,
         }))
     }
 }
@@ -177,6 +194,33 @@ impl Broker for Producer {
         }
     }
 
+    fn cancel(&self, id: &str, ours: bool) -> Result<Cancellation, CancelError> {
+        // No send in between (see `send_lock`): the job is in Redis, or
+        // it is not sent yet and will be dropped for this ask.
+        let _sends = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if ours {
+            self.unsent_cancels.ask(id.into());
+        }
+        let config = self.direct.config();
+        let cancelled = self
+            .direct
+            .call(|connection| cancel::cancel(connection, &self.keys, config, id))
+            .unwrap_or_else(|error| Err(CancelError::Unavailable(error)));
+        match cancelled {
+            // Not in Redis yet: it will be dropped (and counted) when it comes.
+            Err(CancelError::NotFound) if ours => Ok(Cancellation::Cancelled),
+            Ok(Cancellation::Cancelled) => {
+                self.unsent_cancels.forget(id);
+                self.counters.job_cancelled();
+                Ok(Cancellation::Cancelled)
+            }
+            other => {
+                self.unsent_cancels.forget(id);
+                other
+            }
+        }
+    }
+
     /// Looks in every queue the deployment knows.
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
         self.direct.call(|connection| {
@@ -199,7 +243,11 @@ impl Broker for Producer {
             thread::sleep(Duration::from_millis(1));
         }
         unsent.extend(self.leftover.try_iter());
-        unsent.into_iter().map(|o| o.envelope).collect()
+        unsent
+            .into_iter()
+            .map(|o| o.envelope)
+            .filter(|envelope| !self.unsent_cancels.forget(&envelope.id))
+            .collect()
     }
 
     fn to_prometheus(&self) -> String {
@@ -231,6 +279,8 @@ struct SendLoop {
     keys: Keys,
     counters: Arc<Counters>,
     stats: Arc<SendStats>,
+    unsent_cancels: Arc<Cancels>,
+    send_lock: Arc<Mutex<()>>,
     /// The queues named in the deployment's set on this connection.
     named: Mutex<Vec<String>>,
 }
@@ -267,7 +317,7 @@ impl SendLoop {
                 }
             }
             match self.send(&mut connection, &batch) {
-                Ok(()) => {
+                Ok(dropped) => {
                     if let Some(since) = failing_since.take() {
                         log::info!(
                             "Redis takes jobs again, after {:.1} s of failed sends",
@@ -275,7 +325,7 @@ impl SendLoop {
                         );
                     }
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.counters.jobs_unbuffered(batch.len() as u64, true);
+                    self.unbuffered(batch.len() as u64, dropped);
                     batch.clear();
                     delay = Duration::from_millis(50);
                 }
@@ -305,22 +355,34 @@ impl SendLoop {
         let mut sent = 0;
         while sent < batch.len() {
             let end = (sent + self.config.batch).min(batch.len());
-            if self.send(&mut connection, &batch[sent..end]).is_err() {
+            let Ok(dropped) = self.send(&mut connection, &batch[sent..end]) else {
                 break;
-            }
+            };
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.counters.jobs_unbuffered((end - sent) as u64, true);
+            self.unbuffered((end - sent) as u64, dropped);
             sent = end;
         }
         batch.split_off(sent)
     }
 
-    /// One pipelined send of `batch`.
+    /// `n` jobs out of the buffer, `dropped` of them cancelled, not sent.
+    fn unbuffered(&self, n: u64, dropped: u64) {
+        self.counters.jobs_unbuffered(n - dropped, true);
+        self.counters.jobs_unbuffered(dropped, false);
+        for _ in 0..dropped {
+            self.counters.job_cancelled();
+        }
+    }
+
+    /// One pipelined send of `batch`; how many of its jobs were cancelled
+    /// before it (not sent: their status `cancelled`, their unique keys
+    /// freed).
     fn send(
         &self,
         connection: &mut Option<redis::Connection>,
         batch: &[Outgoing],
-    ) -> redis::RedisResult<()> {
+    ) -> redis::RedisResult<u64> {
+        let _sends = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
         if connection.is_none() {
             *connection = Some(self.config.connect()?);
             self.named.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -343,9 +405,29 @@ impl SendLoop {
             }
             add.ignore();
         }
-        write_jobs(&mut pipe, &self.keys, &self.config, batch);
+        let cancelled: Vec<&Outgoing> = batch
+            .iter()
+            .filter(|job| self.unsent_cancels.is_asked(&job.envelope.id))
+            .collect();
+        if cancelled.is_empty() {
+            write_jobs(&mut pipe, &self.keys, &self.config, batch);
+        } else {
+            let kept: Vec<Outgoing> = batch
+                .iter()
+                .filter(|job| !self.unsent_cancels.is_asked(&job.envelope.id))
+                .map(|job| Outgoing {
+                    envelope: job.envelope.clone(),
+                    due_ms: job.due_ms,
+                })
+                .collect();
+            write_jobs(&mut pipe, &self.keys, &self.config, &kept);
+            write_cancelled(&mut pipe, &self.keys, &self.config, &cancelled);
+        }
         pipe.query::<()>(connection.as_mut().expect("connected above"))?;
         named.extend(new.into_iter().map(str::to_owned));
-        Ok(())
+        for job in &cancelled {
+            self.unsent_cancels.forget(&job.envelope.id);
+        }
+        Ok(cancelled.len() as u64)
     }
 }

@@ -132,6 +132,21 @@ impl StatusWrites {
     }
 }
 
+/// The state a status names (`retrying` without its time).
+pub(crate) fn state_of(name: &str) -> JobState {
+    match name {
+        "running" => JobState::Running,
+        "retrying" => JobState::Retrying {
+            next_run: SystemTime::UNIX_EPOCH,
+        },
+        "done" => JobState::Done,
+        "dead" => JobState::Dead,
+        "discarded" => JobState::Discarded,
+        "cancelled" => JobState::Cancelled,
+        _ => JobState::Queued,
+    }
+}
+
 /// Reads a job's status, looking in each of `queues` (in one round trip);
 /// `None` for a missing (or expired) one.
 pub(crate) fn read_status(
@@ -164,15 +179,11 @@ pub(crate) fn read_status(
         return Ok(None);
     };
     let state = match value["status"].as_str() {
-        Some("running") => JobState::Running,
         Some("retrying") => JobState::Retrying {
             next_run: SystemTime::UNIX_EPOCH
                 + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0)),
         },
-        Some("done") => JobState::Done,
-        Some("dead") => JobState::Dead,
-        Some("discarded") => JobState::Discarded,
-        _ => JobState::Queued,
+        other => state_of(other.unwrap_or_default()),
     };
     Ok(Some(JobStatus {
         id: id.to_owned(),

@@ -26,6 +26,25 @@ impl Outgoing {
     }
 }
 
+/// Adds to a pipeline what stands for jobs cancelled before they were
+/// sent: their status, `cancelled`, and their unique keys freed.
+pub(crate) fn write_cancelled(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    config: &RedisConfig,
+    jobs: &[&Outgoing],
+) {
+    let mut statuses = StatusWrites::default();
+    for job in jobs {
+        let envelope = &job.envelope;
+        let queue = keys.queue(&envelope.queue);
+        let status = StatusWrite::new(&envelope.name, "cancelled", 0);
+        statuses.push(&queue, &envelope.id, &status);
+        super::unique::release(pipe, &queue, envelope);
+    }
+    statuses.add_to(pipe, config);
+}
+
 /// Adds a batch of jobs to a pipeline: their statuses (`queued`, first, so
 /// that a worker's `running` always comes after), then the jobs themselves,
 /// each in its queue: an `XADD` each for those due now (a script adding them
@@ -53,7 +72,11 @@ pub(crate) fn write_jobs(
         .collect();
     for (job, lane) in batch.iter().zip(&lanes) {
         let envelope = &job.envelope;
-        let status = StatusWrite::new(&envelope.name, "queued", envelope.attempts);
+        // A delayed job's status says when it is due (a cancel finds it there).
+        let status = StatusWrite {
+            next_run_ms: job.due_ms,
+            ..StatusWrite::new(&envelope.name, "queued", envelope.attempts)
+        };
         statuses.push(&queues[*lane], &envelope.id, &status);
     }
     statuses.add_to(pipe, config);

@@ -105,7 +105,7 @@ impl Job for Probe {
     }
 }
 
-/// `POST /probe?tag=T[&queue=Q][&held=true][&unique=K]`: enqueues a probe,
+/// `POST /probe?tag=T[&queue=Q][&held=true][&unique=K][&delay_ms=D]`: enqueues a probe,
 /// answers its id.
 #[derive(Deserialize)]
 pub struct Enqueue {
@@ -115,6 +115,8 @@ pub struct Enqueue {
     held: bool,
     /// A uniqueness key.
     unique: Option<String>,
+    /// A delay, in milliseconds.
+    delay_ms: Option<u64>,
 }
 
 pub fn enqueue(tasks: BackgroundTasks, Query(q): Query<Enqueue>) -> Result<Json<Value>, HttpError> {
@@ -124,6 +126,9 @@ pub fn enqueue(tasks: BackgroundTasks, Query(q): Query<Enqueue>) -> Result<Json<
     }
     if let Some(key) = q.unique {
         options = options.unique(key);
+    }
+    if let Some(ms) = q.delay_ms {
+        options = options.delay(std::time::Duration::from_millis(ms));
     }
     let probe = Probe {
         tag: q.tag,
@@ -147,4 +152,25 @@ pub fn post(server: &TestServer, path: &str) -> String {
     let response = server.post(path).send();
     assert_eq!(response.status(), 200, "{}", response.text());
     response.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// A job that runs until it is cancelled, looking every millisecond.
+#[derive(Serialize, Deserialize)]
+pub struct Patient;
+
+impl Job for Patient {
+    const NAME: &'static str = "patient";
+    fn run(self, job: &JobContext) -> JobResult {
+        let log = job.state::<Arc<Log>>().expect("the log");
+        log.state.lock().unwrap().order.push("patient".into());
+        log.release("patient", 0); // wakes the test's wait
+        while !job.is_cancelled() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err("stopped: cancelled".into())
+    }
+}
+
+pub fn patient(tasks: BackgroundTasks) -> Result<String, HttpError> {
+    Ok(tasks.enqueue(Patient)?.to_string())
 }

@@ -33,6 +33,13 @@ pub(crate) enum Action<'a> {
         result: Option<&'a str>,
         children: &'a [(Envelope, Option<Duration>)],
     },
+    /// Cancelled: not started, or stopped (with `error`) when told;
+    /// acknowledged, its status `cancelled`, its cancel request and its
+    /// uniqueness key gone.
+    Cancelled {
+        envelope: &'a Envelope,
+        error: Option<&'a str>,
+    },
     /// Failed with attempts left: back in the store, due at `due_ms` (Unix
     /// milliseconds), as `envelope` (its attempts so far, and the failure in
     /// its `last_error`) will run next; its status `retrying`.
@@ -104,6 +111,11 @@ pub(crate) trait Backend: Send + 'static {
     fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String>;
 
     /// Writes the `running` status of jobs that have run for a while.
+    /// The ids of the jobs asked to stop (a cancel of a job held or
+    /// running), when they may have changed since the last call; `None`
+    /// when they have not. Called every [`CANCELS_EVERY`](super::io) or so.
+    fn cancels(&mut self) -> Result<Option<Vec<String>>, String>;
+
     fn announce(&mut self, running: &[Announce<'_>]) -> Result<(), String>;
 
     /// Moves delayed jobs now due (retries, delayed enqueues) where

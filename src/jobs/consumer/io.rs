@@ -16,6 +16,7 @@ use super::backend::{Action, Announce, Backend, Delivery, Record, Want};
 use super::ready::Ready;
 use super::runner::{lock_slot, Finished, Outcome, Slots};
 use super::stats::{Shared, WorkerReport};
+use crate::jobs::cancel::Cancels;
 use crate::jobs::envelope::{now_ms, Envelope};
 use crate::jobs::policy::{self, After};
 use crate::jobs::settings::JobSettings;
@@ -28,6 +29,10 @@ const RECORD_LINGER: Duration = Duration::from_millis(2);
 
 /// How often due jobs are promoted.
 const PROMOTE_EVERY: Duration = Duration::from_millis(50);
+
+/// How often the store's cancel requests are looked at: how soon a job a
+/// worker holds learns it was cancelled.
+pub(super) const CANCELS_EVERY: Duration = Duration::from_millis(100);
 
 /// How often the store's pending count is read.
 const PENDING_EVERY: Duration = Duration::from_secs(1);
@@ -65,6 +70,8 @@ pub(super) struct IoLoop<B> {
     pub(super) settings: JobSettings,
     pub(super) slots: Slots,
     pub(super) shared: Arc<Shared>,
+    /// The jobs asked to stop, as the store says (the runners look here).
+    pub(super) cancels: Arc<Cancels>,
 }
 
 /// What the I/O thread keeps between turns.
@@ -86,6 +93,7 @@ struct LoopState {
     last_reclaim: Instant,
     last_renew: Instant,
     last_pending: Instant,
+    last_cancels: Instant,
     /// Jobs handed back unrun (the consumer is stopping): pending in the
     /// store.
     not_run: u64,
@@ -132,6 +140,7 @@ impl<B: Backend> IoLoop<B> {
             last_reclaim: Instant::now(),
             last_renew: Instant::now(),
             last_pending: long_ago,
+            last_cancels: long_ago,
             not_run: 0,
         };
         let mut connected = false;
@@ -286,6 +295,12 @@ impl<B: Backend> IoLoop<B> {
             let moved = self.backend.promote(self.batch)?;
             if moved > 0 {
                 self.shared.update(|s| s.promoted += moved);
+            }
+        }
+        if now.duration_since(state.last_cancels) >= CANCELS_EVERY {
+            state.last_cancels = now;
+            if let Some(ids) = self.backend.cancels()? {
+                self.cancels.replace(ids);
             }
         }
         if now.duration_since(state.last_pending) >= PENDING_EVERY {
@@ -455,6 +470,7 @@ impl<B: Backend> IoLoop<B> {
         mean_run: &mut Option<f64>,
     ) -> Result<u64, String> {
         let (mut succeeded, mut retried, mut dead, mut not_run) = (0, 0, 0, 0);
+        let mut cancelled = 0;
         let mut records = Vec::with_capacity(done.len());
         for finished in done {
             let action = match &finished.outcome {
@@ -470,6 +486,14 @@ impl<B: Backend> IoLoop<B> {
                     );
                     Action::Unreadable { text, error }
                 }
+                Outcome::Cancelled { envelope } => {
+                    cancelled += 1;
+                    self.cancels.forget(&envelope.id);
+                    Action::Cancelled {
+                        envelope,
+                        error: None,
+                    }
+                }
                 Outcome::Ran {
                     envelope,
                     result,
@@ -478,6 +502,16 @@ impl<B: Backend> IoLoop<B> {
                     let ran = finished.ran_for.as_secs_f64();
                     *mean_run = Some(mean_run.map_or(ran, |mean| mean * 0.9 + ran * 0.1));
                     let error = result.as_ref().err().map(|f| f.message.as_str());
+                    // Asked to stop, and it stopped: cancelled, not retried.
+                    if error.is_some() && self.cancels.forget(&envelope.id) {
+                        cancelled += 1;
+                        records.push(Record {
+                            lane: finished.lane,
+                            entry: &finished.entry,
+                            action: Action::Cancelled { envelope, error },
+                        });
+                        continue;
+                    }
                     match policy::after(result, envelope, &self.settings) {
                         After::Done => {
                             succeeded += 1;
@@ -524,6 +558,7 @@ impl<B: Backend> IoLoop<B> {
             s.succeeded += succeeded;
             s.retried += retried;
             s.dead += dead;
+            s.cancelled += cancelled;
             s.in_flight = in_flight;
         });
         Ok(not_run)

@@ -41,6 +41,12 @@ pub(crate) struct Inner {
     pub(crate) announced: Vec<(String, String, String, u32, Option<String>)>,
     /// Records made, each a list of entries.
     pub(crate) records: Vec<Vec<String>>,
+    /// Jobs asked to stop, and the version of that set.
+    pub(crate) cancels: (u64, Vec<String>),
+    /// The version of the cancel set a consumer last read.
+    pub(crate) cancels_read: u64,
+    /// Jobs recorded cancelled: (id, the stopped attempt's error).
+    pub(crate) cancelled: Vec<(String, Option<String>)>,
 }
 
 /// A job held by a consumer.
@@ -129,6 +135,8 @@ pub(crate) struct MemoryBackend {
     pub(crate) store: Arc<MemoryStore>,
     pub(crate) name: String,
     pub(crate) queues: Vec<String>,
+    /// The version of the cancel set last read.
+    pub(crate) cancel_version: u64,
 }
 
 impl Backend for MemoryBackend {
@@ -267,6 +275,12 @@ impl Backend for MemoryBackend {
                         inner.results.insert(envelope.id.to_string(), value);
                         inner.status(&envelope.id, "done");
                     }
+                    Action::Cancelled { envelope, error } => {
+                        inner.cancels.1.retain(|id| **id != *envelope.id);
+                        let error = error.map(str::to_owned);
+                        inner.cancelled.push((envelope.id.to_string(), error));
+                        inner.status(&envelope.id, "cancelled");
+                    }
                     Action::Retry { envelope, due_ms } => {
                         inner.delayed.push((*due_ms, envelope.to_json_text()));
                         inner.status(&envelope.id, "retrying");
@@ -284,6 +298,18 @@ impl Backend for MemoryBackend {
             let entries = finished.iter().map(|r| r.entry.to_owned()).collect();
             inner.records.push(entries);
             Ok(())
+        })
+    }
+
+    fn cancels(&mut self) -> Result<Option<Vec<String>>, String> {
+        let seen = &mut self.cancel_version;
+        self.store.call(|inner| {
+            if inner.cancels.0 == *seen {
+                return Ok(None);
+            }
+            *seen = inner.cancels.0;
+            inner.cancels_read = inner.cancels.0;
+            Ok(Some(inner.cancels.1.clone()))
         })
     }
 

@@ -110,6 +110,7 @@ impl Consumer {
             max_attempts: options.settings.max_attempts,
             max_result_bytes: options.settings.max_result_bytes,
             served: None,
+            cancels: Arc::default(),
         });
         let mut runners = Vec::with_capacity(options.concurrency);
         for index in 0..options.concurrency {
@@ -149,6 +150,7 @@ impl Consumer {
             settings: options.settings,
             slots,
             shared: shared.clone(),
+            cancels: scope.cancels.clone(),
         };
         let io = thread::Builder::new()
             .name("afterward-worker-io".into())

@@ -32,6 +32,8 @@ pub(super) enum Outcome {
     NotRun,
     /// The entry is not a job: a dead letter.
     Unreadable { text: String, error: String },
+    /// The job was cancelled before it started.
+    Cancelled { envelope: Envelope },
     /// An attempt ended, leaving `outbox` behind (kept if it succeeded).
     Ran {
         envelope: Envelope,
@@ -127,6 +129,9 @@ impl Runner {
             Ok(envelope) => envelope,
             Err(error) => return not_run(Outcome::Unreadable { text, error }),
         };
+        if self.scope.cancels.is_asked(&envelope.id) {
+            return not_run(Outcome::Cancelled { envelope });
+        }
         envelope.attempts += 1;
         let spec = self.registry.get(&envelope.name);
         let timeout = spec.map_or(self.default_timeout, |spec| {

@@ -23,6 +23,8 @@ pub struct WorkerStats {
     pub retried: u64,
     /// Jobs whose attempts ran out, moved to the dead letters.
     pub dead: u64,
+    /// Jobs cancelled: not started, or stopped when told.
+    pub cancelled: u64,
     /// Attempts still running past their deadline (reported, not stopped).
     pub overdue: u64,
     /// Calls to the broker (Redis) that failed (each retried).
@@ -49,6 +51,7 @@ impl WorkerStats {
             ("outcome=\"succeeded\"", self.succeeded),
             ("outcome=\"retried\"", self.retried),
             ("outcome=\"dead\"", self.dead),
+            ("outcome=\"cancelled\"", self.cancelled),
             ("outcome=\"overdue\"", self.overdue),
             ("outcome=\"promoted\"", self.promoted),
         ];

@@ -239,6 +239,7 @@ impl Setup {
             store: self.store.clone(),
             name: name.into(),
             queues: self.queues.names().map(str::to_owned).collect(),
+            cancel_version: 0,
         };
         Consumer::start(
             backend,
@@ -453,6 +454,7 @@ fn settings_out_of_range_are_refused() {
         store: store.clone(),
         name: "x".into(),
         queues: vec!["default".into()],
+        cancel_version: 0,
     };
     let registry = || {
         let mut r = Registry::default();
@@ -660,6 +662,7 @@ fn a_result_over_the_limit_is_refused() {
         max_attempts: 3,
         max_result_bytes: crate::DEFAULT_MAX_RESULT_BYTES,
         served: None,
+        cancels: Arc::default(),
     };
     let text = envelope("huge", "huge", "null");
     let context = JobContext::for_attempt(
@@ -670,4 +673,30 @@ fn a_result_over_the_limit_is_refused() {
     );
     assert!(Huge.run(&context).is_err());
     assert!(context.take_outbox().result.is_none());
+}
+
+#[test]
+fn a_job_asked_to_stop_before_it_starts_never_starts() {
+    let mut setup = Setup::new();
+    setup.concurrency = 1;
+    // One runner, held by a gated job; a second job waits behind it.
+    setup.store.push(envelope("gated", "gated", "null"));
+    let consumer = setup.start();
+    assert!(setup.store.wait_for(PATIENCE, |s| s.held.len() == 1));
+    setup.store.push(flaky("behind", 0, false));
+    {
+        let mut inner = setup.store.lock();
+        inner.cancels = (1, vec!["behind".into()]);
+    }
+    // The consumer has read the request (within CANCELS_EVERY).
+    assert!(setup.store.wait_for(PATIENCE, |s| s.cancels_read == 1));
+    setup.gate.open();
+    assert!(consumer.wait_for(PATIENCE, |s| s.cancelled == 1 && s.succeeded == 1));
+    let inner = setup.store.lock();
+    assert_eq!(inner.cancelled, [("behind".to_owned(), None)]);
+    assert_eq!(inner.statuses["behind"], ["cancelled"], "never started");
+    assert!(
+        inner.cancels.1.is_empty(),
+        "the request is gone with the job"
+    );
 }
