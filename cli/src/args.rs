@@ -97,12 +97,26 @@ const WORKER_OPTIONS: &[Opt] = &[
 ];
 
 /// The options of `afterward jobs`.
-const JOBS_OPTIONS: &[Opt] = &[Opt {
-    name: "redis-url",
-    value: "URL",
-    default: "(required)",
-    help: "the Redis holding the jobs",
-}];
+const JOBS_OPTIONS: &[Opt] = &[
+    Opt {
+        name: "redis-url",
+        value: "URL",
+        default: "(required)",
+        help: "the Redis holding the jobs",
+    },
+    Opt {
+        name: "all",
+        value: "",
+        default: "off",
+        help: "requeue: every dead letter (of --queue, if given)",
+    },
+    Opt {
+        name: "queue",
+        value: "NAME",
+        default: "every queue",
+        help: "requeue --all: only this queue's dead letters",
+    },
+];
 
 /// The settings, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,6 +183,12 @@ pub enum JobsAction {
     Dead,
     /// Sends a dead job back to run.
     Requeue(String),
+    /// Sends every dead job (of one queue, if named) back to run.
+    RequeueAll(Option<String>),
+    /// Removes a dead letter for good.
+    Discard(String),
+    /// Cancels a job.
+    Cancel(String),
 }
 
 /// The settings of `afterward jobs`.
@@ -463,18 +483,37 @@ fn parse_jobs(
         Err(command) => return Ok(command),
     };
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
-    let action = match words.as_slice() {
-        ["pending"] => JobsAction::Pending,
-        ["queues"] => JobsAction::Queues,
-        ["dead"] => JobsAction::Dead,
-        ["requeue", id] => JobsAction::Requeue((*id).to_owned()),
+    // Flags only (not the environment): they say what to do, not where.
+    let flag = |name: &str| {
+        given
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let all = flag("all").is_some();
+    let queue = flag("queue");
+    let action = match (words.as_slice(), all) {
+        (["pending"], false) => JobsAction::Pending,
+        (["queues"], false) => JobsAction::Queues,
+        (["dead"], false) => JobsAction::Dead,
+        (["requeue", id], false) => JobsAction::Requeue((*id).to_owned()),
+        (["requeue"], true) => JobsAction::RequeueAll(queue.clone()),
+        (["discard", id], false) => JobsAction::Discard((*id).to_owned()),
+        (["cancel", id], false) => JobsAction::Cancel((*id).to_owned()),
+        (_, true) => {
+            return Err("--all goes with `requeue` alone: afterward jobs requeue --all [--queue NAME]".into())
+        }
         _ => {
             return Err(format!(
-                "`afterward jobs` takes pending, queues, dead or requeue ID, not {:?}",
+                "`afterward jobs` takes pending, queues, dead, requeue ID, requeue --all [--queue NAME], discard ID or cancel ID, not {:?}",
                 words.join(" ")
             ))
         }
     };
+    if queue.is_some() && !matches!(action, JobsAction::RequeueAll(_)) {
+        return Err("--queue goes with `requeue --all` only".into());
+    }
     let options = Resolver { given: &given, env };
     let redis_url = options.redis_url(true)?.unwrap_or_default();
     Ok(Command::Jobs(JobsArgs { redis_url, action }))
@@ -613,7 +652,7 @@ pub fn help() -> String {
         "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
          Usage: afterward [OPTIONS]                          serve the demo app\n       \
          afterward worker --redis-url URL [OPTIONS]    run the demo's jobs from Redis\n       \
-         afterward jobs --redis-url URL pending|queues|dead|requeue ID\n\n\
+         afterward jobs --redis-url URL pending|queues|dead|requeue ID|requeue --all [--queue NAME]|discard ID|cancel ID\n\n\
          Options (each also read from its environment variable):\n",
     );
     let list = |text: &mut String, table: &[Opt]| {
@@ -644,8 +683,11 @@ pub fn help() -> String {
         "\nafterward jobs: pending prints the counts of jobs ready, pending (read, not acknowledged),\n\
          delayed and dead, as JSON; queues prints the same per queue, one JSON object per line;\n\
          dead prints the dead letters, one JSON object per line;\n\
-         requeue ID sends dead job ID back to run, with its attempts reset.\n\n\
+         requeue ID sends dead job ID back to run, with its attempts reset; requeue --all every dead job\n\
+         (of --queue NAME only, if given); discard ID removes dead job ID's letter for good;\n\
+         cancel ID cancels job ID (cancelled: it will not start; cancelling: it runs, and is told).\n\n\
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
+         DELETE /jobs/{id} (cancel),\n\
          GET /health, GET /metrics.\n\
          The file store keeps the results of the last 1000 uploads (oldest evicted; with --redis-url, in Redis for a day).\n\
          Logs go to stderr; RUST_LOG sets the level (default info).\n\
@@ -751,12 +793,12 @@ mod tests {
             (
                 &["jobs", "--redis-url", "redis://x", "drop"],
                 &[],
-                "pending, queues, dead or requeue",
+                "pending, queues, dead, requeue ID",
             ),
             (
                 &["jobs", "--redis-url", "redis://x", "requeue"],
                 &[],
-                "pending, queues, dead or requeue",
+                "pending, queues, dead, requeue ID",
             ),
             (&["--nope"], &[], "unknown option --nope"),
             (&["--port"], &[], "missing argument"),
@@ -884,7 +926,10 @@ mod tests {
         let text = help();
         for opt in OPTIONS.iter().chain(WORKER_OPTIONS).chain(JOBS_OPTIONS) {
             assert!(text.contains(&format!("--{}", opt.name)), "{}", opt.name);
-            assert!(text.contains(&env_var(opt.name)), "{}", opt.name);
+            // `jobs --all` and `--queue` say what to do: flags only.
+            if !matches!(opt.name, "all" | "queue") {
+                assert!(text.contains(&env_var(opt.name)), "{}", opt.name);
+            }
         }
     }
 }

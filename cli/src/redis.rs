@@ -89,7 +89,7 @@ fn serve_metrics(address: &str, worker: &Arc<Worker>) -> Result<ServerHandle, St
         .map_err(|e| format!("cannot serve the worker's metrics on {address}: {e}"))
 }
 
-/// `afterward jobs pending|queues|dead|requeue ID`.
+/// `afterward jobs pending|queues|dead|requeue ID|requeue --all [--queue Q]|discard ID|cancel ID`.
 pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
     let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
     let admin = Admin::new(config);
@@ -142,6 +142,20 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
                 return Err(format!("no dead job with id {id}"));
             }
             println!("{}", json!({"requeued": id}));
+        }
+        JobsAction::RequeueAll(queue) => {
+            let n = admin.requeue_all(queue.as_deref())?;
+            println!("{}", json!({"requeued": n, "queue": queue}));
+        }
+        JobsAction::Discard(id) => {
+            if !admin.discard(&id)? {
+                return Err(format!("no dead job with id {id}"));
+            }
+            println!("{}", json!({"discarded": id}));
+        }
+        JobsAction::Cancel(id) => {
+            let done = admin.cancel(&id).map_err(|e| format!("job {id}: {e}"))?;
+            println!("{}", json!({"id": id, "status": done.as_str()}));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -387,3 +387,88 @@ fn a_bad_queue_flag_is_a_usage_error_naming_it() {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn unique_jobs_cancel_requeue_all_and_discard_from_outside() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Afterward::start(&["--redis-url", &url, "--job-max-attempts", "1"]);
+    // Unique: the same id while the first job has not ended.
+    let first = accepted_id(&server, "/flaky?unique=k");
+    assert_eq!(accepted_id(&server, "/flaky?unique=k"), first);
+    // Cancelled over HTTP, and with `afterward jobs cancel`, before any worker.
+    let second = accepted_id(&server, "/flaky");
+    server.wait_for_metric("afterward_jobs_sent_total", 2.0);
+    let response = server.request("DELETE", &format!("/jobs/{first}")).send();
+    assert_eq!(response.status(), 200, "{}", response.text());
+    assert_eq!(response.json()["status"], "cancelled");
+    let (status, out, err) = run(&["jobs", "--redis-url", &url, "cancel", &second], &[]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("{{\"id\":\"{second}\",\"status\":\"cancelled\"}}")
+    );
+    let (status, _, err) = run(&["jobs", "--redis-url", &url, "cancel", &second], &[]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("has ended: cancelled"), "{err}");
+    let delete = |id: &str| server.request("DELETE", &format!("/jobs/{id}")).send();
+    assert_eq!(delete(&second).status(), 409);
+    assert_eq!(delete("nope").status(), 404);
+    // Freed with its cancel: the key makes a new job.
+    assert_ne!(accepted_id(&server, "/flaky?unique=k"), first);
+
+    // Three dead letters: one discarded, the other two requeued at once.
+    let doomed: Vec<String> = (0..3)
+        .map(|_| accepted_id(&server, "/flaky?fail=1"))
+        .collect();
+    let worker = WorkerProcess::start(&url, &["--job-backoff-ms", "1"]);
+    for id in &doomed {
+        wait_for_status(&server, id, "dead");
+    }
+    let (status, out, err) = run(&["jobs", "--redis-url", &url, "discard", &doomed[0]], &[]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), format!("{{\"discarded\":\"{}\"}}", doomed[0]));
+    let (status, out, err) = run(
+        &[
+            "jobs",
+            "--redis-url",
+            &url,
+            "requeue",
+            "--all",
+            "--queue",
+            "default",
+        ],
+        &[],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "{\"queue\":\"default\",\"requeued\":2}");
+    // Requeued, attempts reset, they run again (and fail again: their
+    // payload fails the first attempt): two dead letters, not three.
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    loop {
+        let (_, out, _) = run(&["jobs", "--redis-url", &url, "dead"], &[]);
+        if out.lines().count() == 2 {
+            assert!(
+                !out.contains(&doomed[0]),
+                "the discarded one is gone: {out}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never dead again: {out}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(worker);
+
+    // Usage errors name what is wrong, with exit status 2.
+    for (args, says) in [
+        (&["cancel"][..], "cancel ID"),
+        (&["dead", "--queue", "q"][..], "--queue"),
+        (&["pending", "--all"][..], "--all"),
+    ] {
+        let mut full = vec!["jobs", "--redis-url", &url];
+        full.extend_from_slice(args);
+        let (status, _, err) = run(&full, &[]);
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

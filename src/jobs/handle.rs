@@ -68,6 +68,31 @@ impl Jobs {
         self.runner.dead_letters()
     }
 
+    /// Sends dead job `id` back to run, its attempts reset (it is counted
+    /// enqueued again); `false` if no dead letter kept here has that id.
+    /// In-process dead letters only: over Redis, use
+    /// `afterward::redis::Admin::requeue` (or `afterward jobs requeue`).
+    pub fn requeue_dead(&self, id: &str) -> bool {
+        self.runner
+            .take_dead(|letter| &*letter.envelope.id == id, true)
+            == 1
+    }
+
+    /// Sends every dead job kept here (of `queue` only, if given) back to
+    /// run, as [`requeue_dead`](Self::requeue_dead) does each; how many.
+    pub fn requeue_all_dead(&self, queue: Option<&str>) -> usize {
+        let pick = |letter: &DeadLetter| queue.is_none_or(|q| letter.envelope.queue == q);
+        self.runner.take_dead(pick, true)
+    }
+
+    /// Drops dead job `id`'s letter for good (its status stays `dead`);
+    /// `false` if no dead letter kept here has that id.
+    pub fn discard_dead(&self, id: &str) -> bool {
+        self.runner
+            .take_dead(|letter| &*letter.envelope.id == id, false)
+            == 1
+    }
+
     /// Each registered job type's counts by outcome, as
     /// `afterward_jobs_by_name_total{job, queue, outcome}` in the Prometheus text
     /// format (the metrics handler appends it to the server's).

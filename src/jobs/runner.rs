@@ -276,6 +276,44 @@ impl JobRunner {
         }
     }
 
+    /// Takes the dead letters `pick` chooses out of the list and sends
+    /// their jobs back to run, attempts reset, each counted as enqueued
+    /// again (it will end again); with `requeue` false, drops them for
+    /// good. How many.
+    pub(super) fn take_dead(&self, pick: impl Fn(&DeadLetter) -> bool, requeue: bool) -> usize {
+        let taken: VecDeque<DeadLetter> = {
+            let mut dead = lock(&self.dead);
+            let (taken, kept) = dead.drain(..).partition(|letter| pick(letter));
+            *dead = kept;
+            taken
+        };
+        let n = taken.len();
+        if !requeue {
+            return n;
+        }
+        for DeadLetter { mut envelope, .. } in taken {
+            envelope.attempts = 0;
+            envelope.last_error = None;
+            // Its key was freed when it died: held again, if still free.
+            if let Some(key) = &envelope.unique {
+                if self.uniques.claim(key, &envelope.id).is_some() {
+                    envelope.unique = None;
+                }
+            }
+            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
+            self.statuses.insert(&envelope.id, name, queue);
+            self.counters.job_enqueued();
+            self.count(&envelope.name, &envelope.queue, ENQUEUED);
+            log::info!("dead job {} ({}) requeued", envelope.id, envelope.name);
+            match self.settings.mode {
+                JobMode::Eager => self.run_now(envelope),
+                JobMode::Capture => self.capture(envelope),
+                _ => self.wait(envelope, Instant::now()),
+            }
+        }
+        n
+    }
+
     /// Whether job id `id` was made here (by this runner's id source).
     pub(super) fn made_here(&self, id: &str) -> bool {
         self.ids.made(id)

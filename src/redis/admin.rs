@@ -9,7 +9,7 @@ use redis::Value;
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
 use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
-use crate::jobs::Envelope;
+use crate::jobs::{CancelError, Cancellation, Envelope};
 
 /// Reads and repairs a deployment's queues.
 pub struct Admin {
@@ -153,6 +153,57 @@ impl Admin {
             }
         }
         Ok(false)
+    }
+
+    /// Sends every dead job of `queue` (of every queue, for `None`) back to
+    /// its queue, as [`requeue`](Self::requeue) does each; how many.
+    pub fn requeue_all(&self, queue: Option<&str>) -> Result<u64, String> {
+        let queues = match queue {
+            Some(queue) => vec![queue.to_owned()],
+            None => self.with(known_queues)?,
+        };
+        let capacity = self.connection.config().dead_letter_capacity.max(1) * 2;
+        let mut requeued = 0;
+        for queue in queues {
+            for (entry, job) in self.dead_entries(&queue, capacity)? {
+                self.requeue_entry(&queue, &entry, job.envelope)?;
+                requeued += 1;
+            }
+        }
+        Ok(requeued)
+    }
+
+    /// Removes dead job `id`'s letter for good (its status stays `dead`).
+    /// `Ok(false)` when no dead letter has that job id.
+    pub fn discard(&self, id: &str) -> Result<bool, String> {
+        let queues = self.with(known_queues)?;
+        let capacity = self.connection.config().dead_letter_capacity.max(1) * 2;
+        for queue in queues {
+            let entries = self.dead_entries(&queue, capacity)?;
+            if let Some((entry, _)) = entries.into_iter().find(|(_, job)| &*job.envelope.id == id) {
+                self.with(|con, keys| {
+                    redis::cmd("XDEL")
+                        .arg(keys.queue(&queue).dead)
+                        .arg(&entry)
+                        .query::<()>(con)
+                })?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Cancels job `id`, as [`Jobs::cancel`](crate::Jobs::cancel) does over
+    /// Redis (a job still in a web server's buffer is that server's to
+    /// cancel: here it is not found).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Jobs::cancel`](crate::Jobs::cancel).
+    pub fn cancel(&self, id: &str) -> Result<Cancellation, CancelError> {
+        let config = self.connection.config();
+        self.with(|con, keys| super::cancel::cancel(con, keys, config, id))
+            .unwrap_or_else(|error| Err(CancelError::Unavailable(error)))
     }
 
     /// Moves one dead letter (`entry` in `queue`'s dead stream) back to its
