@@ -4,7 +4,13 @@
 //! ```text
 //! cargo bench --bench redis --features redis
 //! REDIS_JOBS=200000 cargo bench --bench redis --features redis
+//! REDIS_QUEUES=4 cargo bench --bench redis --features redis
 //! ```
+//!
+//! With `REDIS_QUEUES=K` (default 1), the jobs are spread over K queues
+//! (`q0`…), and the worker serves them all with equal weights: what named
+//! queues cost a worker. The raw consumer reads one queue either way (the
+//! per-round baseline).
 //!
 //! 1. **Send**: jobs enqueued on a `BackgroundPool` with Redis, until Redis
 //!    has them all (the sender's pipelined `XADD`s), in jobs/s.
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use afterward::redis::client::{self, streams::StreamReadReply, Value};
 use afterward::redis::{Admin, RedisConfig, Worker};
-use afterward::{BackgroundPool, Envelope, Job, JobContext, JobResult};
+use afterward::{BackgroundPool, Envelope, Job, JobContext, JobOptions, JobResult, Queues};
 use serde::{Deserialize, Serialize};
 
 // The tests' helpers, for their Redis server (started on a unix socket in a
@@ -94,8 +100,9 @@ fn own_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Enqueues `n` jobs through a pool with Redis; jobs/s until all are sent.
-fn send(config: &RedisConfig, n: usize) -> f64 {
+/// Enqueues `n` jobs through a pool with Redis, over `queues` queues (one:
+/// the job's own); jobs/s until all are sent.
+fn send(config: &RedisConfig, n: usize, queues: usize) -> f64 {
     let pool = BackgroundPool::builder()
         .workers(2)
         .job::<Noop>()
@@ -106,7 +113,12 @@ fn send(config: &RedisConfig, n: usize) -> f64 {
     for chunk in 0..n.div_ceil(100) {
         let tasks = pool.tasks("bench");
         for i in chunk * 100..((chunk + 1) * 100).min(n) {
-            tasks.enqueue(payload(i)).unwrap();
+            if queues > 1 {
+                let options = JobOptions::new().queue(format!("q{}", i % queues));
+                tasks.enqueue_with(payload(i), options).unwrap();
+            } else {
+                tasks.enqueue(payload(i)).unwrap();
+            }
         }
         pool.dispatch(&tasks);
     }
@@ -117,14 +129,14 @@ fn send(config: &RedisConfig, n: usize) -> f64 {
     rate
 }
 
-/// One worker runs the `n` queued jobs; jobs/s.
-fn worker(config: &RedisConfig, n: usize) -> f64 {
+/// One worker runs the `n` queued jobs (of `queues` queues); jobs/s.
+fn worker(config: &RedisConfig, n: usize, queues: usize) -> f64 {
     let started = Instant::now();
-    let worker = Worker::builder(config.clone())
-        .job::<Noop>()
-        .concurrency(2)
-        .start()
-        .unwrap();
+    let mut builder = Worker::builder(config.clone()).job::<Noop>().concurrency(2);
+    if queues > 1 {
+        builder = builder.queues(Queues::weighted((0..queues).map(|q| (format!("q{q}"), 1))));
+    }
+    let worker = builder.start().unwrap();
     assert!(worker.wait_for(Duration::from_secs(600), |s| s.succeeded == n as u64));
     let rate = n as f64 / started.elapsed().as_secs_f64();
     assert!(worker.stop(Duration::from_secs(60)).is_complete());
@@ -242,6 +254,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 5 } else { 1 });
+    let queues: usize = std::env::var("REDIS_QUEUES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let redis = support::redis::RedisServer::start();
     let config = redis.config();
     // Per phase (send, worker, raw): jobs/s, Redis's CPU and this process's
@@ -249,10 +266,10 @@ fn main() {
     let mut phases: [Vec<Measured>; 3] = Default::default();
     for round in 1..=rounds {
         flush(&config);
-        let sent = measure(&config, n, || send(&config, n));
-        let worked = measure(&config, n, || worker(&config, n));
+        let sent = measure(&config, n, || send(&config, n, queues));
+        let worked = measure(&config, n, || worker(&config, n, queues));
         flush(&config);
-        send(&config, n);
+        send(&config, n, 1);
         let raw = measure(&config, n, || raw_consumer(&config, n));
         println!(
             "round {round}: send {sent}, worker {worked}, raw consumer {raw}; worker / raw {:.2}x",
@@ -276,7 +293,7 @@ fn main() {
         )
     };
     let markdown = format!(
-        "| measure ({n} no-op jobs, ~100-byte payload; medians of {rounds} rounds) | jobs/s | Redis CPU µs/job | client CPU µs/job |\n\
+        "| measure ({n} no-op jobs, ~100-byte payload, {queues} queue(s); medians of {rounds} rounds) | jobs/s | Redis CPU µs/job | client CPU µs/job |\n\
          |---|---:|---:|---:|\n\
          {}{}{}\
          | worker / raw consumer (median of the per-round ratios) | {:.2}× | | |\n",

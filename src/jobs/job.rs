@@ -2,7 +2,7 @@
 //! ([`JobContext`]), its id, and the error that ends it at once ([`GiveUp`]).
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -78,7 +78,6 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
 /// What an attempt knows of its job, and what it may leave behind: a
 /// result ([`set_result`](Self::set_result)) and follow-up jobs
 /// ([`enqueue`](Self::enqueue)), both kept only if the attempt succeeds.
-#[derive(Clone)]
 pub struct JobContext {
     id: JobId,
     attempt: u32,
@@ -86,7 +85,9 @@ pub struct JobContext {
     request_id: Arc<str>,
     state: Arc<StateMap>,
     scope: Arc<JobScope>,
-    outbox: Arc<Mutex<Outbox>>,
+    /// Made at the first result or follow-up (most attempts leave none:
+    /// no allocation for them); shared by clones.
+    outbox: OnceLock<Arc<Mutex<Outbox>>>,
 }
 
 impl JobContext {
@@ -104,13 +105,37 @@ impl JobContext {
             request_id: envelope.request_id.clone(),
             state,
             scope,
-            outbox: Arc::default(),
+            outbox: OnceLock::new(),
         }
     }
 
     /// What the attempt left behind (taken once it has returned).
     pub(crate) fn take_outbox(&self) -> Outbox {
-        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
+        match self.outbox.get() {
+            Some(outbox) => std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Outbox::default(),
+        }
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        let outbox = self.outbox.get_or_init(Arc::default);
+        outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Clone for JobContext {
+    /// A clone shares the attempt's result and follow-ups.
+    fn clone(&self) -> JobContext {
+        let outbox = self.outbox.get_or_init(Arc::default).clone();
+        JobContext {
+            id: self.id.clone(),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            request_id: self.request_id.clone(),
+            state: self.state.clone(),
+            scope: self.scope.clone(),
+            outbox: OnceLock::from(outbox),
+        }
     }
 }
 
@@ -184,7 +209,7 @@ impl JobContext {
                 limit,
             });
         }
-        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).result = Some(text);
+        self.outbox().result = Some(text);
         Ok(())
     }
 
@@ -239,11 +264,7 @@ impl JobContext {
             self.request_id.clone(),
         );
         let id = JobId::new(envelope.id.clone());
-        self.outbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .children
-            .push((envelope, options.delay));
+        self.outbox().children.push((envelope, options.delay));
         Ok(id)
     }
 }
