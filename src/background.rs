@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jobs::broker::BrokerFactory;
+use crate::jobs::schedule::ScheduleEntry;
+use crate::jobs::scheduler::Scheduler;
 use crate::jobs::{Job, JobRunner, JobSettings, Jobs, Queues, Registry};
 use crate::pool::{OnFull, Pool, PoolConfig, ShutdownReport, DEFAULT_QUEUE_CAPACITY};
 use crate::state::StateMap;
@@ -39,6 +41,8 @@ pub struct BackgroundPoolBuilder {
     pub(crate) broker: Option<BrokerFactory>,
     /// Starts the broker jobs are spilled to at the shutdown deadline.
     pub(crate) spill: Option<BrokerFactory>,
+    /// Periodic jobs, fired by the pool's scheduler.
+    schedules: Vec<ScheduleEntry>,
 }
 
 impl std::fmt::Debug for BackgroundPoolBuilder {
@@ -64,6 +68,7 @@ impl Default for BackgroundPoolBuilder {
             job_state: StateMap::default(),
             broker: None,
             spill: None,
+            schedules: Vec::new(),
         }
     }
 }
@@ -126,6 +131,12 @@ impl BackgroundPoolBuilder {
 
     /// Adds `registry`'s jobs, and the state they see (the app's, for the
     /// server's pool).
+    /// The app's periodic jobs (`App::every`, `App::cron`).
+    pub(crate) fn schedules(mut self, schedules: Vec<ScheduleEntry>) -> BackgroundPoolBuilder {
+        self.schedules = schedules;
+        self
+    }
+
     pub(crate) fn jobs(mut self, registry: Registry, state: StateMap) -> BackgroundPoolBuilder {
         self.jobs.merge(registry);
         self.job_state = state;
@@ -148,6 +159,7 @@ impl BackgroundPoolBuilder {
     /// Builds the pool on counters shared with a server.
     pub(crate) fn build_with(self, counters: Arc<Counters>) -> Result<BackgroundPool, Error> {
         check_queues(&self.job_settings, &self.jobs, self.broker.is_some())?;
+        check_schedules(&self.schedules)?;
         let config = PoolConfig {
             workers: self.workers,
             queue_capacity: self.queue_capacity,
@@ -164,20 +176,61 @@ impl BackgroundPoolBuilder {
             };
             let broker = start(&self.broker)?;
             let spill = start(&self.spill)?;
+            let ticks = broker.as_ref().and_then(|broker| broker.ticks());
             let runner = JobRunner::start(
                 self.jobs,
                 self.job_state,
                 self.job_settings,
-                counters,
+                counters.clone(),
                 pool.submitter(),
                 broker,
                 spill,
             )
             .map_err(Error::Io)?;
-            Some(runner)
+            Some((runner, ticks))
         };
-        Ok(BackgroundPool { pool, jobs })
+        let scheduler = match &jobs {
+            Some((runner, ticks)) if !self.schedules.is_empty() => {
+                let scheduler = Scheduler::start(
+                    self.schedules,
+                    ticks.clone(),
+                    runner.clone(),
+                    pool.submitter(),
+                    counters,
+                )
+                .map_err(Error::Io)?;
+                runner.set_schedules(scheduler.clone());
+                Some(scheduler)
+            }
+            _ => None,
+        };
+        let jobs = jobs.map(|(runner, _)| runner);
+        Ok(BackgroundPool {
+            pool,
+            jobs,
+            scheduler,
+        })
     }
+}
+
+/// Checks the schedules: each spec valid, each name once.
+pub(crate) fn check_schedules(schedules: &[ScheduleEntry]) -> Result<(), Error> {
+    let mut names = std::collections::HashSet::new();
+    for schedule in schedules {
+        if let Err(error) = &schedule.spec {
+            return Err(Error::Config(format!(
+                "schedule {:?}: {error}",
+                schedule.name
+            )));
+        }
+        if !names.insert(&schedule.name) {
+            return Err(Error::Config(format!(
+                "two schedules are named {:?} (Schedule::named tells them apart)",
+                schedule.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the in-process queues of `settings`, if chosen: valid, and,
@@ -237,6 +290,8 @@ pub struct BackgroundPool {
     pool: Pool,
     /// The job runner, when jobs are registered.
     jobs: Option<Arc<JobRunner>>,
+    /// The scheduler, when the app has periodic jobs.
+    scheduler: Option<Arc<Scheduler>>,
 }
 
 impl BackgroundPool {
@@ -323,6 +378,10 @@ impl BackgroundPool {
     /// reports, without logging the report: the server adds to it first.
     pub(crate) fn stop_by(&self, deadline: Instant) -> ShutdownReport {
         let started = Instant::now();
+        // No tick is claimed once the stop has begun.
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.stop();
+        }
         let pool = &self.pool;
         // Everything not run from now on is logged, and kept for the report.
         pool.keep_not_run();

@@ -2,10 +2,12 @@
 //! the application state.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use crate::handler::{self, BoxedHandler, Handler};
 use crate::http_error::HttpError;
-use crate::jobs::{Job, Registry};
+use crate::jobs::schedule::ScheduleEntry;
+use crate::jobs::{Job, Registry, Schedule};
 use crate::method::Method;
 use crate::percent;
 use crate::request::Request;
@@ -33,6 +35,7 @@ pub struct App {
     routes: Vec<Route>,
     state: StateMap,
     jobs: Registry,
+    schedules: Vec<ScheduleEntry>,
 }
 
 struct Route {
@@ -149,8 +152,10 @@ impl App {
             routes,
             state,
             jobs,
+            schedules,
         } = other;
         self.jobs.merge(jobs);
+        self.schedules.extend(schedules);
         for route in routes {
             let pattern = match (prefix, route.pattern.as_str()) {
                 (None, pattern) => pattern.to_owned(),
@@ -216,6 +221,48 @@ impl App {
     pub fn job<J: Job>(mut self) -> App {
         self.jobs.register::<J>();
         self
+    }
+
+    /// Enqueues `job` at every multiple of `interval` since the Unix epoch
+    /// while the server runs (registering its type): a periodic job, named
+    /// after the job. See [`schedule`](Self::schedule).
+    pub fn every<J: Job + Clone + Sync>(self, interval: Duration, job: J) -> App {
+        self.schedule(Schedule::every(interval), move |_| job.clone())
+    }
+
+    /// Enqueues `job` at each time the cron `expression` matches, in UTC
+    /// (see [`Schedule::cron`]; a bad expression fails the server's build,
+    /// naming the field).
+    pub fn cron<J: Job + Clone + Sync>(self, expression: &str, job: J) -> App {
+        self.schedule(Schedule::cron(expression), move |_| job.clone())
+    }
+
+    /// Enqueues the job `make` builds for each tick of `schedule` (given
+    /// the tick's time, in Unix milliseconds) while the server runs. It then
+    /// runs as any job does (queue, retries, status, metrics).
+    ///
+    /// With Redis, every server may carry the same schedules: each tick is
+    /// enqueued by exactly one of them (the first to claim it in Redis), so
+    /// there is no scheduler process to run or fail over. Without, the
+    /// server enqueues each tick once. A stopping server claims no tick
+    /// after its stop began. README, "Jobs on a clock".
+    ///
+    /// # Panics
+    ///
+    /// If another job type is registered under the job's name.
+    pub fn schedule<J: Job>(
+        mut self,
+        schedule: Schedule,
+        make: impl Fn(u64) -> J + Send + Sync + 'static,
+    ) -> App {
+        self.jobs.register::<J>();
+        self.schedules.push(ScheduleEntry::new(schedule, make));
+        self
+    }
+
+    /// The schedules, for the server's pool.
+    pub(crate) fn schedules(&self) -> Vec<ScheduleEntry> {
+        self.schedules.clone()
     }
 
     /// The registered jobs, for the server's pool.

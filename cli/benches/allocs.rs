@@ -136,7 +136,7 @@ fn main() {
         .address("127.0.0.1:0")
         .workers(4)
         .background_workers(2)
-        .build(demo::app(notifier, demo::Files::default()))
+        .build(demo::app(notifier, demo::Files::default(), None))
         .and_then(Server::spawn)
         .unwrap();
     let (mut health, mut notify) = (Vec::new(), Vec::new());

@@ -59,6 +59,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "strict", value: "", default: "off", help: "with --queues: always the first queue, in the order given, that has a job ready" },
     Opt { name: "queue-limit", value: "LIMITS", default: "none", help: "with --queues: at most N jobs of a queue running at once here, `slow=1,reports=2`" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
+    Opt { name: "heartbeat", value: "SPEC", default: "none", help: "a periodic job `heartbeat` that appends `heartbeat TICK` (the tick in Unix ms) to the log file of the process that runs it: an interval (`1s`, `500ms`, `5m`) or a cron expression (UTC); with --redis-url on several servers, each tick is enqueued once in all" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
     Opt {
         name: "redis-url",
@@ -144,6 +145,7 @@ pub struct Args {
     pub redis_url: Option<String>,
     pub redis_mode: RedisMode,
     pub queues: Option<Queues>,
+    pub heartbeat: Option<afterward::Schedule>,
 }
 
 /// What `--redis-url` is for.
@@ -189,6 +191,10 @@ pub enum JobsAction {
     Discard(String),
     /// Cancels a job.
     Cancel(String),
+    /// The schedules, one JSON line each.
+    Schedules,
+    /// Pauses (`true`) or resumes a schedule.
+    Pause(String, bool),
 }
 
 /// The settings of `afterward jobs`.
@@ -501,12 +507,15 @@ fn parse_jobs(
         (["requeue"], true) => JobsAction::RequeueAll(queue.clone()),
         (["discard", id], false) => JobsAction::Discard((*id).to_owned()),
         (["cancel", id], false) => JobsAction::Cancel((*id).to_owned()),
+        (["schedules"], false) => JobsAction::Schedules,
+        (["pause", name], false) => JobsAction::Pause((*name).to_owned(), true),
+        (["resume", name], false) => JobsAction::Pause((*name).to_owned(), false),
         (_, true) => {
             return Err("--all goes with `requeue` alone: afterward jobs requeue --all [--queue NAME]".into())
         }
         _ => {
             return Err(format!(
-                "`afterward jobs` takes pending, queues, dead, requeue ID, requeue --all [--queue NAME], discard ID or cancel ID, not {:?}",
+                "`afterward jobs` takes pending, queues, dead, requeue ID, requeue --all [--queue NAME], discard ID, cancel ID, schedules, pause NAME or resume NAME, not {:?}",
                 words.join(" ")
             ))
         }
@@ -600,6 +609,13 @@ fn parse_serve(
                 .unwrap_or(0),
         ),
         redis_mode,
+        heartbeat: match options.raw("heartbeat") {
+            None => None,
+            Some((source, spec)) => Some(
+                afterward::Schedule::parse(&spec)
+                    .map_err(|e| format!("invalid value {spec:?} for {source}: {e}"))?,
+            ),
+        },
         queues: match (options.queues()?, options.raw("redis-url")) {
             // The demo's jobs run in `default`: in this process, it must be served.
             (Some(queues), None) if !queues.serves(afterward::DEFAULT_QUEUE) => {
@@ -652,7 +668,7 @@ pub fn help() -> String {
         "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
          Usage: afterward [OPTIONS]                          serve the demo app\n       \
          afterward worker --redis-url URL [OPTIONS]    run the demo's jobs from Redis\n       \
-         afterward jobs --redis-url URL pending|queues|dead|requeue ID|requeue --all [--queue NAME]|discard ID|cancel ID\n\n\
+         afterward jobs --redis-url URL pending|queues|dead|requeue ID|requeue --all [--queue NAME]|discard ID|cancel ID|schedules|pause NAME|resume NAME\n\n\
          Options (each also read from its environment variable):\n",
     );
     let list = |text: &mut String, table: &[Opt]| {
@@ -685,7 +701,9 @@ pub fn help() -> String {
          dead prints the dead letters, one JSON object per line;\n\
          requeue ID sends dead job ID back to run, with its attempts reset; requeue --all every dead job\n\
          (of --queue NAME only, if given); discard ID removes dead job ID's letter for good;\n\
-         cancel ID cancels job ID (cancelled: it will not start; cancelling: it runs, and is told).\n\n\
+         cancel ID cancels job ID (cancelled: it will not start; cancelling: it runs, and is told);\n\
+         schedules prints each schedule (name, spec, last_run_ms, next_run_ms, paused), one JSON line each;\n\
+         pause NAME and resume NAME pause and resume a schedule on every server.\n\n\
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
          DELETE /jobs/{id} (cancel),\n\
          GET /health, GET /metrics.\n\

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use afterward::{
     App, BackgroundTasks, Dependency, Depends, GiveUp, HttpError, IntoResponse, Job, JobContext,
-    JobOptions, JobResult, Json, Path, Query, RawBody, Request, Response, State,
+    JobOptions, JobResult, Json, Missed, Path, Query, RawBody, Request, Response, Schedule, State,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -348,6 +348,23 @@ impl Job for Flaky {
     }
 }
 
+/// The periodic job of `--heartbeat`: one line per tick, in the log file
+/// of the process that runs it.
+#[derive(Serialize, Deserialize)]
+struct Heartbeat {
+    /// The tick's time, in Unix milliseconds.
+    tick: u64,
+}
+
+impl Job for Heartbeat {
+    const NAME: &'static str = "heartbeat";
+
+    fn run(self, job: &JobContext) -> JobResult {
+        let notifier = job.state::<Notifier>().ok_or("the app has no notifier")?;
+        Ok(notifier.append(&format!("heartbeat {}\n", self.tick))?)
+    }
+}
+
 #[derive(Deserialize)]
 struct FlakyParams {
     #[serde(default)]
@@ -398,12 +415,20 @@ fn file_status(Path(id): Path<String>, State(files): State<Files>) -> Response {
 }
 
 /// The demo app, keeping upload results in `files`.
-pub fn app(notifier: Notifier, files: Files) -> App {
-    App::new()
-        .state(notifier)
+pub fn app(notifier: Notifier, files: Files, heartbeat: Option<Schedule>) -> App {
+    let app = match heartbeat {
+        // A late server still fires the latest tick (once: its claim).
+        Some(schedule) => App::new().schedule(
+            schedule.named("heartbeat").missed(Missed::RunOnce),
+            |tick| Heartbeat { tick },
+        ),
+        None => App::new(),
+    };
+    app.state(notifier)
         .state(files)
         .job::<CountWords>()
         .job::<Flaky>()
+        .job::<Heartbeat>()
         .post("/send-notification/{email}", send_notification)
         .post("/files", upload)
         .get("/files/{id}", file_status)

@@ -121,7 +121,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
             args::RedisMode::Spill => builder.redis_spill(config),
         };
     }
-    let app = demo::app(demo::Notifier::new(args.log_file, args.notify_delay), files);
+    let notifier = demo::Notifier::new(args.log_file, args.notify_delay);
+    let app = demo::app(notifier, files, args.heartbeat);
     let server = builder.build(app).map_err(|e| e.to_string())?;
     // Signals are watched before the address is printed: whoever reads it
     // may signal at once. (`run_until_signal` would install them after.)

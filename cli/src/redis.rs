@@ -23,6 +23,7 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     let app = demo::app(
         demo::Notifier::new(args.log_file, Duration::ZERO),
         demo::Files::in_redis(config.clone()),
+        None,
     );
     let mut builder = Worker::builder(config)
         .app(&app)
@@ -152,6 +153,15 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
                 return Err(format!("no dead job with id {id}"));
             }
             println!("{}", json!({"discarded": id}));
+        }
+        JobsAction::Schedules => {
+            for schedule in admin.schedules()? {
+                println!("{}", schedule.to_json());
+            }
+        }
+        JobsAction::Pause(name, paused) => {
+            admin.pause_schedule(&name, paused)?;
+            println!("{}", json!({"schedule": name, "paused": paused}));
         }
         JobsAction::Cancel(id) => {
             let done = admin.cancel(&id).map_err(|e| format!("job {id}: {e}"))?;

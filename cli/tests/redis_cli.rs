@@ -472,3 +472,68 @@ fn unique_jobs_cancel_requeue_all_and_discard_from_outside() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// The ticks of the `heartbeat TICK` lines a worker wrote.
+fn worker_heartbeats(worker: &WorkerProcess) -> Vec<u64> {
+    worker
+        .lines()
+        .iter()
+        .filter_map(|line| line.strip_prefix("heartbeat ")?.parse().ok())
+        .collect()
+}
+
+fn wait_for_worker_heartbeats(worker: &WorkerProcess, n: usize) {
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    while worker_heartbeats(worker).len() < n {
+        assert!(Instant::now() < deadline, "{:?}", worker_heartbeats(worker));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn three_servers_with_one_schedule_enqueue_each_tick_once_and_a_stop_loses_none() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut servers: Vec<Afterward> = (0..3)
+        .map(|_| Afterward::start(&["--redis-url", &url, "--heartbeat", "200ms"]))
+        .collect();
+    let worker = WorkerProcess::start(&url, &[]);
+    wait_for_worker_heartbeats(&worker, 5);
+    // One server stops mid-way; the two others go on.
+    let mut stopped = servers.remove(0);
+    assert!(stopped.stop().success());
+    wait_for_worker_heartbeats(&worker, 12);
+
+    let (status, out, err) = run(&["jobs", "--redis-url", &url, "schedules"], &[]);
+    assert!(status.success(), "{err}");
+    let listed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (listed["name"].as_str(), listed["spec"].as_str()),
+        (Some("heartbeat"), Some("200ms"))
+    );
+    assert_eq!(listed["paused"], false);
+    let (last, next) = (
+        listed["last_run_ms"].as_u64().unwrap(),
+        listed["next_run_ms"].as_u64().unwrap(),
+    );
+    assert!(next > last && next % 200 == 0, "{listed}");
+
+    // Paused for every server; its listing says so.
+    let (status, _, err) = run(&["jobs", "--redis-url", &url, "pause", "heartbeat"], &[]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = run(&["jobs", "--redis-url", &url, "schedules"], &[]);
+    assert!(out.contains("\"paused\":true"), "{out}");
+    for server in &mut servers {
+        assert!(server.stop().success());
+    }
+    let mut worker = worker;
+    worker.signal("TERM");
+    assert!(worker.wait().success());
+    let mut ticks = worker_heartbeats(&worker);
+    let count = ticks.len();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert_eq!(ticks.len(), count, "a tick twice");
+    let gaps: Vec<&[u64]> = ticks.windows(2).filter(|w| w[1] - w[0] != 200).collect();
+    assert!(gaps.is_empty(), "ticks lost at {gaps:?} of {ticks:?}");
+}

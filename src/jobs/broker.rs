@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::cancel::{CancelError, Cancellation};
 use super::envelope::Envelope;
+use super::schedule::Ticks;
 use super::status::JobStatus;
 use crate::error::Error;
 use crate::stats::Counters;
@@ -62,6 +63,12 @@ pub(crate) trait Broker: Send + Sync + 'static {
     /// comes, counted cancelled, never sent). A job taken out of the broker
     /// here is counted cancelled in the server's counters.
     fn cancel(&self, id: &str, ours: bool) -> Result<Cancellation, CancelError>;
+
+    /// Where schedules claim their ticks, when the broker is shared by
+    /// several servers (`None`: each server claims its own).
+    fn ticks(&self) -> Option<Arc<dyn Ticks>> {
+        None
+    }
 
     /// What the broker knows of job `id`; `Err` when it cannot be asked.
     fn status(&self, id: &str) -> Result<Option<JobStatus>, String>;

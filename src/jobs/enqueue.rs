@@ -4,7 +4,7 @@
 //! of jobs, and finds the runner only as the context its pool gave the list.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::handle::Jobs;
 use super::job::{EnqueueError, Job, JobId};
@@ -36,6 +36,15 @@ impl BackgroundTasks {
     /// [`enqueue`](Self::enqueue), to start `delay` after the response (it
     /// waits in a timer, not on a pool thread).
     pub fn enqueue_in<J: Job>(&self, job: J, delay: Duration) -> Result<JobId, EnqueueError> {
+        self.enqueue_with(job, JobOptions::new().delay(delay))
+    }
+
+    /// [`enqueue`](Self::enqueue), to start at `when` (at once if it has
+    /// passed): [`enqueue_in`](Self::enqueue_in) with the time left, on
+    /// either backend. The wall clock decides: a clock stepped forward
+    /// brings it sooner.
+    pub fn enqueue_at<J: Job>(&self, job: J, when: SystemTime) -> Result<JobId, EnqueueError> {
+        let delay = when.duration_since(SystemTime::now()).unwrap_or_default();
         self.enqueue_with(job, JobOptions::new().delay(delay))
     }
 

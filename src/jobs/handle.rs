@@ -7,6 +7,7 @@ use super::cancel::{CancelError, Cancellation};
 use super::envelope::{DeadLetter, Envelope};
 use super::registry::OUTCOMES;
 use super::runner::JobRunner;
+use super::schedule::ScheduleInfo;
 use super::status::JobStatus;
 use crate::prometheus::label_value;
 
@@ -93,6 +94,48 @@ impl Jobs {
             == 1
     }
 
+    /// The schedules ([`App::every`](crate::App::every),
+    /// [`App::cron`](crate::App::cron)): their last and next run, and
+    /// whether each is paused. Over Redis, the last run and the pause are
+    /// the deployment's (every server's).
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be asked.
+    pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, String> {
+        match self.runner.schedules() {
+            Some(schedules) => schedules.list(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Pauses schedule `name`: its ticks are not enqueued until it is
+    /// resumed (over Redis, on every server at once). `Ok(false)` for a name
+    /// no schedule has.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be asked.
+    pub fn pause_schedule(&self, name: &str) -> Result<bool, String> {
+        self.set_paused(name, true)
+    }
+
+    /// Resumes schedule `name` ([`pause_schedule`](Self::pause_schedule)).
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be asked.
+    pub fn resume_schedule(&self, name: &str) -> Result<bool, String> {
+        self.set_paused(name, false)
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<bool, String> {
+        match self.runner.schedules() {
+            Some(schedules) => schedules.set_paused(name, paused),
+            None => Ok(false),
+        }
+    }
+
     /// Each registered job type's counts by outcome, as
     /// `afterward_jobs_by_name_total{job, queue, outcome}` in the Prometheus text
     /// format (the metrics handler appends it to the server's).
@@ -108,6 +151,9 @@ impl Jobs {
             out,
             "# HELP {name} Jobs by type, queue and outcome (enqueued, succeeded, retried, dead, overdue, discarded, cancelled).\n# TYPE {name} counter\n"
         );
+        if let Some(schedules) = self.runner.schedules() {
+            out.push_str(&schedules.to_prometheus());
+        }
         for (job, queue, counts) in self.runner.registry().counts() {
             let job = label_value(job);
             for (outcome, n) in OUTCOMES.iter().zip(counts) {

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +20,7 @@ use super::lanes::Lanes;
 use super::options::JobOptions;
 use super::policy::{self, After};
 use super::registry::Registry;
+use super::schedule::ScheduleControl;
 use super::scope::JobScope;
 use super::settings::{JobMode, JobSettings};
 use super::spill::Spill;
@@ -60,6 +61,8 @@ pub(crate) struct JobRunner {
     uniques: Uniques,
     /// Running jobs asked to stop (shared with the attempts, through `scope`).
     cancels: Arc<Cancels>,
+    /// The pool's schedules, once its scheduler has started.
+    schedules: OnceLock<Arc<dyn ScheduleControl>>,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
@@ -109,6 +112,7 @@ impl JobRunner {
             scope,
             uniques: Uniques::default(),
             cancels,
+            schedules: OnceLock::new(),
             lanes: match &broker {
                 Some(_) => None,
                 None => settings_queues.as_ref().map(Lanes::new),
@@ -167,13 +171,19 @@ impl JobRunner {
             .registry
             .get(J::NAME)
             .ok_or(EnqueueError::Unregistered(J::NAME))?;
-        let queue = options.queue.clone().unwrap_or(Cow::Borrowed(spec.queue));
-        if let Err(reason) = self.scope.check_queue(&queue) {
-            return Err(EnqueueError::Queue {
-                queue: queue.into_owned(),
-                reason,
-            });
-        }
+        // The type's own queue was checked when the server was built.
+        let queue = match &options.queue {
+            None => Cow::Borrowed(spec.queue),
+            Some(queue) => {
+                if let Err(reason) = self.scope.check_queue(queue) {
+                    return Err(EnqueueError::Queue {
+                        queue: queue.to_string(),
+                        reason,
+                    });
+                }
+                queue.clone()
+            }
+        };
         let payload = serde_json::to_string(job).map_err(|source| EnqueueError::Payload {
             name: J::NAME,
             source,
@@ -312,6 +322,16 @@ impl JobRunner {
             }
         }
         n
+    }
+
+    /// The pool's schedules, given once its scheduler has started.
+    pub(crate) fn set_schedules(&self, schedules: Arc<dyn ScheduleControl>) {
+        let _ = self.schedules.set(schedules);
+    }
+
+    /// The pool's schedules, if it has any.
+    pub(super) fn schedules(&self) -> Option<&Arc<dyn ScheduleControl>> {
+        self.schedules.get()
     }
 
     /// Whether job id `id` was made here (by this runner's id source).

@@ -9,7 +9,9 @@ use redis::Value;
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
 use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
-use crate::jobs::{CancelError, Cancellation, Envelope};
+use crate::jobs::envelope::now_ms;
+use crate::jobs::schedule::Spec;
+use crate::jobs::{CancelError, Cancellation, Envelope, ScheduleInfo};
 
 /// Reads and repairs a deployment's queues.
 pub struct Admin {
@@ -206,6 +208,46 @@ impl Admin {
             .unwrap_or_else(|error| Err(CancelError::Unavailable(error)))
     }
 
+    /// The deployment's schedules (those its servers have registered),
+    /// sorted by name, with their last run, next run and pause.
+    pub fn schedules(&self) -> Result<Vec<ScheduleInfo>, String> {
+        let (specs, last, paused): (Names<String>, Names<u64>, Vec<String>) =
+            self.with(|con, keys| {
+                redis::pipe()
+                    .cmd("HGETALL")
+                    .arg(keys.schedules("spec"))
+                    .cmd("HGETALL")
+                    .arg(keys.schedules("last"))
+                    .cmd("SMEMBERS")
+                    .arg(keys.schedules("paused"))
+                    .query(con)
+            })?;
+        let now = now_ms();
+        let mut out: Vec<ScheduleInfo> = specs
+            .into_iter()
+            .map(|(name, spec)| ScheduleInfo {
+                last_run_ms: last.iter().find(|(n, _)| *n == name).map(|(_, t)| *t),
+                next_run_ms: Spec::parse(&spec).ok().and_then(|s| s.next_after(now)),
+                paused: paused.contains(&name),
+                name,
+                spec,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Pauses (or resumes) schedule `name` for every server.
+    pub fn pause_schedule(&self, name: &str, paused: bool) -> Result<(), String> {
+        let command = if paused { "SADD" } else { "SREM" };
+        self.with(|con, keys| {
+            redis::cmd(command)
+                .arg(keys.schedules("paused"))
+                .arg(name)
+                .query::<()>(con)
+        })
+    }
+
     /// Moves one dead letter (`entry` in `queue`'s dead stream) back to its
     /// job's queue, attempts reset, with its status `queued`.
     fn requeue_entry(
@@ -230,6 +272,9 @@ impl Admin {
         })
     }
 }
+
+/// A hash's fields, by name.
+type Names<T> = Vec<(String, T)>;
 
 /// The counts of one queue.
 fn queue_counts(con: &mut redis::Connection, queue: &QueueKeys) -> redis::RedisResult<QueueCounts> {

@@ -13,6 +13,7 @@
 //! | `{P:Q}:cancels:version` | string | bumped at each request: workers read the set when it changes |
 //! | `{P:Q}:unique:NAME:KEY` | string | the id of the unique job holding the key, until it ends (TTL `unique_ttl`) |
 //! | `P:queues` | set | every queue ever written to or served |
+//! | `{P:schedules}:…` | | the schedules' specs, last runs, pauses and tick claims (`schedules.rs`) |
 //! | `P:seen:ID` | string | [`Dedupe`](super::Dedupe)'s mark |
 
 use crate::jobs::queues::valid_queue_name;
@@ -63,6 +64,11 @@ impl Keys {
     /// The set of every queue's name.
     pub(crate) fn queues(&self) -> String {
         format!("{}:queues", self.prefix)
+    }
+
+    /// A key of the schedules (`{P:schedules}:WHAT`, see `schedules.rs`).
+    pub(crate) fn schedules(&self, what: &str) -> String {
+        format!("{{{}:schedules}}:{what}", self.prefix)
     }
 
     /// The de-duplication mark of a job id ([`Dedupe`](super::Dedupe)).

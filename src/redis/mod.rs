@@ -38,6 +38,7 @@ mod backend;
 mod cancel;
 mod keys;
 mod producer;
+mod schedules;
 mod status;
 mod unique;
 mod worker;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
 use super::keys::{known_queues, Keys};
+use super::schedules::RedisTicks;
 use super::status::read_status;
 use super::write::{write_cancelled, write_jobs, Outgoing};
 use super::{cancel, unique};
@@ -17,6 +18,7 @@ use super::{LazyConnection, RedisConfig};
 use crate::error::Error;
 use crate::jobs::broker::{Broker, Refused};
 use crate::jobs::cancel::Cancels;
+use crate::jobs::schedule::Ticks;
 use crate::jobs::{CancelError, Cancellation, Envelope, JobStatus};
 use crate::stats::Counters;
 
@@ -219,6 +221,11 @@ impl Broker for Producer {
                 other
             }
         }
+    }
+
+    fn ticks(&self) -> Option<Arc<dyn Ticks>> {
+        let connection = LazyConnection::new(self.direct.config().clone());
+        Some(Arc::new(RedisTicks::new(self.keys.clone(), connection)))
     }
 
     /// Looks in every queue the deployment knows.

@@ -477,6 +477,7 @@ impl ServerBuilder {
             &app.job_registry(),
             config.broker.is_some(),
         )?;
+        crate::background::check_schedules(&app.schedules())?;
         config.connection.max_body_bytes = config.max_body_bytes;
         let counters = Arc::new(Counters::new(config.queue_capacity));
         let ids = Arc::new(RequestIds::new());

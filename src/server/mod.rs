@@ -121,6 +121,7 @@ impl Server {
             .queue_capacity(config.queue_capacity)
             .on_full(config.on_full)
             .jobs(app.job_registry(), app.state_map().clone())
+            .schedules(app.schedules())
             .job_settings(config.jobs.clone())
             .broker(config.broker.clone())
             .spill(config.spill.clone())
