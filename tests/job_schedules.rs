@@ -157,8 +157,15 @@ fn a_job_enqueued_at_a_time_runs_no_sooner() {
                 .map(|id| id.to_string())
                 .map_err(afterward::HttpError::from)
         });
-    let server = TestServer::new(app);
-    assert_eq!(server.post("/at").send().status(), 200);
+    let server = TestServer::new(app.get("/jobs/{id}", afterward::job_status_handler));
+    let response = server.post("/at").send();
+    assert_eq!(response.status(), 200);
+    let status = server
+        .get(&format!("/jobs/{}", response.text()))
+        .send()
+        .json();
+    assert_eq!(status["status"], "delayed", "{status}");
+    assert!(status["next_run_ms"].as_u64().is_some(), "{status}");
     let ticks = seen.wait_until(|t| t.len() == 1).clone();
     assert!(seen.ran_at()[0] >= ticks[0], "it ran before its time");
 }

@@ -212,9 +212,14 @@ impl JobRunner {
         if self.broker.is_none() {
             let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
             self.statuses.insert(&envelope.id, name, queue);
-            if let Some(key) = &envelope.unique {
-                self.statuses
-                    .update(&envelope.id, |s| s.unique = Some(key.clone()));
+            if envelope.unique.is_some() || options.delay.is_some() {
+                let next_run = options.delay.map(|delay| SystemTime::now() + delay);
+                self.statuses.update(&envelope.id, |s| {
+                    s.unique.clone_from(&envelope.unique);
+                    if let Some(next_run) = next_run {
+                        s.state = JobState::Delayed { next_run };
+                    }
+                });
             }
         }
         self.counters.job_enqueued();
@@ -259,7 +264,7 @@ impl JobRunner {
     /// once, and it is counted then); a running one is told.
     pub(super) fn cancel(&self, id: &str) -> Result<Cancellation, CancelError> {
         let decided = self.statuses.update_with(id, |s| match &s.state {
-            JobState::Queued | JobState::Retrying { .. } => {
+            JobState::Queued | JobState::Delayed { .. } | JobState::Retrying { .. } => {
                 s.state = JobState::Cancelled;
                 let ended = (s.name.clone(), s.queue.clone(), s.unique.clone());
                 Ok(Some(ended))
@@ -603,7 +608,10 @@ impl JobRunner {
                 self.run_now(envelope);
                 continue;
             }
-            self.wait(envelope, Instant::now() + delay.unwrap_or_default());
+            match delay {
+                Some(delay) => self.delay(envelope, delay),
+                None => self.wait(envelope, Instant::now()),
+            }
         }
     }
 
@@ -646,6 +654,18 @@ impl JobRunner {
             }
             dead.push_back(DeadLetter { envelope, error });
         }
+    }
+
+    /// A new job, due `delay` from now: its status says `delayed` until it
+    /// runs, and it waits in the timer.
+    pub(super) fn delay(&self, envelope: Envelope, delay: Duration) {
+        let next_run = SystemTime::now() + delay;
+        self.statuses.update(&envelope.id, |s| {
+            if s.state == JobState::Queued {
+                s.state = JobState::Delayed { next_run };
+            }
+        });
+        self.wait(envelope, Instant::now() + delay);
     }
 
     /// Puts the job in the timer until `due`; it counts as delayed (and the

@@ -13,8 +13,14 @@ pub const DEFAULT_JOB_STATUS_CAPACITY: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum JobState {
-    /// Enqueued, not started (or delayed until later).
+    /// Enqueued, not started.
     Queued,
+    /// Enqueued to start later ([`enqueue_in`](crate::BackgroundTasks::enqueue_in),
+    /// [`enqueue_at`](crate::BackgroundTasks::enqueue_at)): due at `next_run`.
+    Delayed {
+        /// When it is due.
+        next_run: SystemTime,
+    },
     /// An attempt is running.
     Running,
     /// An attempt failed; the next is due at `next_run`.
@@ -35,10 +41,11 @@ pub enum JobState {
 }
 
 impl JobState {
-    /// `queued`, `running`, `retrying`, `done`, `dead`, `discarded` or `cancelled`.
+    /// `queued`, `delayed`, `running`, `retrying`, `done`, `dead`, `discarded` or `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             JobState::Queued => "queued",
+            JobState::Delayed { .. } => "delayed",
             JobState::Running => "running",
             JobState::Retrying { .. } => "retrying",
             JobState::Done => "done",
@@ -84,8 +91,9 @@ pub struct JobStatus {
 
 impl JobStatus {
     /// The status as JSON: `{"id", "name", "queue", "status", "attempts",
-    /// "error", "result"}` (`error` and `result` null when there is none), and
-    /// `"children"` (their ids) when its attempt enqueued follow-up jobs.
+    /// "error", "result"}` (`error` and `result` null when there is none),
+    /// `"children"` (their ids) when its attempt enqueued follow-up jobs, and
+    /// `"next_run_ms"` (Unix ms) while it is delayed or retrying.
     pub fn to_json(&self) -> serde_json::Value {
         let result = self
             .result
@@ -102,6 +110,12 @@ impl JobStatus {
         });
         if !self.children.is_empty() {
             value["children"] = self.children.clone().into();
+        }
+        if let JobState::Delayed { next_run } | JobState::Retrying { next_run } = &self.state {
+            let ms = next_run
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            value["next_run_ms"] = ms.into();
         }
         value
     }

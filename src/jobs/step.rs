@@ -14,8 +14,6 @@
 //! counting as delayed; `JobRunner::close` discards what still waits in the
 //! timer, the queues or the buffer at the shutdown deadline.
 
-use std::time::Instant;
-
 use super::broker::Refused;
 use super::runner::{JobPick, JobStep};
 use crate::tasks::{Discarded, HandOver, Step, TaskName};
@@ -51,7 +49,7 @@ impl Step for JobStep {
                 Err(envelope) => runner.discard_closed(&envelope),
             },
             (_, None) => runner.run_attempt(envelope),
-            (_, Some(delay)) => runner.wait(envelope, Instant::now() + delay),
+            (_, Some(delay)) => runner.delay(envelope, delay),
         }
     }
 

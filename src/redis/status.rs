@@ -136,6 +136,9 @@ impl StatusWrites {
 pub(crate) fn state_of(name: &str) -> JobState {
     match name {
         "running" => JobState::Running,
+        "delayed" => JobState::Delayed {
+            next_run: SystemTime::UNIX_EPOCH,
+        },
         "retrying" => JobState::Retrying {
             next_run: SystemTime::UNIX_EPOCH,
         },
@@ -178,11 +181,11 @@ pub(crate) fn read_status(
     let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
         return Ok(None);
     };
+    let next_run =
+        SystemTime::UNIX_EPOCH + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0));
     let state = match value["status"].as_str() {
-        Some("retrying") => JobState::Retrying {
-            next_run: SystemTime::UNIX_EPOCH
-                + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0)),
-        },
+        Some("retrying") => JobState::Retrying { next_run },
+        Some("delayed") => JobState::Delayed { next_run },
         other => state_of(other.unwrap_or_default()),
     };
     Ok(Some(JobStatus {

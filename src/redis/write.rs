@@ -73,9 +73,14 @@ pub(crate) fn write_jobs(
     for (job, lane) in batch.iter().zip(&lanes) {
         let envelope = &job.envelope;
         // A delayed job's status says when it is due (a cancel finds it there).
+        let state = if job.due_ms.is_some() {
+            "delayed"
+        } else {
+            "queued"
+        };
         let status = StatusWrite {
             next_run_ms: job.due_ms,
-            ..StatusWrite::new(&envelope.name, "queued", envelope.attempts)
+            ..StatusWrite::new(&envelope.name, state, envelope.attempts)
         };
         statuses.push(&queues[*lane], &envelope.id, &status);
     }
