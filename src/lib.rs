@@ -150,6 +150,7 @@
 mod access;
 mod background;
 mod block_on;
+mod dashboard;
 mod de;
 mod engine;
 mod error;
@@ -178,6 +179,7 @@ pub mod testing;
 mod unwind;
 
 pub use crate::background::{BackgroundPool, BackgroundPoolBuilder};
+pub use crate::dashboard::{dashboard, Dashboard};
 pub use crate::engine::Engine;
 pub use crate::error::Error;
 pub use crate::extract::{Dependency, Depends, Path, Query, RawBody};

@@ -64,6 +64,15 @@ impl Jobs {
         }
     }
 
+    /// Every status kept here, the newest first (in-process jobs; over
+    /// Redis, none: the dashboard reads Redis).
+    pub(crate) fn kept_statuses(&self) -> Vec<JobStatus> {
+        match self.runner.broker() {
+            Some(_) => Vec::new(),
+            None => self.runner.statuses(),
+        }
+    }
+
     /// The dead jobs kept, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.runner.dead_letters()

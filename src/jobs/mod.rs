@@ -13,7 +13,7 @@ pub(crate) mod broker;
 pub(crate) mod cancel;
 #[cfg(any(feature = "redis", test))]
 pub(crate) mod consumer;
-mod cron;
+pub(crate) mod cron;
 mod enqueue;
 pub(crate) mod envelope;
 mod handle;

@@ -141,6 +141,11 @@ impl JobRunner {
     }
 
     /// What the in-process store knows of job `id`.
+    /// Every status kept, the newest first.
+    pub(super) fn statuses(&self) -> Vec<JobStatus> {
+        self.statuses.all()
+    }
+
     pub(super) fn status(&self, id: &str) -> Option<JobStatus> {
         self.statuses.get(id)
     }

@@ -139,6 +139,22 @@ struct Slot {
     record: Record,
 }
 
+impl Slot {
+    fn status(&self) -> JobStatus {
+        let Slot { id, record } = self;
+        JobStatus {
+            id: id.to_string(),
+            name: record.name.to_string(),
+            queue: record.queue.to_string(),
+            state: record.state.clone(),
+            attempts: record.attempts,
+            error: record.error.clone(),
+            result: record.result.clone(),
+            children: record.children.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
 /// A status as the store keeps it.
 pub(crate) struct Record {
     pub(crate) name: Cow<'static, str>,
@@ -223,20 +239,23 @@ impl StatusStore {
         }
     }
 
+    /// Every status kept, the newest first (a dashboard's lists).
+    pub(crate) fn all(&self) -> Vec<JobStatus> {
+        let slots = self.lock();
+        let mut kept: Vec<(u64, &Slot)> = slots
+            .iter()
+            .flatten()
+            .map(|slot| (IdSource::sequence(&slot.id).unwrap_or(0), slot))
+            .collect();
+        kept.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
+        kept.into_iter().map(|(_, slot)| slot.status()).collect()
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<JobStatus> {
         let index = self.slot_of(id)?;
         let slots = self.lock();
-        let Slot { id, record } = slots.get(index)?.as_ref().filter(|s| *s.id == *id)?;
-        Some(JobStatus {
-            id: id.to_string(),
-            name: record.name.to_string(),
-            queue: record.queue.to_string(),
-            state: record.state.clone(),
-            attempts: record.attempts,
-            error: record.error.clone(),
-            result: record.result.clone(),
-            children: record.children.iter().map(|c| c.to_string()).collect(),
-        })
+        let slot = slots.get(index)?.as_ref().filter(|s| *s.id == *id)?;
+        Some(slot.status())
     }
 }
 

@@ -7,11 +7,12 @@ use redis::streams::StreamRangeReply;
 use redis::Value;
 
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
+use super::status::read_status;
 use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
 use crate::jobs::envelope::now_ms;
 use crate::jobs::schedule::Spec;
-use crate::jobs::{CancelError, Cancellation, Envelope, ScheduleInfo};
+use crate::jobs::{CancelError, Cancellation, Envelope, JobStatus, ScheduleInfo};
 
 /// Reads and repairs a deployment's queues.
 pub struct Admin {
@@ -206,6 +207,14 @@ impl Admin {
         let config = self.connection.config();
         self.with(|con, keys| super::cancel::cancel(con, keys, config, id))
             .unwrap_or_else(|error| Err(CancelError::Unavailable(error)))
+    }
+
+    /// What Redis knows of job `id` (its status, in whichever queue).
+    pub fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
+        self.with(|con, keys| {
+            let queues = known_queues(con, keys)?;
+            read_status(con, keys, &queues, id)
+        })
     }
 
     /// The deployment's schedules (those its servers have registered),

@@ -1,0 +1,385 @@
+//! The dashboard's pages, rendered on the server from a [`View`]: every
+//! value a job carries is escaped ([`escape`]), lists are paged and read no
+//! more than one page's worth of HTML.
+
+use std::fmt::Write;
+
+use super::html::{action, escape, page, table, time, url_part};
+use super::source::{QueueRow, View};
+use crate::jobs::{JobState, JobStatus};
+use crate::stats::Stats;
+
+/// Rows per page of a list.
+pub(crate) const PAGE_SIZE: usize = 50;
+
+/// What every page knows of its request.
+pub(crate) struct Ctx<'a> {
+    /// Where the dashboard is mounted (`/afterward`).
+    pub(crate) base: &'a str,
+    pub(crate) csrf: &'a str,
+    pub(crate) actions: bool,
+}
+
+/// `/`: the queues, the pool and the server, the schedules.
+pub(crate) fn overview(ctx: &Ctx<'_>, view: &View<'_>, stats: &Stats) -> Result<String, String> {
+    let queues = view.queues()?;
+    let mut body = format!("<p class=\"mode\">Jobs: {}</p>", view.mode());
+    body.push_str("<h2>Queues</h2>");
+    body.push_str(&queue_table(&queues, view.mode() == "Redis"));
+    let _ = write!(
+        body,
+        "<h2>This process</h2>{}",
+        table(
+            &["", "value"],
+            &[
+                row2("tasks scheduled", stats.scheduled),
+                row2("tasks completed", stats.completed),
+                row2("tasks failed", stats.failed + stats.panicked),
+                row2("tasks discarded", stats.discarded),
+                row2("background queue depth", stats.queued),
+                row2("jobs succeeded", stats.jobs_succeeded),
+                row2("jobs dead", stats.jobs_dead),
+                row2("jobs cancelled", stats.jobs_cancelled),
+                row2("HTTP requests", stats.requests),
+                row2("HTTP 5xx", stats.requests_by_class[4]),
+                row2("connections open", stats.connections_open),
+            ]
+        )
+    );
+    let schedules = view.schedules()?;
+    if !schedules.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>Schedules</h2>{}",
+            schedule_table(ctx, &schedules)
+        );
+    }
+    Ok(page(ctx.base, "Overview", &body))
+}
+
+fn row2(label: &str, value: u64) -> Vec<String> {
+    vec![escape(label), value.to_string()]
+}
+
+fn queue_table(queues: &[QueueRow], redis: bool) -> String {
+    let rows: Vec<Vec<String>> = queues
+        .iter()
+        .map(|q| {
+            vec![
+                escape(&q.queue),
+                q.ready.to_string(),
+                q.running.to_string(),
+                q.delayed.to_string(),
+                if redis {
+                    "—".into()
+                } else {
+                    q.retrying.to_string()
+                },
+                q.dead.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["queue", "ready", "running", "delayed", "retrying", "dead"],
+        &rows,
+    )
+}
+
+fn schedule_table(ctx: &Ctx<'_>, schedules: &[crate::ScheduleInfo]) -> String {
+    let rows: Vec<Vec<String>> = schedules
+        .iter()
+        .map(|s| {
+            let mut cells = vec![
+                escape(&s.name),
+                escape(&s.spec),
+                s.last_run_ms.map_or("—".into(), time),
+                s.next_run_ms.map_or("—".into(), time),
+                if s.paused {
+                    "paused".into()
+                } else {
+                    "running".into()
+                },
+            ];
+            if ctx.actions {
+                let (verb, label) = if s.paused {
+                    ("resume", "Resume")
+                } else {
+                    ("pause", "Pause")
+                };
+                let to = format!("{}/schedules/{}/{verb}", ctx.base, url_part(&s.name));
+                cells.push(action(&to, label, ctx.csrf));
+            }
+            cells
+        })
+        .collect();
+    let mut head = vec!["schedule", "spec", "last run", "next run", "state"];
+    if ctx.actions {
+        head.push("");
+    }
+    table(&head, &rows)
+}
+
+/// `/schedules`.
+pub(crate) fn schedules(ctx: &Ctx<'_>, view: &View<'_>) -> Result<String, String> {
+    let schedules = view.schedules()?;
+    Ok(page(
+        ctx.base,
+        "Schedules",
+        &schedule_table(ctx, &schedules),
+    ))
+}
+
+/// The filters of a list: a state, a search (an id, or part of a name),
+/// a page (from 1).
+#[derive(Default, serde::Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    pub(crate) state: String,
+    #[serde(default)]
+    pub(crate) q: String,
+    #[serde(default)]
+    pub(crate) page: usize,
+}
+
+impl ListQuery {
+    fn matches(&self, id: &str, name: &str) -> bool {
+        self.q.is_empty() || id == self.q || name.contains(self.q.as_str())
+    }
+
+    fn link(&self, base: &str, path: &str, page: usize) -> String {
+        format!(
+            "{base}{path}?state={}&amp;q={}&amp;page={page}",
+            url_part(&self.state),
+            url_part(&self.q)
+        )
+    }
+}
+
+/// The search form and the page links of a list of `total` rows.
+fn paging(ctx: &Ctx<'_>, query: &ListQuery, path: &str, total: usize) -> (String, String, usize) {
+    let page = query.page.max(1);
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let form = format!(
+        "<form method=\"get\" action=\"{base}{path}\" class=\"search\">\
+         <input type=\"hidden\" name=\"state\" value=\"{state}\">\
+         <input type=\"search\" name=\"q\" value=\"{q}\" placeholder=\"id or name\">\
+         <button type=\"submit\">Search</button></form>",
+        base = escape(ctx.base),
+        state = escape(&query.state),
+        q = escape(&query.q),
+    );
+    let mut nav = format!("<p class=\"paging\">{total} in all · page {page} of {pages}");
+    if page > 1 {
+        let _ = write!(
+            nav,
+            " · <a href=\"{}\">previous</a>",
+            query.link(&escape(ctx.base), path, page - 1)
+        );
+    }
+    if page < pages {
+        let _ = write!(
+            nav,
+            " · <a href=\"{}\">next</a>",
+            query.link(&escape(ctx.base), path, page + 1)
+        );
+    }
+    nav.push_str("</p>");
+    (form, nav, (page - 1) * PAGE_SIZE)
+}
+
+/// The states a list can show.
+const STATES: [&str; 8] = [
+    "running",
+    "retrying",
+    "delayed",
+    "queued",
+    "done",
+    "dead",
+    "cancelled",
+    "discarded",
+];
+
+/// `/jobs`: the statuses kept in this process, by state, searched, paged.
+pub(crate) fn jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> String {
+    let mut body = String::from("<p class=\"states\">");
+    for state in STATES {
+        let mark = if query.state == state {
+            " class=\"on\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            body,
+            "<a{mark} href=\"{}/jobs?state={state}\">{state}</a> ",
+            escape(ctx.base)
+        );
+    }
+    body.push_str("</p>");
+    if view.mode() == "Redis" {
+        body.push_str(
+            "<p>Over Redis, look a job up by its id (<code>/jobs/ID</code>), or see the queues and the dead letters.</p>",
+        );
+        return page(ctx.base, "Jobs", &body);
+    }
+    let all: Vec<JobStatus> = view
+        .statuses()
+        .into_iter()
+        .filter(|s| query.state.is_empty() || s.state.as_str() == query.state)
+        .filter(|s| query.matches(&s.id, &s.name))
+        .collect();
+    let (form, nav, skip) = paging(ctx, query, "/jobs", all.len());
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .skip(skip)
+        .take(PAGE_SIZE)
+        .map(|s| {
+            vec![
+                job_link(ctx, &s.id),
+                escape(&s.name),
+                escape(&s.queue),
+                escape(s.state.as_str()),
+                s.attempts.to_string(),
+                next_run(&s.state),
+                escape(s.error.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    let _ = write!(
+        body,
+        "{form}{}{nav}",
+        table(
+            &["id", "name", "queue", "state", "attempts", "next run", "error"],
+            &rows
+        )
+    );
+    page(ctx.base, "Jobs", &body)
+}
+
+/// A link to job `id`'s page.
+fn job_link(ctx: &Ctx<'_>, id: &str) -> String {
+    format!(
+        "<a href=\"{}/jobs/{}\">{}</a>",
+        escape(ctx.base),
+        url_part(id),
+        escape(id)
+    )
+}
+
+fn next_run(state: &JobState) -> String {
+    match state {
+        JobState::Delayed { next_run } | JobState::Retrying { next_run } => next_run
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or("—".into(), |d| time(d.as_millis() as u64)),
+        _ => "—".into(),
+    }
+}
+
+/// `/jobs/{id}`: one job's status, result and error; cancel while it has
+/// not ended. `None` for an unknown id.
+pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<String>, String> {
+    let Some(status) = view.status(id)? else {
+        return Ok(None);
+    };
+    let result = status.result.as_deref().map_or("—".into(), |text| {
+        let pretty = serde_json::from_str::<serde_json::Value>(text)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| text.to_owned());
+        format!("<pre>{}</pre>", escape(&pretty))
+    });
+    let children: Vec<String> = status
+        .children
+        .iter()
+        .map(|c| {
+            format!(
+                "<a href=\"{}/jobs/{}\">{}</a>",
+                escape(ctx.base),
+                url_part(c),
+                escape(c)
+            )
+        })
+        .collect();
+    let rows = vec![
+        vec!["id".into(), escape(&status.id)],
+        vec!["name".into(), escape(&status.name)],
+        vec!["queue".into(), escape(&status.queue)],
+        vec!["state".into(), escape(status.state.as_str())],
+        vec!["attempts".into(), status.attempts.to_string()],
+        vec!["next run".into(), next_run(&status.state)],
+        vec![
+            "error".into(),
+            status
+                .error
+                .as_deref()
+                .map_or("—".into(), |e| format!("<pre>{}</pre>", escape(e))),
+        ],
+        vec!["result".into(), result],
+        vec![
+            "follow-ups".into(),
+            if children.is_empty() {
+                "—".into()
+            } else {
+                children.join(" ")
+            },
+        ],
+    ];
+    let mut body = table(&["", ""], &rows);
+    if ctx.actions && !status.state.has_ended() {
+        let to = format!("{}/jobs/{}/cancel", ctx.base, url_part(&status.id));
+        body.push_str(&action(&to, "Cancel", ctx.csrf));
+    }
+    Ok(Some(page(ctx.base, &format!("Job {}", status.name), &body)))
+}
+
+/// `/dead`: dead letters (error, attempts, payload), searched, paged;
+/// requeue or discard each, or requeue a queue's all.
+pub(crate) fn dead(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> Result<String, String> {
+    let all: Vec<_> = view
+        .dead()?
+        .into_iter()
+        .filter(|d| query.matches(&d.id, &d.name))
+        .collect();
+    let (form, nav, skip) = paging(ctx, query, "/dead", all.len());
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .skip(skip)
+        .take(PAGE_SIZE)
+        .map(|d| {
+            let mut cells = vec![
+                job_link(ctx, &d.id),
+                escape(&d.name),
+                escape(&d.queue),
+                d.attempts.to_string(),
+                format!("<pre>{}</pre>", escape(&d.error)),
+                format!("<pre>{}</pre>", escape(&d.payload)),
+            ];
+            if ctx.actions {
+                let base = format!("{}/dead/{}", ctx.base, url_part(&d.id));
+                cells.push(format!(
+                    "{}{}",
+                    action(&format!("{base}/requeue"), "Requeue", ctx.csrf),
+                    action(&format!("{base}/discard"), "Discard", ctx.csrf)
+                ));
+            }
+            cells
+        })
+        .collect();
+    let mut head = vec!["id", "name", "queue", "attempts", "error", "payload"];
+    if ctx.actions {
+        head.push("");
+    }
+    let mut body = format!("{form}{}{nav}", table(&head, &rows));
+    if ctx.actions {
+        let mut queues: Vec<&str> = all.iter().map(|d| d.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for queue in queues {
+            let to = format!("{}/dead/requeue-all/{}", ctx.base, url_part(queue));
+            body.push_str(&action(
+                &to,
+                &format!("Requeue every dead job of {queue}"),
+                ctx.csrf,
+            ));
+        }
+    }
+    Ok(page(ctx.base, "Dead letters", &body))
+}

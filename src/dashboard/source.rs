@@ -1,0 +1,241 @@
+//! Where the dashboard reads and steers the jobs: this server's own pool
+//! ([`Jobs`]), or a Redis deployment ([`Admin`], feature `redis`). Both
+//! give the pages the same views.
+
+use std::collections::BTreeMap;
+
+use crate::jobs::{CancelError, Cancellation, DeadLetter, JobState, JobStatus, Jobs, ScheduleInfo};
+
+/// One queue's counts.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct QueueRow {
+    pub(crate) queue: String,
+    /// Waiting to start (over Redis: in the stream, not yet read).
+    pub(crate) ready: u64,
+    /// Running (over Redis: read by a worker, not yet acknowledged).
+    pub(crate) running: u64,
+    pub(crate) delayed: u64,
+    /// In-process only: over Redis, retries wait among the delayed.
+    pub(crate) retrying: u64,
+    pub(crate) dead: u64,
+}
+
+/// A dead letter, as the pages show it.
+pub(crate) struct DeadRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) attempts: u32,
+    pub(crate) error: String,
+    pub(crate) payload: String,
+}
+
+impl From<DeadLetter> for DeadRow {
+    fn from(letter: DeadLetter) -> DeadRow {
+        let envelope = letter.envelope;
+        DeadRow {
+            id: envelope.id.to_string(),
+            name: envelope.name.into_owned(),
+            queue: envelope.queue.into_owned(),
+            attempts: envelope.attempts,
+            error: letter.error,
+            payload: envelope.payload,
+        }
+    }
+}
+
+/// Where the data comes from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// The pool of the server serving the page.
+    InProcess,
+    /// A Redis deployment.
+    #[cfg(feature = "redis")]
+    Redis(std::sync::Arc<crate::redis::Admin>),
+}
+
+/// What a page needs of the source, for one request (`jobs`: the server's
+/// own, when it has any).
+pub(crate) struct View<'a> {
+    pub(crate) source: &'a Source,
+    pub(crate) jobs: Option<Jobs>,
+}
+
+/// How many dead letters a page may read from Redis, at most.
+#[cfg(feature = "redis")]
+const DEAD_READ: usize = 10_000;
+
+impl View<'_> {
+    /// `in-process` or `Redis`.
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.source {
+            Source::InProcess => "in-process",
+            #[cfg(feature = "redis")]
+            Source::Redis(_) => "Redis",
+        }
+    }
+
+    pub(crate) fn queues(&self) -> Result<Vec<QueueRow>, String> {
+        match self.source {
+            Source::InProcess => Ok(self
+                .jobs
+                .as_ref()
+                .map(in_process_queues)
+                .unwrap_or_default()),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => Ok(admin
+                .queues()?
+                .into_iter()
+                .map(|(queue, c)| QueueRow {
+                    queue,
+                    ready: c.ready,
+                    running: c.pending,
+                    delayed: c.delayed,
+                    retrying: 0,
+                    dead: c.dead,
+                })
+                .collect()),
+        }
+    }
+
+    /// The statuses kept in this process, the newest first (over Redis:
+    /// none; the pages then look jobs up by id).
+    pub(crate) fn statuses(&self) -> Vec<JobStatus> {
+        match (self.source, &self.jobs) {
+            (Source::InProcess, Some(jobs)) => jobs.kept_statuses(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
+        match self.source {
+            Source::InProcess => match &self.jobs {
+                Some(jobs) => jobs.lookup(id),
+                None => Ok(None),
+            },
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.status(id),
+        }
+    }
+
+    pub(crate) fn dead(&self) -> Result<Vec<DeadRow>, String> {
+        match self.source {
+            Source::InProcess => Ok(self
+                .jobs
+                .as_ref()
+                .map(|jobs| {
+                    jobs.dead_letters()
+                        .into_iter()
+                        .rev()
+                        .map(DeadRow::from)
+                        .collect()
+                })
+                .unwrap_or_default()),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => Ok(admin
+                .dead(DEAD_READ)?
+                .into_iter()
+                .map(|dead| {
+                    DeadRow::from(DeadLetter {
+                        envelope: dead.envelope,
+                        error: dead.error,
+                    })
+                })
+                .collect()),
+        }
+    }
+
+    pub(crate) fn schedules(&self) -> Result<Vec<ScheduleInfo>, String> {
+        match (self.source, &self.jobs) {
+            (Source::InProcess, Some(jobs)) => jobs.schedules(),
+            (Source::InProcess, None) => Ok(Vec::new()),
+            #[cfg(feature = "redis")]
+            (Source::Redis(admin), _) => admin.schedules(),
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: &str) -> Result<Cancellation, CancelError> {
+        match self.source {
+            Source::InProcess => match &self.jobs {
+                Some(jobs) => jobs.cancel(id),
+                None => Err(CancelError::NotFound),
+            },
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.cancel(id),
+        }
+    }
+
+    /// Requeues dead job `id`: whether there was one.
+    pub(crate) fn requeue(&self, id: &str) -> Result<bool, String> {
+        match self.source {
+            Source::InProcess => Ok(self.jobs.as_ref().is_some_and(|j| j.requeue_dead(id))),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.requeue(id),
+        }
+    }
+
+    /// Requeues every dead job of `queue`: how many.
+    pub(crate) fn requeue_all(&self, queue: &str) -> Result<u64, String> {
+        match self.source {
+            Source::InProcess => Ok(self
+                .jobs
+                .as_ref()
+                .map_or(0, |j| j.requeue_all_dead(Some(queue)) as u64)),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.requeue_all(Some(queue)),
+        }
+    }
+
+    /// Drops dead job `id`'s letter: whether there was one.
+    pub(crate) fn discard(&self, id: &str) -> Result<bool, String> {
+        match self.source {
+            Source::InProcess => Ok(self.jobs.as_ref().is_some_and(|j| j.discard_dead(id))),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.discard(id),
+        }
+    }
+
+    /// Pauses or resumes schedule `name`: whether there is one.
+    pub(crate) fn pause(&self, name: &str, paused: bool) -> Result<bool, String> {
+        match self.source {
+            Source::InProcess => match &self.jobs {
+                Some(jobs) if paused => jobs.pause_schedule(name),
+                Some(jobs) => jobs.resume_schedule(name),
+                None => Ok(false),
+            },
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => {
+                let known = admin.schedules()?.iter().any(|s| s.name == name);
+                if known {
+                    admin.pause_schedule(name, paused)?;
+                }
+                Ok(known)
+            }
+        }
+    }
+}
+
+/// The in-process queues' counts, from the statuses kept and the dead letters.
+fn in_process_queues(jobs: &Jobs) -> Vec<QueueRow> {
+    fn row<'a>(queues: &'a mut BTreeMap<String, QueueRow>, queue: &str) -> &'a mut QueueRow {
+        queues.entry(queue.to_owned()).or_insert_with(|| QueueRow {
+            queue: queue.to_owned(),
+            ..QueueRow::default()
+        })
+    }
+    let mut queues: BTreeMap<String, QueueRow> = BTreeMap::new();
+    for status in jobs.kept_statuses() {
+        let counts = row(&mut queues, &status.queue);
+        match status.state {
+            JobState::Queued => counts.ready += 1,
+            JobState::Running => counts.running += 1,
+            JobState::Delayed { .. } => counts.delayed += 1,
+            JobState::Retrying { .. } => counts.retrying += 1,
+            _ => {}
+        }
+    }
+    for letter in jobs.dead_letters() {
+        row(&mut queues, &letter.envelope.queue).dead += 1;
+    }
+    queues.into_values().collect()
+}
