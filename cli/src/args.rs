@@ -59,6 +59,9 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "strict", value: "", default: "off", help: "with --queues: always the first queue, in the order given, that has a job ready" },
     Opt { name: "queue-limit", value: "LIMITS", default: "none", help: "with --queues: at most N jobs of a queue running at once here, `slow=1,reports=2`" },
     Opt { name: "log-file", value: "PATH", default: "log.txt", help: "file the notification tasks append to" },
+    Opt { name: "dashboard", value: "", default: "off", help: "serve the jobs dashboard at /afterward (without --dashboard-token only on a loopback address)" },
+    Opt { name: "dashboard-token", value: "TOKEN", default: "none", help: "the dashboard asks for this token: `Authorization: Bearer TOKEN`, or its login form" },
+    Opt { name: "dashboard-actions", value: "", default: "off", help: "let the dashboard cancel, requeue, discard, pause and resume (read-only without)" },
     Opt { name: "heartbeat", value: "SPEC", default: "none", help: "a periodic job `heartbeat` that appends `heartbeat TICK` (the tick in Unix ms) to the log file of the process that runs it: an interval (`1s`, `500ms`, `5m`) or a cron expression (UTC); with --redis-url on several servers, each tick is enqueued once in all" },
     Opt { name: "notify-delay-ms", value: "MS", default: "0", help: "how long each notification task waits first (a slow mail server)" },
     Opt {
@@ -146,6 +149,86 @@ pub struct Args {
     pub redis_mode: RedisMode,
     pub queues: Option<Queues>,
     pub heartbeat: Option<afterward::Schedule>,
+    pub dashboard: Option<DashboardArgs>,
+}
+
+/// The dashboard's settings (`--dashboard`, or `afterward dashboard`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardArgs {
+    pub token: Option<String>,
+    pub actions: bool,
+}
+
+/// The settings of `afterward dashboard`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardCommand {
+    pub redis_url: String,
+    pub address: String,
+    pub dashboard: DashboardArgs,
+}
+
+/// The options of `afterward dashboard`.
+const DASHBOARD_OPTIONS: &[Opt] = &[
+    Opt {
+        name: "redis-url",
+        value: "URL",
+        default: "(required)",
+        help: "the Redis holding the jobs",
+    },
+    Opt {
+        name: "address",
+        value: "HOST:PORT",
+        default: "127.0.0.1:8001",
+        help: "where to serve the dashboard (at /afterward)",
+    },
+    Opt {
+        name: "dashboard-token",
+        value: "TOKEN",
+        default: "none",
+        help: "the dashboard asks for this token (required off loopback)",
+    },
+    Opt {
+        name: "dashboard-actions",
+        value: "",
+        default: "off",
+        help: "let the dashboard cancel, requeue, discard, pause and resume",
+    },
+];
+
+/// `--dashboard`, `--dashboard-token`, `--dashboard-actions` as given, for
+/// a server on `host`: without a token, only a loopback host.
+fn dashboard_args(
+    options: &Resolver<'_, impl Fn(&str) -> Option<String>>,
+    on: bool,
+    host: &str,
+) -> Result<Option<DashboardArgs>, String> {
+    let token = options.raw("dashboard-token").map(|(_, t)| t);
+    let actions = options.switch("dashboard-actions")?;
+    if !on {
+        if let Some((source, _)) = options
+            .raw("dashboard-token")
+            .or_else(|| options.raw("dashboard-actions"))
+        {
+            return Err(format!(
+                "{source} needs --dashboard (or AFTERWARD_DASHBOARD)"
+            ));
+        }
+        return Ok(None);
+    }
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if token.is_none() && !loopback {
+        return Err(format!(
+            "--dashboard without --dashboard-token would let anyone who reaches {host} see the jobs: give a token, or serve on a loopback address"
+        ));
+    }
+    if token.as_deref() == Some("") {
+        return Err("--dashboard-token must not be empty".into());
+    }
+    Ok(Some(DashboardArgs { token, actions }))
 }
 
 /// What `--redis-url` is for.
@@ -210,6 +293,7 @@ pub enum Command {
     Serve(Args),
     Worker(WorkerArgs),
     Jobs(JobsArgs),
+    Dashboard(DashboardCommand),
     Help,
     Version,
 }
@@ -430,6 +514,10 @@ pub fn parse(
             args.remove(0);
             parse_worker(args, &env)
         }
+        Some("dashboard") => {
+            args.remove(0);
+            parse_dashboard(args, &env)
+        }
         Some("jobs") => {
             args.remove(0);
             parse_jobs(args, &env)
@@ -528,6 +616,33 @@ fn parse_jobs(
     Ok(Command::Jobs(JobsArgs { redis_url, action }))
 }
 
+fn parse_dashboard(
+    args: Vec<OsString>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let Given { given, .. } = match read(args, DASHBOARD_OPTIONS, false)? {
+        Ok(given) => given,
+        Err(command) => return Ok(command),
+    };
+    let options = Resolver { given: &given, env };
+    let redis_url = options.redis_url(true)?.unwrap_or_default();
+    let address = options
+        .raw("address")
+        .map_or_else(|| "127.0.0.1:8001".to_owned(), |(_, a)| a);
+    let host = address
+        .rsplit_once(':')
+        .map_or(address.as_str(), |(h, _)| h);
+    let dashboard = dashboard_args(&options, true, host)?.unwrap_or(DashboardArgs {
+        token: None,
+        actions: false,
+    });
+    Ok(Command::Dashboard(DashboardCommand {
+        redis_url,
+        address,
+        dashboard,
+    }))
+}
+
 fn parse_serve(
     args: Vec<OsString>,
     env: &impl Fn(&str) -> Option<String>,
@@ -571,6 +686,7 @@ fn parse_serve(
             "invalid value {host:?} for {host_source}: not an address to listen on ({e})"
         ));
     }
+    let dashboard = dashboard_args(&options, options.switch("dashboard")?, &host)?;
     Ok(Command::Serve(Args {
         host,
         port,
@@ -609,6 +725,7 @@ fn parse_serve(
                 .unwrap_or(0),
         ),
         redis_mode,
+        dashboard,
         heartbeat: match options.raw("heartbeat") {
             None => None,
             Some((source, spec)) => Some(
@@ -668,6 +785,7 @@ pub fn help() -> String {
         "afterward: an HTTP server whose handlers answer at once and leave slow work to background tasks.\n\n\
          Usage: afterward [OPTIONS]                          serve the demo app\n       \
          afterward worker --redis-url URL [OPTIONS]    run the demo's jobs from Redis\n       \
+         afterward dashboard --redis-url URL [--address HOST:PORT] [--dashboard-token T] [--dashboard-actions]\n       \
          afterward jobs --redis-url URL pending|queues|dead|requeue ID|requeue --all [--queue NAME]|discard ID|cancel ID|schedules|pause NAME|resume NAME\n\n\
          Options (each also read from its environment variable):\n",
     );
@@ -705,7 +823,7 @@ pub fn help() -> String {
          schedules prints each schedule (name, spec, last_run_ms, next_run_ms, paused), one JSON line each;\n\
          pause NAME and resume NAME pause and resume a schedule on every server.\n\n\
          Routes: POST /send-notification/{email}?q=, POST /files, GET /files/{id}, POST /flaky, GET /jobs/{id},\n\
-         DELETE /jobs/{id} (cancel),\n\
+         DELETE /jobs/{id} (cancel); with --dashboard, the jobs dashboard at /afterward.\n\
          GET /health, GET /metrics.\n\
          The file store keeps the results of the last 1000 uploads (oldest evicted; with --redis-url, in Redis for a day).\n\
          Logs go to stderr; RUST_LOG sets the level (default info).\n\

@@ -31,9 +31,11 @@ fn main() -> ExitCode {
         Ok(Command::Worker(args)) => Box::new(move || redis::worker(args)),
         #[cfg(feature = "redis")]
         Ok(Command::Jobs(args)) => Box::new(move || redis::jobs(args)),
+        #[cfg(feature = "redis")]
+        Ok(Command::Dashboard(args)) => Box::new(move || redis::dashboard(args)),
         // Parsed only in a build with the feature.
         #[cfg(not(feature = "redis"))]
-        Ok(Command::Worker(_) | Command::Jobs(_)) => {
+        Ok(Command::Worker(_) | Command::Jobs(_) | Command::Dashboard(_)) => {
             eprintln!("error: this afterward was built without the feature `redis`");
             return ExitCode::from(2);
         }
@@ -68,6 +70,15 @@ fn main() -> ExitCode {
     // stderr is stalled: then it is not waited for long.
     flusher.flush(std::time::Duration::from_secs(2));
     code
+}
+
+/// The dashboard the flags ask for (its token, if any; its actions).
+pub(crate) fn board(options: &args::DashboardArgs) -> afterward::Dashboard {
+    let board = match &options.token {
+        Some(token) => afterward::Dashboard::with_token(token.clone()),
+        None => afterward::Dashboard::open(),
+    };
+    board.actions(options.actions)
 }
 
 /// Logs to stderr through env_logger (`RUST_LOG`, default `info`), without
@@ -122,7 +133,17 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         };
     }
     let notifier = demo::Notifier::new(args.log_file, args.notify_delay);
-    let app = demo::app(notifier, files, args.heartbeat);
+    let mut app = demo::app(notifier, files, args.heartbeat);
+    if let Some(options) = &args.dashboard {
+        #[allow(unused_mut)]
+        let mut board = board(options);
+        #[cfg(feature = "redis")]
+        if let Some(url) = &args.redis_url {
+            let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+            board = board.redis(config);
+        }
+        app = app.nest("/afterward", afterward::dashboard(board));
+    }
     let server = builder.build(app).map_err(|e| e.to_string())?;
     // Signals are watched before the address is printed: whoever reads it
     // may signal at once. (`run_until_signal` would install them after.)

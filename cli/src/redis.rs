@@ -9,7 +9,7 @@ use afterward::{App, JobSettings, Response, Server, ServerHandle, Stopper};
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::args::{JobsAction, JobsArgs, WorkerArgs};
+use crate::args::{DashboardCommand, JobsAction, JobsArgs, WorkerArgs};
 use crate::demo;
 
 /// Runs the demo's jobs until SIGINT or SIGTERM, then stops gracefully.
@@ -88,6 +88,29 @@ fn serve_metrics(address: &str, worker: &Arc<Worker>) -> Result<ServerHandle, St
         .build(app)
         .and_then(|server| server.spawn())
         .map_err(|e| format!("cannot serve the worker's metrics on {address}: {e}"))
+}
+
+/// `afterward dashboard --redis-url URL --address HOST:PORT`: the dashboard
+/// of a Redis deployment, on its own, until SIGINT or SIGTERM.
+pub fn dashboard(args: DashboardCommand) -> Result<ExitCode, String> {
+    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+    let board = crate::board(&args.dashboard).redis(config);
+    let app = afterward::App::new()
+        .nest("/afterward", afterward::dashboard(board))
+        .get("/", || {
+            afterward::Response::new(303).with_header("Location", "/afterward")
+        });
+    let server = afterward::Server::builder()
+        .address(args.address.as_str())
+        .build(app)
+        .map_err(|e| e.to_string())?;
+    server
+        .stopper()
+        .stop_on_signals()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    println!("dashboard on http://{}/afterward", server.local_addr());
+    server.run().map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `afterward jobs pending|queues|dead|requeue ID|requeue --all [--queue Q]|discard ID|cancel ID`.

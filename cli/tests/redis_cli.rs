@@ -537,3 +537,80 @@ fn three_servers_with_one_schedule_enqueue_each_tick_once_and_a_stop_loses_none(
     let gaps: Vec<&[u64]> = ticks.windows(2).filter(|w| w[1] - w[0] != 200).collect();
     assert!(gaps.is_empty(), "ticks lost at {gaps:?} of {ticks:?}");
 }
+
+#[test]
+fn the_dashboard_of_a_redis_deployment_runs_on_its_own_and_requeues_a_dead_letter() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    use afterward::testing::TestRequest;
+
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let server = Afterward::start(&["--redis-url", &url, "--job-max-attempts", "1"]);
+    let id = accepted_id(&server, "/flaky?fail=1");
+    let worker = WorkerProcess::start(
+        &url,
+        &["--job-backoff-ms", "1", "--metrics-address", "127.0.0.1:0"],
+    );
+    wait_for_status(&server, &id, "dead");
+
+    let mut child = Command::new(support::cli::BIN)
+        .args(["dashboard", "--redis-url", &url, "--address", "127.0.0.1:0"])
+        .args(["--dashboard-token", "t0k", "--dashboard-actions"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start afterward dashboard");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.trim().strip_suffix("/afterward"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let get = |path: &str| {
+        TestRequest::new(addr, "GET", path)
+            .header("Authorization", "Bearer t0k")
+            .send()
+    };
+    assert_eq!(
+        TestRequest::new(addr, "GET", "/afterward/api/overview")
+            .send()
+            .status(),
+        401
+    );
+    let overview = get("/afterward/api/overview").json();
+    assert_eq!(overview["mode"], "Redis");
+    assert_eq!(overview["queues"][0]["queue"], "default");
+    assert_eq!(overview["queues"][0]["dead"], 1);
+    let dead = get("/afterward/dead").text();
+    assert!(
+        dead.contains(&id) && dead.contains("attempt 1 failed on purpose"),
+        "{dead}"
+    );
+    let job = get(&format!("/afterward/jobs/{id}")).text();
+    assert!(job.contains("dead"), "{job}");
+    // Requeued from the page (its payload fails again: dead once more).
+    let at = dead.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = &dead[at..at + 32];
+    let requeued = TestRequest::new(addr, "POST", &format!("/afterward/dead/{id}/requeue"))
+        .header("Authorization", "Bearer t0k")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send();
+    assert_eq!(requeued.status(), 303, "{}", requeued.text());
+    // It ran again on the worker: dead a second time.
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let twice = "afterward_worker_jobs_total{outcome=\"dead\"} 2\n";
+    while !worker.metrics_text().contains(twice) {
+        assert!(Instant::now() < deadline, "never requeued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
