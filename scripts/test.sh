@@ -35,6 +35,11 @@ part() {
     fi
 }
 
+if ! command -v "${CHROMIUM:-/usr/bin/chromium}" >/dev/null 2>&1; then
+    echo "chromium not found: tests/dashboard_browser.rs drives a headless Chromium and will" \
+        "fail. Install it (Debian: apt-get install chromium), or set CHROMIUM to its path." >&2
+fi
+
 part "default build, builtin engine" cargo test --workspace --no-fail-fast "$@"
 
 if command -v redis-server >/dev/null 2>&1; then

@@ -11,26 +11,7 @@ use std::sync::Arc;
 
 use afterward::testing::{TestResponse, TestServer};
 use afterward::{dashboard, Dashboard, Server};
-use probe::{post, Log};
-use serde::{Deserialize, Serialize};
-
-/// A job that always fails for good, with the markup it carries as error.
-#[derive(Serialize, Deserialize)]
-struct Evil {
-    note: String,
-}
-
-impl afterward::Job for Evil {
-    const NAME: &'static str = "evil";
-    fn run(self, _: &afterward::JobContext) -> afterward::JobResult {
-        Err(afterward::GiveUp::new(self.note).into())
-    }
-}
-
-fn evil(tasks: afterward::BackgroundTasks) -> Result<String, afterward::HttpError> {
-    let note = "<img src=x onerror=alert(1)>".to_owned();
-    Ok(tasks.enqueue(Evil { note })?.to_string())
-}
+use probe::{evil, post, Evil, Log};
 
 fn server(board: Dashboard) -> (TestServer, Arc<Log>) {
     let log = Arc::new(Log::default());

@@ -41,7 +41,7 @@ pub(crate) fn page(base: &str, title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · afterward</title>\
+         <title>{title} · afterward</title><link rel=\"icon\" href=\"data:,\">\
          <link rel=\"stylesheet\" href=\"{base}/assets/dashboard.css\"></head>\
          <body><header><a class=\"brand\" href=\"{base}\">afterward</a><nav>\
          <a href=\"{base}\">Overview</a>\
@@ -55,11 +55,15 @@ pub(crate) fn page(base: &str, title: &str, body: &str) -> String {
 
 /// A table of `head` and `rows` (each cell already HTML).
 pub(crate) fn table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = String::from("<table><thead><tr>");
-    for h in head {
-        let _ = write!(out, "<th>{}</th>", escape(h));
+    let mut out = String::from("<table>");
+    if head.iter().any(|h| !h.is_empty()) {
+        out.push_str("<thead><tr>");
+        for h in head {
+            let _ = write!(out, "<th>{}</th>", escape(h));
+        }
+        out.push_str("</tr></thead>");
     }
-    out.push_str("</tr></thead><tbody>");
+    out.push_str("<tbody>");
     if rows.is_empty() {
         let _ = write!(
             out,

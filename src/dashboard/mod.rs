@@ -396,7 +396,9 @@ fn cookie(request: &Request<'_>, name: &str) -> Option<String> {
 
 /// Whether a POST comes from the page's own origin: its `Origin` (sent by
 /// every browser on a POST) names the `Host` it was sent to, and its
-/// `Sec-Fetch-Site`, if any, is not `cross-site`.
+/// `Sec-Fetch-Site`, if any, is not `cross-site`. (The pages' referrer
+/// policy is `same-origin`: under `no-referrer` a browser sends
+/// `Origin: null`, which this refuses.)
 fn same_origin(request: &Request<'_>) -> bool {
     let headers = request.headers();
     if headers.get("sec-fetch-site") == Some("cross-site") {
@@ -449,7 +451,7 @@ fn html(body: String) -> Response {
         .with_header("Content-Security-Policy", CSP)
         .with_header("Cache-Control", "no-store")
         .with_header("X-Content-Type-Options", "nosniff")
-        .with_header("Referrer-Policy", "no-referrer")
+        .with_header("Referrer-Policy", "same-origin")
         .with_body(body)
 }
 

@@ -174,3 +174,21 @@ impl Job for Patient {
 pub fn patient(tasks: BackgroundTasks) -> Result<String, HttpError> {
     Ok(tasks.enqueue(Patient)?.to_string())
 }
+
+/// A job that always fails for good, with the markup it carries as error.
+#[derive(Serialize, Deserialize)]
+pub struct Evil {
+    pub note: String,
+}
+
+impl afterward::Job for Evil {
+    const NAME: &'static str = "evil";
+    fn run(self, _: &afterward::JobContext) -> afterward::JobResult {
+        Err(afterward::GiveUp::new(self.note).into())
+    }
+}
+
+pub fn evil(tasks: afterward::BackgroundTasks) -> Result<String, afterward::HttpError> {
+    let note = "<img src=x onerror=alert(1)>".to_owned();
+    Ok(tasks.enqueue(Evil { note })?.to_string())
+}
