@@ -54,6 +54,12 @@ fn every_page_needs_the_hook_and_is_html_with_a_strict_policy() {
         assert_eq!(response.status(), 200, "{path}: {}", response.text());
     }
     let response = page(&server, "/afterward");
+    assert!(
+        response.text().contains("<svg class=\"chart\""),
+        "the jobs-per-minute chart"
+    );
+    let per_minute = page(&server, "/afterward/api/overview").json()["per_minute"].clone();
+    assert_eq!(per_minute.as_array().unwrap().len(), 60);
     assert_eq!(
         response.header("Content-Type"),
         Some("text/html; charset=utf-8")

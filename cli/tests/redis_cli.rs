@@ -588,6 +588,19 @@ fn the_dashboard_of_a_redis_deployment_runs_on_its_own_and_requeues_a_dead_lette
     assert_eq!(overview["mode"], "Redis");
     assert_eq!(overview["queues"][0]["queue"], "default");
     assert_eq!(overview["queues"][0]["dead"], 1);
+    // The worker's heartbeat, and its count of the failed attempt this minute.
+    let workers = overview["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{overview}");
+    assert!(workers[0]["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert_eq!(workers[0]["queues"][0], "default");
+    let failed: u64 = overview["per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(failed, 1, "{overview}");
+    assert!(get("/afterward").text().contains("<svg class=\"chart\""));
     let dead = get("/afterward/dead").text();
     assert!(
         dead.contains(&id) && dead.contains("attempt 1 failed on purpose"),

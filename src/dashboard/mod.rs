@@ -9,13 +9,15 @@
 //! Content-Security-Policy that allows no script and nothing from another
 //! host (their one stylesheet is served here).
 
+mod history;
 mod html;
 mod pages;
 mod source;
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use self::history::History;
 use self::pages::{Ctx, ListQuery};
 use self::source::{Source, View};
 use crate::handler::Handler;
@@ -108,6 +110,7 @@ pub fn dashboard(config: Dashboard) -> App {
             .build_hasher()
             .finish(),
         config,
+        history: OnceLock::new(),
     });
     let page = |kind: Kind, depth: usize| Page {
         inner: inner.clone(),
@@ -134,6 +137,8 @@ pub fn dashboard(config: Dashboard) -> App {
 
 struct Inner {
     config: Dashboard,
+    /// This process's jobs per minute, sampled from the first view on.
+    history: OnceLock<Arc<History>>,
     /// This process's secret: the CSRF token and the login cookie derive
     /// from it (a restart signs everyone out).
     secret: u64,
@@ -215,9 +220,12 @@ impl Inner {
                     .with_header("WWW-Authenticate", "Bearer"),
             };
         }
+        let counters = request.background_tasks().counters().clone();
+        let history = self.history.get_or_init(|| History::start(&counters));
         let view = View {
             source: &self.config.source,
             jobs: request.background_tasks().jobs(),
+            history,
         };
         let csrf = self.csrf();
         let ctx = Ctx {
@@ -465,7 +473,26 @@ fn redirect(to: &str) -> Response {
 fn api(view: &View<'_>, request: &Request<'_>) -> Result<Response, String> {
     let stats = request.server_stats();
     let schedules: Vec<serde_json::Value> = view.schedules()?.iter().map(|s| s.to_json()).collect();
+    let per_minute: Vec<serde_json::Value> = view
+        .per_minute()?
+        .iter()
+        .map(|(minute, succeeded, failed)| {
+            serde_json::json!({"minute": minute, "succeeded": succeeded, "failed": failed})
+        })
+        .collect();
+    #[allow(unused_mut)]
+    let mut workers: Vec<serde_json::Value> = Vec::new();
+    #[cfg(feature = "redis")]
+    for w in view.workers()? {
+        workers.push(serde_json::json!({
+            "name": w.name, "host": w.host, "pid": w.pid, "queues": w.queues,
+            "concurrency": w.concurrency, "in_flight": w.in_flight,
+            "last_heartbeat_ms": w.last_heartbeat_ms,
+        }));
+    }
     let body = serde_json::json!({
+        "per_minute": per_minute,
+        "workers": workers,
         "mode": view.mode(),
         "queues": view.queues()?,
         "process": {

@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use super::history::chart;
 use super::html::{action, escape, page, table, time, url_part};
 use super::source::{QueueRow, View};
 use crate::jobs::{JobState, JobStatus};
@@ -26,6 +27,13 @@ pub(crate) fn overview(ctx: &Ctx<'_>, view: &View<'_>, stats: &Stats) -> Result<
     let mut body = format!("<p class=\"mode\">Jobs: {}</p>", view.mode());
     body.push_str("<h2>Queues</h2>");
     body.push_str(&queue_table(&queues, view.mode() == "Redis"));
+    body.push_str("<h2>Jobs per minute</h2>");
+    body.push_str(&chart(&view.per_minute()?));
+    #[cfg(feature = "redis")]
+    if view.mode() == "Redis" {
+        body.push_str("<h2>Workers</h2>");
+        body.push_str(&workers(&view.workers()?));
+    }
     let _ = write!(
         body,
         "<h2>This process</h2>{}",
@@ -55,6 +63,41 @@ pub(crate) fn overview(ctx: &Ctx<'_>, view: &View<'_>, stats: &Stats) -> Result<
         );
     }
     Ok(page(ctx.base, "Overview", &body))
+}
+
+/// The workers seen recently (their heartbeats).
+#[cfg(feature = "redis")]
+fn workers(workers: &[crate::redis::WorkerInfo]) -> String {
+    let now = crate::jobs::envelope::now_ms();
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                escape(&w.name),
+                escape(&w.host),
+                w.pid.to_string(),
+                escape(&w.queues.join(", ")),
+                w.concurrency.to_string(),
+                w.in_flight.to_string(),
+                format!(
+                    "{:.1} s ago",
+                    now.saturating_sub(w.last_heartbeat_ms) as f64 / 1000.0
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "worker",
+            "host",
+            "pid",
+            "queues",
+            "concurrency",
+            "in flight",
+            "last heartbeat",
+        ],
+        &rows,
+    )
 }
 
 fn row2(label: &str, value: u64) -> Vec<String> {

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::history::History;
+
 use crate::jobs::{CancelError, Cancellation, DeadLetter, JobState, JobStatus, Jobs, ScheduleInfo};
 
 /// One queue's counts.
@@ -59,6 +61,8 @@ pub(crate) enum Source {
 pub(crate) struct View<'a> {
     pub(crate) source: &'a Source,
     pub(crate) jobs: Option<Jobs>,
+    /// This process's jobs per minute.
+    pub(crate) history: &'a History,
 }
 
 /// How many dead letters a page may read from Redis, at most.
@@ -95,6 +99,25 @@ impl View<'_> {
                     dead: c.dead,
                 })
                 .collect()),
+        }
+    }
+
+    /// Jobs succeeded and failed per minute over the last hour, oldest
+    /// first: this process's, or over Redis, every worker's.
+    pub(crate) fn per_minute(&self) -> Result<Vec<(u64, u64, u64)>, String> {
+        match self.source {
+            Source::InProcess => Ok(self.history.hour()),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.per_minute(super::history::MINUTES),
+        }
+    }
+
+    /// The workers seen recently (over Redis; none in-process).
+    #[cfg(feature = "redis")]
+    pub(crate) fn workers(&self) -> Result<Vec<crate::redis::WorkerInfo>, String> {
+        match self.source {
+            Source::InProcess => Ok(Vec::new()),
+            Source::Redis(admin) => admin.workers(),
         }
     }
 

@@ -209,6 +209,85 @@ impl Admin {
             .unwrap_or_else(|error| Err(CancelError::Unavailable(error)))
     }
 
+    /// The workers seen recently (each writes a heartbeat every 5 s, kept
+    /// 15 s), sorted by name. A worker whose heartbeat expired is forgotten.
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>, String> {
+        self.with(|con, keys| {
+            let names: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.workers("names"))
+                .query(con)?;
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            let beats: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(
+                    names
+                        .iter()
+                        .map(|n| keys.workers(&format!("w:{n}")))
+                        .collect::<Vec<_>>(),
+                )
+                .query(con)?;
+            let mut workers = Vec::new();
+            for (name, beat) in names.iter().zip(beats) {
+                match beat.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) {
+                    Some(v) => workers.push(WorkerInfo {
+                        name: name.clone(),
+                        host: v["host"].as_str().unwrap_or_default().to_owned(),
+                        pid: v["pid"].as_u64().unwrap_or(0) as u32,
+                        queues: v["queues"]
+                            .as_array()
+                            .map(|q| {
+                                q.iter()
+                                    .filter_map(|q| q.as_str().map(str::to_owned))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        concurrency: v["concurrency"].as_u64().unwrap_or(0) as usize,
+                        in_flight: v["in_flight"].as_u64().unwrap_or(0),
+                        last_heartbeat_ms: v["last_heartbeat_ms"].as_u64().unwrap_or(0),
+                    }),
+                    None => {
+                        redis::cmd("SREM")
+                            .arg(keys.workers("names"))
+                            .arg(name)
+                            .query::<()>(con)?;
+                    }
+                }
+            }
+            workers.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(workers)
+        })
+    }
+
+    /// Jobs succeeded and failed (attempts that failed) per minute over the
+    /// last `minutes`, oldest first, every queue together: what the workers
+    /// counted (`{P:Q}:stats:MINUTE`, kept two hours).
+    pub fn per_minute(&self, minutes: u64) -> Result<Vec<(u64, u64, u64)>, String> {
+        let now = now_ms() / 60_000;
+        let first = now + 1 - minutes;
+        self.with(|con, keys| {
+            let queues = known_queues(con, keys)?;
+            let mut pipe = redis::pipe();
+            for queue in &queues {
+                let queue = keys.queue(queue);
+                for minute in first..=now {
+                    pipe.cmd("HMGET")
+                        .arg(queue.stats(minute))
+                        .arg("succeeded")
+                        .arg("failed");
+                }
+            }
+            let counts: Vec<(Option<u64>, Option<u64>)> = pipe.query(con)?;
+            let mut out: Vec<(u64, u64, u64)> = (first..=now).map(|m| (m, 0, 0)).collect();
+            for (i, (succeeded, failed)) in counts.into_iter().enumerate() {
+                let slot = &mut out[i % minutes as usize];
+                slot.1 += succeeded.unwrap_or(0);
+                slot.2 += failed.unwrap_or(0);
+            }
+            Ok(out)
+        })
+    }
+
     /// What Redis knows of job `id` (its status, in whichever queue).
     pub fn status(&self, id: &str) -> Result<Option<JobStatus>, String> {
         self.with(|con, keys| {
@@ -280,6 +359,26 @@ impl Admin {
             pipe.query::<()>(con)
         })
     }
+}
+
+/// A worker seen recently, from its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its consumer name.
+    pub name: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// Its runner threads.
+    pub concurrency: usize,
+    /// Jobs it holds now.
+    pub in_flight: u64,
+    /// When it last wrote, in Unix ms.
+    pub last_heartbeat_ms: u64,
 }
 
 /// A hash's fields, by name.

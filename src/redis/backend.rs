@@ -27,6 +27,22 @@ end
 return #due
 ";
 
+/// How long a minute's counts are kept (`{P:Q}:stats:MINUTE`).
+const STATS_TTL_MS: u64 = 2 * 3600 * 1000;
+
+/// Attempts of lane `lane` in `finished`: (succeeded, failed).
+fn records_of(finished: &[Record<'_>], lane: usize) -> (u64, u64) {
+    let mut counts = (0, 0);
+    for record in finished.iter().filter(|r| r.lane == lane) {
+        match record.action {
+            Action::Done { .. } => counts.0 += 1,
+            Action::Retry { .. } | Action::Dead { .. } => counts.1 += 1,
+            Action::Cancelled { .. } | Action::Unreadable { .. } => {}
+        }
+    }
+    counts
+}
+
 /// How long a fetch with nothing to do waits in Redis (`BLOCK`): the
 /// delayed set and reclaims are looked at between waits.
 const FETCH_BLOCK_MS: u64 = 100;
@@ -332,6 +348,22 @@ impl Backend for RedisBackend {
                     ..StatusWrite::new(&envelope.name, state, envelope.attempts)
                 };
                 statuses.push(queue, &envelope.id, &status);
+            }
+            // Per minute, for dashboards: what this batch did, with it.
+            let (succeeded, failed) = records_of(finished, lane);
+            if succeeded + failed > 0 {
+                let stats = queue.stats(now_ms() / 60_000);
+                pipe.cmd("HINCRBY")
+                    .arg(&stats)
+                    .arg("succeeded")
+                    .arg(succeeded)
+                    .ignore();
+                pipe.cmd("HINCRBY")
+                    .arg(&stats)
+                    .arg("failed")
+                    .arg(failed)
+                    .ignore();
+                pipe.cmd("PEXPIRE").arg(&stats).arg(STATS_TTL_MS).ignore();
             }
             statuses.add_to(&mut pipe, &self.config);
             // Follow-up jobs go out with their parent's acknowledgement, in

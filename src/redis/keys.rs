@@ -9,6 +9,7 @@
 //! | `{P:Q}:delayed` | sorted set | envelopes due later (a retry's backoff, a delayed enqueue), by due time in Unix ms |
 //! | `{P:Q}:dead` | stream | dead letters (fields `envelope`, `error`), trimmed to the capacity |
 //! | `{P:Q}:status:G` | hash | statuses of the jobs of group G of 4,096 ids, by id |
+//! | `{P:Q}:stats:MINUTE` | hash | jobs `succeeded` and `failed` (attempts) in that Unix minute, kept two hours |
 //! | `{P:Q}:cancels` | set | ids of jobs held or running asked to stop (TTL: the status TTL) |
 //! | `{P:Q}:cancels:version` | string | bumped at each request: workers read the set when it changes |
 //! | `{P:Q}:unique:NAME:KEY` | string | the id of the unique job holding the key, until it ends (TTL `unique_ttl`) |
@@ -71,6 +72,11 @@ impl Keys {
         format!("{{{}:schedules}}:{what}", self.prefix)
     }
 
+    /// A key of the workers' heartbeats (`{P:workers}:WHAT`, see `heartbeat.rs`).
+    pub(crate) fn workers(&self, what: &str) -> String {
+        format!("{{{}:workers}}:{what}", self.prefix)
+    }
+
     /// The de-duplication mark of a job id ([`Dedupe`](super::Dedupe)).
     pub(crate) fn seen(&self, id: &str) -> String {
         format!("{}:seen:{id}", self.prefix)
@@ -92,6 +98,12 @@ impl QueueKeys {
     /// Bumped at each cancel request: workers read the set when it changes.
     pub(crate) fn cancels_version(&self) -> String {
         format!("{}:cancels:version", self.tag)
+    }
+
+    /// Jobs succeeded and failed in `minute` (Unix minutes), counted by
+    /// the workers as they record them.
+    pub(crate) fn stats(&self, minute: u64) -> String {
+        format!("{}:stats:{minute}", self.tag)
     }
 
     /// The key a unique job holds (`NAME:KEY`, [`Envelope::unique`](crate::jobs::Envelope::unique)).

@@ -36,6 +36,7 @@
 mod admin;
 mod backend;
 mod cancel;
+mod heartbeat;
 mod keys;
 mod producer;
 mod schedules;
@@ -51,7 +52,7 @@ pub use ::redis as client;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts};
+pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts, WorkerInfo};
 use self::keys::Keys;
 pub(crate) use self::producer::Producer;
 pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};

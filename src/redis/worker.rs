@@ -2,10 +2,12 @@
 //! for what it does with them, and `backend.rs` for how it talks to Redis),
 //! and the builder that sets it up.
 
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
 use super::backend::RedisBackend;
+use super::heartbeat::{Heartbeat, Identity};
 use super::RedisConfig;
 use crate::error::Error;
 use crate::jobs::consumer::{Consumer, ConsumerOptions};
@@ -141,6 +143,12 @@ impl WorkerBuilder {
         queues.check()?;
         let names: Vec<&str> = queues.names().collect();
         let backend = RedisBackend::new(self.config.clone(), self.consumer.clone(), &names);
+        let identity = Identity {
+            name: self.consumer.clone(),
+            queues: names.iter().map(|q| (*q).to_owned()).collect(),
+            concurrency: self.concurrency,
+        };
+        let config = self.config.clone();
         let options = ConsumerOptions {
             registry: self.registry,
             state: self.state,
@@ -153,8 +161,11 @@ impl WorkerBuilder {
             batch: self.config.batch,
             name: self.consumer,
         };
+        let consumer = Consumer::start(backend, options)?;
+        let heartbeat = Heartbeat::start(&config, identity, consumer.stats_source())?;
         Ok(Worker {
-            consumer: Consumer::start(backend, options)?,
+            consumer,
+            heartbeat: Mutex::new(heartbeat),
         })
     }
 }
@@ -181,6 +192,8 @@ impl WorkerBuilder {
 /// ```
 pub struct Worker {
     consumer: Consumer,
+    /// Says, every few seconds, that this worker is alive (for dashboards).
+    heartbeat: Mutex<Heartbeat>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -230,6 +243,11 @@ impl Worker {
     /// outcome is not recorded, so they run again elsewhere. Dropping the
     /// worker stops it with no time for running jobs.
     pub fn stop(&self, timeout: Duration) -> WorkerReport {
-        self.consumer.stop(timeout)
+        let report = self.consumer.stop(timeout);
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
+        report
     }
 }

@@ -69,6 +69,11 @@ impl BackgroundTasks {
         self
     }
 
+    /// The counters the list reports to (its server's).
+    pub(crate) fn counters(&self) -> &Arc<Counters> {
+        &self.list.counters
+    }
+
     /// The context of type `T` the list carries, if any.
     pub(crate) fn context<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.list.context.clone()?.downcast().ok()

@@ -163,6 +163,13 @@ impl Consumer {
     }
 
     /// The counters now.
+    /// The counters as they go, for another thread (a heartbeat).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn stats_source(&self) -> impl Fn() -> WorkerStats + Send + 'static {
+        let shared = self.shared.clone();
+        move || shared.stats()
+    }
+
     pub(crate) fn stats(&self) -> WorkerStats {
         self.shared.stats()
     }
