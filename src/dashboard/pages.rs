@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::history::chart;
 use super::html::{action, escape, page, table, time, url_part};
 use super::source::{QueueRow, View};
-use crate::jobs::{JobState, JobStatus};
+use crate::jobs::JobState;
 use crate::stats::Stats;
 
 /// Rows per page of a list.
@@ -264,17 +264,11 @@ pub(crate) fn jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> String 
         );
         return page(ctx.base, "Jobs", &body);
     }
-    let all: Vec<JobStatus> = view
-        .statuses()
-        .into_iter()
-        .filter(|s| query.state.is_empty() || s.state.as_str() == query.state)
-        .filter(|s| query.matches(&s.id, &s.name))
-        .collect();
-    let (form, nav, skip) = paging(ctx, query, "/jobs", all.len());
+    let skip = (query.page.max(1) - 1) * PAGE_SIZE;
+    let (total, all) = view.statuses(&query.state, &query.q, skip, PAGE_SIZE);
+    let (form, nav, _) = paging(ctx, query, "/jobs", total);
     let rows: Vec<Vec<String>> = all
         .iter()
-        .skip(skip)
-        .take(PAGE_SIZE)
         .map(|s| {
             vec![
                 job_link(ctx, &s.id),

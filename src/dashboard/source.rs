@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::history::History;
 
-use crate::jobs::{CancelError, Cancellation, DeadLetter, JobState, JobStatus, Jobs, ScheduleInfo};
+use crate::jobs::{CancelError, Cancellation, DeadLetter, JobStatus, Jobs, ScheduleInfo};
 
 /// One queue's counts.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -121,12 +121,18 @@ impl View<'_> {
         }
     }
 
-    /// The statuses kept in this process, the newest first (over Redis:
-    /// none; the pages then look jobs up by id).
-    pub(crate) fn statuses(&self) -> Vec<JobStatus> {
+    /// A page of the statuses kept in this process (over Redis: none; the
+    /// pages then look jobs up by id): how many in all, and the page.
+    pub(crate) fn statuses(
+        &self,
+        state: &str,
+        q: &str,
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<JobStatus>) {
         match (self.source, &self.jobs) {
-            (Source::InProcess, Some(jobs)) => jobs.kept_statuses(),
-            _ => Vec::new(),
+            (Source::InProcess, Some(jobs)) => jobs.select_statuses(state, q, skip, take),
+            _ => (0, Vec::new()),
         }
     }
 
@@ -247,15 +253,12 @@ fn in_process_queues(jobs: &Jobs) -> Vec<QueueRow> {
         })
     }
     let mut queues: BTreeMap<String, QueueRow> = BTreeMap::new();
-    for status in jobs.kept_statuses() {
-        let counts = row(&mut queues, &status.queue);
-        match status.state {
-            JobState::Queued => counts.ready += 1,
-            JobState::Running => counts.running += 1,
-            JobState::Delayed { .. } => counts.delayed += 1,
-            JobState::Retrying { .. } => counts.retrying += 1,
-            _ => {}
-        }
+    for (queue, [ready, running, delayed, retrying]) in jobs.queue_counts() {
+        let counts = row(&mut queues, &queue);
+        counts.ready += ready;
+        counts.running += running;
+        counts.delayed += delayed;
+        counts.retrying += retrying;
     }
     for letter in jobs.dead_letters() {
         row(&mut queues, &letter.envelope.queue).dead += 1;

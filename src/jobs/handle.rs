@@ -64,12 +64,27 @@ impl Jobs {
         }
     }
 
-    /// Every status kept here, the newest first (in-process jobs; over
-    /// Redis, none: the dashboard reads Redis).
-    pub(crate) fn kept_statuses(&self) -> Vec<JobStatus> {
+    /// A page of the statuses kept here, the newest first, of a state
+    /// (empty: any) and an id or part of a name (empty: any): how many in
+    /// all, and the page (in-process jobs; over Redis, none).
+    pub(crate) fn select_statuses(
+        &self,
+        state: &str,
+        q: &str,
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<JobStatus>) {
+        match self.runner.broker() {
+            Some(_) => (0, Vec::new()),
+            None => self.runner.select(state, q, skip, take),
+        }
+    }
+
+    /// Per queue, the jobs kept here queued, running, delayed and retrying.
+    pub(crate) fn queue_counts(&self) -> Vec<(String, [u64; 4])> {
         match self.runner.broker() {
             Some(_) => Vec::new(),
-            None => self.runner.statuses(),
+            None => self.runner.queue_counts(),
         }
     }
 

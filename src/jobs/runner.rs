@@ -141,9 +141,20 @@ impl JobRunner {
     }
 
     /// What the in-process store knows of job `id`.
-    /// Every status kept, the newest first.
-    pub(super) fn statuses(&self) -> Vec<JobStatus> {
-        self.statuses.all()
+    /// A page of the statuses kept (see `StatusStore::select`).
+    pub(super) fn select(
+        &self,
+        state: &str,
+        q: &str,
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<JobStatus>) {
+        self.statuses.select(self.ids.last(), state, q, skip, take)
+    }
+
+    /// Per queue, the jobs kept queued, running, delayed and retrying.
+    pub(super) fn queue_counts(&self) -> Vec<(String, [u64; 4])> {
+        self.statuses.queue_counts()
     }
 
     pub(super) fn status(&self, id: &str) -> Option<JobStatus> {

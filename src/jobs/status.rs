@@ -239,16 +239,68 @@ impl StatusStore {
         }
     }
 
-    /// Every status kept, the newest first (a dashboard's lists).
-    pub(crate) fn all(&self) -> Vec<JobStatus> {
+    /// The statuses kept whose state is `state` (any: empty) and whose id
+    /// is `q` or whose name contains it (any: empty), the newest first: how
+    /// many in all, and `take` of them from the `skip`th on. Only those are
+    /// copied: a page of a dashboard's list, with `newest` the counter of
+    /// the last id made (slots fill in the counter's order, so walking back
+    /// from its slot is walking back in time).
+    pub(crate) fn select(
+        &self,
+        newest: u64,
+        state: &str,
+        q: &str,
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<JobStatus>) {
+        if self.capacity == 0 {
+            return (0, Vec::new());
+        }
         let slots = self.lock();
-        let mut kept: Vec<(u64, &Slot)> = slots
-            .iter()
-            .flatten()
-            .map(|slot| (IdSource::sequence(&slot.id).unwrap_or(0), slot))
-            .collect();
-        kept.sort_unstable_by_key(|k| std::cmp::Reverse(k.0));
-        kept.into_iter().map(|(_, slot)| slot.status()).collect()
+        let start = (newest.wrapping_sub(self.origin) % self.capacity as u64) as usize;
+        let mut total = 0;
+        let mut page = Vec::new();
+        for step in 0..slots.len().min(self.capacity) {
+            let index = (start + self.capacity - step % self.capacity) % self.capacity;
+            let Some(Some(slot)) = slots.get(index) else {
+                continue;
+            };
+            let record = &slot.record;
+            let wanted = (state.is_empty() || record.state.as_str() == state)
+                && (q.is_empty() || *slot.id == *q || record.name.contains(q));
+            if wanted {
+                if total >= skip && page.len() < take {
+                    page.push(slot.status());
+                }
+                total += 1;
+            }
+        }
+        (total, page)
+    }
+
+    /// Per queue, the jobs kept that are queued, running, delayed and
+    /// retrying, counted in place.
+    pub(crate) fn queue_counts(&self) -> Vec<(String, [u64; 4])> {
+        let mut counts: Vec<(String, [u64; 4])> = Vec::new();
+        for slot in self.lock().iter().flatten() {
+            let at = match slot.record.state {
+                JobState::Queued => 0,
+                JobState::Running => 1,
+                JobState::Delayed { .. } => 2,
+                JobState::Retrying { .. } => 3,
+                _ => continue,
+            };
+            let queue = &*slot.record.queue;
+            match counts.iter_mut().find(|(q, _)| q == queue) {
+                Some((_, row)) => row[at] += 1,
+                None => {
+                    let mut row = [0; 4];
+                    row[at] = 1;
+                    counts.push((queue.to_owned(), row));
+                }
+            }
+        }
+        counts
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<JobStatus> {
@@ -313,6 +365,11 @@ impl IdSource {
         issued && id.get(..16) == Some(&format!("{:016x}", self.secret(n))[..])
     }
 
+    /// The counter of the last id made (or just before the first).
+    pub(crate) fn last(&self) -> u64 {
+        self.next.load(Ordering::Relaxed).wrapping_sub(1)
+    }
+
     /// Where this source's counter started.
     pub(crate) fn origin(&self) -> u64 {
         self.origin
@@ -356,6 +413,35 @@ mod tests {
         store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"));
         assert_eq!(store.get(&a), None);
         assert!(store.get(&b).is_some() && store.get(&c).is_some());
+    }
+
+    #[test]
+    fn a_page_of_statuses_comes_newest_first_and_only_it_is_copied() {
+        let ids = IdSource::default();
+        let store = StatusStore::new(4, ids.origin());
+        let made: Vec<Arc<str>> = (0..6).map(|_| ids.next()).collect();
+        for (i, id) in made.iter().enumerate() {
+            let name = if i % 2 == 0 { "even" } else { "odd" };
+            store.insert(id, Cow::Borrowed(name), Cow::Borrowed("q"));
+        }
+        store.update(&made[5], |s| s.state = JobState::Done);
+        let ids_of = |page: Vec<JobStatus>| page.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        // The four kept (2..=5), the newest first, wrapping around the slots.
+        let (total, page) = store.select(ids.last(), "", "", 0, 10);
+        assert_eq!(total, 4);
+        assert_eq!(ids_of(page), [&*made[5], &*made[4], &*made[3], &*made[2]]);
+        let (total, page) = store.select(ids.last(), "", "", 1, 2);
+        assert_eq!(
+            (total, ids_of(page)),
+            (4, vec![made[4].to_string(), made[3].to_string()])
+        );
+        let (total, page) = store.select(ids.last(), "queued", "even", 0, 10);
+        assert_eq!(
+            (total, ids_of(page)),
+            (2, vec![made[4].to_string(), made[2].to_string()])
+        );
+        assert_eq!(store.select(ids.last(), "", &made[3], 0, 10).0, 1);
+        assert_eq!(store.queue_counts(), [("q".to_owned(), [3, 0, 0, 0])]);
     }
 
     #[test]
