@@ -202,6 +202,9 @@ fn lists_are_paged_and_searched_and_a_running_job_is_cancelled_from_its_page() {
     let held = post(&server, "/probe?tag=held&held=true");
     drop(log.wait_until(|s| s.order.iter().any(|t| t == "held")));
     let html = page(&server, &format!("/afterward/jobs/{held}")).text();
+    let status = server.get(&format!("/jobs/{held}")).send().json();
+    assert!(status["started_at_ms"].as_u64().is_some(), "{status}");
+    assert!(html.contains("running for"), "{html}");
     assert!(
         html.contains("running") && html.contains("Cancel"),
         "{html}"

@@ -7,7 +7,7 @@ use std::fmt::Write;
 use super::history::chart;
 use super::html::{action, escape, page, table, time, url_part};
 use super::source::{QueueRow, View};
-use crate::jobs::JobState;
+use crate::jobs::{JobState, JobStatus};
 use crate::stats::Stats;
 
 /// Rows per page of a list.
@@ -258,11 +258,19 @@ pub(crate) fn jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> String 
         );
     }
     body.push_str("</p>");
+    #[cfg(feature = "redis")]
     if view.mode() == "Redis" {
-        body.push_str(
-            "<p>Over Redis, look a job up by its id (<code>/jobs/ID</code>), or see the queues and the dead letters.</p>",
-        );
-        return page(ctx.base, "Jobs", &body);
+        return match redis_jobs(ctx, view, query) {
+            Ok(lists) => {
+                body.push_str(&lists);
+                page(ctx.base, "Jobs", &body)
+            }
+            Err(error) => page(
+                ctx.base,
+                "Jobs",
+                &format!("<p class=\"error\">{}</p>", escape(&error)),
+            ),
+        };
     }
     let skip = (query.page.max(1) - 1) * PAGE_SIZE;
     let (total, all) = view.statuses(&query.state, &query.q, skip, PAGE_SIZE);
@@ -276,7 +284,7 @@ pub(crate) fn jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> String 
                 escape(&s.queue),
                 escape(s.state.as_str()),
                 s.attempts.to_string(),
-                next_run(&s.state),
+                when(s),
                 escape(s.error.as_deref().unwrap_or("")),
             ]
         })
@@ -300,6 +308,88 @@ fn job_link(ctx: &Ctx<'_>, id: &str) -> String {
         url_part(id),
         escape(id)
     )
+}
+
+/// Over Redis: the jobs held by workers (`running`), and those delayed or
+/// waiting for a retry, the first page of each queue; other states are
+/// looked up by id (a job's page).
+#[cfg(feature = "redis")]
+fn redis_jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> Result<String, String> {
+    let (held, delayed) = view.redis_lists(PAGE_SIZE)?;
+    let matches = |e: &crate::Envelope| query.matches(&e.id, &e.name);
+    let mut out = String::new();
+    if query.state.is_empty() || query.state == "running" {
+        let rows: Vec<Vec<String>> = held
+            .iter()
+            .filter(|(e, ..)| matches(e))
+            .map(|(e, worker, idle)| {
+                vec![
+                    job_link(ctx, &e.id),
+                    escape(&e.name),
+                    escape(&e.queue),
+                    (e.attempts + 1).to_string(),
+                    escape(worker),
+                    format!("{:.1} s", *idle as f64 / 1000.0),
+                ]
+            })
+            .collect();
+        out.push_str("<h2>Held by workers (running, or about to)</h2>");
+        out.push_str(&table(
+            &[
+                "id",
+                "name",
+                "queue",
+                "attempt",
+                "worker",
+                "since last renewal",
+            ],
+            &rows,
+        ));
+    }
+    let waiting = |retries: bool| -> Vec<Vec<String>> {
+        delayed
+            .iter()
+            .filter(|(e, _)| matches(e) && (e.attempts > 0) == retries)
+            .map(|(e, due)| {
+                vec![
+                    job_link(ctx, &e.id),
+                    escape(&e.name),
+                    escape(&e.queue),
+                    e.attempts.to_string(),
+                    time(*due),
+                    escape(e.last_error.as_deref().unwrap_or("")),
+                ]
+            })
+            .collect()
+    };
+    let head = ["id", "name", "queue", "attempts", "due", "last error"];
+    if query.state.is_empty() || query.state == "retrying" {
+        out.push_str("<h2>Waiting for a retry</h2>");
+        out.push_str(&table(&head, &waiting(true)));
+    }
+    if query.state.is_empty() || query.state == "delayed" {
+        out.push_str("<h2>Delayed</h2>");
+        out.push_str(&table(&head, &waiting(false)));
+    }
+    if out.is_empty() {
+        out.push_str("<p>Over Redis, jobs in this state are looked up by id (<code>/jobs/ID</code>); the overview counts them.</p>");
+    }
+    let _ = write!(
+        out,
+        "<p class=\"paging\">The first {PAGE_SIZE} of each queue.</p>"
+    );
+    Ok(out)
+}
+
+/// When a job runs next, or how long it has been running.
+fn when(status: &JobStatus) -> String {
+    match (&status.state, status.started_at) {
+        (JobState::Running, Some(started)) => {
+            let age = started.elapsed().unwrap_or_default();
+            format!("{:.1} s", age.as_secs_f64())
+        }
+        (state, _) => next_run(state),
+    }
 }
 
 fn next_run(state: &JobState) -> String {
@@ -341,7 +431,7 @@ pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<Str
         vec!["queue".into(), escape(&status.queue)],
         vec!["state".into(), escape(status.state.as_str())],
         vec!["attempts".into(), status.attempts.to_string()],
-        vec!["next run".into(), next_run(&status.state)],
+        vec!["next run, or running for".into(), when(&status)],
         vec![
             "error".into(),
             status

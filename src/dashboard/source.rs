@@ -112,6 +112,27 @@ impl View<'_> {
         }
     }
 
+    /// Over Redis: the jobs workers hold (with the worker and how long
+    /// since it renewed its hold, ms), and those delayed or waiting for a
+    /// retry (with their due time), the first `limit` of each queue.
+    #[cfg(feature = "redis")]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn redis_lists(
+        &self,
+        limit: usize,
+    ) -> Result<
+        (
+            Vec<(crate::Envelope, String, u64)>,
+            Vec<(crate::Envelope, u64)>,
+        ),
+        String,
+    > {
+        match self.source {
+            Source::InProcess => Ok((Vec::new(), Vec::new())),
+            Source::Redis(admin) => Ok((admin.held(limit)?, admin.delayed(limit)?)),
+        }
+    }
+
     /// The workers seen recently (over Redis; none in-process).
     #[cfg(feature = "redis")]
     pub(crate) fn workers(&self) -> Result<Vec<crate::redis::WorkerInfo>, String> {

@@ -521,6 +521,7 @@ impl JobRunner {
             }
             s.state = JobState::Running;
             s.attempts = attempts;
+            s.started = Some(SystemTime::now());
             true
         });
         if starts == Some(false) {

@@ -87,13 +87,16 @@ pub struct JobStatus {
     /// The follow-up jobs its successful attempt enqueued
     /// ([`JobContext::enqueue`](crate::JobContext::enqueue)).
     pub children: Vec<String>,
+    /// When its last attempt started (kept in-process; over Redis, `None`).
+    pub started_at: Option<SystemTime>,
 }
 
 impl JobStatus {
     /// The status as JSON: `{"id", "name", "queue", "status", "attempts",
     /// "error", "result"}` (`error` and `result` null when there is none),
     /// `"children"` (their ids) when its attempt enqueued follow-up jobs, and
-    /// `"next_run_ms"` (Unix ms) while it is delayed or retrying.
+    /// `"next_run_ms"` (Unix ms) while it is delayed or retrying, and
+    /// `"started_at_ms"` while it runs (in-process).
     pub fn to_json(&self) -> serde_json::Value {
         let result = self
             .result
@@ -110,6 +113,12 @@ impl JobStatus {
         });
         if !self.children.is_empty() {
             value["children"] = self.children.clone().into();
+        }
+        if let (JobState::Running, Some(started)) = (&self.state, self.started_at) {
+            let ms = started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            value["started_at_ms"] = ms.into();
         }
         if let JobState::Delayed { next_run } | JobState::Retrying { next_run } = &self.state {
             let ms = next_run
@@ -151,6 +160,7 @@ impl Slot {
             error: record.error.clone(),
             result: record.result.clone(),
             children: record.children.iter().map(|c| c.to_string()).collect(),
+            started_at: record.started,
         }
     }
 }
@@ -166,6 +176,8 @@ pub(crate) struct Record {
     pub(crate) children: Vec<Arc<str>>,
     /// A unique job's key, released if it is cancelled before it starts.
     pub(crate) unique: Option<String>,
+    /// When its last attempt started.
+    pub(crate) started: Option<SystemTime>,
 }
 
 impl StatusStore {
@@ -208,6 +220,7 @@ impl StatusStore {
                 result: None,
                 children: Vec::new(),
                 unique: None,
+                started: None,
             },
         };
         let mut slots = self.lock();

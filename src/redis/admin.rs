@@ -110,6 +110,74 @@ impl Admin {
         Ok(out)
     }
 
+    /// Jobs waiting in the delayed sets (a delay, or a retry's backoff),
+    /// the soonest first, at most `limit` per queue: each with its due time
+    /// (Unix ms). Those with attempts made are retries (their envelope
+    /// carries the last error).
+    pub fn delayed(&self, limit: usize) -> Result<Vec<(Envelope, u64)>, String> {
+        self.with(|con, keys| {
+            let queues = known_queues(con, keys)?;
+            let mut pipe = redis::pipe();
+            for queue in &queues {
+                pipe.cmd("ZRANGE")
+                    .arg(keys.queue(queue).delayed)
+                    .arg(0)
+                    .arg(limit.saturating_sub(1))
+                    .arg("WITHSCORES");
+            }
+            let sets: Vec<Vec<(String, f64)>> = pipe.query(con)?;
+            let mut out: Vec<(Envelope, u64)> = sets
+                .into_iter()
+                .flatten()
+                .filter_map(|(text, due)| Some((Envelope::from_json_text(&text).ok()?, due as u64)))
+                .collect();
+            out.sort_by_key(|(_, due)| *due);
+            Ok(out)
+        })
+    }
+
+    /// Jobs read by a worker and not yet acknowledged (running, or held
+    /// to start soon), at most `limit` per queue: each with the worker
+    /// holding it and how long since it last renewed its hold (ms).
+    pub fn held(&self, limit: usize) -> Result<Vec<(Envelope, String, u64)>, String> {
+        self.with(|con, keys| {
+            let queues = known_queues(con, keys)?;
+            let mut out = Vec::new();
+            for queue in &queues {
+                let stream = keys.queue(queue).stream;
+                let pending: Vec<(String, String, u64, u64)> = match redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(super::keys::GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(limit)
+                    .query(con)
+                {
+                    Ok(pending) => pending,
+                    Err(_) => continue, // no group yet: nothing held
+                };
+                if pending.is_empty() {
+                    continue;
+                }
+                let mut pipe = redis::pipe();
+                for (entry, ..) in &pending {
+                    pipe.cmd("XRANGE").arg(&stream).arg(entry).arg(entry);
+                }
+                let entries: Vec<StreamRangeReply> = pipe.query(con)?;
+                for ((_, consumer, idle, _), reply) in pending.into_iter().zip(entries) {
+                    let text = reply.ids.first().and_then(|e| match e.map.get("envelope") {
+                        Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                        _ => None,
+                    });
+                    if let Some(envelope) = text.and_then(|t| Envelope::from_json_text(&t).ok()) {
+                        out.push((envelope, consumer, idle));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The dead letters of `queue`, with their entry ids.
     fn dead_entries(&self, queue: &str, limit: usize) -> Result<Vec<(String, DeadJob)>, String> {
         self.with(|con, keys| {

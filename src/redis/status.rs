@@ -207,5 +207,6 @@ pub(crate) fn read_status(
                     .collect()
             })
             .unwrap_or_default(),
+        started_at: None,
     }))
 }

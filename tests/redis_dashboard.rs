@@ -1,0 +1,60 @@
+//! The dashboard over Redis (feature `redis`): the jobs workers hold, and
+//! those delayed, listed from Redis; the overview counts them per queue.
+#![cfg(feature = "redis")]
+
+#[path = "support/probe.rs"]
+mod probe;
+mod support;
+
+use std::sync::Arc;
+
+use afterward::redis::Worker;
+use afterward::testing::TestServer;
+use afterward::{dashboard, Dashboard, Server};
+use probe::{post, Log};
+use support::redis::RedisServer;
+use support::TEST_TIMEOUT;
+
+#[test]
+fn held_and_delayed_jobs_are_listed_from_redis() {
+    let redis = RedisServer::start();
+    let log = Arc::new(Log::default());
+    let board = Dashboard::open().redis(redis.config());
+    let app = probe::app(&log).nest("/afterward", dashboard(board));
+    let server = TestServer::with_builder(Server::builder().redis(redis.config()), app);
+    let later = post(&server, "/probe?tag=later&delay_ms=600000");
+    let held = post(&server, "/probe?tag=held&held=true");
+    let worker = Worker::builder(redis.config())
+        .app(&probe::app(&log))
+        .consumer("w1")
+        .start()
+        .expect("the worker starts");
+    drop(log.wait_until(|s| s.order.iter().any(|t| t == "held")));
+
+    let jobs = server.get("/afterward/jobs").send().text();
+    let held_at = jobs.find("Held by workers").unwrap();
+    let delayed_at = jobs.find("<h2>Delayed").unwrap();
+    let held_row = jobs[held_at..].find(&held).unwrap() + held_at;
+    let later_row = jobs[delayed_at..].find(&later).unwrap() + delayed_at;
+    assert!(held_row < delayed_at && later_row > delayed_at, "{jobs}");
+    assert!(
+        jobs[held_at..delayed_at].contains("w1"),
+        "the worker holding it"
+    );
+    let overview = server.get("/afterward/api/overview").send().json();
+    assert_eq!(overview["queues"][0]["running"], 1, "{overview}");
+    assert_eq!(overview["queues"][0]["delayed"], 1, "{overview}");
+    let workers = overview["workers"].as_array().unwrap();
+    assert_eq!(workers[0]["name"], "w1");
+
+    log.release("held", 1);
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+    // A stopped worker is gone from the list at once.
+    let overview = server.get("/afterward/api/overview").send().json();
+    assert_eq!(
+        overview["workers"].as_array().unwrap().len(),
+        0,
+        "{overview}"
+    );
+}
