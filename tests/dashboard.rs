@@ -228,3 +228,30 @@ fn lists_are_paged_and_searched_and_a_running_job_is_cancelled_from_its_page() {
     log.release("held", 1);
     server.wait_idle();
 }
+
+#[test]
+fn a_delayed_job_is_run_now_from_its_page() {
+    let (server, log) = server_with_actions();
+    let later = post(&server, "/probe?tag=later&delay_ms=600000");
+    let html = page(&server, &format!("/afterward/jobs/{later}")).text();
+    assert!(
+        html.contains("delayed") && html.contains("Run now"),
+        "{html}"
+    );
+    let run = server
+        .post(&format!("/afterward/jobs/{later}/run-now"))
+        .header("x-role", "admin")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", csrf(&html)))
+        .send();
+    assert_eq!(run.status(), 303, "{}", run.text());
+    drop(log.wait_until(|s| s.done("later") == 1));
+    // Not waiting any more: a second run-now is a conflict.
+    let again = server
+        .post(&format!("/afterward/jobs/{later}/run-now"))
+        .header("x-role", "admin")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={}", csrf(&html)))
+        .send();
+    assert_eq!(again.status(), 409);
+}

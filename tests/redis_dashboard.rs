@@ -47,8 +47,13 @@ fn held_and_delayed_jobs_are_listed_from_redis() {
     let workers = overview["workers"].as_array().unwrap();
     assert_eq!(workers[0]["name"], "w1");
 
+    // Run now: a worker's next promotion moves it to the stream.
+    assert!(afterward::redis::Admin::new(redis.config())
+        .run_now(&later)
+        .unwrap());
     log.release("held", 1);
-    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 1));
+    drop(log.wait_until(|s| s.done("later") == 1));
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 2));
     assert!(worker.stop(TEST_TIMEOUT).is_complete());
     // A stopped worker is gone from the list at once.
     let overview = server.get("/afterward/api/overview").send().json();

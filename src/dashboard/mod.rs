@@ -101,7 +101,7 @@ impl Dashboard {
 /// The dashboard's routes, to mount with [`App::nest`]: `/` (overview),
 /// `/jobs` (`?state=&q=&page=`), `/jobs/{id}`, `/dead` (`?q=&page=`),
 /// `/schedules`, `/api/overview` (the overview as JSON), the actions
-/// (POST `/jobs/{id}/cancel`, `/dead/{id}/requeue`, `/dead/{id}/discard`,
+/// (POST `/jobs/{id}/cancel`, `/jobs/{id}/run-now`, `/dead/{id}/requeue`, `/dead/{id}/discard`,
 /// `/dead/requeue-all/{queue}`, `/schedules/{name}/pause` and `/resume`), and
 /// `/login` with a token.
 pub fn dashboard(config: Dashboard) -> App {
@@ -128,6 +128,7 @@ pub fn dashboard(config: Dashboard) -> App {
         .get("/login", page(Kind::LoginForm, 1))
         .post("/login", page(Kind::Login, 1))
         .post("/jobs/{id}/cancel", page(Kind::Cancel, 3))
+        .post("/jobs/{id}/run-now", page(Kind::RunNow, 3))
         .post("/dead/{id}/requeue", page(Kind::Requeue, 3))
         .post("/dead/{id}/discard", page(Kind::Discard, 3))
         .post("/dead/requeue-all/{queue}", page(Kind::RequeueAll, 3))
@@ -156,6 +157,7 @@ enum Kind {
     LoginForm,
     Login,
     Cancel,
+    RunNow,
     Requeue,
     Discard,
     RequeueAll,
@@ -336,6 +338,14 @@ impl Inner {
                         Err((409, error.to_string()))
                     }
                     Err(error) => Err((503, error.to_string())),
+                }
+            }
+            Kind::RunNow => {
+                let id = param(request, "id");
+                match view.run_now(&id) {
+                    Ok(true) => Ok(format!("{base}/jobs/{}", html::url_part(&id))),
+                    Ok(false) => Err((409, format!("job {id} is not waiting for its time"))),
+                    Err(error) => Err((503, error)),
                 }
             }
             Kind::Requeue | Kind::Discard => {

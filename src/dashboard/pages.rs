@@ -454,6 +454,15 @@ pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<Str
         let to = format!("{}/jobs/{}/cancel", ctx.base, url_part(&status.id));
         body.push_str(&action(&to, "Cancel", ctx.csrf));
     }
+    if ctx.actions
+        && matches!(
+            status.state,
+            JobState::Delayed { .. } | JobState::Retrying { .. }
+        )
+    {
+        let to = format!("{}/jobs/{}/run-now", ctx.base, url_part(&status.id));
+        body.push_str(&action(&to, "Run now", ctx.csrf));
+    }
     Ok(Some(page(ctx.base, &format!("Job {}", status.name), &body)))
 }
 

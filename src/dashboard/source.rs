@@ -215,6 +215,16 @@ impl View<'_> {
         }
     }
 
+    /// Runs job `id` now if it is delayed or waiting for a retry: whether
+    /// it was.
+    pub(crate) fn run_now(&self, id: &str) -> Result<bool, String> {
+        match self.source {
+            Source::InProcess => Ok(self.jobs.as_ref().is_some_and(|j| j.run_now(id))),
+            #[cfg(feature = "redis")]
+            Source::Redis(admin) => admin.run_now(id),
+        }
+    }
+
     /// Requeues dead job `id`: whether there was one.
     pub(crate) fn requeue(&self, id: &str) -> Result<bool, String> {
         match self.source {

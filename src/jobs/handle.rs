@@ -93,6 +93,13 @@ impl Jobs {
         self.runner.dead_letters()
     }
 
+    /// Runs job `id` now if it is delayed or waiting for a retry here (a
+    /// dashboard's "run now"); `false` if it is not waiting. In-process
+    /// only: over Redis, `afterward::redis::Admin::run_now`.
+    pub fn run_now(&self, id: &str) -> bool {
+        self.runner.broker().is_none() && self.runner.hurry(id)
+    }
+
     /// Sends dead job `id` back to run, its attempts reset (it is counted
     /// enqueued again); `false` if no dead letter kept here has that id.
     /// In-process dead letters only: over Redis, use

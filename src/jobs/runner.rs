@@ -63,6 +63,9 @@ pub(crate) struct JobRunner {
     cancels: Arc<Cancels>,
     /// The pool's schedules, once its scheduler has started.
     schedules: OnceLock<Arc<dyn ScheduleControl>>,
+    /// Delayed jobs asked to run now before they reached the timer (their
+    /// step still on its way): they skip their wait when they get there.
+    hurried: Mutex<Vec<Arc<str>>>,
     /// Where jobs go instead of the pool, when they run elsewhere.
     broker: Option<Arc<dyn Broker>>,
     /// Where jobs go that would be dropped at the shutdown deadline (mixed
@@ -113,6 +116,7 @@ impl JobRunner {
             uniques: Uniques::default(),
             cancels,
             schedules: OnceLock::new(),
+            hurried: Mutex::default(),
             lanes: match &broker {
                 Some(_) => None,
                 None => settings_queues.as_ref().map(Lanes::new),
@@ -353,6 +357,31 @@ impl JobRunner {
     /// The pool's schedules, if it has any.
     pub(super) fn schedules(&self) -> Option<&Arc<dyn ScheduleControl>> {
         self.schedules.get()
+    }
+
+    /// Runs job `id`, delayed or waiting for a retry, now: whether it was
+    /// waiting.
+    pub(super) fn hurry(&self, id: &str) -> bool {
+        let now = SystemTime::now();
+        // Under the statuses' lock: a job delayed, not yet in the timer,
+        // is marked before its step can look.
+        let waiting = self.statuses.update_with(id, |s| match &mut s.state {
+            JobState::Delayed { next_run } | JobState::Retrying { next_run } => {
+                *next_run = now;
+                true
+            }
+            _ => false,
+        });
+        if waiting != Some(true) {
+            return false;
+        }
+        // The same lock as `delay`'s look and schedule: the job is in the
+        // timer already, or it will see the mark.
+        let mut hurried = lock(&self.hurried);
+        if !self.timer.hurry(id) {
+            hurried.push(id.into());
+        }
+        true
     }
 
     /// Whether job id `id` was made here (by this runner's id source).
@@ -682,7 +711,19 @@ impl JobRunner {
                 s.state = JobState::Delayed { next_run };
             }
         });
-        self.wait(envelope, Instant::now() + delay);
+        // Asked to run now before it got here: it waits no more. Looked at
+        // and scheduled under one lock with `hurry`.
+        let mut hurried = lock(&self.hurried);
+        let at = hurried.iter().position(|h| **h == *envelope.id);
+        let due = match at {
+            Some(at) => {
+                hurried.swap_remove(at);
+                Instant::now()
+            }
+            None => Instant::now() + delay,
+        };
+        self.wait(envelope, due);
+        drop(hurried);
     }
 
     /// Puts the job in the timer until `due`; it counts as delayed (and the

@@ -12,7 +12,7 @@ use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
 use crate::jobs::envelope::now_ms;
 use crate::jobs::schedule::Spec;
-use crate::jobs::{CancelError, Cancellation, Envelope, JobStatus, ScheduleInfo};
+use crate::jobs::{CancelError, Cancellation, Envelope, JobState, JobStatus, ScheduleInfo};
 
 /// Reads and repairs a deployment's queues.
 pub struct Admin {
@@ -108,6 +108,35 @@ impl Admin {
             );
         }
         Ok(out)
+    }
+
+    /// Runs job `id` now if it waits in its queue's delayed set (a delay,
+    /// a retry's backoff): its due time becomes now, so a worker's next
+    /// promotion (within 50 ms) moves it to the stream. `Ok(false)` if it
+    /// is not waiting there.
+    pub fn run_now(&self, id: &str) -> Result<bool, String> {
+        let Some(status) = self.status(id)? else {
+            return Ok(false);
+        };
+        let next_run = match status.state {
+            JobState::Delayed { next_run } | JobState::Retrying { next_run } => next_run,
+            _ => return Ok(false),
+        };
+        let due = next_run
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let delayed = self.keys.queue(&status.queue).delayed;
+        self.with(|con, _| {
+            redis::cmd("EVAL")
+                .arg(RUN_NOW)
+                .arg(1)
+                .arg(&delayed)
+                .arg(id)
+                .arg(due)
+                .arg(now_ms())
+                .query::<i64>(con)
+                .map(|moved| moved == 1)
+        })
     }
 
     /// Jobs waiting in the delayed sets (a delay, or a retry's backoff),
@@ -448,6 +477,20 @@ pub struct WorkerInfo {
     /// When it last wrote, in Unix ms.
     pub last_heartbeat_ms: u64,
 }
+
+/// KEYS: a delayed set. ARGV: the job's id, its due time, now. Finds the
+/// envelope due then (every envelope starts `{"v":1,"id":"ID"`) and makes
+/// it due now: 1, or 0 if it is not there.
+const RUN_NOW: &str = r#"
+local head = '{"v":1,"id":"' .. ARGV[1] .. '"'
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])) do
+  if string.sub(member, 1, #head) == head then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[3], member)
+    return 1
+  end
+end
+return 0
+"#;
 
 /// A hash's fields, by name.
 type Names<T> = Vec<(String, T)>;
