@@ -132,6 +132,11 @@ fn job_values_are_shown_as_text_never_as_markup() {
     assert!(!dead.contains("<img"), "{dead}");
     let job = page(&server, &format!("/afterward/jobs/{id}")).text();
     assert!(job.contains("&lt;img src=x onerror=alert(1)&gt;") && !job.contains("<img"));
+    // Its history: queued, running, dead, each with its time.
+    let queued = job.find("<li>queued").expect("the history");
+    let running = job.find("<li>running").unwrap();
+    let dead = job.find("<li>dead").unwrap();
+    assert!(queued < running && running < dead, "{job}");
 }
 
 #[test]

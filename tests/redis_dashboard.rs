@@ -62,4 +62,10 @@ fn held_and_delayed_jobs_are_listed_from_redis() {
         0,
         "{overview}"
     );
+    // The job's history, as the worker that ran it wrote it.
+    let page = server.get(&format!("/afterward/jobs/{held}")).send().text();
+    let queued = page.find("<li>queued").expect("the history");
+    let running = page.find("<li>running").unwrap();
+    let done = page.find("<li>done").unwrap();
+    assert!(queued < running && running < done, "{page}");
 }

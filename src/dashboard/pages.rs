@@ -381,6 +381,27 @@ fn redis_jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> Result<Strin
     Ok(out)
 }
 
+/// A job's states and when each began, as a list.
+fn history(status: &JobStatus) -> String {
+    if status.history.is_empty() {
+        return "—".into();
+    }
+    let mut out = String::from("<ol class=\"history\">");
+    for (state, at) in &status.history {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ = write!(
+            out,
+            "<li>{} <span class=\"at\">{}</span></li>",
+            escape(state),
+            time(ms)
+        );
+    }
+    out.push_str("</ol>");
+    out
+}
+
 /// When a job runs next, or how long it has been running.
 fn when(status: &JobStatus) -> String {
     match (&status.state, status.started_at) {
@@ -448,6 +469,7 @@ pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<Str
                 children.join(" ")
             },
         ],
+        vec!["history".into(), history(&status)],
     ];
     let mut body = table(&["", ""], &rows);
     if ctx.actions && !status.state.has_ended() {

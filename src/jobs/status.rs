@@ -89,6 +89,10 @@ pub struct JobStatus {
     pub children: Vec<String>,
     /// When its last attempt started (kept in-process; over Redis, `None`).
     pub started_at: Option<SystemTime>,
+    /// Its states and when each began, oldest first: in-process every
+    /// change (the last 8); over Redis what the last writer knew (enqueued,
+    /// the last attempt's start, its outcome).
+    pub history: Vec<(&'static str, SystemTime)>,
 }
 
 impl JobStatus {
@@ -161,6 +165,7 @@ impl Slot {
             result: record.result.clone(),
             children: record.children.iter().map(|c| c.to_string()).collect(),
             started_at: record.started,
+            history: record.history.to_vec(),
         }
     }
 }
@@ -178,6 +183,69 @@ pub(crate) struct Record {
     pub(crate) unique: Option<String>,
     /// When its last attempt started.
     pub(crate) started: Option<SystemTime>,
+    /// Its states and when each began.
+    pub(crate) history: Transitions,
+}
+
+/// A job's last [`Transitions::KEPT`] states and when each began (Unix ms),
+/// inline: no allocation per job.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Transitions {
+    entries: [(u8, u64); Transitions::KEPT],
+    len: u8,
+}
+
+/// Every state's name ([`JobState::as_str`]), and `?`: a transition's code
+/// is its place here.
+pub(crate) const STATES: [&str; 9] = [
+    "queued",
+    "delayed",
+    "running",
+    "retrying",
+    "done",
+    "dead",
+    "discarded",
+    "cancelled",
+    "?",
+];
+
+impl Transitions {
+    const KEPT: usize = 8;
+
+    /// Notes `state` now, unless it is the state already noted last.
+    fn note(&mut self, state: &JobState) {
+        let code = STATES
+            .iter()
+            .position(|s| *s == state.as_str())
+            .unwrap_or(STATES.len() - 1) as u8;
+        let len = usize::from(self.len);
+        if len > 0 && self.entries[len - 1].0 == code {
+            return;
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if len == Self::KEPT {
+            self.entries.copy_within(1.., 0);
+            self.entries[Self::KEPT - 1] = (code, at);
+        } else {
+            self.entries[len] = (code, at);
+            self.len += 1;
+        }
+    }
+
+    fn to_vec(self) -> Vec<(&'static str, SystemTime)> {
+        self.entries[..usize::from(self.len)]
+            .iter()
+            .map(|(code, ms)| {
+                let state = STATES[usize::from(*code)];
+                (
+                    state,
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(*ms),
+                )
+            })
+            .collect()
+    }
 }
 
 impl StatusStore {
@@ -221,8 +289,11 @@ impl StatusStore {
                 children: Vec::new(),
                 unique: None,
                 started: None,
+                history: Transitions::default(),
             },
         };
+        let mut slot = slot;
+        slot.record.history.note(&JobState::Queued);
         let mut slots = self.lock();
         if slots.len() <= index {
             slots.resize_with(index + 1, || None);
@@ -247,7 +318,12 @@ impl StatusStore {
     ) -> Option<R> {
         let index = self.slot_of(id)?;
         match self.lock().get_mut(index) {
-            Some(Some(slot)) if *slot.id == *id => Some(change(&mut slot.record)),
+            Some(Some(slot)) if *slot.id == *id => {
+                let changed = change(&mut slot.record);
+                let record = &mut slot.record;
+                record.history.note(&record.state);
+                Some(changed)
+            }
             _ => None,
         }
     }

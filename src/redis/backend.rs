@@ -340,11 +340,17 @@ impl Backend for RedisBackend {
                         (*envelope, "dead", Some(*error), None)
                     }
                 };
+                let mut history = vec![("queued", envelope.enqueued_at_ms)];
+                if record.started_ms > 0 {
+                    history.push(("running", record.started_ms));
+                }
+                history.push((state, now_ms()));
                 let status = StatusWrite {
                     error,
                     next_run_ms,
                     result,
                     children: child_ids,
+                    history,
                     ..StatusWrite::new(&envelope.name, state, envelope.attempts)
                 };
                 statuses.push(queue, &envelope.id, &status);
@@ -407,6 +413,7 @@ impl Backend for RedisBackend {
         for job in running {
             let status = StatusWrite {
                 error: job.last_error,
+                history: vec![("queued", job.enqueued_at_ms), ("running", job.started_ms)],
                 ..StatusWrite::new(job.name, "running", job.attempt)
             };
             statuses.push(&self.queues[job.lane], job.envelope_id, &status);

@@ -21,6 +21,8 @@ pub(crate) struct StatusWrite<'a> {
     pub(crate) result: Option<&'a str>,
     /// The follow-up jobs' ids.
     pub(crate) children: Vec<&'a str>,
+    /// What the writer knows of its states: (state, Unix ms), oldest first.
+    pub(crate) history: Vec<(&'a str, u64)>,
 }
 
 impl<'a> StatusWrite<'a> {
@@ -34,6 +36,7 @@ impl<'a> StatusWrite<'a> {
             next_run_ms: None,
             result: None,
             children: Vec::new(),
+            history: Vec::new(),
         }
     }
 }
@@ -60,6 +63,18 @@ impl StatusWrite<'_> {
         if let Some(result) = self.result {
             out.push_str(",\"result\":");
             out.push_str(result);
+        }
+        if !self.history.is_empty() {
+            out.push_str(",\"history\":[");
+            for (i, (state, ms)) in self.history.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('[');
+                push_json_str(&mut out, state);
+                let _ = write!(out, ",{ms}]");
+            }
+            out.push(']');
         }
         if !self.children.is_empty() {
             out.push_str(",\"children\":[");
@@ -130,6 +145,14 @@ impl StatusWrites {
                 .ignore();
         }
     }
+}
+
+/// The static name of a state named in a status (`None` for another).
+pub(crate) fn state_name(name: &str) -> Option<&'static str> {
+    crate::jobs::status::STATES[..8]
+        .iter()
+        .copied()
+        .find(|s| *s == name)
 }
 
 /// The state a status names (`retrying` without its time).
@@ -208,5 +231,18 @@ pub(crate) fn read_status(
             })
             .unwrap_or_default(),
         started_at: None,
+        history: value["history"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| {
+                        let state = super::status::state_name(e.get(0)?.as_str()?)?;
+                        let ms = e.get(1)?.as_u64()?;
+                        Some((state, SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }))
 }

@@ -80,6 +80,7 @@ pub(crate) fn write_jobs(
         };
         let status = StatusWrite {
             next_run_ms: job.due_ms,
+            history: vec![(state, envelope.enqueued_at_ms)],
             ..StatusWrite::new(&envelope.name, state, envelope.attempts)
         };
         statuses.push(&queues[*lane], &envelope.id, &status);

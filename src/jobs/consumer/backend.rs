@@ -59,6 +59,8 @@ pub(crate) struct Record<'a> {
     pub(crate) lane: usize,
     pub(crate) entry: &'a str,
     pub(crate) action: Action<'a>,
+    /// When the attempt started, Unix ms (0 for a job not run).
+    pub(crate) started_ms: u64,
 }
 
 /// A job running for a while, whose `running` status is written.
@@ -68,6 +70,9 @@ pub(crate) struct Announce<'a> {
     pub(crate) name: &'a str,
     pub(crate) attempt: u32,
     pub(crate) last_error: Option<&'a str>,
+    /// When it was enqueued, and when this attempt started (Unix ms).
+    pub(crate) enqueued_at_ms: u64,
+    pub(crate) started_ms: u64,
 }
 
 /// How many new jobs to take from one queue at most.

@@ -30,6 +30,14 @@ const RECORD_LINGER: Duration = Duration::from_millis(2);
 /// How often due jobs are promoted.
 const PROMOTE_EVERY: Duration = Duration::from_millis(50);
 
+/// When a finished attempt started, Unix ms (0 for one not run).
+fn started_ms(finished: &Finished) -> u64 {
+    if finished.ran_for.is_zero() {
+        return 0;
+    }
+    now_ms().saturating_sub(finished.ran_for.as_millis() as u64)
+}
+
 /// How often the store's cancel requests are looked at: how soon a job a
 /// worker holds learns it was cancelled.
 pub(super) const CANCELS_EVERY: Duration = Duration::from_millis(100);
@@ -49,6 +57,8 @@ struct Announced {
     name: String,
     attempt: u32,
     last_error: Option<String>,
+    enqueued_at_ms: u64,
+    started_ms: u64,
 }
 
 /// The I/O thread: everything said to the backend.
@@ -412,6 +422,8 @@ impl<B: Backend> IoLoop<B> {
                     name: job.name.to_string(),
                     attempt: job.attempt,
                     last_error: job.last_error.clone(),
+                    enqueued_at_ms: job.enqueued_at_ms,
+                    started_ms: now_ms().saturating_sub(job.started.elapsed().as_millis() as u64),
                 });
             }
         }
@@ -426,6 +438,8 @@ impl<B: Backend> IoLoop<B> {
                 name: &job.name,
                 attempt: job.attempt,
                 last_error: job.last_error.as_deref(),
+                enqueued_at_ms: job.enqueued_at_ms,
+                started_ms: job.started_ms,
             })
             .collect();
         self.backend.announce(&announces)?;
@@ -509,6 +523,7 @@ impl<B: Backend> IoLoop<B> {
                             lane: finished.lane,
                             entry: &finished.entry,
                             action: Action::Cancelled { envelope, error },
+                            started_ms: started_ms(finished),
                         });
                         continue;
                     }
@@ -545,6 +560,7 @@ impl<B: Backend> IoLoop<B> {
                 lane: finished.lane,
                 entry: &finished.entry,
                 action,
+                started_ms: started_ms(finished),
             });
         }
         if !records.is_empty() {

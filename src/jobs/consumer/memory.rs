@@ -243,6 +243,10 @@ impl Backend for MemoryBackend {
                 return Err("the record failed".into());
             }
             for record in finished {
+                assert!(
+                    record.started_ms <= now_ms(),
+                    "an attempt started in the future"
+                );
                 let held = inner.held.remove(record.entry);
                 // A record names the job's queue as its delivery did.
                 assert!(held.is_some_and(|h| h.queue == queues[record.lane]));
@@ -319,6 +323,9 @@ impl Backend for MemoryBackend {
             for job in running {
                 inner.status(job.envelope_id, "running");
                 let error = job.last_error.map(str::to_owned);
+                // A store keeps what a status history needs: the attempt
+                // started after the job was enqueued.
+                assert!(job.started_ms >= job.enqueued_at_ms);
                 let queue = queues[job.lane].clone();
                 let announced = (
                     job.envelope_id.into(),

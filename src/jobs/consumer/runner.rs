@@ -52,6 +52,7 @@ pub(super) struct Running {
     /// The attempt running.
     pub(super) attempt: u32,
     pub(super) last_error: Option<String>,
+    pub(super) enqueued_at_ms: u64,
     pub(super) started: Instant,
     pub(super) deadline: Instant,
     /// Whether its `running` status is written: only for a job still
@@ -146,6 +147,7 @@ impl Runner {
             name: envelope.name.clone(),
             attempt: envelope.attempts,
             last_error: envelope.last_error.clone(),
+            enqueued_at_ms: envelope.enqueued_at_ms,
             started: now,
             deadline: now + timeout,
             announced: false,
