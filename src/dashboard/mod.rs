@@ -440,11 +440,22 @@ fn param(request: &Request<'_>, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn list_query(request: &mut Request<'_>) -> ListQuery {
-    request
-        .extract::<crate::extract::Query<ListQuery>>()
-        .map(|q| q.0)
-        .unwrap_or_default()
+/// `?state=&q=&page=` (each optional; a page that is not a number: 1).
+fn list_query(request: &Request<'_>) -> ListQuery {
+    let mut query = ListQuery::default();
+    for pair in request.query_string().unwrap_or_default().split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Ok(value) = percent::decode(value, true) else {
+            continue;
+        };
+        match key {
+            "state" => query.state = value.into_owned(),
+            "q" => query.q = value.into_owned(),
+            "page" => query.page = value.parse().unwrap_or(1),
+            _ => {}
+        }
+    }
+    query
 }
 
 /// The fields of an `application/x-www-form-urlencoded` body.
@@ -504,7 +515,7 @@ fn api(view: &View<'_>, request: &Request<'_>) -> Result<Response, String> {
         "per_minute": per_minute,
         "workers": workers,
         "mode": view.mode(),
-        "queues": view.queues()?,
+        "queues": view.queues()?.iter().map(|q| q.to_json()).collect::<Vec<_>>(),
         "process": {
             "tasks_scheduled": stats.scheduled,
             "tasks_completed": stats.completed,

@@ -174,13 +174,10 @@ pub(crate) fn schedules(ctx: &Ctx<'_>, view: &View<'_>) -> Result<String, String
 
 /// The filters of a list: a state, a search (an id, or part of a name),
 /// a page (from 1).
-#[derive(Default, serde::Deserialize)]
+#[derive(Default)]
 pub(crate) struct ListQuery {
-    #[serde(default)]
     pub(crate) state: String,
-    #[serde(default)]
     pub(crate) q: String,
-    #[serde(default)]
     pub(crate) page: usize,
 }
 

@@ -9,7 +9,7 @@ use super::history::History;
 use crate::jobs::{CancelError, Cancellation, DeadLetter, JobStatus, Jobs, ScheduleInfo};
 
 /// One queue's counts.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct QueueRow {
     pub(crate) queue: String,
     /// Waiting to start (over Redis: in the stream, not yet read).
@@ -20,6 +20,20 @@ pub(crate) struct QueueRow {
     /// In-process only: over Redis, retries wait among the delayed.
     pub(crate) retrying: u64,
     pub(crate) dead: u64,
+}
+
+impl QueueRow {
+    /// `{"queue", "ready", "running", "delayed", "retrying", "dead"}`.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "queue": self.queue,
+            "ready": self.ready,
+            "running": self.running,
+            "delayed": self.delayed,
+            "retrying": self.retrying,
+            "dead": self.dead,
+        })
+    }
 }
 
 /// A dead letter, as the pages show it.
