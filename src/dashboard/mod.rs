@@ -8,6 +8,10 @@
 //! every value a job carries is escaped (`html.rs`); the pages send a
 //! Content-Security-Policy that allows no script and nothing from another
 //! host (their one stylesheet is served here).
+//!
+//! Its size: the safety rules (authentication, the login form, CSRF and
+//! origin checks, the headers) are kept together here, where every route
+//! goes through them.
 
 mod history;
 mod html;

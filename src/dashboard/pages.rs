@@ -1,6 +1,8 @@
 //! The dashboard's pages, rendered on the server from a [`View`]: every
 //! value a job carries is escaped ([`escape`]), lists are paged and read no
 //! more than one page's worth of HTML.
+//!
+//! Its size: one function per page, each its own table.
 
 use std::fmt::Write;
 

@@ -3,8 +3,11 @@
 //! the timer's thread, which hands due jobs to the pool and reports attempts
 //! past their deadlines.
 //!
-//! Its size: a fifth is unit tests; the runner and its timer share one
-//! state (statuses, the timer's heap, the counters) under one set of rules.
+//! Its size: a tenth is unit tests; the rest is one state (statuses, the
+//! timer's heap, the counters, uniqueness keys, cancel marks) under one set
+//! of rules, which every path of a job's life reads. It has outgrown that:
+//! the next restructuring should move the lifecycle operations (cancel,
+//! unique keys, run now, dead letters) to a room of their own.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

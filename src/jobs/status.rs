@@ -1,4 +1,7 @@
 //! What is known of each job: a bounded store, oldest entry evicted first.
+//!
+//! Its size: a quarter is unit tests; the rest is the public status types,
+//! the store with its paged walk, and the id source the store is indexed by.
 
 use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
