@@ -502,7 +502,14 @@ fn three_servers_with_one_schedule_enqueue_each_tick_once_and_a_stop_loses_none(
     // One server stops mid-way; the two others go on.
     let mut stopped = servers.remove(0);
     assert!(stopped.stop().success());
-    wait_for_worker_heartbeats(&worker, 12);
+    wait_for_worker_heartbeats(&worker, 10);
+    // Another is paused (SIGSTOP) through five ticks and resumes: it fires
+    // no burst (its claims of ticks the third server enqueued are refused).
+    servers[0].signal("STOP");
+    std::thread::sleep(Duration::from_millis(1000)); // the scenario: five ticks pass
+    servers[0].signal("CONT");
+    let resumed = worker_heartbeats(&worker).len();
+    wait_for_worker_heartbeats(&worker, resumed + 3);
 
     let (status, out, err) = run(&["jobs", "--redis-url", &url, "schedules"], &[]);
     assert!(status.success(), "{err}");
