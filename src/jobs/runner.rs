@@ -234,7 +234,8 @@ impl JobRunner {
         // A job for the broker gets its status there, as it is sent.
         if self.broker.is_none() {
             let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses.insert(&envelope.id, name, queue);
+            self.statuses
+                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
             if envelope.unique.is_some() || options.delay.is_some() {
                 let next_run = options.delay.map(|delay| SystemTime::now() + delay);
                 self.statuses.update(&envelope.id, |s| {
@@ -339,7 +340,8 @@ impl JobRunner {
                 }
             }
             let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses.insert(&envelope.id, name, queue);
+            self.statuses
+                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
             self.counters.job_enqueued();
             self.count(&envelope.name, &envelope.queue, ENQUEUED);
             log::info!("dead job {} ({}) requeued", envelope.id, envelope.name);
@@ -650,7 +652,8 @@ impl JobRunner {
                 continue;
             }
             let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses.insert(&envelope.id, name, queue);
+            self.statuses
+                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
             self.counters.job_enqueued();
             self.count(&envelope.name, &envelope.queue, ENQUEUED);
             if self.settings.mode == JobMode::Eager {

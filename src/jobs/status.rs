@@ -93,7 +93,7 @@ pub struct JobStatus {
     /// When its last attempt started (kept in-process; over Redis, `None`).
     pub started_at: Option<SystemTime>,
     /// Its states and when each began, oldest first: in-process every
-    /// change (the last 8); over Redis what the last writer knew (enqueued,
+    /// change (the first and the last 5); over Redis what the last writer knew (enqueued,
     /// the last attempt's start, its outcome).
     pub history: Vec<(&'static str, SystemTime)>,
 }
@@ -190,14 +190,16 @@ pub(crate) struct Record {
     pub(crate) history: Transitions,
 }
 
-/// A job's last [`Transitions::KEPT`] states and when each began (Unix ms),
-/// inline: no allocation per job.
+/// A job's last [`Transitions::KEPT`] states and when each began, inline
+/// and compact (40 bytes: the store keeps thousands): the first time in
+/// Unix ms, the others as milliseconds after it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Transitions {
-    entries: [(u8, u64); Transitions::KEPT],
+    first_ms: u64,
+    codes: [u8; Transitions::KEPT],
+    after_ms: [u32; Transitions::KEPT],
     len: u8,
 }
-
 /// Every state's name ([`JobState::as_str`]), and `?`: a transition's code
 /// is its place here.
 pub(crate) const STATES: [&str; 9] = [
@@ -213,38 +215,53 @@ pub(crate) const STATES: [&str; 9] = [
 ];
 
 impl Transitions {
-    const KEPT: usize = 8;
+    const KEPT: usize = 6;
 
     /// Notes `state` now, unless it is the state already noted last.
     fn note(&mut self, state: &JobState) {
+        self.note_at(state, None);
+    }
+
+    /// Notes `state` at `at_ms` (Unix ms; `None`: now).
+    fn note_at(&mut self, state: &JobState, at_ms: Option<u64>) {
         let code = STATES
             .iter()
             .position(|s| *s == state.as_str())
             .unwrap_or(STATES.len() - 1) as u8;
         let len = usize::from(self.len);
-        if len > 0 && self.entries[len - 1].0 == code {
+        if len > 0 && self.codes[len - 1] == code {
             return;
         }
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = at_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        if len == 0 {
+            self.first_ms = now;
+        }
+        let after = u32::try_from(now.saturating_sub(self.first_ms)).unwrap_or(u32::MAX);
         if len == Self::KEPT {
-            self.entries.copy_within(1.., 0);
-            self.entries[Self::KEPT - 1] = (code, at);
+            // The first state stays (when the job began); the middle ones go.
+            self.codes.copy_within(2.., 1);
+            self.after_ms.copy_within(2.., 1);
+            self.codes[Self::KEPT - 1] = code;
+            self.after_ms[Self::KEPT - 1] = after;
         } else {
-            self.entries[len] = (code, at);
+            self.codes[len] = code;
+            self.after_ms[len] = after;
             self.len += 1;
         }
     }
 
     fn to_vec(self) -> Vec<(&'static str, SystemTime)> {
-        self.entries[..usize::from(self.len)]
-            .iter()
-            .map(|(code, ms)| {
-                let state = STATES[usize::from(*code)];
+        (0..usize::from(self.len))
+            .map(|i| {
+                let ms = self.first_ms + u64::from(self.after_ms[i]);
+                let state = STATES[usize::from(self.codes[i])];
                 (
                     state,
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(*ms),
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
                 )
             })
             .collect()
@@ -275,8 +292,15 @@ impl StatusStore {
         usize::try_from(sequence % self.capacity as u64).ok()
     }
 
-    /// Keeps a new job's status, `queued`.
-    pub(crate) fn insert(&self, id: &Arc<str>, name: Cow<'static, str>, queue: Cow<'static, str>) {
+    /// Keeps a new job's status, `queued` since `enqueued_ms` (its
+    /// envelope's time: no clock read here).
+    pub(crate) fn insert(
+        &self,
+        id: &Arc<str>,
+        name: Cow<'static, str>,
+        queue: Cow<'static, str>,
+        enqueued_ms: u64,
+    ) {
         let Some(index) = self.slot_of(id) else {
             return;
         };
@@ -296,7 +320,9 @@ impl StatusStore {
             },
         };
         let mut slot = slot;
-        slot.record.history.note(&JobState::Queued);
+        slot.record
+            .history
+            .note_at(&JobState::Queued, Some(enqueued_ms));
         let mut slots = self.lock();
         if slots.len() <= index {
             slots.resize_with(index + 1, || None);
@@ -498,11 +524,11 @@ mod tests {
         let ids = IdSource::default();
         let store = StatusStore::new(2, ids.origin());
         let [a, b, c] = [(); 3].map(|()| ids.next());
-        store.insert(&a, Cow::Borrowed("j"), Cow::Borrowed("q"));
-        store.insert(&b, Cow::Borrowed("j"), Cow::Borrowed("q"));
+        store.insert(&a, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
+        store.insert(&b, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
         store.update(&a, |s| s.state = JobState::Done);
         assert_eq!(store.get(&a).map(|s| s.state), Some(JobState::Done));
-        store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"));
+        store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
         assert_eq!(store.get(&a), None);
         assert!(store.get(&b).is_some() && store.get(&c).is_some());
     }
@@ -514,7 +540,7 @@ mod tests {
         let made: Vec<Arc<str>> = (0..6).map(|_| ids.next()).collect();
         for (i, id) in made.iter().enumerate() {
             let name = if i % 2 == 0 { "even" } else { "odd" };
-            store.insert(id, Cow::Borrowed(name), Cow::Borrowed("q"));
+            store.insert(id, Cow::Borrowed(name), Cow::Borrowed("q"), 0);
         }
         store.update(&made[5], |s| s.state = JobState::Done);
         let ids_of = |page: Vec<JobStatus>| page.into_iter().map(|s| s.id).collect::<Vec<_>>();
@@ -541,7 +567,7 @@ mod tests {
         let ids = IdSource::default();
         let store = StatusStore::new(8, ids.origin());
         let id = ids.next();
-        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"));
+        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
         // Same slot (same counter), another secret: a guessed id.
         let guessed = format!("{:016x}{}", 0u64, &id[16..]);
         for other in [&guessed[..], &id[..16], &id[..id.len() - 1], "", "é", "zz"] {
@@ -578,7 +604,7 @@ mod tests {
         // The first id takes the store's first slot: the store grows from
         // the start, wherever the counter began.
         let store = StatusStore::new(10, a.origin());
-        store.insert(&first, Cow::Borrowed("j"), Cow::Borrowed("q"));
+        store.insert(&first, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
         assert_eq!(store.lock().len(), 1);
     }
 }
