@@ -233,22 +233,28 @@ impl JobRunner {
         }
         // A job for the broker gets its status there, as it is sent.
         if self.broker.is_none() {
-            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses
-                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
-            if envelope.unique.is_some() || options.delay.is_some() {
-                let next_run = options.delay.map(|delay| SystemTime::now() + delay);
-                self.statuses.update(&envelope.id, |s| {
-                    s.unique.clone_from(&envelope.unique);
-                    if let Some(next_run) = next_run {
-                        s.state = JobState::Delayed { next_run };
-                    }
-                });
-            }
+            self.keep_status(&envelope, options.delay);
         }
         self.counters.job_enqueued();
         spec.counts.bump(&envelope.queue, ENQUEUED);
         Ok(Prepared::New(envelope))
+    }
+
+    /// Keeps a new job's status: `queued`, or `delayed` when it waits
+    /// `delay`, with its uniqueness key (a cancel before it starts frees it).
+    fn keep_status(&self, envelope: &Envelope, delay: Option<Duration>) {
+        let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
+        self.statuses
+            .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
+        if envelope.unique.is_some() || delay.is_some() {
+            let next_run = delay.map(|delay| SystemTime::now() + delay);
+            self.statuses.update(&envelope.id, |s| {
+                s.unique.clone_from(&envelope.unique);
+                if let Some(next_run) = next_run {
+                    s.state = JobState::Delayed { next_run };
+                }
+            });
+        }
     }
 
     /// Claims a unique job's key (in the broker, or here): the holder's id
@@ -339,9 +345,7 @@ impl JobRunner {
                     envelope.unique = None;
                 }
             }
-            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses
-                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
+            self.keep_status(&envelope, None);
             self.counters.job_enqueued();
             self.count(&envelope.name, &envelope.queue, ENQUEUED);
             log::info!("dead job {} ({}) requeued", envelope.id, envelope.name);
@@ -651,9 +655,7 @@ impl JobRunner {
                 self.capture(envelope);
                 continue;
             }
-            let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-            self.statuses
-                .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
+            self.keep_status(&envelope, delay);
             self.counters.job_enqueued();
             self.count(&envelope.name, &envelope.queue, ENQUEUED);
             if self.settings.mode == JobMode::Eager {
