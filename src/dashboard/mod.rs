@@ -116,28 +116,40 @@ pub fn dashboard(config: Dashboard) -> App {
         config,
         history: OnceLock::new(),
     });
-    let page = |kind: Kind, depth: usize| Page {
+    // A route's depth (the segments of its own pattern) tells, taken off a
+    // request's path, where the dashboard is mounted.
+    let page = |kind: Kind, pattern: &str| Page {
         inner: inner.clone(),
         kind,
-        depth,
+        depth: pattern.split('/').filter(|s| !s.is_empty()).count(),
     };
-    App::new()
-        .get("/", page(Kind::Overview, 0))
-        .get("/jobs", page(Kind::Jobs, 1))
-        .get("/jobs/{id}", page(Kind::Job, 2))
-        .get("/dead", page(Kind::Dead, 1))
-        .get("/schedules", page(Kind::Schedules, 1))
-        .get("/api/overview", page(Kind::Api, 2))
-        .get("/assets/dashboard.css", page(Kind::Css, 2))
-        .get("/login", page(Kind::LoginForm, 1))
-        .post("/login", page(Kind::Login, 1))
-        .post("/jobs/{id}/cancel", page(Kind::Cancel, 3))
-        .post("/jobs/{id}/run-now", page(Kind::RunNow, 3))
-        .post("/dead/{id}/requeue", page(Kind::Requeue, 3))
-        .post("/dead/{id}/discard", page(Kind::Discard, 3))
-        .post("/dead/requeue-all/{queue}", page(Kind::RequeueAll, 3))
-        .post("/schedules/{name}/pause", page(Kind::Pause, 3))
-        .post("/schedules/{name}/resume", page(Kind::Resume, 3))
+    let routes: [(bool, &str, Kind); 16] = [
+        (false, "/", Kind::Overview),
+        (false, "/jobs", Kind::Jobs),
+        (false, "/jobs/{id}", Kind::Job),
+        (false, "/dead", Kind::Dead),
+        (false, "/schedules", Kind::Schedules),
+        (false, "/api/overview", Kind::Api),
+        (false, "/assets/dashboard.css", Kind::Css),
+        (false, "/login", Kind::LoginForm),
+        (true, "/login", Kind::Login),
+        (true, "/jobs/{id}/cancel", Kind::Cancel),
+        (true, "/jobs/{id}/run-now", Kind::RunNow),
+        (true, "/dead/{id}/requeue", Kind::Requeue),
+        (true, "/dead/{id}/discard", Kind::Discard),
+        (true, "/dead/requeue-all/{queue}", Kind::RequeueAll),
+        (true, "/schedules/{name}/pause", Kind::Pause),
+        (true, "/schedules/{name}/resume", Kind::Resume),
+    ];
+    routes
+        .into_iter()
+        .fold(App::new(), |app, (post, pattern, kind)| {
+            if post {
+                app.post(pattern, page(kind, pattern))
+            } else {
+                app.get(pattern, page(kind, pattern))
+            }
+        })
 }
 
 struct Inner {
@@ -226,8 +238,9 @@ impl Inner {
                     .with_header("WWW-Authenticate", "Bearer"),
             };
         }
-        let counters = request.background_tasks().counters().clone();
-        let history = self.history.get_or_init(|| History::start(&counters));
+        let history = self
+            .history
+            .get_or_init(|| History::start(request.background_tasks().counters()));
         let view = View {
             source: &self.config.source,
             jobs: request.background_tasks().jobs(),
