@@ -190,7 +190,8 @@ pub use crate::jobs::{
     job_cancel_handler, job_status_handler, CancelError, Cancellation, DeadLetter, EnqueueError,
     Envelope, GiveUp, Job, JobContext, JobId, JobMode, JobOptions, JobResult, JobSettings,
     JobState, JobStatus, Jobs, Missed, QueueOrder, Queues, ResultError, Schedule, ScheduleInfo,
-    DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_MAX_RESULT_BYTES, DEFAULT_QUEUE, ENVELOPE_VERSION,
+    DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_MAX_RESULT_BYTES, DEFAULT_QUEUE,
+    DEFAULT_STATUS_PAYLOAD_BYTES, ENVELOPE_VERSION,
 };
 pub use crate::json::Json;
 pub use crate::method::Method;

@@ -132,11 +132,38 @@ fn job_values_are_shown_as_text_never_as_markup() {
     assert!(!dead.contains("<img"), "{dead}");
     let job = page(&server, &format!("/afterward/jobs/{id}")).text();
     assert!(job.contains("&lt;img src=x onerror=alert(1)&gt;") && !job.contains("<img"));
+    // The payload, kept with the status, shown (as text) on the job's page.
+    let payload = job.find("<td>payload</td>").expect("a payload row");
+    assert!(
+        job[payload..].starts_with(
+            "<td>payload</td><td><pre>{\n  &quot;note&quot;: &quot;&lt;img src=x onerror=alert(1)&gt;&quot;\n}</pre>"
+        ),
+        "{job}"
+    );
     // Its history: queued, running, dead, each with its time.
     let queued = job.find("<li>queued").expect("the history");
     let running = job.find("<li>running").unwrap();
     let dead = job.find("<li>dead").unwrap();
     assert!(queued < running && running < dead, "{job}");
+}
+
+#[test]
+fn a_server_told_to_keep_no_payloads_shows_none() {
+    let log = Arc::new(Log::default());
+    let app = probe::app(&log)
+        .job::<Evil>()
+        .post("/evil", evil)
+        .nest("/afterward", dashboard(admin_only()));
+    let builder = Server::builder().job_status_payload_bytes(0);
+    let server = TestServer::with_builder(builder, app);
+    let id = server.post("/evil").send().text();
+    server.wait_idle();
+    let job = page(&server, &format!("/afterward/jobs/{id}")).text();
+    assert!(
+        job.contains("<td>payload</td><td>— <span class=\"at\">(not kept)</span>"),
+        "{job}"
+    );
+    assert!(!job.contains("&quot;note&quot;"), "{job}");
 }
 
 #[test]

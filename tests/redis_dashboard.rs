@@ -68,4 +68,52 @@ fn held_and_delayed_jobs_are_listed_from_redis() {
     let running = page.find("<li>running").unwrap();
     let done = page.find("<li>done").unwrap();
     assert!(queued < running && running < done, "{page}");
+    // Its payload, which the producer kept beside its status.
+    assert!(
+        page.contains("<td>payload</td><td><pre>{\n  &quot;held&quot;: true,\n  &quot;tag&quot;: &quot;held&quot;\n}</pre>"),
+        "{page}"
+    );
+    // Both are in the list of jobs done, the last done first.
+    let done = server.get("/afterward/jobs?state=done").send().text();
+    let list = done
+        .find("Done last in default (2 kept)")
+        .expect("the list");
+    let (first, second) = (
+        done[list..].find(&later).unwrap(),
+        done[list..].find(&held).unwrap(),
+    );
+    assert!(first < second, "{done}");
+}
+
+#[test]
+fn the_done_list_keeps_its_limit_and_payloads_are_kept_only_if_asked() {
+    let redis = RedisServer::start();
+    let log = Arc::new(Log::default());
+    let mut config = redis.config();
+    config.recent_done = 2;
+    config.status_payload_bytes = 0;
+    let app = probe::app(&log);
+    let server = TestServer::with_builder(Server::builder().redis(config.clone()), app);
+    let ids: Vec<String> = (0..3)
+        .map(|i| post(&server, &format!("/probe?tag=t{i}")))
+        .collect();
+    let worker = Worker::builder(config.clone())
+        .app(&probe::app(&log))
+        .concurrency(1)
+        .start()
+        .expect("the worker starts");
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 3));
+    let admin = afterward::redis::Admin::new(config);
+    let lists = admin.recent_done(0, 10).unwrap();
+    assert_eq!(lists.len(), 1);
+    let (queue, kept, statuses) = &lists[0];
+    let listed: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!((queue.as_str(), *kept), ("default", 2));
+    assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
+    assert!(statuses.iter().all(|s| s.payload.is_none()));
+    // Paging: the second of them alone.
+    let (_, _, page) = &admin.recent_done(1, 1).unwrap()[0];
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, ids[1]);
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
 }

@@ -50,6 +50,7 @@ const OPTIONS: &[Opt] = &[
     Opt { name: "job-max-attempts", value: "N", default: "5", help: "attempts in all for a job (the demo's /files and /flaky)" },
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s" },
     Opt { name: "job-timeout", value: "SECONDS", default: "30", help: "how long a job's attempt may run before it is reported overdue and its thread replaced" },
+    Opt { name: "job-payload-bytes", value: "N", default: "1024", help: "how much of each job's payload its status keeps for the dashboard (longer ones are cut); 0 keeps none" },
     Opt {
         name: "queues",
         value: "QUEUES",
@@ -143,6 +144,7 @@ pub struct Args {
     pub job_max_attempts: u32,
     pub job_backoff: Duration,
     pub job_timeout: Duration,
+    pub job_payload_bytes: usize,
     pub log_file: PathBuf,
     pub notify_delay: Duration,
     pub redis_url: Option<String>,
@@ -716,6 +718,9 @@ fn parse_serve(
         job_max_attempts: options.job_max_attempts()?,
         job_backoff: options.job_backoff()?,
         job_timeout: options.seconds("job-timeout", Duration::from_secs(30), false)?,
+        job_payload_bytes: options
+            .typed("job-payload-bytes", "a number of bytes")?
+            .unwrap_or(afterward::DEFAULT_STATUS_PAYLOAD_BYTES),
         log_file: options
             .raw("log-file")
             .map_or_else(|| PathBuf::from("log.txt"), |(_, v)| v.into()),

@@ -111,7 +111,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         .shutdown_timeout(args.shutdown_timeout)
         .job_max_attempts(args.job_max_attempts)
         .job_backoff(args.job_backoff)
-        .job_timeout(args.job_timeout);
+        .job_timeout(args.job_timeout)
+        .job_status_payload_bytes(args.job_payload_bytes);
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }
@@ -125,7 +126,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     let mut files = demo::Files::default();
     #[cfg(feature = "redis")]
     if let Some(url) = &args.redis_url {
-        let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+        let mut config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+        config.status_payload_bytes = args.job_payload_bytes;
         files = demo::Files::in_redis(config.clone());
         builder = match args.redis_mode {
             args::RedisMode::Send => builder.redis(config),

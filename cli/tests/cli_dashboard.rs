@@ -47,6 +47,28 @@ fn with_a_token_the_dashboard_asks_for_it_and_actions_need_the_csrf_token() {
 }
 
 #[test]
+fn a_jobs_page_shows_its_payload_unless_told_to_keep_none() {
+    for (flags, shown) in [(&[][..], true), (&["--job-payload-bytes", "0"][..], false)] {
+        let server = Afterward::start(&[&["--dashboard"][..], flags].concat());
+        let id = server.post("/flaky?fail=0").json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        server.wait_for_metric("afterward_jobs_succeeded_total", 1.0);
+        let page = server.get(&format!("/afterward/jobs/{id}")).text();
+        assert_eq!(
+            page.contains("&quot;fail&quot;: 0"),
+            shown,
+            "{flags:?}: {page}"
+        );
+        assert_eq!(page.contains("(not kept)"), !shown, "{flags:?}: {page}");
+    }
+    let (status, _, err) = run(&["--job-payload-bytes", "1k"], &[]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("--job-payload-bytes"), "{err}");
+}
+
+#[test]
 fn unsafe_dashboard_flags_are_usage_errors_naming_them() {
     let (status, _, err) = run(&["--host", "0.0.0.0", "--dashboard"], &[]);
     assert_eq!(status.code(), Some(2), "{err}");

@@ -370,6 +370,41 @@ fn redis_jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> Result<Strin
         out.push_str("<h2>Delayed</h2>");
         out.push_str(&table(&head, &waiting(false)));
     }
+    if query.state == "done" {
+        let skip = (query.page.max(1) - 1) * PAGE_SIZE;
+        let mut longest = 0;
+        for (queue, total, statuses) in view.recent_done(skip, PAGE_SIZE)? {
+            longest = longest.max(total as usize);
+            let rows: Vec<Vec<String>> = statuses
+                .iter()
+                .filter(|s| query.matches(&s.id, &s.name))
+                .map(|s| {
+                    vec![
+                        job_link(ctx, &s.id),
+                        escape(&s.name),
+                        s.attempts.to_string(),
+                        s.history.last().map_or("—".into(), |(_, at)| {
+                            time(
+                                at.duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_millis() as u64),
+                            )
+                        }),
+                        s.result.as_deref().map_or("—".into(), |r| {
+                            escape(&crate::jobs::status::clip_payload(r, 120).unwrap_or_default())
+                        }),
+                    ]
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "<h2>Done last in {} ({total} kept)</h2>{}",
+                escape(&queue),
+                table(&["id", "name", "attempts", "done at", "result"], &rows)
+            );
+        }
+        let (form, nav, _) = paging(ctx, query, "/jobs", longest);
+        return Ok(format!("{form}{out}{nav}"));
+    }
     if out.is_empty() {
         out.push_str("<p>Over Redis, jobs in this state are looked up by id (<code>/jobs/ID</code>); the overview counts them.</p>");
     }
@@ -378,6 +413,15 @@ fn redis_jobs(ctx: &Ctx<'_>, view: &View<'_>, query: &ListQuery) -> Result<Strin
         "<p class=\"paging\">The first {PAGE_SIZE} of each queue.</p>"
     );
     Ok(out)
+}
+
+/// JSON text, indented when it parses (a payload cut short does not: it
+/// shows as it is), escaped, in a `<pre>`.
+fn pretty_json(text: &str) -> String {
+    let pretty = serde_json::from_str::<serde_json::Value>(text)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| text.to_owned());
+    format!("<pre>{}</pre>", escape(&pretty))
 }
 
 /// A job's states and when each began, as a list.
@@ -427,12 +471,11 @@ pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<Str
     let Some(status) = view.status(id)? else {
         return Ok(None);
     };
-    let result = status.result.as_deref().map_or("—".into(), |text| {
-        let pretty = serde_json::from_str::<serde_json::Value>(text)
-            .and_then(|v| serde_json::to_string_pretty(&v))
-            .unwrap_or_else(|_| text.to_owned());
-        format!("<pre>{}</pre>", escape(&pretty))
-    });
+    let result = status.result.as_deref().map_or("—".into(), pretty_json);
+    let payload = status.payload.as_deref().map_or_else(
+        || "— <span class=\"at\">(not kept)</span>".into(),
+        pretty_json,
+    );
     let children: Vec<String> = status
         .children
         .iter()
@@ -459,6 +502,7 @@ pub(crate) fn job(ctx: &Ctx<'_>, view: &View<'_>, id: &str) -> Result<Option<Str
                 .as_deref()
                 .map_or("—".into(), |e| format!("<pre>{}</pre>", escape(e))),
         ],
+        vec!["payload".into(), payload],
         vec!["result".into(), result],
         vec![
             "follow-ups".into(),

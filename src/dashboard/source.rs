@@ -147,6 +147,21 @@ impl View<'_> {
         }
     }
 
+    /// Over Redis: per queue, the jobs done last (how many kept, and
+    /// `take` statuses from the `skip`th on).
+    #[cfg(feature = "redis")]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn recent_done(
+        &self,
+        skip: usize,
+        take: usize,
+    ) -> Result<Vec<(String, u64, Vec<JobStatus>)>, String> {
+        match self.source {
+            Source::InProcess => Ok(Vec::new()),
+            Source::Redis(admin) => admin.recent_done(skip, take),
+        }
+    }
+
     /// The workers seen recently (over Redis; none in-process).
     #[cfg(feature = "redis")]
     pub(crate) fn workers(&self) -> Result<Vec<crate::redis::WorkerInfo>, String> {

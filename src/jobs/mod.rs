@@ -47,4 +47,6 @@ pub(crate) use self::runner::JobRunner;
 pub use self::schedule::{Missed, Schedule, ScheduleInfo};
 pub use self::scope::{ResultError, DEFAULT_MAX_RESULT_BYTES};
 pub use self::settings::{JobMode, JobSettings};
-pub use self::status::{JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY};
+pub use self::status::{
+    JobState, JobStatus, DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_STATUS_PAYLOAD_BYTES,
+};

@@ -107,7 +107,8 @@ impl JobRunner {
         let runner = Arc::new(JobRunner {
             registry,
             state: Arc::new(state),
-            statuses: StatusStore::new(settings.status_capacity, ids.origin()),
+            statuses: StatusStore::new(settings.status_capacity, ids.origin())
+                .keeping_payloads(settings.status_payload_bytes),
             settings,
             counters,
             dead: Mutex::default(),
@@ -244,8 +245,13 @@ impl JobRunner {
     /// `delay`, with its uniqueness key (a cancel before it starts frees it).
     fn keep_status(&self, envelope: &Envelope, delay: Option<Duration>) {
         let (name, queue) = (envelope.name.clone(), envelope.queue.clone());
-        self.statuses
-            .insert(&envelope.id, name, queue, envelope.enqueued_at_ms);
+        self.statuses.insert(
+            &envelope.id,
+            name,
+            queue,
+            envelope.enqueued_at_ms,
+            &envelope.payload,
+        );
         if envelope.unique.is_some() || delay.is_some() {
             let next_run = delay.map(|delay| SystemTime::now() + delay);
             self.statuses.update(&envelope.id, |s| {

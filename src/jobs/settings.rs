@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::queues::Queues;
-use super::status::DEFAULT_JOB_STATUS_CAPACITY;
+use super::status::{DEFAULT_JOB_STATUS_CAPACITY, DEFAULT_STATUS_PAYLOAD_BYTES};
 
 /// How jobs are retried and remembered, set on the
 /// [`ServerBuilder`](crate::ServerBuilder) (or the
@@ -20,6 +20,11 @@ pub struct JobSettings {
     pub max_backoff: Duration,
     /// Job statuses kept: 10,000, the oldest evicted first.
     pub status_capacity: usize,
+    /// How much of each job's payload its status keeps, for the
+    /// dashboard's job page: the first 1 KiB (longer ones are cut and end
+    /// ` …`). Zero keeps none: for payloads that carry what no operator
+    /// should read. Memory: up to this much per status kept.
+    pub status_payload_bytes: usize,
     /// Dead jobs kept: 1,000, the oldest evicted first.
     pub dead_letter_capacity: usize,
     /// How jobs run: normally, or, for tests, at once or not at all.
@@ -71,6 +76,7 @@ impl Default for JobSettings {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(60),
             status_capacity: DEFAULT_JOB_STATUS_CAPACITY,
+            status_payload_bytes: DEFAULT_STATUS_PAYLOAD_BYTES,
             dead_letter_capacity: 1000,
             mode: JobMode::Normal,
             timeout: Duration::from_secs(30),

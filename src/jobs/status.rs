@@ -12,6 +12,27 @@ use std::time::SystemTime;
 /// The default number of job statuses kept: 10,000.
 pub const DEFAULT_JOB_STATUS_CAPACITY: usize = 10_000;
 
+/// How much of a job's payload its status keeps by default, for the
+/// dashboard's job page: its first 1 KiB.
+pub const DEFAULT_STATUS_PAYLOAD_BYTES: usize = 1024;
+
+/// The part of `payload` a status keeps: `None` with a `limit` of 0; the
+/// whole text when it fits; otherwise its first `limit` bytes (cut on a
+/// character's boundary) and ` …`, so a reader knows it is not all of it.
+pub(crate) fn clip_payload(payload: &str, limit: usize) -> Option<Cow<'_, str>> {
+    if limit == 0 {
+        return None;
+    }
+    if payload.len() <= limit {
+        return Some(Cow::Borrowed(payload));
+    }
+    let mut end = limit;
+    while !payload.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(Cow::Owned(format!("{} …", &payload[..end])))
+}
+
 /// Where a job is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -96,6 +117,13 @@ pub struct JobStatus {
     /// change (the first and the last 5); over Redis what the last writer knew (enqueued,
     /// the last attempt's start, its outcome).
     pub history: Vec<(&'static str, SystemTime)>,
+    /// Its payload's JSON text as the status keeps it: the first
+    /// [`JobSettings::status_payload_bytes`](crate::JobSettings::status_payload_bytes)
+    /// (over Redis, [`RedisConfig::status_payload_bytes`](crate::redis::RedisConfig))
+    /// bytes, ending ` …` when cut; `None` when none is kept. Shown on the
+    /// dashboard's job page, never in the status route's JSON
+    /// ([`to_json`](Self::to_json)), which the job's client may read.
+    pub payload: Option<String>,
 }
 
 impl JobStatus {
@@ -145,6 +173,8 @@ impl JobStatus {
 /// they are first used.
 pub(crate) struct StatusStore {
     capacity: usize,
+    /// How much of each payload is kept ([`clip_payload`]).
+    payload_bytes: usize,
     /// The counter of the first id: it takes slot 0.
     origin: u64,
     slots: Mutex<Vec<Option<Slot>>>,
@@ -169,6 +199,7 @@ impl Slot {
             children: record.children.iter().map(|c| c.to_string()).collect(),
             started_at: record.started,
             history: record.history.to_vec(),
+            payload: record.payload.as_deref().map(str::to_owned),
         }
     }
 }
@@ -188,6 +219,8 @@ pub(crate) struct Record {
     pub(crate) started: Option<SystemTime>,
     /// Its states and when each began.
     pub(crate) history: Transitions,
+    /// The part of its payload kept ([`clip_payload`]).
+    pub(crate) payload: Option<Box<str>>,
 }
 
 /// A job's last [`Transitions::KEPT`] states and when each began, inline
@@ -274,9 +307,16 @@ impl StatusStore {
     pub(crate) fn new(capacity: usize, origin: u64) -> StatusStore {
         StatusStore {
             capacity,
+            payload_bytes: DEFAULT_STATUS_PAYLOAD_BYTES,
             origin,
             slots: Mutex::default(),
         }
+    }
+
+    /// Keeps the first `bytes` of each payload (0: none).
+    pub(crate) fn keeping_payloads(mut self, bytes: usize) -> StatusStore {
+        self.payload_bytes = bytes;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Slot>>> {
@@ -293,17 +333,20 @@ impl StatusStore {
     }
 
     /// Keeps a new job's status, `queued` since `enqueued_ms` (its
-    /// envelope's time: no clock read here).
+    /// envelope's time: no clock read here), with the part of its
+    /// `payload` kept.
     pub(crate) fn insert(
         &self,
         id: &Arc<str>,
         name: Cow<'static, str>,
         queue: Cow<'static, str>,
         enqueued_ms: u64,
+        payload: &str,
     ) {
         let Some(index) = self.slot_of(id) else {
             return;
         };
+        let payload = clip_payload(payload, self.payload_bytes).map(Box::from);
         let slot = Slot {
             id: id.clone(),
             record: Record {
@@ -317,6 +360,7 @@ impl StatusStore {
                 unique: None,
                 started: None,
                 history: Transitions::default(),
+                payload,
             },
         };
         let mut slot = slot;
@@ -524,11 +568,11 @@ mod tests {
         let ids = IdSource::default();
         let store = StatusStore::new(2, ids.origin());
         let [a, b, c] = [(); 3].map(|()| ids.next());
-        store.insert(&a, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
-        store.insert(&b, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
+        store.insert(&a, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "null");
+        store.insert(&b, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "null");
         store.update(&a, |s| s.state = JobState::Done);
         assert_eq!(store.get(&a).map(|s| s.state), Some(JobState::Done));
-        store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
+        store.insert(&c, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "null");
         assert_eq!(store.get(&a), None);
         assert!(store.get(&b).is_some() && store.get(&c).is_some());
     }
@@ -540,7 +584,7 @@ mod tests {
         let made: Vec<Arc<str>> = (0..6).map(|_| ids.next()).collect();
         for (i, id) in made.iter().enumerate() {
             let name = if i % 2 == 0 { "even" } else { "odd" };
-            store.insert(id, Cow::Borrowed(name), Cow::Borrowed("q"), 0);
+            store.insert(id, Cow::Borrowed(name), Cow::Borrowed("q"), 0, "null");
         }
         store.update(&made[5], |s| s.state = JobState::Done);
         let ids_of = |page: Vec<JobStatus>| page.into_iter().map(|s| s.id).collect::<Vec<_>>();
@@ -563,11 +607,25 @@ mod tests {
     }
 
     #[test]
+    fn a_status_keeps_the_payload_up_to_its_limit_cut_on_a_character() {
+        assert_eq!(clip_payload("{\"a\":1}", 0), None);
+        assert_eq!(clip_payload("{\"a\":1}", 7).as_deref(), Some("{\"a\":1}"));
+        assert_eq!(clip_payload("{\"a\":1}", 4).as_deref(), Some("{\"a\" …"));
+        // "é" is two bytes: a cut inside it moves back before it.
+        assert_eq!(clip_payload("\"é\"", 2).as_deref(), Some("\" …"));
+        let ids = IdSource::default();
+        let store = StatusStore::new(2, ids.origin()).keeping_payloads(3);
+        let id = ids.next();
+        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "[1,2,3]");
+        assert_eq!(store.get(&id).unwrap().payload.as_deref(), Some("[1, …"));
+    }
+
+    #[test]
     fn only_the_whole_id_finds_a_status() {
         let ids = IdSource::default();
         let store = StatusStore::new(8, ids.origin());
         let id = ids.next();
-        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
+        store.insert(&id, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "null");
         // Same slot (same counter), another secret: a guessed id.
         let guessed = format!("{:016x}{}", 0u64, &id[16..]);
         for other in [&guessed[..], &id[..16], &id[..id.len() - 1], "", "é", "zz"] {
@@ -604,7 +662,7 @@ mod tests {
         // The first id takes the store's first slot: the store grows from
         // the start, wherever the counter began.
         let store = StatusStore::new(10, a.origin());
-        store.insert(&first, Cow::Borrowed("j"), Cow::Borrowed("q"), 0);
+        store.insert(&first, Cow::Borrowed("j"), Cow::Borrowed("q"), 0, "null");
         assert_eq!(store.lock().len(), 1);
     }
 }

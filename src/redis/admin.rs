@@ -10,7 +10,7 @@ use redis::streams::StreamRangeReply;
 use redis::Value;
 
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
-use super::status::read_status;
+use super::status::{read_status, read_statuses_in};
 use super::write::{write_jobs, Outgoing};
 use super::{LazyConnection, RedisConfig};
 use crate::jobs::envelope::now_ms;
@@ -109,6 +109,36 @@ impl Admin {
                     .into_iter()
                     .map(|(_, job)| job),
             );
+        }
+        Ok(out)
+    }
+
+    /// The jobs done last in each queue, newest first: per queue, how many
+    /// its list keeps ([`RedisConfig::recent_done`]) and the statuses of
+    /// `take` of them from the `skip`th on (those whose status has expired
+    /// left out).
+    pub fn recent_done(
+        &self,
+        skip: usize,
+        take: usize,
+    ) -> Result<Vec<(String, u64, Vec<JobStatus>)>, String> {
+        let queues = self.with(known_queues)?;
+        let mut out = Vec::new();
+        for queue in queues {
+            let keys = self.keys.queue(&queue);
+            let (total, ids): (u64, Vec<String>) = self.with(|con, _| {
+                redis::pipe()
+                    .cmd("LLEN")
+                    .arg(keys.done())
+                    .cmd("LRANGE")
+                    .arg(keys.done())
+                    .arg(skip)
+                    .arg((skip + take).saturating_sub(1).max(skip))
+                    .query(con)
+            })?;
+            let ids = if take == 0 { Vec::new() } else { ids };
+            let statuses = self.with(|con, _| read_statuses_in(con, &keys, &ids))?;
+            out.push((queue, total, statuses));
         }
         Ok(out)
     }

@@ -287,6 +287,7 @@ impl Backend for RedisBackend {
             delete.arg(&queue.stream);
             let mut statuses = StatusWrites::default();
             let mut children = Vec::new();
+            let mut done = Vec::new();
             for record in records {
                 ack.arg(record.entry);
                 delete.arg(record.entry);
@@ -309,6 +310,7 @@ impl Backend for RedisBackend {
                             children.push(Outgoing::new(child.clone(), *delay));
                         }
                         unique::release(&mut pipe, queue, envelope);
+                        done.push(&*envelope.id);
                         (*envelope, "done", None, None)
                     }
                     Action::Cancelled { envelope, error } => {
@@ -372,6 +374,15 @@ impl Backend for RedisBackend {
                 pipe.cmd("PEXPIRE").arg(&stats).arg(STATS_TTL_MS).ignore();
             }
             statuses.add_to(&mut pipe, &self.config);
+            // The dashboard's list of jobs done, newest first, trimmed.
+            if self.config.recent_done > 0 && !done.is_empty() {
+                pipe.cmd("LPUSH").arg(queue.done()).arg(&done).ignore();
+                pipe.cmd("LTRIM")
+                    .arg(queue.done())
+                    .arg(0)
+                    .arg(self.config.recent_done - 1)
+                    .ignore();
+            }
             // Follow-up jobs go out with their parent's acknowledgement, in
             // the same MULTI: both or neither.
             if !children.is_empty() {

@@ -100,6 +100,12 @@ impl QueueKeys {
         format!("{}:cancels:version", self.tag)
     }
 
+    /// The ids of the jobs done last, the newest first (at most
+    /// [`RedisConfig::recent_done`](super::RedisConfig::recent_done)).
+    pub(crate) fn done(&self) -> String {
+        format!("{}:done", self.tag)
+    }
+
     /// Jobs succeeded and failed in `minute` (Unix minutes), counted by
     /// the workers as they record them.
     pub(crate) fn stats(&self, minute: u64) -> String {

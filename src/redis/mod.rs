@@ -74,6 +74,8 @@ use crate::server::ServerBuilder;
 /// | [`status_ttl`](Self::status_ttl) | 24 h |
 /// | [`dead_letter_capacity`](Self::dead_letter_capacity) | 10,000 (oldest trimmed) |
 /// | [`unique_ttl`](Self::unique_ttl) | 24 h (plus the job's delay) |
+/// | [`status_payload_bytes`](Self::status_payload_bytes) | 1 KiB of each payload kept with its status |
+/// | [`recent_done`](Self::recent_done) | 1,000 ids of jobs done kept per queue, for the dashboard |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -109,6 +111,16 @@ pub struct RedisConfig {
     /// it when a crash means it never does. A unique job still waiting after
     /// this long no longer blocks another.
     pub unique_ttl: Duration,
+    /// How much of each job's payload is kept with its status (as long as
+    /// the status), for the dashboard's job page: the first 1 KiB, longer
+    /// ones cut and ending ` …`. Zero keeps none: for payloads that carry
+    /// what no operator should read. Written once, by the producer.
+    pub status_payload_bytes: usize,
+    /// How many of the jobs done last each queue lists
+    /// (`{P:Q}:done`, ids only, trimmed as workers add to it), for the
+    /// dashboard's "done" list: 1,000. Zero keeps no list (and saves the
+    /// workers two commands per batch).
+    pub recent_done: usize,
 }
 
 impl RedisConfig {
@@ -131,6 +143,8 @@ impl RedisConfig {
             status_ttl: Duration::from_secs(24 * 3600),
             dead_letter_capacity: 10_000,
             unique_ttl: Duration::from_secs(24 * 3600),
+            status_payload_bytes: crate::DEFAULT_STATUS_PAYLOAD_BYTES,
+            recent_done: 1000,
         })
     }
 

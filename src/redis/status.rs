@@ -1,13 +1,14 @@
 //! Job statuses in Redis: one JSON value per job
 //! (`{"name", "queue", "status", "attempts", "error"?, "next_run_ms"?}`), a
-//! field of the hash of its id's group in its queue ([`QueueKeys::statuses`]).
+//! field of the hash of its id's group in its queue ([`QueueKeys::statuses`]);
+//! beside it, field `ID:payload`, the part of its payload kept, written once.
 
 use std::time::{Duration, SystemTime};
 
 use super::keys::{Keys, QueueKeys};
 use super::RedisConfig;
 use crate::jobs::envelope::push_json_str;
-use crate::jobs::status::IdSource;
+use crate::jobs::status::{clip_payload, IdSource};
 use crate::jobs::{JobState, JobStatus};
 
 /// A job's status as it is written.
@@ -119,8 +120,12 @@ impl StatusWrites {
         let Some(group) = IdSource::group(id) else {
             return;
         };
-        let key = queue.statuses(group);
         let field = (id.to_owned(), status.to_json_text(&queue.queue));
+        self.add_field(queue.statuses(group), field);
+    }
+
+    /// Adds a field to hash `key`'s writes.
+    fn add_field(&mut self, key: String, field: (String, String)) {
         // Jobs come in runs from one process: the last group is the likely one.
         match self.groups.iter_mut().rev().find(|g| g.key == key) {
             Some(known) => known.fields.push(field),
@@ -129,6 +134,25 @@ impl StatusWrites {
                 fields: vec![field],
             }),
         }
+    }
+
+    /// Adds job `id`'s payload, the part a status keeps ([`clip_payload`],
+    /// `limit` bytes; none with 0), as field `ID:payload` of its status's
+    /// hash: written once, with the job's first status, and never again
+    /// (status writes replace field `ID` only), so a running or finished
+    /// job's page still shows it, at no cost to the workers.
+    pub(crate) fn push_payload(
+        &mut self,
+        queue: &QueueKeys,
+        id: &str,
+        payload: &str,
+        limit: usize,
+    ) {
+        let (Some(group), Some(kept)) = (IdSource::group(id), clip_payload(payload, limit)) else {
+            return;
+        };
+        let field = (payload_field(id), kept.into_owned());
+        self.add_field(queue.statuses(group), field);
     }
 
     /// Adds the writes to `pipe`.
@@ -145,6 +169,11 @@ impl StatusWrites {
                 .ignore();
         }
     }
+}
+
+/// The field of a status hash keeping job `id`'s payload.
+pub(crate) fn payload_field(id: &str) -> String {
+    format!("{id}:payload")
 }
 
 /// The static name of a state named in a status (`None` for another).
@@ -189,20 +218,55 @@ pub(crate) fn read_status(
     }
     let mut pipe = redis::pipe();
     for queue in queues {
-        pipe.cmd("HGET")
+        pipe.cmd("HMGET")
             .arg(keys.queue(queue).statuses(group))
-            .arg(id);
+            .arg(id)
+            .arg(payload_field(id));
     }
-    let texts: Vec<Option<String>> = pipe.query(connection)?;
-    let Some((queue, text)) = queues
+    let texts: Vec<(Option<String>, Option<String>)> = pipe.query(connection)?;
+    let Some((queue, (text, payload))) = queues
         .iter()
         .zip(texts)
-        .find_map(|(queue, text)| Some((queue, text?)))
+        .find_map(|(queue, (text, payload))| Some((queue, (text?, payload))))
     else {
         return Ok(None);
     };
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
-        return Ok(None);
+    Ok(parse_status(id, queue, &text, payload))
+}
+
+/// The statuses of jobs `ids` of `queue` (in one round trip), in their
+/// order; those missing (expired) left out.
+pub(crate) fn read_statuses_in(
+    connection: &mut redis::Connection,
+    queue: &QueueKeys,
+    ids: &[String],
+) -> redis::RedisResult<Vec<JobStatus>> {
+    let ours: Vec<(&String, u64)> = ids
+        .iter()
+        .filter_map(|id| Some((id, IdSource::group(id)?)))
+        .collect();
+    if ours.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (id, group) in &ours {
+        pipe.cmd("HMGET")
+            .arg(queue.statuses(*group))
+            .arg(id.as_str())
+            .arg(payload_field(id));
+    }
+    let texts: Vec<(Option<String>, Option<String>)> = pipe.query(connection)?;
+    Ok(ours
+        .iter()
+        .zip(texts)
+        .filter_map(|((id, _), (text, payload))| parse_status(id, &queue.queue, &text?, payload))
+        .collect())
+}
+
+/// A status from its JSON text (`None` if it is not one).
+fn parse_status(id: &str, queue: &str, text: &str, payload: Option<String>) -> Option<JobStatus> {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return None;
     };
     let next_run =
         SystemTime::UNIX_EPOCH + Duration::from_millis(value["next_run_ms"].as_u64().unwrap_or(0));
@@ -211,10 +275,10 @@ pub(crate) fn read_status(
         Some("delayed") => JobState::Delayed { next_run },
         other => state_of(other.unwrap_or_default()),
     };
-    Ok(Some(JobStatus {
+    Some(JobStatus {
         id: id.to_owned(),
         name: value["name"].as_str().unwrap_or_default().to_owned(),
-        queue: queue.clone(),
+        queue: queue.to_owned(),
         state,
         attempts: value["attempts"].as_u64().unwrap_or(0) as u32,
         error: value["error"].as_str().map(str::to_owned),
@@ -244,5 +308,6 @@ pub(crate) fn read_status(
                     .collect()
             })
             .unwrap_or_default(),
-    }))
+        payload,
+    })
 }

@@ -84,6 +84,12 @@ pub(crate) fn write_jobs(
             ..StatusWrite::new(&envelope.name, state, envelope.attempts)
         };
         statuses.push(&queues[*lane], &envelope.id, &status);
+        statuses.push_payload(
+            &queues[*lane],
+            &envelope.id,
+            &envelope.payload,
+            config.status_payload_bytes,
+        );
     }
     statuses.add_to(pipe, config);
     for (job, lane) in batch.iter().zip(&lanes) {

@@ -416,6 +416,14 @@ impl ServerBuilder {
         self
     }
 
+    /// How much of each job's payload its status keeps for the dashboard's
+    /// job page, in bytes (default 1 KiB, longer ones cut; 0 keeps none,
+    /// for payloads no operator should read).
+    pub fn job_status_payload_bytes(mut self, n: usize) -> ServerBuilder {
+        self.config.jobs.status_payload_bytes = n;
+        self
+    }
+
     /// How many replacement threads the background pool may add for threads
     /// held by overdue jobs (default 4).
     pub fn job_replacement_threads(mut self, n: usize) -> ServerBuilder {
