@@ -21,6 +21,9 @@ pub enum Error {
     Config(String),
     /// An I/O error while starting the server (spawning threads, for instance).
     Io(io::Error),
+    /// Redis could not be reached or refused us (feature `redis`): where
+    /// (the URL with its password hidden) and why.
+    Redis(String),
 }
 
 impl fmt::Display for Error {
@@ -29,6 +32,7 @@ impl fmt::Display for Error {
             Error::Bind { address, source } => write!(f, "cannot listen on {address}: {source}"),
             Error::Config(message) => write!(f, "invalid configuration: {message}"),
             Error::Io(source) => write!(f, "I/O error: {source}"),
+            Error::Redis(message) => f.write_str(message),
         }
     }
 }
@@ -37,7 +41,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Bind { source, .. } | Error::Io(source) => Some(source),
-            Error::Config(_) => None,
+            Error::Config(_) | Error::Redis(_) => None,
         }
     }
 }

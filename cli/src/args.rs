@@ -147,7 +147,7 @@ pub struct Args {
     pub job_payload_bytes: usize,
     pub log_file: PathBuf,
     pub notify_delay: Duration,
-    pub redis_url: Option<String>,
+    pub redis: Option<RedisTarget>,
     pub redis_mode: RedisMode,
     pub queues: Option<Queues>,
     pub heartbeat: Option<afterward::Schedule>,
@@ -164,7 +164,7 @@ pub struct DashboardArgs {
 /// The settings of `afterward dashboard`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DashboardCommand {
-    pub redis_url: String,
+    pub redis: RedisTarget,
     pub address: String,
     pub dashboard: DashboardArgs,
 }
@@ -243,10 +243,26 @@ pub enum RedisMode {
     Spill,
 }
 
+/// Where Redis is (`--redis-url`), with the TLS files to reach it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RedisTarget {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and its key (both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The TLS options, wherever `--redis-url` is one.
+const REDIS_TLS_OPTIONS: &[Opt] = &[
+    Opt { name: "redis-ca-file", value: "PATH", default: "the system's roots", help: "with a rediss:// URL: the CA certificates (PEM) that Redis's certificate must chain to" },
+    Opt { name: "redis-client-cert", value: "PATH", default: "none", help: "with a rediss:// URL: a client certificate (PEM) for servers that ask one; needs --redis-client-key" },
+    Opt { name: "redis-client-key", value: "PATH", default: "none", help: "the private key (PEM) of --redis-client-cert" },
+];
+
 /// The settings of `afterward worker`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerArgs {
-    pub redis_url: String,
+    pub redis: RedisTarget,
     pub queues: Option<Queues>,
     pub concurrency: Option<usize>,
     pub prefetch: Option<usize>,
@@ -285,7 +301,7 @@ pub enum JobsAction {
 /// The settings of `afterward jobs`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobsArgs {
-    pub redis_url: String,
+    pub redis: RedisTarget,
     pub action: JobsAction,
 }
 
@@ -323,7 +339,13 @@ fn read(
             Short('h') | Long("help") => return Ok(Err(Command::Help)),
             Short('V') | Long("version") => return Ok(Err(Command::Version)),
             Long(name) => {
-                let Some(opt) = table.iter().find(|o| o.name == name) else {
+                // The TLS options go wherever --redis-url does.
+                let tls = if table.iter().any(|o| o.name == "redis-url") {
+                    REDIS_TLS_OPTIONS
+                } else {
+                    &[]
+                };
+                let Some(opt) = table.iter().chain(tls).find(|o| o.name == name) else {
                     return Err(format!("unknown option --{name}"));
                 };
                 if opt.value.is_empty() {
@@ -491,15 +513,38 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         }
     }
 
-    fn redis_url(&self, required: bool) -> Result<Option<String>, String> {
-        match self.raw("redis-url") {
-            Some((source, url)) if cfg!(not(feature = "redis")) => Err(format!(
-                "{source} {url:?}: this afterward was built without the feature `redis`"
-            )),
-            Some((_, url)) => Ok(Some(url)),
-            None if required => Err("--redis-url (or AFTERWARD_REDIS_URL) is required".into()),
-            None => Ok(None),
-        }
+    fn redis_url(&self, required: bool) -> Result<Option<RedisTarget>, String> {
+        let file = |name: &'static str| self.raw(name).map(|(_, path)| PathBuf::from(path));
+        let url = match self.raw("redis-url") {
+            Some((source, _)) if cfg!(not(feature = "redis")) => {
+                return Err(format!(
+                    "{source}: this afterward was built without the feature `redis`"
+                ))
+            }
+            Some((_, url)) => url,
+            None if required => {
+                return Err("--redis-url (or AFTERWARD_REDIS_URL) is required".into())
+            }
+            None => {
+                if let Some((source, _)) = REDIS_TLS_OPTIONS.iter().find_map(|o| self.raw(o.name)) {
+                    return Err(format!(
+                        "{source} needs --redis-url (or AFTERWARD_REDIS_URL)"
+                    ));
+                }
+                return Ok(None);
+            }
+        };
+        let client_cert = match (file("redis-client-cert"), file("redis-client-key")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err("--redis-client-cert needs --redis-client-key".into()),
+            (None, Some(_)) => return Err("--redis-client-key needs --redis-client-cert".into()),
+        };
+        Ok(Some(RedisTarget {
+            url,
+            ca_file: file("redis-ca-file"),
+            client_cert,
+        }))
     }
 }
 
@@ -538,7 +583,7 @@ fn parse_worker(
     };
     let options = Resolver { given: &given, env };
     Ok(Command::Worker(WorkerArgs {
-        redis_url: options.redis_url(true)?.unwrap_or_default(),
+        redis: options.redis_url(true)?.unwrap_or_default(),
         queues: options.queues()?,
         concurrency: options.count("concurrency")?,
         prefetch: options.count("prefetch")?,
@@ -614,8 +659,8 @@ fn parse_jobs(
         return Err("--queue goes with `requeue --all` only".into());
     }
     let options = Resolver { given: &given, env };
-    let redis_url = options.redis_url(true)?.unwrap_or_default();
-    Ok(Command::Jobs(JobsArgs { redis_url, action }))
+    let redis = options.redis_url(true)?.unwrap_or_default();
+    Ok(Command::Jobs(JobsArgs { redis, action }))
 }
 
 fn parse_dashboard(
@@ -627,7 +672,7 @@ fn parse_dashboard(
         Err(command) => return Ok(command),
     };
     let options = Resolver { given: &given, env };
-    let redis_url = options.redis_url(true)?.unwrap_or_default();
+    let redis = options.redis_url(true)?.unwrap_or_default();
     let address = options
         .raw("address")
         .map_or_else(|| "127.0.0.1:8001".to_owned(), |(_, a)| a);
@@ -639,7 +684,7 @@ fn parse_dashboard(
         actions: false,
     });
     Ok(Command::Dashboard(DashboardCommand {
-        redis_url,
+        redis,
         address,
         dashboard,
     }))
@@ -748,7 +793,7 @@ fn parse_serve(
             }
             (queues, _) => queues,
         },
-        redis_url: match (options.redis_url(false)?, options.raw("redis-mode")) {
+        redis: match (options.redis_url(false)?, options.raw("redis-mode")) {
             (None, Some((source, _))) => {
                 return Err(format!(
                     "{source} needs --redis-url (or AFTERWARD_REDIS_URL)"
@@ -819,6 +864,12 @@ pub fn help() -> String {
     );
     list(&mut text, WORKER_OPTIONS);
     text.push_str(
+        "\nWherever --redis-url goes (the server, worker, jobs, dashboard): rediss:// for TLS,\n\
+         redis://USER:PASSWORD@HOST:PORT/DB for an ACL user, redis+sentinel://[USER:PASSWORD@]HOST[:PORT],…/SERVICE[/DB]\n\
+         to follow the primary Sentinel names. A Redis that cannot be reached or refuses us at start is exit status 2.\n",
+    );
+    list(&mut text, REDIS_TLS_OPTIONS);
+    text.push_str(
         "\nafterward jobs: pending prints the counts of jobs ready, pending (read, not acknowledged),\n\
          delayed and dead, as JSON; queues prints the same per queue, one JSON object per line;\n\
          dead prints the dead letters, one JSON object per line;\n\
@@ -834,7 +885,8 @@ pub fn help() -> String {
          Logs go to stderr; RUST_LOG sets the level (default info).\n\
          SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once, with status 130.\n\
          Exit status: 0 after a clean shutdown, 1 if tasks were left unrun or on a start-up error, 2 on a usage error\n\
-         (an invalid flag or variable, an address that does not resolve), 130 after a second signal.\n",
+         (an invalid flag or variable, an address that does not resolve, a Redis that cannot be reached or refuses\n\
+         the credentials or certificates at start), 130 after a second signal.\n",
     );
     text
 }
@@ -972,19 +1024,22 @@ mod tests {
             let Ok(Command::Worker(worker)) = worker else {
                 panic!("{worker:?}")
             };
-            assert_eq!(worker.redis_url, "redis://127.0.0.1:6379");
+            assert_eq!(worker.redis.url, "redis://127.0.0.1:6379");
             assert_eq!((worker.concurrency, worker.prefetch), (Some(3), Some(4)));
             assert_eq!(worker.visibility_timeout, Duration::from_millis(500));
             assert_eq!(worker.job_timeout, Duration::from_secs(30));
             assert_eq!(
                 jobs,
                 Ok(Command::Jobs(JobsArgs {
-                    redis_url: "redis://127.0.0.1:6379".into(),
+                    redis: RedisTarget {
+                        url: "redis://127.0.0.1:6379".into(),
+                        ..RedisTarget::default()
+                    },
                     action: JobsAction::Requeue("abc".into())
                 }))
             );
             assert_eq!(
-                serve(&[], &env).redis_url.as_deref(),
+                serve(&[], &env).redis.map(|r| r.url).as_deref(),
                 Some("redis://127.0.0.1:6379")
             );
             assert_eq!(
@@ -1065,7 +1120,12 @@ mod tests {
         assert_eq!(parse_with(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(parse_with(&["worker", "--help"], &[]), Ok(Command::Help));
         let text = help();
-        for opt in OPTIONS.iter().chain(WORKER_OPTIONS).chain(JOBS_OPTIONS) {
+        for opt in OPTIONS
+            .iter()
+            .chain(WORKER_OPTIONS)
+            .chain(JOBS_OPTIONS)
+            .chain(REDIS_TLS_OPTIONS)
+        {
             assert!(text.contains(&format!("--{}", opt.name)), "{}", opt.name);
             // `jobs --all` and `--queue` say what to do: flags only.
             if !matches!(opt.name, "all" | "queue") {

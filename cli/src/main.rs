@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Ok(Command::Worker(args)) => args.log_buffer_lines,
         _ => args::LOG_BUFFER_LINES,
     };
-    let run: Box<dyn FnOnce() -> Result<ExitCode, String>> = match command {
+    let run: Box<dyn FnOnce() -> Result<ExitCode, Fail>> = match command {
         Ok(Command::Serve(args)) => Box::new(move || serve(args)),
         #[cfg(feature = "redis")]
         Ok(Command::Worker(args)) => Box::new(move || redis::worker(args)),
@@ -61,15 +61,33 @@ fn main() -> ExitCode {
     };
     let code = match run() {
         Ok(code) => code,
-        Err(message) => {
+        Err(Fail::Start(message)) => {
             log::error!("{message}");
             ExitCode::FAILURE
+        }
+        Err(Fail::Usage(message)) => {
+            log::error!("{message}");
+            ExitCode::from(2)
         }
     };
     // Whatever is still queued goes out before the process ends, unless
     // stderr is stalled: then it is not waited for long.
     flusher.flush(std::time::Duration::from_secs(2));
     code
+}
+
+/// Why a command ends early: it could not start (exit status 1), or what
+/// it was given is wrong (2: a flag, or a Redis that refuses us at start).
+pub(crate) enum Fail {
+    Start(String),
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Usage(String),
+}
+
+impl From<String> for Fail {
+    fn from(message: String) -> Fail {
+        Fail::Start(message)
+    }
 }
 
 /// The dashboard the flags ask for (its token, if any; its actions).
@@ -94,7 +112,7 @@ fn init_logging(buffer_lines: usize) -> std::io::Result<afterward::logging::LogF
     Ok(flusher)
 }
 
-fn serve(args: Args) -> Result<ExitCode, String> {
+fn serve(args: Args) -> Result<ExitCode, Fail> {
     let address = args::socket_address(&args.host, args.port);
     let mut builder = Server::builder()
         .address(address)
@@ -125,8 +143,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
     #[allow(unused_mut)]
     let mut files = demo::Files::default();
     #[cfg(feature = "redis")]
-    if let Some(url) = &args.redis_url {
-        let mut config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
+    if let Some(target) = &args.redis {
+        let mut config = redis::config(target)?;
         config.status_payload_bytes = args.job_payload_bytes;
         files = demo::Files::in_redis(config.clone());
         builder = match args.redis_mode {
@@ -140,9 +158,8 @@ fn serve(args: Args) -> Result<ExitCode, String> {
         #[allow(unused_mut)]
         let mut board = board(options);
         #[cfg(feature = "redis")]
-        if let Some(url) = &args.redis_url {
-            let config = afterward::redis::RedisConfig::new(url).map_err(|e| e.to_string())?;
-            board = board.redis(config);
+        if let Some(target) = &args.redis {
+            board = board.redis(redis::config(target)?);
         }
         app = app.nest("/afterward", afterward::dashboard(board));
     }

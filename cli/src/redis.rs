@@ -9,12 +9,30 @@ use afterward::{App, JobSettings, Response, Server, ServerHandle, Stopper};
 use serde_json::json;
 use std::sync::Arc;
 
-use crate::args::{DashboardCommand, JobsAction, JobsArgs, WorkerArgs};
-use crate::demo;
+use crate::args::{DashboardCommand, JobsAction, JobsArgs, RedisTarget, WorkerArgs};
+use crate::{demo, Fail};
+
+/// The Redis `target` names, checked at once: it answers, with these
+/// credentials and certificates. Any failure is a usage error (exit
+/// status 2) naming Redis, its address (the password hidden) and the cause,
+/// not a retry loop later.
+pub fn config(target: &RedisTarget) -> Result<RedisConfig, Fail> {
+    let usage = |e: afterward::Error| Fail::Usage(format!("--redis-url: {e}"));
+    let mut config = RedisConfig::new(&target.url).map_err(usage)?;
+    if let Some(ca) = &target.ca_file {
+        config = config.ca_file(ca).map_err(usage)?;
+    }
+    if let Some((cert, key)) = &target.client_cert {
+        config = config.client_cert(cert, key).map_err(usage)?;
+    }
+    config.verify().map_err(|e| Fail::Usage(e.to_string()))?;
+    Ok(config)
+}
 
 /// Runs the demo's jobs until SIGINT or SIGTERM, then stops gracefully.
-pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
-    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+pub fn worker(args: WorkerArgs) -> Result<ExitCode, Fail> {
+    let config = config(&args.redis)?;
+    let shown = config.redacted_url().to_owned();
     // The attempts allowed travel with each job (the web server's setting).
     let mut settings = JobSettings::default();
     settings.backoff = args.job_backoff;
@@ -50,10 +68,10 @@ pub fn worker(args: WorkerArgs) -> Result<ExitCode, String> {
     match &metrics {
         Some(server) => println!(
             "worker running jobs from {}; metrics on http://{}/metrics",
-            args.redis_url,
+            shown,
             server.local_addr()
         ),
-        None => println!("worker running jobs from {}", args.redis_url),
+        None => println!("worker running jobs from {shown}"),
     }
     stopper.wait();
     let report = worker.stop(args.shutdown_timeout);
@@ -92,8 +110,8 @@ fn serve_metrics(address: &str, worker: &Arc<Worker>) -> Result<ServerHandle, St
 
 /// `afterward dashboard --redis-url URL --address HOST:PORT`: the dashboard
 /// of a Redis deployment, on its own, until SIGINT or SIGTERM.
-pub fn dashboard(args: DashboardCommand) -> Result<ExitCode, String> {
-    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+pub fn dashboard(args: DashboardCommand) -> Result<ExitCode, Fail> {
+    let config = config(&args.redis)?;
     let board = crate::board(&args.dashboard).redis(config);
     let app = afterward::App::new()
         .nest("/afterward", afterward::dashboard(board))
@@ -114,8 +132,8 @@ pub fn dashboard(args: DashboardCommand) -> Result<ExitCode, String> {
 }
 
 /// `afterward jobs pending|queues|dead|requeue ID|requeue --all [--queue Q]|discard ID|cancel ID`.
-pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
-    let config = RedisConfig::new(&args.redis_url).map_err(|e| e.to_string())?;
+pub fn jobs(args: JobsArgs) -> Result<ExitCode, Fail> {
+    let config = config(&args.redis)?;
     let admin = Admin::new(config);
     match args.action {
         JobsAction::Pending => {
@@ -163,7 +181,7 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
         }
         JobsAction::Requeue(id) => {
             if !admin.requeue(&id)? {
-                return Err(format!("no dead job with id {id}"));
+                return Err(format!("no dead job with id {id}").into());
             }
             println!("{}", json!({"requeued": id}));
         }
@@ -173,7 +191,7 @@ pub fn jobs(args: JobsArgs) -> Result<ExitCode, String> {
         }
         JobsAction::Discard(id) => {
             if !admin.discard(&id)? {
-                return Err(format!("no dead job with id {id}"));
+                return Err(format!("no dead job with id {id}").into());
             }
             println!("{}", json!({"discarded": id}));
         }

@@ -119,7 +119,7 @@ pub struct JobStatus {
     pub history: Vec<(&'static str, SystemTime)>,
     /// Its payload's JSON text as the status keeps it: the first
     /// [`JobSettings::status_payload_bytes`](crate::JobSettings::status_payload_bytes)
-    /// (over Redis, [`RedisConfig::status_payload_bytes`](crate::redis::RedisConfig))
+    /// (over Redis, `RedisConfig::status_payload_bytes`)
     /// bytes, ending ` …` when cut; `None` when none is kept. Shown on the
     /// dashboard's job page, never in the status route's JSON
     /// ([`to_json`](Self::to_json)), which the job's client may read.

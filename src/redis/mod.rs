@@ -41,6 +41,7 @@ mod keys;
 mod producer;
 mod schedules;
 mod status;
+mod target;
 mod unique;
 mod worker;
 mod write;
@@ -79,7 +80,7 @@ use crate::server::ServerBuilder;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    client: redis::Client,
+    target: target::Target,
     /// The prefix of every key.
     pub prefix: String,
     /// The longest a connect, a read or a write may take; a call that times
@@ -124,17 +125,31 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Redis at `url`: `redis://host:port[/db]` or `redis+unix:///path/to/socket`.
+    /// Redis at `url`:
+    ///
+    /// - `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`: one server; an ACL
+    ///   user and its password, or the password alone (`redis://:PASSWORD@…`),
+    ///   percent-encoded where they hold `@ : / ? #`;
+    /// - `rediss://…`: the same over TLS (feature `redis-tls`), the server
+    ///   verified against the system's roots or [`ca_file`](Self::ca_file);
+    /// - `redis+unix:///path/to/socket[?db=N&user=U&pass=P]`;
+    /// - `redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB][?sentinel_password=P]`
+    ///   (`rediss+sentinel://` for TLS): the primary that these Sentinels
+    ///   (port 26379 by default) name for `SERVICE`, asked again at every
+    ///   connect, so producers and workers follow a failover when their
+    ///   connection fails. The user and password are the data nodes'; the
+    ///   Sentinels' own password, if any, is `sentinel_password`.
+    ///
+    /// Messages never show the password ([`redacted_url`](Self::redacted_url)).
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a URL Redis's client does not accept (nothing is
-    /// connected yet).
+    /// [`Error::Config`] for a URL that is not one of these, or `rediss`
+    /// without the feature `redis-tls` (nothing is connected yet).
     pub fn new(url: &str) -> Result<RedisConfig, Error> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Config(format!("invalid Redis URL {url:?}: {e}")))?;
+        let target = target::Target::parse(url).map_err(Error::Config)?;
         Ok(RedisConfig {
-            client,
+            target,
             prefix: "afterward".into(),
             timeout: Duration::from_secs(2),
             buffer_capacity: 10_000,
@@ -163,21 +178,101 @@ impl RedisConfig {
     }
 
     /// A new connection, with the [`timeout`](Self::timeout) on connect,
-    /// reads and writes.
+    /// reads and writes, that has answered a `PING` (through Sentinel: to
+    /// the primary named now).
     ///
     /// # Errors
     ///
-    /// Redis's, when it cannot be reached in time.
+    /// Redis's, when it cannot be reached in time or refuses the
+    /// credentials.
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let connection = self.client.get_connection_with_timeout(self.timeout)?;
-        connection.set_read_timeout(Some(self.timeout))?;
-        connection.set_write_timeout(Some(self.timeout))?;
-        Ok(connection)
+        self.target.connect(self.timeout)
+    }
+
+    /// The URL with its password replaced by `***`: what every message of
+    /// afterward shows.
+    pub fn redacted_url(&self) -> &str {
+        self.target.shown()
+    }
+
+    /// Connects once and says why that fails: for a start-up check, so a
+    /// wrong password, a bad certificate or a plain connection to a TLS
+    /// port is a clear error at once, not a retry loop later. Servers and
+    /// workers do not need it to start (they connect, and reconnect, as
+    /// they go); the binary calls it before anything else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`]: the address (password hidden) and the cause.
+    pub fn verify(&self) -> Result<(), Error> {
+        match self.connect() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::Redis(format!(
+                "cannot connect to Redis at {}: {}",
+                self.redacted_url(),
+                self.target.explain(&e)
+            ))),
+        }
+    }
+
+    /// Verifies servers against the CA certificates in PEM file `path`
+    /// instead of the system's roots (feature `redis-tls`; `rediss` URLs).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the file when it cannot be read or holds
+    /// no certificate, or when the URL is not a TLS one.
+    #[cfg(feature = "redis-tls")]
+    pub fn ca_file(mut self, path: impl AsRef<std::path::Path>) -> Result<RedisConfig, Error> {
+        let pem = read_pem(path.as_ref(), "CERTIFICATE", "Redis CA file")?;
+        self.target.set_ca(pem).map_err(Error::Config)?;
+        Ok(self)
+    }
+
+    /// Shows servers the client certificate in PEM file `cert`, with its
+    /// private key in PEM file `key` (feature `redis-tls`; for servers that
+    /// ask one, `tls-auth-clients yes`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the file that cannot be read or holds no
+    /// certificate (or key), or when the URL is not a TLS one.
+    #[cfg(feature = "redis-tls")]
+    pub fn client_cert(
+        mut self,
+        cert: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<RedisConfig, Error> {
+        let cert = read_pem(cert.as_ref(), "CERTIFICATE", "Redis client certificate")?;
+        let key = read_pem(key.as_ref(), "PRIVATE KEY", "Redis client key")?;
+        self.target
+            .set_client_cert(cert, key)
+            .map_err(Error::Config)?;
+        Ok(self)
     }
 
     pub(crate) fn keys(&self) -> Keys {
         Keys::new(&self.prefix)
     }
+}
+
+/// The PEM file at `path`, which must hold a `-----BEGIN …{label}-----`
+/// block (a file without one would only fail at the first handshake).
+#[cfg(feature = "redis-tls")]
+fn read_pem(path: &std::path::Path, label: &str, what: &str) -> Result<Vec<u8>, Error> {
+    let pem = std::fs::read(path)
+        .map_err(|e| Error::Config(format!("cannot read the {what} {}: {e}", path.display())))?;
+    let text = String::from_utf8_lossy(&pem);
+    let found = text
+        .lines()
+        .any(|line| line.starts_with("-----BEGIN ") && line.ends_with(&format!("{label}-----")));
+    if !found {
+        return Err(Error::Config(format!(
+            "the {what} {} holds no PEM {label}",
+            path.display()
+        )));
+    }
+    Ok(pem)
 }
 
 /// One connection to Redis, made on first use and made again after an

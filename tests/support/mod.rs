@@ -14,6 +14,8 @@ use afterward::{Engine, Server, ServerBuilder};
 pub mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+pub mod tls;
 
 /// The engine the HTTP hardening suite (`tests/http_*.rs`,
 /// `tests/cli_fd_exhaustion.rs`) runs on: the builtin one, whose guarantees it

@@ -14,6 +14,14 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: TempDir,
     extra: Vec<String>,
+    /// A TCP port too (plain, or TLS only), beside the unix socket.
+    tcp: Option<Tcp>,
+}
+
+#[derive(Clone, Copy)]
+struct Tcp {
+    port: u16,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -28,9 +36,40 @@ impl RedisServer {
             child: None,
             dir: TempDir::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tcp: None,
         };
         server.restart();
         server
+    }
+
+    /// A server also on a TCP port of loopback (`tls`: a TLS port only,
+    /// whose certificate flags are in `extra`), for URLs with a host.
+    pub fn start_tcp(tls: bool, extra: &[&str]) -> RedisServer {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--appendonly".into(), "no".into()]);
+        // A free port, found by binding it: another process may take it
+        // before Redis does; then Redis exits and another is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut server = RedisServer {
+                child: None,
+                dir: TempDir::new(),
+                extra: extra.clone(),
+                tcp: Some(Tcp { port, tls }),
+            };
+            if server.try_start() {
+                return server;
+            }
+        }
+        panic!("redis-server never started on a free port");
+    }
+
+    /// The TCP port (see [`start_tcp`](Self::start_tcp)).
+    pub fn port(&self) -> u16 {
+        self.tcp.expect("a TCP server").port
     }
 
     /// A server not started yet: its socket path is known, nothing listens.
@@ -39,6 +78,7 @@ impl RedisServer {
             child: None,
             dir: TempDir::new(),
             extra: vec!["--appendonly".into(), "no".into()],
+            tcp: None,
         }
     }
 
@@ -60,9 +100,27 @@ impl RedisServer {
     /// Starts (again) on the same socket and directory (so an AOF file, if
     /// any, is read back); returns once it accepts connections.
     pub fn restart(&mut self) {
+        assert!(self.try_start(), "redis-server exited at start");
+    }
+
+    /// Starts it: whether it came up (`false`: it exited, its port taken).
+    fn try_start(&mut self) -> bool {
         assert!(self.child.is_none(), "already running");
+        let ports: Vec<String> = match self.tcp {
+            None => vec!["--port".into(), "0".into()],
+            Some(Tcp { port, tls: false }) => vec!["--port".into(), port.to_string()],
+            Some(Tcp { port, tls: true }) => {
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                ]
+            }
+        };
         let mut child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
+            .args(&ports)
+            .args(["--bind", "127.0.0.1", "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--save", "", "--dir"])
             .arg(self.dir.path())
@@ -87,10 +145,18 @@ impl RedisServer {
             }
         });
         let started = Instant::now();
-        is_ready
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("redis-server not ready after {:?}", started.elapsed()));
-        self.child = Some(child);
+        match is_ready.recv_timeout(Duration::from_secs(30)) {
+            Ok(()) => {
+                self.child = Some(child);
+                true
+            }
+            // Its output ended without "ready": it exited.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = child.wait();
+                false
+            }
+            Err(_) => panic!("redis-server not ready after {:?}", started.elapsed()),
+        }
     }
 
     /// `kill -9`, and waits for it to be gone.
@@ -123,4 +189,25 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The password of user `jobs` in [`acl_flags`].
+pub const ACL_PASSWORD: &str = "hunter2-S3cret";
+
+/// ACL rules for a server: user `jobs` with [`ACL_PASSWORD`] and every
+/// right, and a default user that needs a password too (`default-pw`).
+pub fn acl_flags() -> Vec<String> {
+    [
+        "--user",
+        "jobs",
+        "on",
+        &format!(">{ACL_PASSWORD}"),
+        "~*",
+        "&*",
+        "+@all",
+        "--requirepass",
+        "default-pw",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }

@@ -177,6 +177,8 @@ pub struct WorkerProcess {
     dir: TempDir,
     /// Where its `/metrics` is served, with `--metrics-address`.
     pub metrics: Option<SocketAddr>,
+    /// Its first line on standard output (`worker running jobs from …`).
+    pub banner: String,
 }
 
 impl WorkerProcess {
@@ -209,6 +211,7 @@ impl WorkerProcess {
             child,
             dir,
             metrics,
+            banner: line,
         }
     }
 
