@@ -77,6 +77,12 @@ const OPTIONS: &[Opt] = &[
         default: "send",
         help: "with --redis-url: send (every job goes to Redis) or spill (jobs run here; those not run by the shutdown deadline go to Redis instead of being dropped)",
     },
+    Opt {
+        name: "redis-wait-replicas",
+        value: "N",
+        default: "0",
+        help: "with --redis-url: a job is sent once N replicas have it too (WAIT), so a failover loses none acknowledged; none are sent while fewer are up",
+    },
 ];
 
 /// The options of `afterward worker`.
@@ -149,6 +155,7 @@ pub struct Args {
     pub notify_delay: Duration,
     pub redis: Option<RedisTarget>,
     pub redis_mode: RedisMode,
+    pub redis_wait_replicas: usize,
     pub queues: Option<Queues>,
     pub heartbeat: Option<afterward::Schedule>,
     pub dashboard: Option<DashboardArgs>,
@@ -793,7 +800,15 @@ fn parse_serve(
             }
             (queues, _) => queues,
         },
-        redis: match (options.redis_url(false)?, options.raw("redis-mode")) {
+        redis_wait_replicas: options
+            .typed("redis-wait-replicas", "a number of replicas")?
+            .unwrap_or(0),
+        redis: match (
+            options.redis_url(false)?,
+            options
+                .raw("redis-mode")
+                .or_else(|| options.raw("redis-wait-replicas")),
+        ) {
             (None, Some((source, _))) => {
                 return Err(format!(
                     "{source} needs --redis-url (or AFTERWARD_REDIS_URL)"
@@ -970,6 +985,13 @@ mod tests {
             (&["--on-full", "drop"], &[], "caller-runs"),
             (&[], &[("AFTERWARD_REDIS_MODE", "later")], "send or spill"),
             (&["--redis-mode", "spill"], &[], "needs --redis-url"),
+            (&["--redis-wait-replicas", "1"], &[], "needs --redis-url"),
+            (
+                &["--redis-url", "redis://x", "--redis-wait-replicas", "one"],
+                &[],
+                "--redis-wait-replicas",
+            ),
+            (&["--redis-ca-file", "ca.pem"], &[], "needs --redis-url"),
             (&["--engine", "hyper"], &[], "unknown engine `hyper`"),
             (&["--workers", "0"], &[], "at least 1"),
             (&[], &[("AFTERWARD_WORKERS", "0")], "AFTERWARD_WORKERS"),

@@ -77,6 +77,7 @@ use crate::server::ServerBuilder;
 /// | [`unique_ttl`](Self::unique_ttl) | 24 h (plus the job's delay) |
 /// | [`status_payload_bytes`](Self::status_payload_bytes) | 1 KiB of each payload kept with its status |
 /// | [`recent_done`](Self::recent_done) | 1,000 ids of jobs done kept per queue, for the dashboard |
+/// | [`wait_replicas`](Self::wait_replicas) | 0: a send is done once the primary has it |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -122,6 +123,15 @@ pub struct RedisConfig {
     /// dashboard's "done" list: 1,000. Zero keeps no list (and saves the
     /// workers two commands per batch).
     pub recent_done: usize,
+    /// Replicas that must have a job before its send counts as done (a
+    /// `WAIT` after each pipelined send and each durable enqueue): 0, none.
+    /// Redis replicates after it answers, so with 0 a failover (Sentinel's,
+    /// a Cluster's) can lose jobs the old primary acknowledged; with 1, a
+    /// job acknowledged is on a replica too, and a send that no replica
+    /// confirmed in half the [`timeout`](Self::timeout) is sent again (to
+    /// the new primary, after a failover): at the price of a round trip
+    /// per batch, and of no sends at all while no replica is up.
+    pub wait_replicas: usize,
 }
 
 impl RedisConfig {
@@ -160,6 +170,7 @@ impl RedisConfig {
             unique_ttl: Duration::from_secs(24 * 3600),
             status_payload_bytes: crate::DEFAULT_STATUS_PAYLOAD_BYTES,
             recent_done: 1000,
+            wait_replicas: 0,
         })
     }
 

@@ -12,7 +12,7 @@ use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 use super::keys::{known_queues, Keys};
 use super::schedules::RedisTicks;
 use super::status::read_status;
-use super::write::{write_cancelled, write_jobs, Outgoing};
+use super::write::{confirm_replicated, write_cancelled, write_jobs, Outgoing};
 use super::{cancel, unique};
 use super::{LazyConnection, RedisConfig};
 use crate::error::Error;
@@ -170,7 +170,11 @@ impl Broker for Producer {
             self.direct.config(),
             std::slice::from_ref(&outgoing),
         );
-        self.direct.call(|connection| pipe.query::<()>(connection))
+        let config = self.direct.config();
+        self.direct.call(|connection| {
+            pipe.query::<()>(connection)?;
+            confirm_replicated(connection, config)
+        })
     }
 
     fn claim_unique(
@@ -430,7 +434,9 @@ impl SendLoop {
             write_jobs(&mut pipe, &self.keys, &self.config, &kept);
             write_cancelled(&mut pipe, &self.keys, &self.config, &cancelled);
         }
-        pipe.query::<()>(connection.as_mut().expect("connected above"))?;
+        let connection = connection.as_mut().expect("connected above");
+        pipe.query::<()>(connection)?;
+        confirm_replicated(connection, &self.config)?;
         named.extend(new.into_iter().map(str::to_owned));
         for job in &cancelled {
             self.unsent_cancels.forget(&job.envelope.id);

@@ -120,3 +120,30 @@ pub(crate) fn write_jobs(
         add.ignore();
     }
 }
+
+/// Waits until [`RedisConfig::wait_replicas`] replicas have every write of
+/// `connection` so far (`WAIT`, for half the timeout): Redis replicates
+/// after it answers, so without this a failover can lose jobs the primary
+/// acknowledged. `Err` when fewer have them: the caller sends again (a
+/// duplicate with the same id, if the first landed after all).
+pub(crate) fn confirm_replicated(
+    connection: &mut redis::Connection,
+    config: &RedisConfig,
+) -> redis::RedisResult<()> {
+    if config.wait_replicas == 0 {
+        return Ok(());
+    }
+    let timeout_ms = (config.timeout.as_millis() / 2).max(1) as u64;
+    let have: usize = redis::cmd("WAIT")
+        .arg(config.wait_replicas)
+        .arg(timeout_ms)
+        .query(connection)?;
+    if have < config.wait_replicas {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "fewer replicas than wait_replicas have the jobs",
+            format!("{have} of {} in {timeout_ms} ms", config.wait_replicas),
+        )));
+    }
+    Ok(())
+}

@@ -15,6 +15,8 @@ pub mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
+pub mod sentinel;
+#[cfg(feature = "redis")]
 pub mod tls;
 
 /// The engine the HTTP hardening suite (`tests/http_*.rs`,
