@@ -73,16 +73,15 @@ fn held_and_delayed_jobs_are_listed_from_redis() {
         page.contains("<td>payload</td><td><pre>{\n  &quot;held&quot;: true,\n  &quot;tag&quot;: &quot;held&quot;\n}</pre>"),
         "{page}"
     );
-    // Both are in the list of jobs done, the last done first.
+    // Both are in the list of jobs done (its order: the next test).
     let done = server.get("/afterward/jobs?state=done").send().text();
     let list = done
         .find("Done last in default (2 kept)")
         .expect("the list");
-    let (first, second) = (
-        done[list..].find(&later).unwrap(),
-        done[list..].find(&held).unwrap(),
+    assert!(
+        done[list..].contains(&later) && done[list..].contains(&held),
+        "{done}"
     );
-    assert!(first < second, "{done}");
 }
 
 #[test]
