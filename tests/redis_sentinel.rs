@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use afterward::redis::{RedisConfig, Worker};
@@ -14,6 +13,7 @@ use afterward::testing::TestServer;
 use afterward::{App, BackgroundTasks, HttpError, Job, JobContext, JobResult, Json, Query, Server};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use support::failover::{acknowledge, every_one_runs};
 use support::sentinel::SentinelSet;
 use support::{record_run, runs, TEST_TIMEOUT};
 
@@ -82,54 +82,22 @@ fn every_job_acknowledged_runs_after_the_primary_is_killed_mid_load() {
     let worker = worker(config);
     let first = set.primary_port();
     let (total, kill_at) = (150, 50);
-    let mut acknowledged = Vec::new();
-    let mut refused = 0;
-    let deadline = Instant::now() + TEST_TIMEOUT * 2;
-    while acknowledged.len() < total {
-        if acknowledged.len() == kill_at && set.primary_port() == first {
-            let primary = set.nodes.iter_mut().find(|n| n.port() == first).unwrap();
-            primary.kill();
-        }
-        // A durable enqueue is acknowledged (202), or refused (503) while
-        // there is no primary, or none with a replica: asked again.
-        let response = server.post("/durable?key=failover").send();
-        match response.status() {
-            202 => acknowledged.push(response.json()["id"].as_str().unwrap().to_owned()),
-            503 => refused += 1,
-            other => panic!("{other}: {}", response.text()),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} acknowledged",
-            acknowledged.len()
-        );
-    }
+    let (acknowledged, refused) = acknowledge(
+        &server,
+        total,
+        |_| "/durable?key=failover".into(),
+        |acknowledged| {
+            if acknowledged == kill_at && set.primary_port() == first {
+                let primary = set.nodes.iter_mut().find(|n| n.port() == first).unwrap();
+                primary.kill();
+            }
+        },
+    );
     let promoted = set.wait_for_failover_from(first);
     assert_ne!(promoted, first);
     // Every job acknowledged runs: none lost. Some may run twice (a read
     // or an acknowledgement the killed primary took and never passed on).
-    let ran = |id: &String| {
-        runs("failover")
-            .iter()
-            .filter(|r| r.ends_with(id.as_str()))
-            .count()
-    };
-    let started = Instant::now();
-    while acknowledged.iter().any(|id| ran(id) == 0) {
-        assert!(
-            started.elapsed() < TEST_TIMEOUT * 2,
-            "lost: {:?}",
-            acknowledged
-                .iter()
-                .filter(|id| ran(id) == 0)
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut counts: HashMap<usize, usize> = HashMap::new();
-    for id in &acknowledged {
-        *counts.entry(ran(id)).or_default() += 1;
-    }
+    let counts = every_one_runs("failover", &acknowledged);
     eprintln!(
         "{total} acknowledged, {refused} refused during the failover; runs per job: {counts:?}"
     );

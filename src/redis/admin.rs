@@ -9,6 +9,7 @@ use std::time::Duration;
 use redis::streams::StreamRangeReply;
 use redis::Value;
 
+use super::connection::Connection;
 use super::keys::{known_queues, pending_count, Keys, QueueKeys};
 use super::status::{read_status, read_statuses_in};
 use super::write::{write_jobs, Outgoing};
@@ -67,7 +68,7 @@ impl Admin {
 
     fn with<T>(
         &self,
-        call: impl FnOnce(&mut redis::Connection, &Keys) -> redis::RedisResult<T>,
+        call: impl FnOnce(&mut Connection, &Keys) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
         self.connection.call(|con| call(con, &self.keys))
     }
@@ -529,7 +530,7 @@ return 0
 type Names<T> = Vec<(String, T)>;
 
 /// The counts of one queue.
-fn queue_counts(con: &mut redis::Connection, queue: &QueueKeys) -> redis::RedisResult<QueueCounts> {
+fn queue_counts(con: &mut Connection, queue: &QueueKeys) -> redis::RedisResult<QueueCounts> {
     let (length, delayed, dead): (u64, u64, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(&queue.stream)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::Value;
 
+use super::connection::Connection;
 use super::keys::{pending_count, Keys, QueueKeys, GROUP};
 use super::status::{StatusWrite, StatusWrites};
 use super::unique;
@@ -55,11 +56,13 @@ pub(super) struct RedisBackend {
     queues: Vec<QueueKeys>,
     /// This worker's name in the groups.
     consumer: String,
-    connection: Option<redis::Connection>,
+    connection: Option<Connection>,
     /// Where each lane's last `XAUTOCLAIM` stopped.
     reclaim_cursors: Vec<String>,
     /// Each lane's cancel version, as last read.
     cancel_versions: Vec<Option<String>>,
+    /// Over a cluster: whose node the waiting read waits on, in turn.
+    turn: usize,
 }
 
 impl RedisBackend {
@@ -70,6 +73,7 @@ impl RedisBackend {
             queues: queues.iter().map(|q| keys.queue(q)).collect(),
             reclaim_cursors: vec!["0-0".to_owned(); queues.len()],
             cancel_versions: vec![None; queues.len()],
+            turn: 0,
             keys,
             config,
             consumer,
@@ -179,11 +183,19 @@ impl Backend for RedisBackend {
         }
         // Nothing ready: wait in Redis, briefly, for any of the queues (one
         // job of each at most: within every queue's room and the budget).
-        let streams: Vec<&str> = wants
+        let mut streams: Vec<&str> = wants
             .iter()
             .take(budget.max(1))
             .map(|w| self.queues[w.lane].stream.as_str())
             .collect();
+        if self.config.is_cluster() && streams.len() > 1 {
+            // A cluster's command keeps to one slot, and each queue has its
+            // own: the wait is on one queue, taken in turn (the others were
+            // read just above, and are again after it, FETCH_BLOCK_MS later
+            // at most).
+            self.turn = self.turn.wrapping_add(1);
+            streams = vec![streams[self.turn % streams.len()]];
+        }
         let consumer = &self.consumer;
         let reply = on(&mut self.connection, |con| {
             let mut read = redis::cmd("XREADGROUP");
@@ -386,12 +398,25 @@ impl Backend for RedisBackend {
             // Follow-up jobs go out with their parent's acknowledgement, in
             // the same MULTI: both or neither.
             if !children.is_empty() {
-                let named = pipe.cmd("SADD").arg(self.keys.queues());
+                let cluster = self.config.is_cluster();
+                // A cluster's transaction keeps to one node: there, the
+                // names and the follow-ups of other queues go just before
+                // it (a crash between can send them twice, never lose them).
+                let mut before = redis::pipe();
+                let outside = if cluster { &mut before } else { &mut pipe };
+                let named = outside.cmd("SADD").arg(self.keys.queues());
                 for child in &children {
                     named.arg(&*child.envelope.queue);
                 }
                 named.ignore();
-                write_jobs(&mut pipe, &self.keys, &self.config, &children);
+                let (here, elsewhere): (Vec<Outgoing>, Vec<Outgoing>) = children
+                    .into_iter()
+                    .partition(|c| !cluster || c.envelope.queue == queue.queue);
+                if cluster {
+                    write_jobs(&mut before, &self.keys, &self.config, &elsewhere);
+                    on(&mut self.connection, |con| before.query::<()>(con))?;
+                }
+                write_jobs(&mut pipe, &self.keys, &self.config, &here);
             }
             pipe.add_command(ack).ignore();
             pipe.add_command(delete).ignore();
@@ -465,8 +490,8 @@ impl Backend for RedisBackend {
 /// Runs `call` on the connection; an error drops the connection (it may be
 /// mid-reply), and the consumer connects again.
 fn on<T>(
-    connection: &mut Option<redis::Connection>,
-    call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    connection: &mut Option<Connection>,
+    call: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
 ) -> Result<T, String> {
     let Some(con) = connection.as_mut() else {
         return Err("not connected".into());

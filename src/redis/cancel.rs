@@ -16,6 +16,7 @@
 //! undelivered entries before it) is treated as the third case: its worker
 //! drops it when it comes.
 
+use super::connection::Connection;
 use super::keys::{known_queues, Keys};
 use super::status::read_status;
 use super::RedisConfig;
@@ -99,7 +100,7 @@ return {'cancelling'}
 /// Cancels job `id`, in whichever queue its status is; the outer `Err`
 /// when Redis could not be asked.
 pub(crate) fn cancel(
-    connection: &mut redis::Connection,
+    connection: &mut Connection,
     keys: &Keys,
     config: &RedisConfig,
     id: &str,

@@ -17,6 +17,7 @@
 //! | `{P:schedules}:…` | | the schedules' specs, last runs, pauses and tick claims (`schedules.rs`) |
 //! | `P:seen:ID` | string | [`Dedupe`](super::Dedupe)'s mark |
 
+use super::connection::Connection;
 use crate::jobs::queues::valid_queue_name;
 
 /// The consumer group of every queue's stream.
@@ -120,10 +121,7 @@ impl QueueKeys {
 
 /// The queues named in `P:queues` (names that could not be a queue are
 /// left out), sorted.
-pub(crate) fn known_queues(
-    con: &mut redis::Connection,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
+pub(crate) fn known_queues(con: &mut Connection, keys: &Keys) -> redis::RedisResult<Vec<String>> {
     let mut queues: Vec<String> = redis::cmd("SMEMBERS").arg(keys.queues()).query(con)?;
     queues.retain(|q| valid_queue_name(q));
     queues.sort();
@@ -132,10 +130,7 @@ pub(crate) fn known_queues(
 
 /// Jobs read and not acknowledged in a queue's group (`XPENDING`'s
 /// summary); 0 while the group does not exist yet.
-pub(crate) fn pending_count(
-    con: &mut redis::Connection,
-    keys: &QueueKeys,
-) -> redis::RedisResult<u64> {
+pub(crate) fn pending_count(con: &mut Connection, keys: &QueueKeys) -> redis::RedisResult<u64> {
     let summary: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
         .arg(&keys.stream)
         .arg(GROUP)

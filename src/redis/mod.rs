@@ -36,6 +36,8 @@
 mod admin;
 mod backend;
 mod cancel;
+mod cluster;
+mod connection;
 mod heartbeat;
 mod keys;
 mod producer;
@@ -54,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::admin::{Admin, DeadJob, Dedupe, QueueCounts, WorkerInfo};
+pub use self::connection::Connection;
 use self::keys::Keys;
 pub(crate) use self::producer::Producer;
 pub use self::worker::{Worker, WorkerBuilder, WorkerReport, WorkerStats};
@@ -148,7 +151,10 @@ impl RedisConfig {
     ///   (port 26379 by default) name for `SERVICE`, asked again at every
     ///   connect, so producers and workers follow a failover when their
     ///   connection fails. The user and password are the data nodes'; the
-    ///   Sentinels' own password, if any, is `sentinel_password`.
+    ///   Sentinels' own password, if any, is `sentinel_password`;
+    /// - `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]`
+    ///   (`rediss+cluster://` for TLS): a Redis Cluster, its slot map read
+    ///   from any of these nodes (see [`Connection`]).
     ///
     /// Messages never show the password ([`redacted_url`](Self::redacted_url)).
     ///
@@ -196,7 +202,7 @@ impl RedisConfig {
     ///
     /// Redis's, when it cannot be reached in time or refuses the
     /// credentials.
-    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+    pub fn connect(&self) -> redis::RedisResult<Connection> {
         self.target.connect(self.timeout)
     }
 
@@ -262,6 +268,11 @@ impl RedisConfig {
         Ok(self)
     }
 
+    /// Whether the URL names a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
+    }
+
     pub(crate) fn keys(&self) -> Keys {
         Keys::new(&self.prefix)
     }
@@ -298,7 +309,7 @@ fn read_pem(path: &std::path::Path, label: &str, what: &str) -> Result<Vec<u8>, 
 /// ```
 pub struct LazyConnection {
     config: RedisConfig,
-    connection: Mutex<Option<redis::Connection>>,
+    connection: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for LazyConnection {
@@ -329,7 +340,7 @@ impl LazyConnection {
     /// next call connects again).
     pub fn call<T>(
         &self,
-        call: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        call: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         if connection.is_none() {

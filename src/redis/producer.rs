@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, SendTimeoutError, Sender};
 
+use super::connection::Connection;
 use super::keys::{known_queues, Keys};
 use super::schedules::RedisTicks;
 use super::status::read_status;
@@ -300,7 +301,7 @@ impl SendLoop {
     /// Sends batches until stopped; returns what it could not send.
     fn run(self, jobs: &Receiver<Outgoing>, stop: &Receiver<()>) -> Vec<Outgoing> {
         let mut batch: Vec<Outgoing> = Vec::with_capacity(self.config.batch);
-        let mut connection: Option<redis::Connection> = None;
+        let mut connection: Option<Connection> = None;
         let mut delay = Duration::from_millis(50);
         let mut failing_since: Option<Instant> = None;
         loop {
@@ -390,7 +391,7 @@ impl SendLoop {
     /// freed).
     fn send(
         &self,
-        connection: &mut Option<redis::Connection>,
+        connection: &mut Option<Connection>,
         batch: &[Outgoing],
     ) -> redis::RedisResult<u64> {
         let _sends = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());

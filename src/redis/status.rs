@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::connection::Connection;
 use super::keys::{Keys, QueueKeys};
 use super::RedisConfig;
 use crate::jobs::envelope::push_json_str;
@@ -205,7 +206,7 @@ pub(crate) fn state_of(name: &str) -> JobState {
 /// Reads a job's status, looking in each of `queues` (in one round trip);
 /// `None` for a missing (or expired) one.
 pub(crate) fn read_status(
-    connection: &mut redis::Connection,
+    connection: &mut Connection,
     keys: &Keys,
     queues: &[String],
     id: &str,
@@ -237,7 +238,7 @@ pub(crate) fn read_status(
 /// The statuses of jobs `ids` of `queue` (in one round trip), in their
 /// order; those missing (expired) left out.
 pub(crate) fn read_statuses_in(
-    connection: &mut redis::Connection,
+    connection: &mut Connection,
     queue: &QueueKeys,
     ids: &[String],
 ) -> redis::RedisResult<Vec<JobStatus>> {

@@ -1,6 +1,7 @@
 //! Where Redis is, and how a connection to it is made: one server
-//! (`redis://`, `rediss://`, `redis+unix://`), or the primary a set of
-//! Sentinels names (`redis+sentinel://`, `rediss+sentinel://`); with the
+//! (`redis://`, `rediss://`, `redis+unix://`), the primary a set of
+//! Sentinels names (`redis+sentinel://`, `rediss+sentinel://`), or a Redis
+//! Cluster (`redis+cluster://`, `rediss+cluster://`, see `cluster.rs`); with the
 //! TLS files given, the credentials of the URL, a timeout on every step and
 //! a `PING` that proves the connection serves (a server asking for a
 //! password only says so at the first command).
@@ -12,6 +13,9 @@
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, RedisResult};
+
+use super::cluster::Router;
+use super::connection::Connection;
 
 /// The Sentinel port when a sentinel's address has none.
 const SENTINEL_PORT: u16 = 26379;
@@ -33,6 +37,16 @@ enum Kind {
     Direct(redis::Client),
     /// The primary a set of Sentinels names, asked at every connect.
     Sentinel(Sentinels),
+    /// A Redis Cluster: the seeds to read its slot map from.
+    Cluster(Seeds),
+}
+
+/// `redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]`.
+#[derive(Clone)]
+struct Seeds {
+    scheme: &'static str,
+    addresses: Vec<String>,
+    userinfo: String,
 }
 
 /// `redis+sentinel://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/SERVICE[/DB]`.
@@ -81,6 +95,11 @@ impl Target {
                 check_tls_built(tls, &shown)?;
                 Kind::Sentinel(Sentinels::parse(tls, rest, &shown)?)
             }
+            "redis+cluster" | "rediss+cluster" => {
+                let tls = scheme == "rediss+cluster";
+                check_tls_built(tls, &shown)?;
+                Kind::Cluster(Seeds::parse(tls, rest, &shown)?)
+            }
             "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" => {
                 check_tls_built(scheme.ends_with('s'), &shown)?;
                 let client = redis::Client::open(url)
@@ -89,7 +108,7 @@ impl Target {
             }
             other => {
                 return Err(format!(
-                    "invalid Redis URL {shown:?}: unknown scheme `{other}` (redis, rediss, redis+unix, redis+sentinel, rediss+sentinel)"
+                    "invalid Redis URL {shown:?}: unknown scheme `{other}` (redis, rediss, redis+unix, redis+sentinel, rediss+sentinel, redis+cluster, rediss+cluster)"
                 ))
             }
         };
@@ -113,6 +132,7 @@ impl Target {
                 self.url.starts_with("rediss://") || self.url.starts_with("valkeys://")
             }
             Kind::Sentinel(s) => s.scheme == "rediss",
+            Kind::Cluster(s) => s.scheme == "rediss",
         }
     }
 
@@ -152,11 +172,26 @@ impl Target {
     /// A connection that has answered a `PING`, made within `timeout` per
     /// step (connect, each reply); through Sentinel, to the primary it
     /// names now.
-    pub(crate) fn connect(&self, timeout: Duration) -> RedisResult<redis::Connection> {
+    pub(crate) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
         match &self.kind {
-            Kind::Direct(client) => open(client, timeout),
-            Kind::Sentinel(sentinels) => sentinels.primary(&self.tls, timeout),
+            Kind::Direct(client) => open(client, timeout).map(Connection::one),
+            Kind::Sentinel(sentinels) => sentinels.primary(&self.tls, timeout).map(Connection::one),
+            Kind::Cluster(seeds) => {
+                let (scheme, userinfo, tls) =
+                    (seeds.scheme, seeds.userinfo.clone(), self.tls.clone());
+                let opener = move |address: &str| {
+                    let client = tls.client_for(&format!("{scheme}://{userinfo}{address}"))?;
+                    open(&client, timeout)
+                };
+                Router::connect(seeds.addresses.clone(), std::sync::Arc::new(opener))
+                    .map(Connection::cluster)
+            }
         }
+    }
+
+    /// Whether it is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
     }
 
     /// Why a connect failed, for a person: the cause, and a hint when it
@@ -227,6 +262,47 @@ fn check_tls_built(tls: bool, shown: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl Seeds {
+    fn parse(tls: bool, rest: &str, shown: &str) -> Result<Seeds, String> {
+        let bad = |why: &str| {
+            format!(
+                "invalid Redis URL {shown:?}: {why} (redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…])"
+            )
+        };
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+            None => (String::new(), rest),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        if hosts.contains('/') || hosts.contains('?') {
+            return Err(bad("a cluster has one database and no options"));
+        }
+        Ok(Seeds {
+            scheme: if tls { "rediss" } else { "redis" },
+            addresses: addresses(hosts, None).map_err(|e| bad(&e))?,
+            userinfo,
+        })
+    }
+}
+
+/// `HOST[:PORT],…` as `HOST:PORT` each (`default` for a host without a
+/// port; none: a port is required).
+fn addresses(hosts: &str, default: Option<u16>) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for host in hosts.split(',') {
+        let address = match (host.rsplit_once(':'), default) {
+            (Some((name, port)), _) if !name.is_empty() && port.parse::<u16>().is_ok() => {
+                host.to_owned()
+            }
+            (None, Some(port)) if !host.is_empty() => format!("{host}:{port}"),
+            (_, _) if host.is_empty() => return Err("an empty address".into()),
+            _ => return Err(format!("address {host:?}")),
+        };
+        out.push(address);
+    }
+    Ok(out)
+}
+
 impl Sentinels {
     fn parse(tls: bool, rest: &str, shown: &str) -> Result<Sentinels, String> {
         let bad = |why: &str| {
@@ -251,18 +327,7 @@ impl Sentinels {
         if service.is_empty() {
             return Err(bad("no service"));
         }
-        let mut addresses = Vec::new();
-        for host in hosts.split(',') {
-            let address = match host.rsplit_once(':') {
-                Some((name, port)) if !name.is_empty() && port.parse::<u16>().is_ok() => {
-                    host.to_owned()
-                }
-                Some(_) => return Err(bad(&format!("sentinel address {host:?}"))),
-                None if !host.is_empty() => format!("{host}:{SENTINEL_PORT}"),
-                None => return Err(bad("an empty sentinel address")),
-            };
-            addresses.push(address);
-        }
+        let addresses = addresses(hosts, Some(SENTINEL_PORT)).map_err(|e| bad(&e))?;
         let mut sentinel_auth = String::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::connection::Connection;
 use super::keys::{Keys, QueueKeys};
 use super::status::{StatusWrite, StatusWrites};
 use super::RedisConfig;
@@ -127,7 +128,7 @@ pub(crate) fn write_jobs(
 /// acknowledged. `Err` when fewer have them: the caller sends again (a
 /// duplicate with the same id, if the first landed after all).
 pub(crate) fn confirm_replicated(
-    connection: &mut redis::Connection,
+    connection: &mut Connection,
     config: &RedisConfig,
 ) -> redis::RedisResult<()> {
     if config.wait_replicas == 0 {

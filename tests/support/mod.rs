@@ -11,6 +11,10 @@ use std::time::Duration;
 pub use afterward::testing::TEST_TIMEOUT;
 use afterward::{Engine, Server, ServerBuilder};
 
+#[cfg(feature = "redis")]
+pub mod cluster;
+#[cfg(feature = "redis")]
+pub mod failover;
 pub mod raw;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -67,6 +67,39 @@ impl RedisServer {
         panic!("redis-server never started on a free port");
     }
 
+    /// A Redis Cluster node (not in a cluster yet) on a TCP port whose bus
+    /// port (+10,000) is free too.
+    pub fn start_cluster_node(extra: &[&str]) -> RedisServer {
+        let mut flags = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"];
+        flags.extend(extra);
+        let mut extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--appendonly".into(), "no".into()]);
+        // Ports below 55,536 (so that the bus port is one), from a base
+        // spread by pid, each node of this process on the next: two nodes
+        // never try the same port, so a killed node's port stays its own
+        // for its restart.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = std::process::id().wrapping_mul(7919);
+        for _ in 0..50 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = (20_000 + base.wrapping_add(n.wrapping_mul(7)) % 30_000) as u16;
+            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+            if !free(port) || !free(port + 10_000) {
+                continue;
+            }
+            let mut server = RedisServer {
+                child: None,
+                dir: TempDir::new(),
+                extra: extra.clone(),
+                tcp: Some(Tcp { port, tls: false }),
+            };
+            if server.try_start() {
+                return server;
+            }
+        }
+        panic!("no free port pair for a cluster node");
+    }
+
     /// The TCP port (see [`start_tcp`](Self::start_tcp)).
     pub fn port(&self) -> u16 {
         self.tcp.expect("a TCP server").port
@@ -167,6 +200,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether it runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGSTOP or SIGCONT.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();
@@ -178,7 +216,7 @@ impl RedisServer {
     }
 
     /// A plain connection, for the test's own commands.
-    pub fn connection(&self) -> afterward::redis::client::Connection {
+    pub fn connection(&self) -> afterward::redis::Connection {
         self.config()
             .connect()
             .expect("connect to the test's Redis")

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use afterward::redis::client::{cmd, Connection};
+use afterward::redis::client::cmd;
+use afterward::redis::Connection;
 use afterward::redis::RedisConfig;
 
 use super::redis::RedisServer;
@@ -127,7 +128,9 @@ fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn sentinel_connection(port: u16) -> afterward::redis::client::RedisResult<Connection> {
+fn sentinel_connection(
+    port: u16,
+) -> afterward::redis::client::RedisResult<afterward::redis::client::Connection> {
     let client = afterward::redis::client::Client::open(format!("redis://127.0.0.1:{port}"))?;
     client.get_connection_with_timeout(Duration::from_millis(500))
 }
