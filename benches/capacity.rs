@@ -1,0 +1,247 @@
+//! The capacity model's measurements (BENCHMARKS.md, "What Redis costs per
+//! job"): against one `redis-server` and a 3-primary Redis Cluster started
+//! here, side by side in one run, and interleaved:
+//!
+//! ```text
+//! cargo bench --bench capacity --features redis
+//! CAPACITY_JOBS=200000 CAPACITY_QUEUES=6 cargo bench --bench capacity --features redis
+//! ```
+//!
+//! 1. **Send**: jobs enqueued on a `BackgroundPool` with Redis, spread over
+//!    `CAPACITY_QUEUES` queues (6: on a cluster, each node serves some),
+//!    until Redis has them all; jobs/s and Redis's CPU per job (every node's
+//!    `INFO cpu`, summed).
+//! 2. **Work**: one `Worker` (2 threads) runs them all; the same figures.
+//! 3. **Each command's cost** on one server, over send and work together
+//!    (`CONFIG RESETSTAT`, then `INFO commandstats`): calls per job and
+//!    Redis CPU µs per job, per command.
+//!
+//! This machine has 2 cores for the bench, the worker, the server and every
+//! Redis: the cluster's three nodes share them, so its rates say what the
+//! path costs, not what three machines would do; Redis CPU per job is the
+//! figure that scales (BENCHMARKS.md turns it into nodes per load).
+
+use std::time::{Duration, Instant};
+
+use afterward::redis::client::cmd;
+use afterward::redis::{Admin, Connection, RedisConfig, Worker};
+use afterward::{BackgroundPool, Job, JobContext, JobOptions, JobResult, Queues};
+use serde::{Deserialize, Serialize};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use support::cluster::Cluster;
+use support::redis::RedisServer;
+
+/// A no-op job with a ~100-byte payload.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    to: String,
+    subject: String,
+}
+
+impl Job for Noop {
+    const NAME: &'static str = "noop";
+    fn run(self, _: &JobContext) -> JobResult {
+        std::hint::black_box((&self.to, &self.subject));
+        Ok(())
+    }
+}
+
+/// A deployment: its configuration, and a connection to each of its nodes.
+struct Target<'a> {
+    name: &'static str,
+    config: RedisConfig,
+    nodes: Vec<&'a RedisServer>,
+}
+
+impl Target<'_> {
+    fn flush(&self) {
+        for node in &self.nodes {
+            let _: () = cmd("FLUSHALL").query(&mut node.connection()).unwrap();
+        }
+    }
+
+    /// Every node's CPU time so far (user + system), summed.
+    fn cpu(&self) -> Duration {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let info: String = cmd("INFO")
+                    .arg("cpu")
+                    .query(&mut node.connection())
+                    .unwrap();
+                let seconds: f64 = info
+                    .lines()
+                    .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+                    .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
+                    .sum();
+                Duration::from_secs_f64(seconds)
+            })
+            .sum()
+    }
+}
+
+fn send(config: &RedisConfig, n: usize, queues: usize) -> f64 {
+    let pool = BackgroundPool::builder()
+        .workers(2)
+        .job::<Noop>()
+        .redis(config.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for chunk in 0..n.div_ceil(100) {
+        let tasks = pool.tasks("bench");
+        for i in chunk * 100..((chunk + 1) * 100).min(n) {
+            let job = Noop {
+                to: format!("user{i}@example.com"),
+                subject: "Welcome to afterward: your account is ready, here is what comes next"
+                    .into(),
+            };
+            let options = JobOptions::new().queue(format!("q{}", i % queues));
+            tasks.enqueue_with(job, options).unwrap();
+        }
+        pool.dispatch(&tasks);
+    }
+    assert!(pool.wait_idle(Duration::from_secs(600)));
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let report = pool.shutdown(Duration::from_secs(60));
+    assert_eq!(report.stats.jobs_sent, n as u64, "{report:?}");
+    rate
+}
+
+fn work(config: &RedisConfig, n: usize, queues: usize) -> f64 {
+    let started = Instant::now();
+    let worker = Worker::builder(config.clone())
+        .job::<Noop>()
+        .concurrency(2)
+        .queues(Queues::weighted((0..queues).map(|q| (format!("q{q}"), 1))))
+        .start()
+        .unwrap();
+    assert!(worker.wait_for(Duration::from_secs(600), |s| s.succeeded == n as u64));
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    assert!(worker.stop(Duration::from_secs(60)).is_complete());
+    let counts = Admin::new(config.clone()).counts().unwrap();
+    assert_eq!((counts.ready, counts.pending), (0, 0));
+    rate
+}
+
+/// `(command, calls, µs)` from `INFO commandstats`.
+fn command_stats(con: &mut Connection) -> Vec<(String, u64, u64)> {
+    let info: String = cmd("INFO").arg("commandstats").query(con).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                    .parse::<u64>()
+                    .ok()
+            };
+            Some((name.to_owned(), field("calls")?, field("usec")?))
+        })
+        .collect()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = env("CAPACITY_JOBS", if full { 100_000 } else { 300 });
+    let rounds = env("CAPACITY_ROUNDS", if full { 3 } else { 1 });
+    let queues = env("CAPACITY_QUEUES", 6).max(1);
+
+    let one = RedisServer::start();
+    let cluster = Cluster::start(3, 0);
+    let targets = [
+        Target {
+            name: "one redis-server",
+            config: one.config(),
+            nodes: vec![&one],
+        },
+        Target {
+            name: "3-primary cluster",
+            config: cluster.config(),
+            nodes: cluster.nodes.iter().collect(),
+        },
+    ];
+    // Per target: send and work, (jobs/s, Redis µs per job) per round.
+    let mut results: Vec<[Vec<(f64, f64)>; 2]> = vec![Default::default(), Default::default()];
+    let mut commands: Vec<(String, u64, u64)> = Vec::new();
+    for round in 1..=rounds {
+        for (t, target) in targets.iter().enumerate() {
+            target.flush();
+            if t == 0 {
+                let _: () = cmd("CONFIG")
+                    .arg("RESETSTAT")
+                    .query(&mut one.connection())
+                    .unwrap();
+            }
+            let before = target.cpu();
+            let sent = send(&target.config, n, queues);
+            let middle = target.cpu();
+            let worked = work(&target.config, n, queues);
+            let after = target.cpu();
+            if t == 0 {
+                commands = command_stats(&mut one.connection());
+            }
+            let per_job = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+            let (send_us, work_us) = (per_job(middle - before), per_job(after - middle));
+            println!(
+                "round {round}, {}: send {sent:.0}/s ({send_us:.1} µs Redis CPU/job), work {worked:.0}/s ({work_us:.1} µs/job)",
+                target.name
+            );
+            results[t][0].push((sent, send_us));
+            results[t][1].push((worked, work_us));
+        }
+    }
+    let mut markdown = format!(
+        "| {n} no-op jobs over {queues} queues, medians of {rounds} rounds | send jobs/s | Redis CPU µs/job (send) | one worker jobs/s | Redis CPU µs/job (work) |\n|---|---:|---:|---:|---:|\n"
+    );
+    for (target, result) in targets.iter().zip(&results) {
+        let rate = |phase: &[(f64, f64)]| median(phase.iter().map(|p| p.0).collect());
+        let cpu = |phase: &[(f64, f64)]| median(phase.iter().map(|p| p.1).collect());
+        markdown.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {:.0} | {:.1} |\n",
+            target.name,
+            rate(&result[0]),
+            cpu(&result[0]),
+            rate(&result[1]),
+            cpu(&result[1]),
+        ));
+    }
+    commands.retain(|(_, calls, _)| *calls as f64 / n as f64 >= 0.0005);
+    commands.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
+    // EXEC's time holds its commands' (each also counted on its own).
+    let total: u64 = commands
+        .iter()
+        .filter(|(name, _, _)| name != "exec")
+        .map(|(_, _, usec)| usec)
+        .sum();
+    markdown.push_str(&format!(
+        "\nOne server, send and work of the last round, per job (Redis's own accounting, `INFO commandstats`; {:.2} µs/job in all, `exec`'s time being that of the commands in it):\n\n| command | calls per job | Redis µs per job |\n|---|---:|---:|\n",
+        total as f64 / n as f64
+    ));
+    for (name, calls, usec) in &commands {
+        markdown.push_str(&format!(
+            "| `{name}` | {:.3} | {:.3} |\n",
+            *calls as f64 / n as f64,
+            *usec as f64 / n as f64
+        ));
+    }
+    println!("\n{markdown}");
+    if full {
+        let _ = std::fs::create_dir_all("target");
+        let _ = std::fs::write("target/bench-capacity.md", &markdown);
+    }
+}
