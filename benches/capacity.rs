@@ -54,6 +54,8 @@ struct Target<'a> {
     name: &'static str,
     config: RedisConfig,
     nodes: Vec<&'a RedisServer>,
+    /// The queues its jobs are spread over.
+    queues: usize,
 }
 
 impl Target<'_> {
@@ -63,8 +65,8 @@ impl Target<'_> {
         }
     }
 
-    /// Every node's CPU time so far (user + system), summed.
-    fn cpu(&self) -> Duration {
+    /// Each node's CPU time so far (user + system).
+    fn cpu(&self) -> Vec<Duration> {
         self.nodes
             .iter()
             .map(|node| {
@@ -79,11 +81,12 @@ impl Target<'_> {
                     .sum();
                 Duration::from_secs_f64(seconds)
             })
-            .sum()
+            .collect()
     }
 }
 
 fn send(config: &RedisConfig, n: usize, queues: usize) -> f64 {
+    // Jobs are spread over queues q0…; partitions are the config's.
     let pool = BackgroundPool::builder()
         .workers(2)
         .job::<Noop>()
@@ -163,21 +166,52 @@ fn main() {
 
     let one = RedisServer::start();
     let cluster = Cluster::start(3, 0);
+    let mut partitioned = cluster.config();
+    partitioned.partitions = vec![("q0".into(), 6)];
+    let all: Vec<&RedisServer> = cluster.nodes.iter().collect();
     let targets = [
         Target {
             name: "one redis-server",
             config: one.config(),
             nodes: vec![&one],
+            queues,
         },
         Target {
             name: "3-primary cluster",
             config: cluster.config(),
-            nodes: cluster.nodes.iter().collect(),
+            nodes: all.clone(),
+            queues,
+        },
+        Target {
+            name: "3-primary cluster, one queue",
+            config: cluster.config(),
+            nodes: all.clone(),
+            queues: 1,
+        },
+        Target {
+            name: "3-primary cluster, one queue in 6 partitions",
+            config: partitioned,
+            nodes: all,
+            queues: 1,
         },
     ];
-    // Per target: send and work, (jobs/s, Redis µs per job) per round.
-    let mut results: Vec<[Vec<(f64, f64)>; 2]> = vec![Default::default(), Default::default()];
+    // Per target: send and work, (jobs/s, Redis µs per job, the busiest
+    // node's share of it) per round.
+    let mut results: Vec<[Vec<(f64, f64, f64)>; 2]> = vec![Default::default(); targets.len()];
     let mut commands: Vec<(String, u64, u64)> = Vec::new();
+    let spent = |from: &[Duration], to: &[Duration]| -> (f64, f64) {
+        let each: Vec<f64> = from
+            .iter()
+            .zip(to)
+            .map(|(a, b)| b.saturating_sub(*a).as_secs_f64())
+            .collect();
+        let total: f64 = each.iter().sum();
+        let busiest = each.iter().copied().fold(0.0, f64::max);
+        (
+            total * 1e6 / n as f64,
+            if total > 0.0 { busiest / total } else { 1.0 },
+        )
+    };
     for round in 1..=rounds {
         for (t, target) in targets.iter().enumerate() {
             target.flush();
@@ -188,36 +222,42 @@ fn main() {
                     .unwrap();
             }
             let before = target.cpu();
-            let sent = send(&target.config, n, queues);
+            let sent = send(&target.config, n, target.queues);
             let middle = target.cpu();
-            let worked = work(&target.config, n, queues);
+            let worked = work(&target.config, n, target.queues);
             let after = target.cpu();
             if t == 0 {
                 commands = command_stats(&mut one.connection());
             }
-            let per_job = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-            let (send_us, work_us) = (per_job(middle - before), per_job(after - middle));
+            let (send_us, send_share) = spent(&before, &middle);
+            let (work_us, work_share) = spent(&middle, &after);
             println!(
-                "round {round}, {}: send {sent:.0}/s ({send_us:.1} µs Redis CPU/job), work {worked:.0}/s ({work_us:.1} µs/job)",
-                target.name
+                "round {round}, {}: send {sent:.0}/s ({send_us:.1} µs Redis CPU/job), work {worked:.0}/s ({work_us:.1} µs/job); busiest node {:.0} % / {:.0} %",
+                target.name,
+                send_share * 100.0,
+                work_share * 100.0
             );
-            results[t][0].push((sent, send_us));
-            results[t][1].push((worked, work_us));
+            results[t][0].push((sent, send_us, send_share));
+            results[t][1].push((worked, work_us, work_share));
         }
     }
     let mut markdown = format!(
-        "| {n} no-op jobs over {queues} queues, medians of {rounds} rounds | send jobs/s | Redis CPU µs/job (send) | one worker jobs/s | Redis CPU µs/job (work) |\n|---|---:|---:|---:|---:|\n"
+        "| {n} no-op jobs, medians of {rounds} rounds | send jobs/s | Redis CPU µs/job (send) | one worker jobs/s | Redis CPU µs/job (work) | busiest node's share of Redis CPU (send / work) |\n|---|---:|---:|---:|---:|---:|\n"
     );
     for (target, result) in targets.iter().zip(&results) {
-        let rate = |phase: &[(f64, f64)]| median(phase.iter().map(|p| p.0).collect());
-        let cpu = |phase: &[(f64, f64)]| median(phase.iter().map(|p| p.1).collect());
+        let pick = |phase: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            median(phase.iter().map(f).collect())
+        };
         markdown.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {:.0} | {:.1} |\n",
+            "| {} ({} queue(s)) | {:.0} | {:.1} | {:.0} | {:.1} | {:.0} % / {:.0} % |\n",
             target.name,
-            rate(&result[0]),
-            cpu(&result[0]),
-            rate(&result[1]),
-            cpu(&result[1]),
+            target.queues,
+            pick(&result[0], |p| p.0),
+            pick(&result[0], |p| p.1),
+            pick(&result[1], |p| p.0),
+            pick(&result[1], |p| p.1),
+            pick(&result[0], |p| p.2) * 100.0,
+            pick(&result[1], |p| p.2) * 100.0,
         ));
     }
     commands.retain(|(_, calls, _)| *calls as f64 / n as f64 >= 0.0005);

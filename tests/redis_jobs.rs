@@ -110,9 +110,7 @@ fn worker(config: RedisConfig) -> Worker {
 }
 
 fn post(server: &TestServer, path: &str) -> String {
-    let response = server.post(path).send();
-    assert_eq!(response.status(), 202, "{}", response.text());
-    response.json()["id"].as_str().unwrap().to_owned()
+    support::accepted(server, path)
 }
 
 #[test]

@@ -83,6 +83,12 @@ const OPTIONS: &[Opt] = &[
         default: "0",
         help: "with --redis-url: a job is sent once N replicas have it too (WAIT), so a failover loses none acknowledged; none are sent while fewer are up",
     },
+    Opt {
+        name: "queue-partitions",
+        value: "PARTITIONS",
+        default: "none",
+        help: "with --redis-url: split queues in partitions, `hot=4` (queues hot.0 to hot.3, spread over a cluster's nodes); give the workers the same",
+    },
 ];
 
 /// The options of `afterward worker`.
@@ -104,6 +110,7 @@ const WORKER_OPTIONS: &[Opt] = &[
     Opt { name: "job-backoff-ms", value: "MS", default: "100", help: "delay before a job's first retry; it doubles at each retry (with jitter), up to 60 s (the attempts allowed come with each job, set by the web server's --job-max-attempts)" },
     Opt { name: "shutdown-timeout", value: "SECONDS", default: "30", help: "time to finish running jobs on SIGINT/SIGTERM; the rest stay pending for other workers" },
     Opt { name: "metrics-address", value: "HOST:PORT", default: "none", help: "serve the worker's counters at http://HOST:PORT/metrics (Prometheus); port 0 picks one" },
+    Opt { name: "queue-partitions", value: "PARTITIONS", default: "none", help: "queues split in partitions, `hot=4`: the worker serves hot.0 to hot.3 for hot (the web servers' setting)" },
     Opt { name: "log-buffer-lines", value: "N", default: "8192", help: "log lines queued for stderr; when stderr cannot keep up, more are dropped, never waited for" },
 ];
 
@@ -156,6 +163,7 @@ pub struct Args {
     pub redis: Option<RedisTarget>,
     pub redis_mode: RedisMode,
     pub redis_wait_replicas: usize,
+    pub queue_partitions: Vec<(String, usize)>,
     pub queues: Option<Queues>,
     pub heartbeat: Option<afterward::Schedule>,
     pub dashboard: Option<DashboardArgs>,
@@ -279,6 +287,7 @@ pub struct WorkerArgs {
     pub job_backoff: Duration,
     pub shutdown_timeout: Duration,
     pub metrics_address: Option<String>,
+    pub queue_partitions: Vec<(String, usize)>,
     pub log_buffer_lines: usize,
 }
 
@@ -520,6 +529,36 @@ impl<E: Fn(&str) -> Option<String>> Resolver<'_, E> {
         }
     }
 
+    /// `--queue-partitions QUEUE=N,…`.
+    fn partitions(&self) -> Result<Vec<(String, usize)>, String> {
+        let Some((source, spec)) = self.raw("queue-partitions") else {
+            return Ok(Vec::new());
+        };
+        let bad = |why: String| format!("invalid value {spec:?} for {source}: {why}");
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (queue, n) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{part:?} is not QUEUE=N")))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{n:?} is not a number of partitions from 1 to 1024"
+                    ))
+                })?;
+            afterward::Queues::parse(queue.trim(), true).map_err(|e| bad(e.to_string()))?;
+            if out.iter().any(|(q, _)| q == queue.trim()) {
+                return Err(bad(format!("queue {queue:?} given twice")));
+            }
+            out.push((queue.trim().to_owned(), n));
+        }
+        Ok(out)
+    }
+
     fn redis_url(&self, required: bool) -> Result<Option<RedisTarget>, String> {
         let file = |name: &'static str| self.raw(name).map(|(_, path)| PathBuf::from(path));
         let url = match self.raw("redis-url") {
@@ -590,6 +629,7 @@ fn parse_worker(
     };
     let options = Resolver { given: &given, env };
     Ok(Command::Worker(WorkerArgs {
+        queue_partitions: options.partitions()?,
         redis: options.redis_url(true)?.unwrap_or_default(),
         queues: options.queues()?,
         concurrency: options.count("concurrency")?,
@@ -803,11 +843,13 @@ fn parse_serve(
         redis_wait_replicas: options
             .typed("redis-wait-replicas", "a number of replicas")?
             .unwrap_or(0),
+        queue_partitions: options.partitions()?,
         redis: match (
             options.redis_url(false)?,
             options
                 .raw("redis-mode")
-                .or_else(|| options.raw("redis-wait-replicas")),
+                .or_else(|| options.raw("redis-wait-replicas"))
+                .or_else(|| options.raw("queue-partitions")),
         ) {
             (None, Some((source, _))) => {
                 return Err(format!(
@@ -986,6 +1028,40 @@ mod tests {
             (&[], &[("AFTERWARD_REDIS_MODE", "later")], "send or spill"),
             (&["--redis-mode", "spill"], &[], "needs --redis-url"),
             (&["--redis-wait-replicas", "1"], &[], "needs --redis-url"),
+            (&["--queue-partitions", "hot=4"], &[], "needs --redis-url"),
+            (
+                &[
+                    "worker",
+                    "--redis-url",
+                    "redis://x",
+                    "--queue-partitions",
+                    "hot",
+                ],
+                &[],
+                "not QUEUE=N",
+            ),
+            (
+                &[
+                    "worker",
+                    "--redis-url",
+                    "redis://x",
+                    "--queue-partitions",
+                    "hot=0",
+                ],
+                &[],
+                "--queue-partitions",
+            ),
+            (
+                &[
+                    "worker",
+                    "--redis-url",
+                    "redis://x",
+                    "--queue-partitions",
+                    "h t=2",
+                ],
+                &[],
+                "invalid queue name",
+            ),
             (
                 &["--redis-url", "redis://x", "--redis-wait-replicas", "one"],
                 &[],

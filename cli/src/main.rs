@@ -147,6 +147,7 @@ fn serve(args: Args) -> Result<ExitCode, Fail> {
         let mut config = redis::config(target)?;
         config.status_payload_bytes = args.job_payload_bytes;
         config.wait_replicas = args.redis_wait_replicas;
+        config.partitions = args.queue_partitions.clone();
         files = demo::Files::in_redis(config.clone());
         builder = match args.redis_mode {
             args::RedisMode::Send => builder.redis(config),

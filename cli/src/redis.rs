@@ -31,7 +31,8 @@ pub fn config(target: &RedisTarget) -> Result<RedisConfig, Fail> {
 
 /// Runs the demo's jobs until SIGINT or SIGTERM, then stops gracefully.
 pub fn worker(args: WorkerArgs) -> Result<ExitCode, Fail> {
-    let config = config(&args.redis)?;
+    let mut config = config(&args.redis)?;
+    config.partitions = args.queue_partitions.clone();
     let shown = config.redacted_url().to_owned();
     // The attempts allowed travel with each job (the web server's setting).
     let mut settings = JobSettings::default();

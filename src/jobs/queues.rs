@@ -222,6 +222,50 @@ impl Queues {
             .and_then(|q| q.limit)
     }
 
+    /// The queues with `queue` served as its `n` partitions `queue.0` …
+    /// `queue.{n-1}` in its place, with the same share of turns: in strict
+    /// order, one after the other; by weights, each partition with the
+    /// queue's weight and every other queue's weight times `n`; a limit
+    /// split among them (at least 1 each). Unchanged if `queue` is not
+    /// served or `n` is below 2.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn split(&self, queue: &str, n: usize) -> Queues {
+        let Some(at) = self.queues.iter().position(|q| &*q.name == queue) else {
+            return self.clone();
+        };
+        if n < 2 {
+            return self.clone();
+        }
+        let spec = &self.queues[at];
+        let weighted = self.order == QueueOrder::Weighted;
+        let mut queues: Vec<QueueSpec> = Vec::with_capacity(self.queues.len() + n);
+        for (i, other) in self.queues.iter().enumerate() {
+            if i != at {
+                let weight = if weighted {
+                    other.weight.saturating_mul(n as u32)
+                } else {
+                    other.weight
+                };
+                queues.push(QueueSpec {
+                    weight,
+                    ..other.clone()
+                });
+                continue;
+            }
+            for k in 0..n {
+                queues.push(QueueSpec {
+                    name: format!("{}.{k}", spec.name).into(),
+                    weight: spec.weight,
+                    limit: spec.limit.map(|l| l.div_ceil(n).max(1)),
+                });
+            }
+        }
+        Queues {
+            order: self.order,
+            queues,
+        }
+    }
+
     /// Checks the queues, as a builder does before it starts.
     pub(crate) fn check(&self) -> Result<(), Error> {
         if self.queues.is_empty() {
@@ -422,6 +466,19 @@ impl<T> QueueSet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_split_in_partitions_keeps_its_share_and_its_limit() {
+        let weighted = Queues::weighted([("hot", 1), ("b", 2)]).limit("hot", 6);
+        let split = weighted.split("hot", 3);
+        assert_eq!(split.to_string(), "hot.0=1,hot.1=1,hot.2=1,b=6");
+        assert_eq!(split.limit_of("hot.1"), Some(2));
+        assert!(split.check().is_ok());
+        let strict = Queues::strict(["a", "hot", "z"]).split("hot", 2);
+        assert_eq!(strict.to_string(), "a,hot.0,hot.1,z");
+        assert_eq!(weighted.split("other", 3), weighted);
+        assert_eq!(weighted.split("hot", 1), weighted);
+    }
 
     #[test]
     fn strict_order_takes_the_first_queue_with_work_under_its_limit() {

@@ -544,7 +544,7 @@ impl IdSource {
     }
 
     /// The counter an id of this form ends with.
-    fn sequence(id: &str) -> Option<u64> {
+    pub(crate) fn sequence(id: &str) -> Option<u64> {
         let counter = id.get(16..).filter(|c| {
             !c.is_empty() && c.len() <= 16 && c.bytes().all(|b| b.is_ascii_hexdigit())
         })?;

@@ -9,7 +9,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId};
 use redis::Value;
 
 use super::connection::Connection;
-use super::keys::{pending_count, Keys, QueueKeys, GROUP};
+use super::keys::{known_queues, pending_count, Keys, QueueKeys, GROUP};
 use super::status::{StatusWrite, StatusWrites};
 use super::unique;
 use super::write::{write_jobs, Outgoing};
@@ -110,6 +110,36 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// Says so when the deployment has partitions (`Q.0`, `Q.1`, …) of a
+    /// queue this worker serves whole: producers split it
+    /// ([`RedisConfig::partitions`]) and this worker was not told, so it
+    /// would never read their jobs.
+    fn warn_of_partitions_not_served(&self, connection: &mut Connection) {
+        let Ok(known) = known_queues(connection, &self.keys) else {
+            return;
+        };
+        for queue in &self.queues {
+            let stranded: Vec<&String> = known
+                .iter()
+                .filter(|name| {
+                    name.strip_prefix(queue.queue.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .filter(|name| !self.queues.iter().any(|q| q.queue == **name))
+                .collect();
+            if !stranded.is_empty() {
+                log::warn!(
+                    "queue {} has partitions this worker does not serve ({}): give it the producers' partitions (RedisConfig::partitions, --queue-partitions)",
+                    queue.queue,
+                    stranded.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
+}
+
 impl Backend for RedisBackend {
     const NAME: &'static str = "Redis";
 
@@ -140,6 +170,7 @@ impl Backend for RedisBackend {
         named
             .query::<()>(&mut connection)
             .map_err(|e| e.to_string())?;
+        self.warn_of_partitions_not_served(&mut connection);
         self.connection = Some(connection);
         Ok(())
     }
@@ -335,10 +366,11 @@ impl Backend for RedisBackend {
                     }
                     Action::Retry { envelope, due_ms } => {
                         // Its own queue's delayed set (the envelope names it).
-                        let delayed = if envelope.queue == queue.queue {
+                        let own = self.config.queue_of(envelope);
+                        let delayed = if *own == queue.queue {
                             queue.delayed.clone()
                         } else {
-                            self.keys.queue(&envelope.queue).delayed
+                            self.keys.queue(&own).delayed
                         };
                         pipe.cmd("ZADD")
                             .arg(delayed)
@@ -406,12 +438,12 @@ impl Backend for RedisBackend {
                 let outside = if cluster { &mut before } else { &mut pipe };
                 let named = outside.cmd("SADD").arg(self.keys.queues());
                 for child in &children {
-                    named.arg(&*child.envelope.queue);
+                    named.arg(&*self.config.queue_of(&child.envelope));
                 }
                 named.ignore();
                 let (here, elsewhere): (Vec<Outgoing>, Vec<Outgoing>) = children
                     .into_iter()
-                    .partition(|c| !cluster || c.envelope.queue == queue.queue);
+                    .partition(|c| !cluster || self.config.queue_of(&c.envelope) == queue.queue);
                 if cluster {
                     write_jobs(&mut before, &self.keys, &self.config, &elsewhere);
                     on(&mut self.connection, |con| before.query::<()>(con))?;

@@ -81,6 +81,7 @@ use crate::server::ServerBuilder;
 /// | [`status_payload_bytes`](Self::status_payload_bytes) | 1 KiB of each payload kept with its status |
 /// | [`recent_done`](Self::recent_done) | 1,000 ids of jobs done kept per queue, for the dashboard |
 /// | [`wait_replicas`](Self::wait_replicas) | 0: a send is done once the primary has it |
+/// | [`partitions`](Self::partitions) | none: each queue is one stream |
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RedisConfig {
@@ -135,6 +136,15 @@ pub struct RedisConfig {
     /// the new primary, after a failover): at the price of a round trip
     /// per batch, and of no sends at all while no replica is up.
     pub wait_replicas: usize,
+    /// Queues split in partitions: `("hot", 4)` sends `hot`'s jobs to the
+    /// queues `hot.0` … `hot.3` in turn (a unique job always to the same
+    /// one, by its key), each a stream of its own under its own hash tag,
+    /// so that on a cluster one queue's jobs spread over several primaries;
+    /// a worker serving `hot` reads all four, with `hot`'s share of turns
+    /// and its limit split among them. Give the same partitions to the web
+    /// servers and the workers (`--queue-partitions hot=4`): a worker
+    /// reads the partitions it is told of. None by default.
+    pub partitions: Vec<(String, usize)>,
 }
 
 impl RedisConfig {
@@ -177,6 +187,7 @@ impl RedisConfig {
             status_payload_bytes: crate::DEFAULT_STATUS_PAYLOAD_BYTES,
             recent_done: 1000,
             wait_replicas: 0,
+            partitions: Vec::new(),
         })
     }
 
@@ -266,6 +277,42 @@ impl RedisConfig {
             .set_client_cert(cert, key)
             .map_err(Error::Config)?;
         Ok(self)
+    }
+
+    /// The queue job `envelope` is kept in: its own, or for a queue split
+    /// in partitions ([`partitions`](Self::partitions)), one of them, always
+    /// the same for a job (by its unique key, or its id's counter).
+    pub(crate) fn queue_of<'a>(&self, envelope: &'a crate::Envelope) -> std::borrow::Cow<'a, str> {
+        let queue = &*envelope.queue;
+        let Some(n) = self
+            .partitions
+            .iter()
+            .find(|(name, n)| name == queue && *n > 1)
+            .map(|(_, n)| *n as u64)
+        else {
+            return std::borrow::Cow::Borrowed(queue);
+        };
+        let fnv = |text: &str| {
+            text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        let k = match (
+            &envelope.unique,
+            crate::jobs::status::IdSource::sequence(&envelope.id),
+        ) {
+            (Some(key), _) => fnv(key),
+            (None, Some(sequence)) => sequence,
+            (None, None) => fnv(&envelope.id),
+        } % n;
+        std::borrow::Cow::Owned(format!("{queue}.{k}"))
+    }
+
+    /// `queues` with each queue split in partitions served as its partitions.
+    pub(crate) fn expand(&self, queues: crate::Queues) -> crate::Queues {
+        self.partitions
+            .iter()
+            .fold(queues, |queues, (queue, n)| queues.split(queue, *n))
     }
 
     /// Whether the URL names a Redis Cluster.

@@ -163,7 +163,7 @@ impl Broker for Producer {
         // The queue is named in the set each time: a durable send is rare.
         pipe.cmd("SADD")
             .arg(self.keys.queues())
-            .arg(&*envelope.queue)
+            .arg(&*self.direct.config().queue_of(envelope))
             .ignore();
         write_jobs(
             &mut pipe,
@@ -183,7 +183,7 @@ impl Broker for Producer {
         envelope: &Envelope,
         delay: Option<Duration>,
     ) -> Result<Option<String>, String> {
-        let queue = self.keys.queue(&envelope.queue);
+        let queue = self.keys.queue(&self.direct.config().queue_of(envelope));
         let ttl = self.direct.config().unique_ttl;
         let claim = unique::claim(&queue, envelope, ttl, delay);
         self.direct.call(|connection| claim.query(connection))
@@ -191,7 +191,8 @@ impl Broker for Producer {
 
     fn release_unique(&self, envelope: &Envelope) {
         let mut pipe = redis::pipe();
-        unique::release(&mut pipe, &self.keys.queue(&envelope.queue), envelope);
+        let queue = self.keys.queue(&self.direct.config().queue_of(envelope));
+        unique::release(&mut pipe, &queue, envelope);
         if let Err(error) = self.direct.call(|connection| pipe.query::<()>(connection)) {
             // Its TTL frees it: say so, as nothing else will.
             log::warn!(
@@ -403,17 +404,17 @@ impl SendLoop {
         // Each queue is named in the deployment's set once per connection
         // (Redis may have restarted without its data in between).
         let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
-        let mut new: Vec<&str> = Vec::new();
+        let mut new: Vec<std::borrow::Cow<'_, str>> = Vec::new();
         for job in batch {
-            let queue = &*job.envelope.queue;
-            if !named.iter().any(|q| q == queue) && !new.contains(&queue) {
+            let queue = self.config.queue_of(&job.envelope);
+            if !named.iter().any(|q| *q == *queue) && !new.contains(&queue) {
                 new.push(queue);
             }
         }
         if !new.is_empty() {
             let add = pipe.cmd("SADD").arg(self.keys.queues());
             for queue in &new {
-                add.arg(*queue);
+                add.arg(&**queue);
             }
             add.ignore();
         }
@@ -438,7 +439,7 @@ impl SendLoop {
         let connection = connection.as_mut().expect("connected above");
         pipe.query::<()>(connection)?;
         confirm_replicated(connection, &self.config)?;
-        named.extend(new.into_iter().map(str::to_owned));
+        named.extend(new.into_iter().map(std::borrow::Cow::into_owned));
         for job in &cancelled {
             self.unsent_cancels.forget(&job.envelope.id);
         }

@@ -141,6 +141,7 @@ impl WorkerBuilder {
             None => Queues::weighted(self.registry.queues().into_iter().map(|q| (q, 1))),
         };
         queues.check()?;
+        let queues = self.config.expand(queues);
         let names: Vec<&str> = queues.names().collect();
         let backend = RedisBackend::new(self.config.clone(), self.consumer.clone(), &names);
         let identity = Identity {

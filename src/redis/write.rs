@@ -38,7 +38,7 @@ pub(crate) fn write_cancelled(
     let mut statuses = StatusWrites::default();
     for job in jobs {
         let envelope = &job.envelope;
-        let queue = keys.queue(&envelope.queue);
+        let queue = keys.queue(&config.queue_of(envelope));
         let status = StatusWrite::new(&envelope.name, "cancelled", 0);
         statuses.push(&queue, &envelope.id, &status);
         super::unique::release(pipe, &queue, envelope);
@@ -69,7 +69,7 @@ pub(crate) fn write_jobs(
     };
     let lanes: Vec<usize> = batch
         .iter()
-        .map(|job| queue_of(&job.envelope.queue))
+        .map(|job| queue_of(&config.queue_of(&job.envelope)))
         .collect();
     for (job, lane) in batch.iter().zip(&lanes) {
         let envelope = &job.envelope;

@@ -141,3 +141,10 @@ pub fn runs(key: &str) -> Vec<String> {
         .cloned()
         .collect()
 }
+
+/// POSTs `path`, which must answer `202` with `{"id": …}`: the id.
+pub fn accepted(server: &afterward::testing::TestServer, path: &str) -> String {
+    let response = server.post(path).send();
+    assert_eq!(response.status(), 202, "{}", response.text());
+    response.json()["id"].as_str().unwrap().to_owned()
+}
