@@ -118,7 +118,7 @@ export JOBS_PEERS_REDIS_URL=$redis_url PYTHONPATH=$helpers
 # queued SYSTEM: the jobs waiting in Redis, as each system keeps them.
 queued() {
     case $1 in
-        afterward) redis XLEN afterward:jobs ;;
+        afterward) redis XLEN '{afterward:default}:jobs' ;;
         celery) redis LLEN celery ;;
         dramatiq) redis LLEN dramatiq:default ;;
     esac

@@ -1,7 +1,7 @@
 //! Redis Cluster (feature `redis`): each queue's keys under one hash tag,
 //! queues spread over the nodes, pipelines split by node; producers and
-//! workers follow a slot moved to another node (`MOVED`) and a primary
-//! killed (its replica promoted), against clusters the tests start.
+//! workers follow a slot being moved (`ASK`), moved (`MOVED`), and a
+//! primary killed (its replica promoted), against clusters the tests start.
 #![cfg(feature = "redis")]
 
 mod support;
@@ -197,6 +197,18 @@ fn jobs_follow_a_queues_slot_moved_to_another_node() {
             .query(&mut node(from))
             .unwrap();
     }
+    // Mid-move: the old node answers ASK for the keys it gave away; the
+    // server and the worker ask the new one (ASKING), and go on.
+    for _ in 0..10 {
+        send("asked");
+    }
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 11));
+    assert_eq!(ran("asked"), 10);
+    let asked: String = cmd("INFO")
+        .arg("commandstats")
+        .query(&mut node(to))
+        .unwrap();
+    assert!(asked.contains("cmdstat_asking:"), "no ASKING reached the new node");
     for i in 0..3 {
         let _: () = cmd("CLUSTER")
             .arg("SETSLOT")
@@ -218,7 +230,7 @@ fn jobs_follow_a_queues_slot_moved_to_another_node() {
             other => panic!("{other}: {}", response.text()),
         }
     }
-    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 21));
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 31));
     assert_eq!(ran("moved"), 20);
     assert!(worker.stop(TEST_TIMEOUT).is_complete());
 }

@@ -169,7 +169,47 @@ impl Router {
         let result = self
             .node(address)
             .and_then(|con| con.req_packed_commands(packed, offset, count));
+        // A slot being moved: what its old node no longer holds is asked of
+        // the new one, after `ASKING` (a transaction whole: the flag holds
+        // until its `EXEC`); the map itself has not changed yet.
+        match &result {
+            Err(error) => {
+                if let Some(target) = ask_target(&error.to_string()) {
+                    return self.asking(&target, packed, offset, count);
+                }
+            }
+            Ok(values) if offset == 0 && values.iter().any(|v| ask_of(v).is_some()) => {
+                let commands = parse_commands(packed)?;
+                let mut values = values.clone();
+                for (value, command) in values.iter_mut().zip(&commands) {
+                    if let Some(target) = ask_of(value) {
+                        let mut reply =
+                            self.asking(&target, &packed[command.span.clone()], 0, 1)?;
+                        *value = reply.pop().unwrap_or(Value::Nil);
+                    }
+                }
+                return Ok(values);
+            }
+            Ok(_) => {}
+        }
         self.note(address, &result, result.as_ref().ok().map(Vec::as_slice));
+        result
+    }
+
+    /// `packed` sent to `target` after `ASKING`.
+    fn asking(
+        &mut self,
+        target: &str,
+        packed: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let mut asked = redis::cmd("ASKING").get_packed_command();
+        asked.extend_from_slice(packed);
+        let result = self
+            .node(target)
+            .and_then(|con| con.req_packed_commands(&asked, offset + 1, count));
+        self.note(target, &result, result.as_ref().ok().map(Vec::as_slice));
         result
     }
 
@@ -331,6 +371,31 @@ impl Command<'_> {
     }
 }
 
+/// The node an `ASK` reply sends a command to.
+fn ask_of(value: &Value) -> Option<String> {
+    match value {
+        Value::ServerError(e) if e.code() == "ASK" => {
+            e.details()?.split_whitespace().nth(1).map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// The node an error's `ASK` names (`ASK 3999 127.0.0.1:6381`, or as the
+/// redis crate shows it, `Ask: 3999 127.0.0.1:6381`), if any.
+fn ask_target(text: &str) -> Option<String> {
+    let at = text
+        .find("ASK ")
+        .map(|i| i + 4)
+        .or_else(|| text.find("Ask: ").map(|i| i + 5))?;
+    let mut words = text[at..].split_whitespace();
+    words.next()?.parse::<u16>().ok()?;
+    let address = words
+        .next()?
+        .trim_end_matches(|c: char| !c.is_ascii_digit());
+    address.contains(':').then(|| address.to_owned())
+}
+
 /// The commands of a packed pipeline (`*N\r\n` then `$len\r\narg\r\n` each).
 fn parse_commands(packed: &[u8]) -> RedisResult<Vec<Command<'_>>> {
     let bad = || {
@@ -460,6 +525,20 @@ mod tests {
             slot(b"{afterward:default}:jobs"),
             slot(b"afterward:default")
         );
+    }
+
+    #[test]
+    fn an_ask_names_the_node_to_ask() {
+        assert_eq!(
+            ask_target("Ask: 3999 127.0.0.1:6381").as_deref(),
+            Some("127.0.0.1:6381")
+        );
+        assert_eq!(
+            ask_target("Transaction aborted: [(Index 1, error: Ask: 12 10.0.0.2:7000)]").as_deref(),
+            Some("10.0.0.2:7000")
+        );
+        assert_eq!(ask_target("Moved: 3999 127.0.0.1:6381"), None);
+        assert_eq!(ask_target("ASK x y"), None);
     }
 
     #[test]
