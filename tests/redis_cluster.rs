@@ -208,7 +208,10 @@ fn jobs_follow_a_queues_slot_moved_to_another_node() {
         .arg("commandstats")
         .query(&mut node(to))
         .unwrap();
-    assert!(asked.contains("cmdstat_asking:"), "no ASKING reached the new node");
+    assert!(
+        asked.contains("cmdstat_asking:"),
+        "no ASKING reached the new node"
+    );
     for i in 0..3 {
         let _: () = cmd("CLUSTER")
             .arg("SETSLOT")

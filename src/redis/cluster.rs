@@ -10,7 +10,9 @@
 //! `ClusterConnection` refuses pipelines and `MULTI`, re-sends timed-out
 //! writes up to 16 times and does not recover from a killed primary).
 //!
-//! Invariants: a node's connection that failed is dropped, never reused
+//! Architecture invariant: a transaction keeps to one node (refused
+//! otherwise, never split), and a split pipeline's replies come back in its
+//! order. And: a node's connection that failed is dropped, never reused
 //! (it may be mid-reply); a connection error or a `MOVED`/`ASK`/
 //! `CLUSTERDOWN`/`TRYAGAIN` reply marks the map stale, and the next call
 //! reads it again from any node that answers (so a failover or a slot

@@ -282,6 +282,11 @@ impl RedisConfig {
     /// The queue job `envelope` is kept in: its own, or for a queue split
     /// in partitions ([`partitions`](Self::partitions)), one of them, always
     /// the same for a job (by its unique key, or its id's counter).
+    ///
+    /// Architecture invariant: every key derived from a job's queue (its
+    /// stream, delayed set, status, unique key, the queue's name in the
+    /// deployment's set) comes from here, so that a job is written, claimed,
+    /// retried, cancelled and released in one place.
     pub(crate) fn queue_of<'a>(&self, envelope: &'a crate::Envelope) -> std::borrow::Cow<'a, str> {
         let queue = &*envelope.queue;
         let Some(n) = self

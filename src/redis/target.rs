@@ -6,7 +6,7 @@
 //! a `PING` that proves the connection serves (a server asking for a
 //! password only says so at the first command).
 //!
-//! Invariant: the URL as given is never shown. Messages use
+//! Architecture invariant: the URL as given is never shown. Messages use
 //! [`Target::shown`], the URL with its password replaced by `***`
 //! ([`redact`]), and the redis crate's errors name no credentials.
 
