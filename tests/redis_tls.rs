@@ -143,3 +143,33 @@ fn each_refusal_at_start_names_redis_its_address_and_the_cause() {
         .unwrap_err();
     assert!(error.to_string().contains("rediss://"), "{error}");
 }
+
+#[test]
+fn jobs_run_over_a_tls_cluster_its_nodes_reached_with_the_ca_file() {
+    let certs = Certs::make();
+    let cluster = support::cluster::Cluster::start_tls(3, &certs);
+    let mut config = RedisConfig::new(&cluster.url()).unwrap();
+    config.timeout = Duration::from_millis(500);
+    assert!(config.redacted_url().starts_with("rediss+cluster://"));
+    // Without the CA, no node is trusted.
+    let error = config.verify().unwrap_err().to_string();
+    assert!(error.contains("invalid peer certificate"), "{error}");
+    let config = config.ca_file(certs.file("ca.crt")).unwrap();
+    config.verify().expect("every primary over TLS");
+    let log = Arc::new(Log::default());
+    let server =
+        TestServer::with_builder(Server::builder().redis(config.clone()), probe::app(&log));
+    let tags = ["a", "b", "c", "d", "e", "f"];
+    for tag in tags {
+        post(&server, &format!("/probe?tag={tag}&queue=q-{tag}"));
+    }
+    let queues = afterward::Queues::weighted(tags.map(|t| (format!("q-{t}"), 1)));
+    let worker = Worker::builder(config)
+        .app(&probe::app(&log))
+        .queues(queues)
+        .start()
+        .unwrap();
+    drop(log.wait_until(|s| tags.iter().all(|t| s.done(t) == 1)));
+    assert!(worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 6));
+    assert!(worker.stop(TEST_TIMEOUT).is_complete());
+}

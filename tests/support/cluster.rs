@@ -12,6 +12,8 @@ use super::TEST_TIMEOUT;
 
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
+    /// Whether it speaks TLS (`rediss+cluster://`).
+    tls: bool,
     /// One cluster at a time per test binary: six nodes gossiping each,
     /// two clusters on two cores would slow each other's failovers.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -23,15 +25,35 @@ impl Cluster {
     /// `primaries` primaries with `replicas` replicas each, every slot
     /// served, every node agreeing (`cluster_state:ok`).
     pub fn start(primaries: usize, replicas: usize) -> Cluster {
+        Cluster::start_with(primaries, replicas, None)
+    }
+
+    /// `primaries` primaries speaking only TLS, to clients and to each
+    /// other, with `certs`' server certificate.
+    pub fn start_tls(primaries: usize, certs: &super::tls::Certs) -> Cluster {
+        Cluster::start_with(primaries, 0, Some(certs))
+    }
+
+    fn start_with(primaries: usize, replicas: usize, certs: Option<&super::tls::Certs>) -> Cluster {
         let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flags: Vec<String> = vec!["--repl-diskless-sync-delay".into(), "0".into()];
+        if let Some(certs) = certs {
+            flags.extend(certs.server_flags("optional"));
+            flags.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_cluster_node(&["--repl-diskless-sync-delay", "0"]))
+            .map(|_| RedisServer::start_cluster_node_on(certs.is_some(), &flags))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        let status = Command::new("redis-cli")
+        let mut cli = Command::new("redis-cli");
+        if let Some(certs) = certs {
+            cli.arg("--tls").arg("--cacert").arg(certs.file("ca.crt"));
+        }
+        let status = cli
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -40,7 +62,11 @@ impl Cluster {
             .status()
             .expect("redis-cli runs (Debian package redis-tools, with redis-server)");
         assert!(status.success(), "redis-cli --cluster create");
-        let cluster = Cluster { nodes, _turn: turn };
+        let cluster = Cluster {
+            nodes,
+            tls: certs.is_some(),
+            _turn: turn,
+        };
         cluster.wait_until("every node sees the cluster ok", |c| {
             c.nodes
                 .iter()
@@ -61,7 +87,8 @@ impl Cluster {
         cluster
     }
 
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2` (two seeds are enough).
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2` (two seeds are enough;
+    /// `rediss+cluster://` for a TLS cluster: use it with the CA file).
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
@@ -69,7 +96,8 @@ impl Cluster {
             .take(2)
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}+cluster://{}", seeds.join(","))
     }
 
     pub fn config(&self) -> RedisConfig {

@@ -70,6 +70,12 @@ impl RedisServer {
     /// A Redis Cluster node (not in a cluster yet) on a TCP port whose bus
     /// port (+10,000) is free too.
     pub fn start_cluster_node(extra: &[&str]) -> RedisServer {
+        RedisServer::start_cluster_node_on(false, extra)
+    }
+
+    /// [`start_cluster_node`](Self::start_cluster_node), on a TLS port
+    /// (`tls`; the certificate flags and `--tls-cluster yes` in `extra`).
+    pub fn start_cluster_node_on(tls: bool, extra: &[&str]) -> RedisServer {
         let mut flags = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"];
         flags.extend(extra);
         let mut extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
@@ -91,7 +97,7 @@ impl RedisServer {
                 child: None,
                 dir: TempDir::new(),
                 extra: extra.clone(),
-                tcp: Some(Tcp { port, tls: false }),
+                tcp: Some(Tcp { port, tls }),
             };
             if server.try_start() {
                 return server;
