@@ -275,3 +275,43 @@ fn every_job_acknowledged_runs_after_a_primary_is_killed_mid_load() {
     assert!(refused > 0, "the failover was seen");
     assert!(worker.stop(TEST_TIMEOUT).is_complete());
 }
+
+#[test]
+fn a_stopped_replica_holds_back_only_the_jobs_of_its_own_primary() {
+    let cluster = Cluster::start(3, 1);
+    let mut config = cluster.config();
+    config.wait_replicas = 1;
+    // The primary of the deployment's set of queue names, and its replica.
+    let names_owner = cluster.owner("afterward:queues");
+    let names_port = cluster.nodes[names_owner].port();
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| {
+            let replication: String = cmd("INFO")
+                .arg("replication")
+                .query(&mut n.connection())
+                .unwrap_or_default();
+            replication.contains(&format!("master_port:{names_port}"))
+        })
+        .expect("its replica");
+    // Queues whose jobs live on the other primaries.
+    let elsewhere: Vec<String> = (0..50)
+        .map(|i| format!("e{i}"))
+        .filter(|q| cluster.owner(&format!("{{afterward:{q}}}")) != names_owner)
+        .take(3)
+        .collect();
+    let server = TestServer::with_builder(Server::builder().redis(config), app());
+    replica.signal("-STOP");
+    let answers: Vec<u16> = elsewhere
+        .iter()
+        .map(|q| {
+            server
+                .post(&format!("/note?key=elsewhere&queue={q}&durable=true"))
+                .send()
+                .status()
+        })
+        .collect();
+    replica.signal("-CONT");
+    assert_eq!(answers, [202, 202, 202], "{elsewhere:?}");
+}

@@ -159,20 +159,32 @@ impl Broker for Producer {
 
     fn send_now(&self, envelope: &Envelope, delay: Option<Duration>) -> Result<(), String> {
         let outgoing = Outgoing::new(envelope.clone(), delay);
-        let mut pipe = redis::pipe();
+        let config = self.direct.config();
         // The queue is named in the set each time: a durable send is rare.
-        pipe.cmd("SADD")
+        let mut names = redis::pipe();
+        names
+            .cmd("SADD")
             .arg(self.keys.queues())
-            .arg(&*self.direct.config().queue_of(envelope))
+            .arg(&*config.queue_of(envelope))
             .ignore();
+        // On a cluster the set is on a node of its own: named apart, so
+        // that the WAIT after the job waits on the job's node alone.
+        let cluster = config.is_cluster();
+        let mut pipe = if cluster {
+            redis::pipe()
+        } else {
+            names.clone()
+        };
         write_jobs(
             &mut pipe,
             &self.keys,
-            self.direct.config(),
+            config,
             std::slice::from_ref(&outgoing),
         );
-        let config = self.direct.config();
         self.direct.call(|connection| {
+            if cluster {
+                names.query::<()>(connection)?;
+            }
             pipe.query::<()>(connection)?;
             confirm_replicated(connection, config)
         })
@@ -412,11 +424,20 @@ impl SendLoop {
             }
         }
         if !new.is_empty() {
-            let add = pipe.cmd("SADD").arg(self.keys.queues());
+            // On a cluster the set is on a node of its own: named apart, so
+            // that the WAIT after the jobs waits on their nodes alone.
+            let mut names = redis::pipe();
+            let add = names.cmd("SADD").arg(self.keys.queues());
             for queue in &new {
                 add.arg(&**queue);
             }
             add.ignore();
+            if self.config.is_cluster() {
+                let connection = connection.as_mut().expect("connected above");
+                names.query::<()>(connection)?;
+            } else {
+                pipe = names;
+            }
         }
         let cancelled: Vec<&Outgoing> = batch
             .iter()
