@@ -1,5 +1,6 @@
 //! Connections: a burst of keep-alive connections is answered at once,
-//! pipelined requests are answered in order, unknown HTTP versions are
+//! pipelined requests are answered in order, a request sent while the one
+//! before it runs is answered after it, unknown HTTP versions are
 //! refused without leaving anything behind (no connection held, no worker
 //! kept).
 
@@ -56,6 +57,33 @@ fn pipelined_requests_are_answered_in_order() {
     for word in ["one", "two", "three"] {
         assert_eq!(raw.response().text(), word);
     }
+}
+
+#[test]
+fn a_request_sent_while_the_one_before_runs_is_answered_once_it_is_done() {
+    let (entered, release) = (support::Gate::new(), support::Gate::new());
+    let hold = {
+        let (entered, release) = (entered.clone(), release.clone());
+        move || {
+            entered.open();
+            release.wait();
+            "held"
+        }
+    };
+    let server = TestServer::with_builder(support::hardened(), app().get("/hold", hold));
+    let mut raw = Raw::connect(server.addr());
+    raw.send(&get("/hold")).unwrap();
+    assert!(entered.wait());
+    // Its bytes come while a worker has the connection: the event loop
+    // sees them then, and the worker that puts the connection back must
+    // have it registered again (edge-triggered, the event is not repeated).
+    raw.send(&get("/echo/next")).unwrap();
+    release.open();
+    assert_eq!(raw.response().text(), "held");
+    let next = raw
+        .response_within(Duration::from_secs(2))
+        .expect("the request sent meanwhile is answered");
+    assert_eq!(next.text(), "next");
 }
 
 #[test]

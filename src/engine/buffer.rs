@@ -84,6 +84,11 @@ impl Buffer {
         Ok(n)
     }
 
+    /// Whether a read could put more in it (the last one did not fill it).
+    pub(super) fn has_room(&self) -> bool {
+        self.end < self.data.len()
+    }
+
     /// Gives the memory back to `pool` if nothing is held.
     pub(super) fn release_if_empty(&mut self, pool: &Pool) {
         if self.is_empty() && !self.data.is_empty() {

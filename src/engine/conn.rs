@@ -74,6 +74,11 @@ pub(super) struct Conn {
     pub(super) timer_at: Option<Instant>,
     /// The readiness it is registered for.
     pub(super) interest: Interest,
+    /// Whether the socket had nothing more when the loop last read it (the
+    /// read did not fill the buffer), and no event has come since: then a
+    /// worker putting the connection back need not register it again, as
+    /// any byte that comes later makes an event of its own.
+    drained: bool,
     /// When it entered the queue to the request workers.
     pub(super) queued_at: Instant,
     /// The rest of a response, and what runs once it is sent.
@@ -112,6 +117,7 @@ impl Conn {
             protocol: Protocol::new(now),
             timer_at: None,
             interest: Interest::READABLE,
+            drained: false,
             queued_at: now,
             out: Output::default(),
             shared,
@@ -130,6 +136,8 @@ impl Conn {
     /// The socket is ready (or may be): make progress without blocking, for
     /// one turn at most.
     pub(super) fn on_ready(&mut self, now: Instant) -> Step {
+        // An event: the socket may hold bytes, whatever was read before.
+        self.drained = false;
         match self.protocol.state {
             State::Writing { .. } => self.write_more(now),
             State::Closing(_) => self.discard(),
@@ -170,8 +178,10 @@ impl Conn {
                 .read_from(&mut self.stream, &self.shared.buffers, limit)
             {
                 Ok(0) => return Step::Close,
-                Ok(_) => {}
+                // A read that left room took all the socket had.
+                Ok(_) => self.drained = self.buf.has_room(),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.drained = true;
                     self.buf.release_if_empty(&self.shared.buffers);
                     return Step::Wait(Interest::READABLE);
                 }
@@ -372,6 +382,7 @@ impl Conn {
                 let Slot::Away {
                     generation,
                     timer_at,
+                    ready,
                 } = *slot
                 else {
                     return;
@@ -397,6 +408,16 @@ impl Conn {
                         .push(entry);
                     let _ = shared.waker.wake();
                 }
+                // Architecture invariant: no readiness is lost. Registered
+                // again only when it must be: for another
+                // interest, for readiness left unread (`Again`), for an event
+                // that came while a worker had it, or bytes the loop's last
+                // read may have left. Otherwise the registration in place
+                // reports the next byte (edge-triggered): no system call.
+                let rearm = ready
+                    || !self.drained
+                    || self.interest != interest
+                    || matches!(step, Step::Again(_));
                 self.interest = interest;
                 let token = self.token();
                 *slot = Slot::Here(self);
@@ -405,10 +426,11 @@ impl Conn {
                 };
                 // Re-armed under the slot's lock, so that the loop finds it
                 // in place; a readiness already there is reported at once.
-                if shared
-                    .registry
-                    .reregister(&mut conn.stream, token, interest)
-                    .is_err()
+                if rearm
+                    && shared
+                        .registry
+                        .reregister(&mut conn.stream, token, interest)
+                        .is_err()
                 {
                     *slot = Slot::Vacant;
                 }

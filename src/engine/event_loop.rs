@@ -195,10 +195,16 @@ impl EventLoop {
         let Some(mut guard) = self.shared.slots.lock(slot) else {
             return;
         };
-        // A connection with a worker is re-armed when put back; an event
-        // for one closed since is for nobody.
-        let Slot::Here(conn) = &mut *guard else {
-            return;
+        // An event for a connection a worker has: noted, for the worker to
+        // register it again when it puts it back; for one closed since, for
+        // nobody.
+        let conn = match &mut *guard {
+            Slot::Here(conn) => conn,
+            Slot::Away { ready, .. } => {
+                *ready = true;
+                return;
+            }
+            Slot::Vacant => return,
         };
         let step = conn.on_ready(now);
         apply(&self.shared, &mut self.timers, guard, step, false);
@@ -218,6 +224,7 @@ impl EventLoop {
                 Slot::Away {
                     generation: away,
                     timer_at,
+                    ..
                 } if *away == generation && *timer_at == Some(at) => {
                     // A worker has it: the deadline is the one it sets when it
                     // puts the connection back, which then asks for an entry.
@@ -303,6 +310,7 @@ fn apply(
             let away = Slot::Away {
                 generation: conn.generation,
                 timer_at: conn.timer_at,
+                ready: false,
             };
             if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
                 drop(guard);

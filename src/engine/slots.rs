@@ -23,6 +23,10 @@ pub(super) enum Slot<C> {
     Away {
         generation: u64,
         timer_at: Option<Instant>,
+        /// Whether the loop had an event for it meanwhile: the worker that
+        /// puts it back must then register it again, for the event's
+        /// readiness to be reported (edge-triggered, it would not be).
+        ready: bool,
     },
 }
 
