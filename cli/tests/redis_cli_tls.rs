@@ -59,6 +59,7 @@ fn over_tls_with_an_acl_user_jobs_run_and_no_output_shows_the_password() {
 
 #[test]
 fn a_redis_that_refuses_us_at_start_is_exit_2_naming_it_for_every_command() {
+    // A wrong password, nothing listening: for the server, worker, jobs and dashboard.
     let acl = acl_flags();
     let redis = RedisServer::start_tcp(false, &acl.iter().map(String::as_str).collect::<Vec<_>>());
     let port = redis.port();
@@ -86,6 +87,26 @@ fn a_redis_that_refuses_us_at_start_is_exit_2_naming_it_for_every_command() {
             assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD), "{err}");
             assert!(!out.contains("listening on"), "{command:?} started: {out}");
         }
+    }
+    // A bad certificate, and plain TCP to a TLS port: exit 2, what failed named.
+    let certs = Certs::make();
+    let tls = RedisServer::start_tcp(
+        true,
+        &certs
+            .server_flags("optional")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let untrusted = format!("rediss://127.0.0.1:{}", tls.port());
+    let plain = format!("redis://127.0.0.1:{}", tls.port());
+    for (url, cause) in [
+        (&untrusted, "invalid peer certificate"),
+        (&plain, "use rediss://"),
+    ] {
+        let (status, _, err) = run(&["jobs", "--redis-url", url, "pending"], &[]);
+        assert_eq!(status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(cause), "{url}: {err}");
     }
     // TLS flags are checked as flags: a client certificate without its key.
     let (status, _, err) = run(
