@@ -43,7 +43,7 @@ impl Cluster {
         }
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_cluster_node_on(certs.is_some(), &flags))
+            .map(|_| RedisServer::start_cluster_node(certs.is_some(), &flags))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()

@@ -45,54 +45,45 @@ impl RedisServer {
     /// A server also on a TCP port of loopback (`tls`: a TLS port only,
     /// whose certificate flags are in `extra`), for URLs with a host.
     pub fn start_tcp(tls: bool, extra: &[&str]) -> RedisServer {
-        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        extra.extend(["--appendonly".into(), "no".into()]);
         // A free port, found by binding it: another process may take it
         // before Redis does; then Redis exits and another is tried.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
+        let ports = std::iter::repeat_with(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
-                .port();
-            let mut server = RedisServer {
-                child: None,
-                dir: TempDir::new(),
-                extra: extra.clone(),
-                tcp: Some(Tcp { port, tls }),
-            };
-            if server.try_start() {
-                return server;
-            }
-        }
-        panic!("redis-server never started on a free port");
+                .port()
+        });
+        RedisServer::start_on_one_of(ports.take(5), tls, extra)
     }
 
-    /// A Redis Cluster node (not in a cluster yet) on a TCP port whose bus
-    /// port (+10,000) is free too.
-    pub fn start_cluster_node(extra: &[&str]) -> RedisServer {
-        RedisServer::start_cluster_node_on(false, extra)
-    }
-
-    /// [`start_cluster_node`](Self::start_cluster_node), on a TLS port
-    /// (`tls`; the certificate flags and `--tls-cluster yes` in `extra`).
-    pub fn start_cluster_node_on(tls: bool, extra: &[&str]) -> RedisServer {
+    /// A Redis Cluster node (not in a cluster yet; `tls`: on a TLS port,
+    /// the certificate flags and `--tls-cluster yes` in `extra`) on a TCP
+    /// port whose bus port (+10,000) is free too.
+    pub fn start_cluster_node(tls: bool, extra: &[&str]) -> RedisServer {
         let mut flags = vec!["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"];
         flags.extend(extra);
-        let mut extra: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-        extra.extend(["--appendonly".into(), "no".into()]);
         // Ports below 55,536 (so that the bus port is one), from a base
         // spread by pid, each node of this process on the next: two nodes
         // never try the same port, so a killed node's port stays its own
         // for its restart.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let base = std::process::id().wrapping_mul(7919);
-        for _ in 0..50 {
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        let ports = std::iter::repeat_with(|| {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let port = (20_000 + base.wrapping_add(n.wrapping_mul(7)) % 30_000) as u16;
-            let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-            if !free(port) || !free(port + 10_000) {
-                continue;
-            }
+            (20_000 + base.wrapping_add(n.wrapping_mul(7)) % 30_000) as u16
+        })
+        .take(50)
+        .filter(|port| free(*port) && free(port + 10_000));
+        RedisServer::start_on_one_of(ports, tls, &flags)
+    }
+
+    /// A server on the first of `ports` it starts on (`--appendonly no`
+    /// and `extra`), a port being taken by another process meanwhile.
+    fn start_on_one_of(ports: impl Iterator<Item = u16>, tls: bool, extra: &[&str]) -> RedisServer {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--appendonly".into(), "no".into()]);
+        for port in ports {
             let mut server = RedisServer {
                 child: None,
                 dir: TempDir::new(),
@@ -103,7 +94,7 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("no free port pair for a cluster node");
+        panic!("redis-server started on none of the ports tried");
     }
 
     /// The TCP port (see [`start_tcp`](Self::start_tcp)).
