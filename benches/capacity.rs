@@ -21,33 +21,20 @@
 //! path costs, not what three machines would do; Redis CPU per job is the
 //! figure that scales (BENCHMARKS.md turns it into nodes per load).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use afterward::redis::client::cmd;
-use afterward::redis::{Admin, Connection, RedisConfig, Worker};
-use afterward::{BackgroundPool, Job, JobContext, JobOptions, JobResult, Queues};
-use serde::{Deserialize, Serialize};
+use afterward::redis::{Connection, RedisConfig};
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/redis_load.rs"]
+mod redis_load;
+
+use redis_load::{median, redis_cpu, send, worker};
 use support::cluster::Cluster;
 use support::redis::RedisServer;
-
-/// A no-op job with a ~100-byte payload.
-#[derive(Serialize, Deserialize)]
-struct Noop {
-    to: String,
-    subject: String,
-}
-
-impl Job for Noop {
-    const NAME: &'static str = "noop";
-    fn run(self, _: &JobContext) -> JobResult {
-        std::hint::black_box((&self.to, &self.subject));
-        Ok(())
-    }
-}
 
 /// A deployment: its configuration, and a connection to each of its nodes.
 struct Target<'a> {
@@ -69,65 +56,9 @@ impl Target<'_> {
     fn cpu(&self) -> Vec<Duration> {
         self.nodes
             .iter()
-            .map(|node| {
-                let info: String = cmd("INFO")
-                    .arg("cpu")
-                    .query(&mut node.connection())
-                    .unwrap();
-                let seconds: f64 = info
-                    .lines()
-                    .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-                    .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-                    .sum();
-                Duration::from_secs_f64(seconds)
-            })
+            .map(|node| redis_cpu(&mut node.connection()))
             .collect()
     }
-}
-
-fn send(config: &RedisConfig, n: usize, queues: usize) -> f64 {
-    // Jobs are spread over queues q0…; partitions are the config's.
-    let pool = BackgroundPool::builder()
-        .workers(2)
-        .job::<Noop>()
-        .redis(config.clone())
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    for chunk in 0..n.div_ceil(100) {
-        let tasks = pool.tasks("bench");
-        for i in chunk * 100..((chunk + 1) * 100).min(n) {
-            let job = Noop {
-                to: format!("user{i}@example.com"),
-                subject: "Welcome to afterward: your account is ready, here is what comes next"
-                    .into(),
-            };
-            let options = JobOptions::new().queue(format!("q{}", i % queues));
-            tasks.enqueue_with(job, options).unwrap();
-        }
-        pool.dispatch(&tasks);
-    }
-    assert!(pool.wait_idle(Duration::from_secs(600)));
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    let report = pool.shutdown(Duration::from_secs(60));
-    assert_eq!(report.stats.jobs_sent, n as u64, "{report:?}");
-    rate
-}
-
-fn work(config: &RedisConfig, n: usize, queues: usize) -> f64 {
-    let started = Instant::now();
-    let worker = Worker::builder(config.clone())
-        .job::<Noop>()
-        .concurrency(2)
-        .queues(Queues::weighted((0..queues).map(|q| (format!("q{q}"), 1))))
-        .start()
-        .unwrap();
-    assert!(worker.wait_for(Duration::from_secs(600), |s| s.succeeded == n as u64));
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    assert!(worker.stop(Duration::from_secs(60)).is_complete());
-    let counts = Admin::new(config.clone()).counts().unwrap();
-    assert_eq!((counts.ready, counts.pending), (0, 0));
-    rate
 }
 
 /// `(command, calls, µs)` from `INFO commandstats`.
@@ -147,11 +78,6 @@ fn command_stats(con: &mut Connection) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let env = |name: &str, default: usize| {
@@ -167,7 +93,7 @@ fn main() {
     let one = RedisServer::start();
     let cluster = Cluster::start(3, 0);
     let mut partitioned = cluster.config();
-    partitioned.partitions = vec![("q0".into(), 6)];
+    partitioned.partitions = vec![(afterward::DEFAULT_QUEUE.into(), 6)];
     let all: Vec<&RedisServer> = cluster.nodes.iter().collect();
     let targets = [
         Target {
@@ -224,7 +150,7 @@ fn main() {
             let before = target.cpu();
             let sent = send(&target.config, n, target.queues);
             let middle = target.cpu();
-            let worked = work(&target.config, n, target.queues);
+            let worked = worker(&target.config, n, target.queues);
             let after = target.cpu();
             if t == 0 {
                 commands = command_stats(&mut one.connection());

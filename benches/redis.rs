@@ -33,53 +33,23 @@
 use std::time::{Duration, Instant};
 
 use afterward::redis::client::{self, streams::StreamReadReply, Value};
-use afterward::redis::{Admin, RedisConfig, Worker};
-use afterward::{BackgroundPool, Envelope, Job, JobContext, JobOptions, JobResult, Queues};
-use serde::{Deserialize, Serialize};
+use afterward::redis::RedisConfig;
+use afterward::Envelope;
+
+#[path = "common/redis_load.rs"]
+mod redis_load;
+
+use redis_load::{median, send, worker};
 
 // The tests' helpers, for their Redis server (started on a unix socket in a
 // temporary directory, killed on drop).
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-/// A no-op job with a ~100-byte payload.
-#[derive(Serialize, Deserialize)]
-struct Noop {
-    to: String,
-    subject: String,
-}
-
-impl Job for Noop {
-    const NAME: &'static str = "noop";
-    fn run(self, _: &JobContext) -> JobResult {
-        std::hint::black_box((&self.to, &self.subject));
-        Ok(())
-    }
-}
-
-fn payload(i: usize) -> Noop {
-    Noop {
-        to: format!("user{i}@example.com"),
-        subject: "Welcome to afterward: your account is ready, here is what comes next".into(),
-    }
-}
-
 /// Empties the deployment's keys.
 fn flush(config: &RedisConfig) {
     let mut con = config.connect().unwrap();
     let _: () = client::cmd("FLUSHALL").query(&mut con).unwrap();
-}
-
-/// Redis's CPU time so far (user + system), from `INFO cpu`.
-fn redis_cpu(config: &RedisConfig) -> Duration {
-    let mut con = config.connect().unwrap();
-    let info: String = client::cmd("INFO").arg("cpu").query(&mut con).unwrap();
-    let seconds: f64 = info
-        .lines()
-        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-        .filter_map(|l| l.split(':').nth(1)?.trim().parse::<f64>().ok())
-        .sum();
-    Duration::from_secs_f64(seconds)
 }
 
 /// This process's CPU time so far (user + system), from `/proc/self/stat`
@@ -98,51 +68,6 @@ fn own_cpu() -> Duration {
         .sum();
     // Linux reports in USER_HZ, 100 per second on every supported platform.
     Duration::from_millis(ticks * 10)
-}
-
-/// Enqueues `n` jobs through a pool with Redis, over `queues` queues (one:
-/// the job's own); jobs/s until all are sent.
-fn send(config: &RedisConfig, n: usize, queues: usize) -> f64 {
-    let pool = BackgroundPool::builder()
-        .workers(2)
-        .job::<Noop>()
-        .redis(config.clone())
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    for chunk in 0..n.div_ceil(100) {
-        let tasks = pool.tasks("bench");
-        for i in chunk * 100..((chunk + 1) * 100).min(n) {
-            if queues > 1 {
-                let options = JobOptions::new().queue(format!("q{}", i % queues));
-                tasks.enqueue_with(payload(i), options).unwrap();
-            } else {
-                tasks.enqueue(payload(i)).unwrap();
-            }
-        }
-        pool.dispatch(&tasks);
-    }
-    assert!(pool.wait_idle(Duration::from_secs(600)));
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    let report = pool.shutdown(Duration::from_secs(60));
-    assert_eq!(report.stats.jobs_sent, n as u64, "{report:?}");
-    rate
-}
-
-/// One worker runs the `n` queued jobs (of `queues` queues); jobs/s.
-fn worker(config: &RedisConfig, n: usize, queues: usize) -> f64 {
-    let started = Instant::now();
-    let mut builder = Worker::builder(config.clone()).job::<Noop>().concurrency(2);
-    if queues > 1 {
-        builder = builder.queues(Queues::weighted((0..queues).map(|q| (format!("q{q}"), 1))));
-    }
-    let worker = builder.start().unwrap();
-    assert!(worker.wait_for(Duration::from_secs(600), |s| s.succeeded == n as u64));
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    assert!(worker.stop(Duration::from_secs(60)).is_complete());
-    let counts = Admin::new(config.clone()).counts().unwrap();
-    assert_eq!((counts.ready, counts.pending), (0, 0));
-    rate
 }
 
 /// The baseline: the redis crate alone consumes the `n` queued envelopes.
@@ -226,6 +151,11 @@ impl std::fmt::Display for Measured {
     }
 }
 
+/// Redis's CPU time so far.
+fn redis_cpu(config: &RedisConfig) -> Duration {
+    redis_load::redis_cpu(&mut config.connect().unwrap())
+}
+
 /// Runs `phase` (which returns jobs/s), with Redis's and this process's CPU
 /// per job over it.
 fn measure(config: &RedisConfig, n: usize, phase: impl FnOnce() -> f64) -> Measured {
@@ -237,11 +167,6 @@ fn measure(config: &RedisConfig, n: usize, phase: impl FnOnce() -> f64) -> Measu
         redis_us: per_job(redis_cpu(config).saturating_sub(redis)),
         own_us: per_job(own_cpu().saturating_sub(own)),
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {
