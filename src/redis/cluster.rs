@@ -237,7 +237,7 @@ impl ConnectionLike for Router {
         if commands.first().is_some_and(|c| c.name_is("WAIT")) {
             return self.wait(packed);
         }
-        let mut values = self.req_packed_commands(packed, 0, 1)?;
+        let mut values = self.route(packed, &commands, 0, 1)?;
         values
             .pop()
             .ok_or_else(|| RedisError::from((ErrorKind::Client, "no reply")))
@@ -250,10 +250,40 @@ impl ConnectionLike for Router {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let commands = parse_commands(packed)?;
+        self.route(packed, &commands, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.primaries().into_iter().all(|address| {
+            self.node(&address)
+                .and_then(|con| redis::cmd("PING").query::<()>(con))
+                .is_ok()
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+}
+
+impl Router {
+    /// Sends the pipeline `packed`, read into `commands`, to the nodes of
+    /// its commands' keys: whole to one node, or split by node.
+    fn route(
+        &mut self,
+        packed: &[u8],
+        commands: &[Command<'_>],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
         // Each command's node: its key's; a command without a key goes
         // with the one before it (or the first node).
         let mut routes: Vec<String> = Vec::with_capacity(commands.len());
-        for command in &commands {
+        for command in commands {
             let node = match command.key() {
                 Some(key) => self.node_of(key)?,
                 None => match routes.last() {
@@ -311,22 +341,6 @@ impl ConnectionLike for Router {
             .take(count)
             .map(|v| v.unwrap_or(Value::Nil))
             .collect())
-    }
-
-    fn get_db(&self) -> i64 {
-        0
-    }
-
-    fn check_connection(&mut self) -> bool {
-        self.primaries().into_iter().all(|address| {
-            self.node(&address)
-                .and_then(|con| redis::cmd("PING").query::<()>(con))
-                .is_ok()
-        })
-    }
-
-    fn is_open(&self) -> bool {
-        !self.nodes.is_empty()
     }
 }
 
