@@ -28,6 +28,8 @@ pub(crate) struct Target {
     /// The URL with its password hidden: for every message.
     shown: String,
     kind: Kind,
+    /// Whether every connection is TLS (`rediss`, `rediss+sentinel`, …).
+    secure: bool,
     tls: TlsFiles,
 }
 
@@ -89,19 +91,18 @@ impl Target {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("invalid Redis URL {shown:?}: no scheme (redis://HOST:PORT)"))?;
+        // TLS to every node: a scheme of its own, decided here once.
+        let secure = matches!(
+            scheme,
+            "rediss" | "valkeys" | "rediss+sentinel" | "rediss+cluster"
+        );
+        check_tls_built(secure, &shown)?;
         let kind = match scheme {
             "redis+sentinel" | "rediss+sentinel" => {
-                let tls = scheme == "rediss+sentinel";
-                check_tls_built(tls, &shown)?;
-                Kind::Sentinel(Sentinels::parse(tls, rest, &shown)?)
+                Kind::Sentinel(Sentinels::parse(secure, rest, &shown)?)
             }
-            "redis+cluster" | "rediss+cluster" => {
-                let tls = scheme == "rediss+cluster";
-                check_tls_built(tls, &shown)?;
-                Kind::Cluster(Seeds::parse(tls, rest, &shown)?)
-            }
+            "redis+cluster" | "rediss+cluster" => Kind::Cluster(Seeds::parse(secure, rest, &shown)?),
             "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" => {
-                check_tls_built(scheme.ends_with('s'), &shown)?;
                 let client = redis::Client::open(url)
                     .map_err(|e| format!("invalid Redis URL {shown:?}: {e}"))?;
                 Kind::Direct(client)
@@ -116,6 +117,7 @@ impl Target {
             url: url.to_owned(),
             shown,
             kind,
+            secure,
             tls: TlsFiles::default(),
         })
     }
@@ -123,17 +125,6 @@ impl Target {
     /// The URL with its password hidden.
     pub(crate) fn shown(&self) -> &str {
         &self.shown
-    }
-
-    /// Whether connections use TLS.
-    fn is_tls(&self) -> bool {
-        match &self.kind {
-            Kind::Direct(_) => {
-                self.url.starts_with("rediss://") || self.url.starts_with("valkeys://")
-            }
-            Kind::Sentinel(s) => s.scheme == "rediss",
-            Kind::Cluster(s) => s.scheme == "rediss",
-        }
     }
 
     /// Verifies servers against the CA in `pem` instead of the system's roots.
@@ -153,7 +144,7 @@ impl Target {
     /// Makes the direct client again with the TLS files.
     #[cfg(feature = "redis-tls")]
     fn rebuild(&mut self) -> Result<(), String> {
-        if !self.is_tls() {
+        if !self.secure {
             return Err(format!(
                 "TLS files are for rediss:// URLs; {:?} is plain TCP",
                 self.shown
@@ -204,9 +195,9 @@ impl Target {
             " (Redis asks for a password: redis://:PASSWORD@HOST or redis://USER:PASSWORD@HOST)"
         } else if text.contains("invalid peer certificate") {
             " (the server's certificate: give its CA with --redis-ca-file, and connect by a name or address it was made for)"
-        } else if !self.is_tls() && text.contains("reset by peer") {
+        } else if !self.secure && text.contains("reset by peer") {
             " (a TLS port? use rediss://)"
-        } else if self.is_tls() && error.is_timeout() {
+        } else if self.secure && error.is_timeout() {
             " (no TLS answer: a plain port? use redis://)"
         } else {
             ""
