@@ -128,16 +128,20 @@ impl Admin {
         for queue in queues {
             let keys = self.keys.queue(&queue);
             let (total, ids): (u64, Vec<String>) = self.with(|con, _| {
-                redis::pipe()
-                    .cmd("LLEN")
-                    .arg(keys.done())
-                    .cmd("LRANGE")
-                    .arg(keys.done())
-                    .arg(skip)
-                    .arg((skip + take).saturating_sub(1).max(skip))
-                    .query(con)
+                let mut pipe = redis::pipe();
+                pipe.cmd("LLEN").arg(keys.done());
+                match take {
+                    0 => pipe
+                        .query::<(u64,)>(con)
+                        .map(|(total,)| (total, Vec::new())),
+                    _ => pipe
+                        .cmd("LRANGE")
+                        .arg(keys.done())
+                        .arg(skip)
+                        .arg(skip + take - 1)
+                        .query(con),
+                }
             })?;
-            let ids = if take == 0 { Vec::new() } else { ids };
             let statuses = self.with(|con, _| read_statuses_in(con, &keys, &ids))?;
             out.push((queue, total, statuses));
         }
