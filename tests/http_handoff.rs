@@ -2,7 +2,9 @@
 //! a full queue is an immediate, counted `503`; a request that waited in it
 //! past the queue timeout is a `503` too, not served late; and a request
 //! whose client has gone is dropped before a handler runs (counted, as
-//! nginx's 499), not answered into the void.
+//! nginx's 499), not answered into the void. A request queued behind a
+//! busy worker is not left to it: a sleeping worker is woken for it within
+//! `worker_wake_after`.
 
 mod support;
 
@@ -81,6 +83,43 @@ fn requests_whose_clients_have_gone_are_dropped_before_their_handler_runs() {
     assert!(server
         .handle()
         .wait_for(TEST_TIMEOUT, |s| s.connections_open == 1));
+}
+
+#[test]
+fn requests_queued_behind_a_blocked_handler_are_taken_by_sleeping_workers() {
+    // The event loop lets a request wait for a busy worker to come back
+    // (a quick one would); `/busy` does not until the test lets it. Every
+    // request behind it must be answered by the other workers all the same,
+    // which sleep once they have found nothing to do.
+    let release = Gate::new();
+    let gate = release.clone();
+    let app = App::new()
+        .get("/busy", move || match gate.wait() {
+            true => "released",
+            false => "gave up waiting",
+        })
+        .get("/count", || "counted");
+    let builder = support::hardened()
+        .workers(4)
+        .worker_wake_after(Duration::from_millis(5));
+    let server = TestServer::with_builder(builder, app);
+    let mut busy = hold_the_worker(&server);
+    for _ in 0..3 {
+        let mut waiting: Vec<Raw> = (0..3)
+            .map(|_| {
+                let mut client = Raw::connect(server.addr());
+                client.send(&get("/count")).unwrap();
+                client
+            })
+            .collect();
+        for client in &mut waiting {
+            assert_eq!(client.response().text(), "counted");
+        }
+    }
+    release.open();
+    // Had no worker been woken for them, the requests above would have
+    // been answered only once `/busy` gave up waiting (TEST_TIMEOUT).
+    assert_eq!(busy.response().text(), "released");
 }
 
 #[test]

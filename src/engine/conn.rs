@@ -20,6 +20,7 @@ use super::answer::closing_answer;
 use super::buffer::{Buffer, BUFFER_SIZE};
 use super::parts::Head;
 use super::protocol::{Context, Protocol, Refusal, Scan, State};
+use super::queue::Pusher;
 use super::slots::Slot;
 use super::state::{EngineState, Incoming};
 use crate::http_error::HttpError;
@@ -353,10 +354,13 @@ impl Conn {
 
     /// Sends a connection with a whole request to the request workers, or,
     /// when their queue is full, answers it `503` at once.
-    pub(super) fn queue(mut self: Box<Self>) {
+    pub(super) fn queue(mut self: Box<Self>, by: Pusher) {
         let shared = self.shared.clone();
-        self.queued_at = Instant::now();
-        if let Err(Incoming::Ready(mut conn)) = shared.queue.push_counted(Incoming::Ready(self)) {
+        let now = Instant::now();
+        self.queued_at = now;
+        if let Err(Incoming::Ready(mut conn)) =
+            shared.queue.push_counted(Incoming::Ready(self), by, now)
+        {
             shared.counters.refused(Counted::QueueFull);
             let error = HttpError::new(503, "too many requests are waiting; retry later")
                 .with_header("Retry-After", "1");
@@ -374,7 +378,7 @@ impl Conn {
                 let step = self.refuse_request(HttpError::shutting_down(), Instant::now());
                 self.resume(step);
             }
-            Step::Queue => self.queue(),
+            Step::Queue => self.queue(Pusher::Other),
             Step::Wait(interest) | Step::Again(interest) => {
                 let Some(mut slot) = shared.slots.lock(self.slot) else {
                     return;

@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::answer::closing_answer;
 use super::conn::{Conn, Shared, Step};
+use super::queue::Pusher;
 use super::slots::Slot;
 use super::state::{client_key, Timer};
 use crate::http_error::HttpError;
@@ -73,9 +74,15 @@ impl EventLoop {
     /// Runs until the engine stops; then closes every connection it holds.
     pub(super) fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // When a request queued may need a sleeping worker woken for it.
+        let mut spread = None;
         loop {
             let next = self.timers.heap.peek().map(|Reverse((at, _, _))| *at);
-            let next = next.into_iter().chain(self.accept_again).min();
+            let next = next
+                .into_iter()
+                .chain(self.accept_again)
+                .chain(spread)
+                .min();
             let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != ErrorKind::Interrupted {
@@ -104,6 +111,7 @@ impl EventLoop {
                 self.accept(now);
             }
             self.expire(now);
+            spread = self.shared.queue.spread(now);
         }
         self.shared.slots.clear();
     }
@@ -314,7 +322,7 @@ fn apply(
             };
             if let Slot::Here(conn) = std::mem::replace(&mut *guard, away) {
                 drop(guard);
-                conn.queue();
+                conn.queue(Pusher::Loop);
             }
         }
         Step::Close => *guard = Slot::Vacant,

@@ -42,8 +42,18 @@ impl Exchange {
     /// when its client has gone meanwhile (dropped unanswered, counted;
     /// looked at, with one peek, only after a wait: a request taken at once
     /// costs no system call more), or when its head is refused (answered
-    /// here): then `None`.
-    pub(super) fn start(mut conn: Box<Conn>) -> Option<Exchange> {
+    /// here): then `None`. The worker that took it from the queue is busy
+    /// until the exchange ends (see `WorkQueue::finished`).
+    pub(super) fn start(conn: Box<Conn>) -> Option<Exchange> {
+        let shared = conn.shared.clone();
+        let exchange = Exchange::begin(conn);
+        if exchange.is_none() {
+            shared.queue.finished();
+        }
+        exchange
+    }
+
+    fn begin(mut conn: Box<Conn>) -> Option<Exchange> {
         let now = Instant::now();
         let shared = conn.shared.clone();
         let waited = now.duration_since(conn.queued_at);
@@ -135,6 +145,7 @@ impl Exchange {
             then();
             return Err(io::Error::other("the connection is gone"));
         };
+        conn.shared.queue.finished();
         let handler_closes = headers
             .get_all("Connection")
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
@@ -183,6 +194,7 @@ impl Drop for Exchange {
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
+            conn.shared.queue.finished();
             let error = HttpError::new(500, "Internal Server Error").into_response();
             let step = conn.refuse(error, Some(&self.head), Instant::now());
             conn.resume(step);

@@ -21,6 +21,9 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_pending_requests: usize,
     /// How long a complete request may wait for a request worker.
     pub(crate) queue_timeout: Duration,
+    /// How long a complete request waits for a busy request worker to come
+    /// back before a sleeping one is woken for it.
+    pub(crate) worker_wake_after: Duration,
     /// A request that waited this long for a worker is checked for a client
     /// gone before its handler runs.
     pub(crate) gone_check_after: Duration,
@@ -48,6 +51,7 @@ impl Default for ConnectionLimits {
             max_body_buffer_bytes: 64 * 1024 * 1024,
             max_pending_requests: 4096,
             queue_timeout: Duration::from_secs(10),
+            worker_wake_after: Duration::from_micros(200),
             gone_check_after: Duration::from_millis(10),
             write_timeout: Duration::from_secs(30),
             min_write_rate: 1024,

@@ -10,19 +10,31 @@ use std::time::{Duration, Instant};
 
 use crate::stats::Counters;
 
-/// A queue that request workers take items from. A worker that finds it
-/// empty looks again before it sleeps, but only one at a time (the
-/// "searcher"): it spins for [`SPIN`], then yields the core until [`SEARCH`]
-/// has passed. The first item pushed while one searches wakes nobody, any
-/// more do, and a worker that takes an item with more behind it wakes a
-/// sleeper too, so that a burst is spread over the workers. Sleeping is a
-/// condition variable.
+/// A queue that request workers take items from.
+///
+/// Who is woken, and when: a worker that finds the queue empty looks
+/// again before it sleeps, but only one at a time (the "searcher"): it
+/// spins for [`SPIN`], then yields the core until [`SEARCH`] has passed.
+/// A counted item (a request) the event loop queues wakes a sleeper only
+/// when no worker will look at the queue soon: none is searching and none
+/// is *busy* (serving a request it took). Otherwise it waits for a busy
+/// worker to come back; if it has waited `wake_after` and a worker still
+/// sleeps, one is woken for it, by [`spread`](Self::spread), which the
+/// event loop calls at every turn and whose time it keeps, or by the
+/// worker that takes the item before it. So a burst of quick requests is
+/// served by the workers already running, each switching from one to the
+/// next without sleeping, and one slow handler holds the requests behind
+/// it `wake_after` at most. Other items (what runs after a response, a
+/// wake-up) and requests queued by workers (a pipelined one) wake a
+/// sleeper unless one searches and it is the only item.
 ///
 /// Why: with a crossbeam channel every idle worker spun and yielded before
 /// it slept (a quarter of the server's context switches were those yields);
 /// with no search at all, every request woke a sleeping worker; a searcher
 /// that only spun took a core the event loop and clients needed (p99 at two
-/// connections, 0.12 to 3 ms). Measurements: BENCHMARKS.md.
+/// connections, 0.12 to 3 ms); waking a sleeper for every request queued
+/// behind a busy worker made half a context switch per request.
+/// Measurements: BENCHMARKS.md.
 ///
 /// Counted items (connections with a whole request) are bounded: one more
 /// than `capacity` is given back, for the caller to refuse. The others
@@ -34,19 +46,47 @@ pub(crate) struct WorkQueue<T> {
     len: AtomicUsize,
     /// The most counted items it holds.
     capacity: usize,
+    /// How long a counted item waits for a busy worker before a sleeping
+    /// one is woken for it.
+    wake_after: Duration,
     /// Where counted items are reported (`requests_queued`).
     counters: Arc<Counters>,
 }
 
 struct Waiting<T> {
-    /// Each item, and whether it is counted.
-    items: VecDeque<(T, bool)>,
+    /// Each item, whether it is counted, and when it was queued.
+    items: VecDeque<(T, bool, Instant)>,
     /// How many of `items` are counted.
     counted: usize,
     /// Workers asleep on `ready`.
     sleeping: usize,
+    /// Workers serving a counted item they took (until [`WorkQueue::finished`]).
+    busy: usize,
     /// Whether a worker is searching.
     searching: bool,
+}
+
+impl<T> Waiting<T> {
+    /// Whether the first item has waited `wake_after` with a worker asleep.
+    fn overdue(&self, now: Instant, wake_after: Duration) -> bool {
+        self.sleeping > 0
+            && self
+                .items
+                .front()
+                .is_some_and(|(_, _, at)| now.saturating_duration_since(*at) >= wake_after)
+    }
+
+    /// Whether a counted item `by` just queued, at `now`, wakes a sleeper.
+    fn wakes_for_request(&self, by: Pusher, now: Instant, wake_after: Duration) -> bool {
+        self.sleeping > 0
+            && match by {
+                // Nobody will look soon, or the first waits too long.
+                Pusher::Loop => {
+                    (!self.searching && self.busy == 0) || self.overdue(now, wake_after)
+                }
+                Pusher::Other => !self.searching || self.items.len() > 1,
+            }
+    }
 }
 
 /// How long the searcher spins before it yields.
@@ -54,18 +94,33 @@ const SPIN: Duration = Duration::from_micros(2);
 /// How long the searcher looks before it sleeps.
 const SEARCH: Duration = Duration::from_micros(20);
 
+/// Who queues an item, which decides whether it may wait for a busy worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pusher {
+    /// The event loop, which calls [`WorkQueue::spread`] at every turn.
+    Loop,
+    /// Any other thread: nothing would wake a worker for it later.
+    Other,
+}
+
 impl<T> WorkQueue<T> {
-    pub(crate) fn new(capacity: usize, counters: Arc<Counters>) -> WorkQueue<T> {
+    pub(crate) fn new(
+        capacity: usize,
+        wake_after: Duration,
+        counters: Arc<Counters>,
+    ) -> WorkQueue<T> {
         WorkQueue {
             state: Mutex::new(Waiting {
                 items: VecDeque::new(),
                 counted: 0,
                 sleeping: 0,
+                busy: 0,
                 searching: false,
             }),
             ready: Condvar::new(),
             len: AtomicUsize::new(0),
             capacity,
+            wake_after,
             counters,
         }
     }
@@ -77,25 +132,27 @@ impl<T> WorkQueue<T> {
 
     /// Queues a counted item, unless `capacity` of them are queued already:
     /// then it comes back.
-    pub(crate) fn push_counted(&self, item: T) -> Result<(), T> {
+    pub(crate) fn push_counted(&self, item: T, by: Pusher, now: Instant) -> Result<(), T> {
         let mut state = self.lock();
         if state.counted >= self.capacity {
             return Err(item);
         }
         state.counted += 1;
         self.counters.request_queued(true);
-        self.push_locked(state, item, true);
+        state.items.push_back((item, true, now));
+        self.len.store(state.items.len(), Ordering::SeqCst);
+        let wake = state.wakes_for_request(by, now, self.wake_after);
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
     /// Queues an item that is never refused.
     pub(crate) fn push(&self, item: T) {
-        let state = self.lock();
-        self.push_locked(state, item, false);
-    }
-
-    fn push_locked(&self, mut state: MutexGuard<'_, Waiting<T>>, item: T, counted: bool) {
-        state.items.push_back((item, counted));
+        let mut state = self.lock();
+        state.items.push_back((item, false, Instant::now()));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
         drop(state);
@@ -104,18 +161,52 @@ impl<T> WorkQueue<T> {
         }
     }
 
-    /// The first item, waiting for one.
+    /// Wakes a sleeping worker when the first item has waited `wake_after`;
+    /// returns when to look again (`None`: nothing waits that a sleeper
+    /// could take). The event loop calls it at every turn.
+    pub(crate) fn spread(&self, now: Instant) -> Option<Instant> {
+        if self.len.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let state = self.lock();
+        if state.sleeping == 0 {
+            // Every worker is awake: one that comes back takes it.
+            return None;
+        }
+        let (_, _, at) = state.items.front()?;
+        if state.overdue(now, self.wake_after) {
+            drop(state);
+            self.ready.notify_one();
+            return Some(now + self.wake_after);
+        }
+        Some(*at + self.wake_after)
+    }
+
+    /// A worker is done with the counted item it took: it is no longer
+    /// counted busy.
+    pub(crate) fn finished(&self) {
+        let mut state = self.lock();
+        state.busy = state.busy.saturating_sub(1);
+    }
+
+    /// The first item, waiting for one. A counted item makes the worker
+    /// busy until it calls [`finished`](Self::finished).
     pub(crate) fn pop(&self) -> T {
         let mut state = self.lock();
         let mut searched = false;
         loop {
-            if let Some((item, counted)) = state.items.pop_front() {
+            if let Some((item, counted, _)) = state.items.pop_front() {
                 self.len.store(state.items.len(), Ordering::SeqCst);
                 if counted {
                     state.counted -= 1;
+                    state.busy += 1;
                     self.counters.request_queued(false);
                 }
-                let wake = !state.items.is_empty() && state.sleeping > 0;
+                // The next item has waited long enough: it is not left to
+                // the busy workers. (The clock is read only if one waits.)
+                let wake = state.sleeping > 0
+                    && !state.items.is_empty()
+                    && state.overdue(Instant::now(), self.wake_after);
                 drop(state);
                 if wake {
                     self.ready.notify_one();
@@ -156,14 +247,14 @@ impl<T> WorkQueue<T> {
         self.len.store(0, Ordering::SeqCst);
         std::mem::take(&mut state.items)
             .into_iter()
-            .map(|(item, _)| item)
+            .map(|(item, _, _)| item)
             .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::WorkQueue;
+    use super::{Pusher, WorkQueue};
     use crate::stats::Counters;
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
@@ -171,7 +262,7 @@ mod tests {
     #[test]
     fn a_burst_pushed_while_a_worker_searches_reaches_every_sleeping_worker() {
         const WORKERS: usize = 4;
-        let queue = Arc::new(WorkQueue::new(64, Arc::default()));
+        let queue = Arc::new(WorkQueue::new(64, Duration::ZERO, Arc::default()));
         // How many items were taken, and whether the workers may finish:
         // each holds its item (a slow handler) until all are taken.
         let taken = Arc::new((Mutex::new(0), Condvar::new()));
@@ -227,16 +318,69 @@ mod tests {
     #[test]
     fn counted_items_are_bounded_and_reported_the_others_never_refused() {
         let counters = Arc::new(Counters::default());
-        let queue = WorkQueue::new(2, counters.clone());
-        assert_eq!(queue.push_counted(1), Ok(()));
-        assert_eq!(queue.push_counted(2), Ok(()));
-        assert_eq!(queue.push_counted(3), Err(3), "over the capacity");
+        let queue = WorkQueue::new(2, Duration::ZERO, counters.clone());
+        let now = Instant::now();
+        assert_eq!(queue.push_counted(1, Pusher::Loop, now), Ok(()));
+        assert_eq!(queue.push_counted(2, Pusher::Other, now), Ok(()));
+        assert_eq!(
+            queue.push_counted(3, Pusher::Loop, now),
+            Err(3),
+            "over the capacity"
+        );
         queue.push(4);
         assert_eq!(counters.snapshot().requests_queued, 2);
         assert_eq!(queue.pop(), 1);
         assert_eq!(counters.snapshot().requests_queued, 1);
-        assert_eq!(queue.push_counted(5), Ok(()), "room again");
+        assert_eq!(
+            queue.push_counted(5, Pusher::Loop, now),
+            Ok(()),
+            "room again"
+        );
         assert_eq!(queue.take_all(), [2, 4, 5]);
         assert_eq!(counters.snapshot().requests_queued, 0);
+    }
+
+    #[test]
+    fn a_request_waits_for_a_busy_worker_until_it_has_waited_wake_after() {
+        const WAKE_AFTER: Duration = Duration::from_millis(1);
+        let queue = WorkQueue::new(8, WAKE_AFTER, Arc::default());
+        let t0 = Instant::now();
+        let wakes = |by, at| queue.lock().wakes_for_request(by, at, WAKE_AFTER);
+        queue.push_counted(1, Pusher::Loop, t0).unwrap();
+        // Nobody asleep: nobody to wake, and nothing for `spread` to do.
+        assert!(!wakes(Pusher::Loop, t0));
+        assert_eq!(queue.spread(t0 + WAKE_AFTER), None);
+        // Every worker asleep: the request wakes one at once.
+        queue.lock().sleeping = 2;
+        assert!(
+            wakes(Pusher::Loop, t0),
+            "a request with every worker asleep"
+        );
+        // One searching: it takes the request; one pushed by a worker that
+        // is the only item waits for it too, a second wakes a sleeper.
+        queue.lock().searching = true;
+        assert!(!wakes(Pusher::Loop, t0));
+        assert!(!wakes(Pusher::Other, t0));
+        queue.push_counted(2, Pusher::Other, t0).unwrap();
+        assert!(wakes(Pusher::Other, t0), "two items, one searcher");
+        // One busy, none searching: the loop's requests wait for it...
+        let mut state = queue.lock();
+        (state.searching, state.busy) = (false, 1);
+        drop(state);
+        assert!(!wakes(Pusher::Loop, t0), "a busy worker comes back for it");
+        assert!(wakes(Pusher::Other, t0), "nothing would wake one later");
+        // ...until the first has waited WAKE_AFTER: `spread` tells the loop
+        // when to look, and wakes a sleeper then.
+        assert_eq!(queue.spread(t0), Some(t0 + WAKE_AFTER));
+        assert!(wakes(Pusher::Loop, t0 + WAKE_AFTER));
+        let later = t0 + 2 * WAKE_AFTER;
+        assert_eq!(queue.spread(later), Some(later + WAKE_AFTER), "woken");
+        // A worker that takes a request is busy until it is finished with it.
+        queue.lock().sleeping = 0;
+        assert_eq!(queue.pop(), 1);
+        assert_eq!(queue.lock().busy, 2);
+        queue.finished();
+        queue.finished();
+        assert_eq!(queue.lock().busy, 0);
     }
 }

@@ -88,7 +88,11 @@ impl<C> EngineState<C> {
             ids,
         } = settings;
         EngineState {
-            queue: WorkQueue::new(limits.max_pending_requests, counters.clone()),
+            queue: WorkQueue::new(
+                limits.max_pending_requests,
+                limits.worker_wake_after,
+                counters.clone(),
+            ),
             slots: Slots::new(slots),
             limits,
             max_connections,

@@ -44,6 +44,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// | [`max_pending_requests`](Self::max_pending_requests) | 4096 |
 /// | [`queue_timeout`](Self::queue_timeout) | 10 s |
 /// | [`client_gone_check_after`](Self::client_gone_check_after) | 10 ms |
+/// | [`worker_wake_after`](Self::worker_wake_after) | 200 µs |
 /// | [`write_timeout`](Self::write_timeout) | 30 s |
 /// | [`min_write_rate`](Self::min_write_rate) | 1 KiB/s |
 /// | [`max_connections`](Self::max_connections) | the descriptor limit, less a reserve |
@@ -261,6 +262,21 @@ impl ServerBuilder {
     /// checks every request.
     pub fn client_gone_check_after(mut self, wait: Duration) -> ServerBuilder {
         self.config.connection.gone_check_after = wait;
+        self
+    }
+
+    /// How long a complete request waits for a busy request worker (one
+    /// serving a request) to come back for it before a sleeping worker is
+    /// woken to take it. The builtin engine wakes a sleeping worker at once
+    /// only when no worker is awake; while some serve requests, the next
+    /// ones wait for them, so that a burst of quick requests is served by
+    /// the workers already running, without a wake-up and a context switch
+    /// each. A slow handler thus holds a request queued behind it this long
+    /// at most before another worker takes it. Zero wakes a sleeping worker
+    /// for every request queued while the others are busy. (tiny_http has
+    /// its own queue.)
+    pub fn worker_wake_after(mut self, wait: Duration) -> ServerBuilder {
+        self.config.connection.worker_wake_after = wait;
         self
     }
 
