@@ -45,6 +45,17 @@ fn hold_the_worker(server: &TestServer) -> Raw {
     busy
 }
 
+/// Sends `/count` on `n` fresh connections, without waiting for answers.
+fn ask_to_count(server: &TestServer, n: usize) -> Vec<Raw> {
+    (0..n)
+        .map(|_| {
+            let mut client = Raw::connect(server.addr());
+            client.send(&get("/count")).unwrap();
+            client
+        })
+        .collect()
+}
+
 #[test]
 fn requests_whose_clients_have_gone_are_dropped_before_their_handler_runs() {
     let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
@@ -105,14 +116,7 @@ fn requests_queued_behind_a_blocked_handler_are_taken_by_sleeping_workers() {
     let server = TestServer::with_builder(builder, app);
     let mut busy = hold_the_worker(&server);
     for _ in 0..3 {
-        let mut waiting: Vec<Raw> = (0..3)
-            .map(|_| {
-                let mut client = Raw::connect(server.addr());
-                client.send(&get("/count")).unwrap();
-                client
-            })
-            .collect();
-        for client in &mut waiting {
+        for client in &mut ask_to_count(&server, 3) {
             assert_eq!(client.response().text(), "counted");
         }
     }
@@ -128,13 +132,7 @@ fn a_full_queue_to_the_workers_is_503_at_once() {
     let builder = support::hardened().workers(1).max_pending_requests(4);
     let server = TestServer::with_builder(builder, app(&release, &calls));
     let mut busy = hold_the_worker(&server);
-    let mut waiting: Vec<Raw> = (0..4)
-        .map(|_| {
-            let mut client = Raw::connect(server.addr());
-            client.send(&get("/count")).unwrap();
-            client
-        })
-        .collect();
+    let mut waiting = ask_to_count(&server, 4);
     assert!(server
         .handle()
         .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 4));
