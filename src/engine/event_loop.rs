@@ -111,6 +111,10 @@ impl EventLoop {
                 self.accept(now);
             }
             self.expire(now);
+            // Architecture invariant: a request the loop queued waits for
+            // a busy worker `worker_wake_after` at most while another
+            // sleeps: the loop looks at the queue at every turn, and wakes
+            // by that time if nothing else wakes it first.
             spread = self.shared.queue.spread(now);
         }
         self.shared.slots.clear();
