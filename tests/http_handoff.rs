@@ -45,6 +45,42 @@ fn hold_the_worker(server: &TestServer) -> Raw {
     busy
 }
 
+/// A server with one of its workers held by `/busy`, which waits for the
+/// gate and says whether it was opened or its wait gave up; its `/count`
+/// answers at once.
+struct Held {
+    server: TestServer,
+    gate: Gate,
+    busy: Raw,
+}
+
+impl Held {
+    fn start(workers: usize, wake_after: Duration) -> Held {
+        let gate = Gate::new();
+        let opened = gate.clone();
+        let app = App::new()
+            .get("/busy", move || match opened.wait() {
+                true => "released",
+                false => "gave up waiting",
+            })
+            .get("/count", || "counted");
+        let builder = support::hardened()
+            .workers(workers)
+            .worker_wake_after(wake_after);
+        let server = TestServer::with_builder(builder, app);
+        let busy = hold_the_worker(&server);
+        Held { server, gate, busy }
+    }
+
+    /// Opens the gate. Had no worker been woken for the requests sent
+    /// meanwhile, they would have been answered only once `/busy` gave up
+    /// waiting (TEST_TIMEOUT), and it would say so.
+    fn release(mut self) {
+        self.gate.open();
+        assert_eq!(self.busy.response().text(), "released");
+    }
+}
+
 /// Sends `/count` on `n` fresh connections, without waiting for answers.
 fn ask_to_count(server: &TestServer, n: usize) -> Vec<Raw> {
     (0..n)
@@ -102,28 +138,26 @@ fn requests_queued_behind_a_blocked_handler_are_taken_by_sleeping_workers() {
     // (a quick one would); `/busy` does not until the test lets it. Every
     // request behind it must be answered by the other workers all the same,
     // which sleep once they have found nothing to do.
-    let release = Gate::new();
-    let gate = release.clone();
-    let app = App::new()
-        .get("/busy", move || match gate.wait() {
-            true => "released",
-            false => "gave up waiting",
-        })
-        .get("/count", || "counted");
-    let builder = support::hardened()
-        .workers(4)
-        .worker_wake_after(Duration::from_millis(5));
-    let server = TestServer::with_builder(builder, app);
-    let mut busy = hold_the_worker(&server);
+    let held = Held::start(4, Duration::from_millis(5));
     for _ in 0..3 {
-        for client in &mut ask_to_count(&server, 3) {
+        for client in &mut ask_to_count(&held.server, 3) {
             assert_eq!(client.response().text(), "counted");
         }
     }
-    release.open();
-    // Had no worker been woken for them, the requests above would have
-    // been answered only once `/busy` gave up waiting (TEST_TIMEOUT).
-    assert_eq!(busy.response().text(), "released");
+    held.release();
+}
+
+#[test]
+fn a_request_behind_a_handler_that_has_run_long_is_taken_at_once() {
+    // No worker has come back from a request lately: the busy one may be
+    // in a slow handler, so a sleeping one is woken at once, not after
+    // `worker_wake_after` (here longer than the test).
+    let held = Held::start(2, Duration::from_secs(3600));
+    assert_eq!(
+        ask_to_count(&held.server, 1)[0].response().text(),
+        "counted"
+    );
+    held.release();
 }
 
 #[test]

@@ -16,15 +16,21 @@ use crate::stats::Counters;
 /// again before it sleeps, but only one at a time (the "searcher"): it
 /// spins for [`SPIN`], then yields the core until [`SEARCH`] has passed.
 /// A counted item (a request) the event loop queues wakes a sleeper only
-/// when no worker will look at the queue soon: none is searching and none
-/// is *busy* (serving a request it took). Otherwise it waits for a busy
-/// worker to come back; if it has waited `wake_after` and a worker still
-/// sleeps, one is woken for it, by [`spread`](Self::spread), which the
-/// event loop calls at every turn and whose time it keeps, or by the
-/// worker that takes the item before it. So a burst of quick requests is
-/// served by the workers already running, each switching from one to the
-/// next without sleeping, and one slow handler holds the requests behind
-/// it `wake_after` at most. Other items (what runs after a response, a
+/// when no worker will look at the queue soon: none is searching, and
+/// none is *busy* (serving a request it took) or none has come back from
+/// one within `wake_after` (the busy ones may all be in slow handlers).
+/// Otherwise it waits for a busy worker to come back; if it has waited
+/// `wake_after` and a worker still sleeps, one is woken for it, by
+/// [`spread`](Self::spread), which the event loop calls at every turn and
+/// whose time it keeps, or by the worker that takes the item before it.
+/// Once as many workers are busy as there are cores and they are coming
+/// back, a request waiting longer wakes nobody: the server is short of
+/// CPU, which more running workers would not give it. So under a stream of
+/// quick requests each worker running goes from one to the next without
+/// sleeping, a request behind a handler that has run long wakes a sleeper
+/// at once, and one that turns slow holds the requests behind it
+/// `wake_after` at most. A wake-up is counted when it is sent, so that
+/// two threads do not both wake the one sleeper. Other items (what runs after a response, a
 /// wake-up) and requests queued by workers (a pipelined one) wake a
 /// sleeper unless one searches and it is the only item.
 ///
@@ -51,6 +57,9 @@ pub(crate) struct WorkQueue<T> {
     wake_after: Duration,
     /// Where counted items are reported (`requests_queued`).
     counters: Arc<Counters>,
+    /// The cores this process may run on: more busy workers than that do
+    /// not make a server short of CPU faster.
+    cores: usize,
 }
 
 struct Waiting<T> {
@@ -58,31 +67,62 @@ struct Waiting<T> {
     items: VecDeque<(T, bool, Instant)>,
     /// How many of `items` are counted.
     counted: usize,
-    /// Workers asleep on `ready`.
+    /// Workers asleep on `ready` and not yet woken.
     sleeping: usize,
+    /// Wake-ups sent that no sleeper has taken yet (a sleeper that wakes
+    /// takes one, or, woken spuriously, counts itself out of `sleeping`).
+    notified: usize,
     /// Workers serving a counted item they took (until [`WorkQueue::finished`]).
     busy: usize,
+    /// When a worker last finished a counted item (`None`: never).
+    finished_at: Option<Instant>,
     /// Whether a worker is searching.
     searching: bool,
 }
 
 impl<T> Waiting<T> {
-    /// Whether the first item has waited `wake_after` with a worker asleep.
-    fn overdue(&self, now: Instant, wake_after: Duration) -> bool {
+    /// Whether the first item has waited `wake_after` with a worker asleep,
+    /// and fewer workers are busy than there are cores, or none of them has
+    /// come back lately (more running would not help a server short of CPU
+    /// whose workers are coming back).
+    fn overdue(&self, now: Instant, wake_after: Duration, cores: usize) -> bool {
         self.sleeping > 0
+            && (self.busy < cores || !self.coming_back(now, wake_after))
             && self
                 .items
                 .front()
                 .is_some_and(|(_, _, at)| now.saturating_duration_since(*at) >= wake_after)
     }
 
+    /// Whether a busy worker is likely to come back soon: one came back from
+    /// a request within `wake_after`.
+    fn coming_back(&self, now: Instant, wake_after: Duration) -> bool {
+        self.busy > 0
+            && self
+                .finished_at
+                .is_some_and(|at| now.saturating_duration_since(at) < wake_after)
+    }
+
+    /// Counts a sleeper woken: the caller notifies once the lock is dropped.
+    fn wake(&mut self) {
+        self.sleeping -= 1;
+        self.notified += 1;
+    }
+
     /// Whether a counted item `by` just queued, at `now`, wakes a sleeper.
-    fn wakes_for_request(&self, by: Pusher, now: Instant, wake_after: Duration) -> bool {
+    fn wakes_for_request(
+        &self,
+        by: Pusher,
+        now: Instant,
+        wake_after: Duration,
+        cores: usize,
+    ) -> bool {
         self.sleeping > 0
             && match by {
                 // Nobody will look soon, or the first waits too long.
                 Pusher::Loop => {
-                    (!self.searching && self.busy == 0) || self.overdue(now, wake_after)
+                    (!self.searching && !self.coming_back(now, wake_after))
+                        || self.overdue(now, wake_after, cores)
                 }
                 Pusher::Other => !self.searching || self.items.len() > 1,
             }
@@ -114,7 +154,9 @@ impl<T> WorkQueue<T> {
                 items: VecDeque::new(),
                 counted: 0,
                 sleeping: 0,
+                notified: 0,
                 busy: 0,
+                finished_at: None,
                 searching: false,
             }),
             ready: Condvar::new(),
@@ -122,6 +164,7 @@ impl<T> WorkQueue<T> {
             capacity,
             wake_after,
             counters,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -141,7 +184,10 @@ impl<T> WorkQueue<T> {
         self.counters.request_queued(true);
         state.items.push_back((item, true, now));
         self.len.store(state.items.len(), Ordering::SeqCst);
-        let wake = state.wakes_for_request(by, now, self.wake_after);
+        let wake = state.wakes_for_request(by, now, self.wake_after, self.cores);
+        if wake {
+            state.wake();
+        }
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -155,6 +201,9 @@ impl<T> WorkQueue<T> {
         state.items.push_back((item, false, Instant::now()));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
+        if wake {
+            state.wake();
+        }
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -168,25 +217,35 @@ impl<T> WorkQueue<T> {
         if self.len.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let state = self.lock();
+        let mut state = self.lock();
         if state.sleeping == 0 {
             // Every worker is awake: one that comes back takes it.
             return None;
         }
         let (_, _, at) = state.items.front()?;
-        if state.overdue(now, self.wake_after) {
+        let at = *at;
+        if state.overdue(now, self.wake_after, self.cores) {
+            state.wake();
             drop(state);
             self.ready.notify_one();
             return Some(now + self.wake_after);
         }
-        Some(*at + self.wake_after)
+        // Not overdue: not old enough yet, or the busy workers are coming
+        // back (then look again when the last one back is not recent).
+        let next = match state.finished_at {
+            Some(back) if state.coming_back(now, self.wake_after) => at.max(back),
+            _ => at,
+        };
+        Some(next + self.wake_after)
     }
 
     /// A worker is done with the counted item it took: it is no longer
     /// counted busy.
     pub(crate) fn finished(&self) {
+        let now = Instant::now();
         let mut state = self.lock();
         state.busy = state.busy.saturating_sub(1);
+        state.finished_at = Some(now);
     }
 
     /// The first item, waiting for one. A counted item makes the worker
@@ -206,7 +265,10 @@ impl<T> WorkQueue<T> {
                 // the busy workers. (The clock is read only if one waits.)
                 let wake = state.sleeping > 0
                     && !state.items.is_empty()
-                    && state.overdue(Instant::now(), self.wake_after);
+                    && state.overdue(Instant::now(), self.wake_after, self.cores);
+                if wake {
+                    state.wake();
+                }
                 drop(state);
                 if wake {
                     self.ready.notify_one();
@@ -233,7 +295,12 @@ impl<T> WorkQueue<T> {
             }
             state.sleeping += 1;
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
-            state.sleeping -= 1;
+            if state.notified > 0 {
+                state.notified -= 1;
+            } else {
+                // Woken spuriously: still counted asleep.
+                state.sleeping -= 1;
+            }
             searched = false;
         }
     }
@@ -341,11 +408,12 @@ mod tests {
     }
 
     #[test]
-    fn a_request_waits_for_a_busy_worker_until_it_has_waited_wake_after() {
+    fn a_request_waits_for_busy_workers_only_while_they_come_back_and_wake_after_at_most() {
         const WAKE_AFTER: Duration = Duration::from_millis(1);
-        let queue = WorkQueue::new(8, WAKE_AFTER, Arc::default());
+        let mut queue = WorkQueue::new(8, WAKE_AFTER, Arc::default());
+        queue.cores = 2;
         let t0 = Instant::now();
-        let wakes = |by, at| queue.lock().wakes_for_request(by, at, WAKE_AFTER);
+        let wakes = |by, at| queue.lock().wakes_for_request(by, at, WAKE_AFTER, 2);
         queue.push_counted(1, Pusher::Loop, t0).unwrap();
         // Nobody asleep: nobody to wake, and nothing for `spread` to do.
         assert!(!wakes(Pusher::Loop, t0));
@@ -363,10 +431,16 @@ mod tests {
         assert!(!wakes(Pusher::Other, t0));
         queue.push_counted(2, Pusher::Other, t0).unwrap();
         assert!(wakes(Pusher::Other, t0), "two items, one searcher");
-        // One busy, none searching: the loop's requests wait for it...
+        // One busy, none searching, none back from a request lately: the
+        // busy one may be in a slow handler.
         let mut state = queue.lock();
         (state.searching, state.busy) = (false, 1);
         drop(state);
+        assert!(wakes(Pusher::Loop, t0), "none has come back lately");
+        queue.lock().finished_at = Some(t0 - WAKE_AFTER);
+        assert!(wakes(Pusher::Loop, t0), "none has come back lately");
+        // One came back lately: the loop's requests wait for a busy one...
+        queue.lock().finished_at = Some(t0);
         assert!(!wakes(Pusher::Loop, t0), "a busy worker comes back for it");
         assert!(wakes(Pusher::Other, t0), "nothing would wake one later");
         // ...until the first has waited WAKE_AFTER: `spread` tells the loop
@@ -375,12 +449,32 @@ mod tests {
         assert!(wakes(Pusher::Loop, t0 + WAKE_AFTER));
         let later = t0 + 2 * WAKE_AFTER;
         assert_eq!(queue.spread(later), Some(later + WAKE_AFTER), "woken");
+        let mut state = queue.lock();
+        // Each wake-up counted once (the second push's and this one), until
+        // a sleeper takes it.
+        assert_eq!((state.sleeping, state.notified), (0, 2));
+        // As many busy as cores, coming back: a server short of CPU, which
+        // more workers would not help: no wake-up however long it waits...
+        (state.sleeping, state.notified) = (1, 0);
+        (state.busy, state.finished_at) = (2, Some(later));
+        drop(state);
+        assert!(!wakes(Pusher::Loop, later + WAKE_AFTER / 2));
+        assert_eq!(
+            queue.spread(later),
+            Some(later + WAKE_AFTER),
+            "not woken: looked at again when the last one back is not recent"
+        );
+        // ...unless none has come back for WAKE_AFTER: they may be stuck.
+        assert!(wakes(Pusher::Loop, later + WAKE_AFTER));
+        queue.lock().busy = 1;
         // A worker that takes a request is busy until it is finished with it.
         queue.lock().sleeping = 0;
         assert_eq!(queue.pop(), 1);
         assert_eq!(queue.lock().busy, 2);
         queue.finished();
         queue.finished();
-        assert_eq!(queue.lock().busy, 0);
+        let state = queue.lock();
+        assert_eq!(state.busy, 0);
+        assert!(state.finished_at.is_some_and(|at| at >= t0));
     }
 }
