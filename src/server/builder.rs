@@ -268,13 +268,17 @@ impl ServerBuilder {
     /// How long a complete request waits for a busy request worker (one
     /// serving a request) to come back for it before a sleeping worker is
     /// woken to take it. The builtin engine wakes a sleeping worker at once
-    /// only when no worker is awake; while some serve requests, the next
-    /// ones wait for them, so that a burst of quick requests is served by
-    /// the workers already running, without a wake-up and a context switch
-    /// each. A slow handler thus holds a request queued behind it this long
-    /// at most before another worker takes it. Zero wakes a sleeping worker
-    /// for every request queued while the others are busy. (tiny_http has
-    /// its own queue.)
+    /// when no worker is awake, or when none has come back from a request
+    /// within this time (the busy ones may be in slow handlers); while
+    /// workers come and go, the next requests wait for them, so that quick
+    /// requests are served by the workers already running, without a
+    /// wake-up and a context switch each. A handler that turns slow thus
+    /// holds a request queued behind it this long at most before another
+    /// worker takes it; a request waiting longer wakes nobody only while as
+    /// many workers as cores are busy and coming back (the server is short
+    /// of CPU, not of workers). Zero wakes a sleeping worker for every
+    /// request queued while the others are busy. (tiny_http has its own
+    /// queue.)
     pub fn worker_wake_after(mut self, wait: Duration) -> ServerBuilder {
         self.config.connection.worker_wake_after = wait;
         self
