@@ -30,9 +30,10 @@ use crate::stats::Counters;
 /// sleeping, a request behind a handler that has run long wakes a sleeper
 /// at once, and one that turns slow holds the requests behind it
 /// `wake_after` at most. A wake-up is counted when it is sent, so that
-/// two threads do not both wake the one sleeper. Other items (what runs after a response, a
-/// wake-up) and requests queued by workers (a pipelined one) wake a
-/// sleeper unless one searches and it is the only item.
+/// two threads do not both wake the one sleeper. Other items (what runs
+/// after a response, a wake-up) and requests queued by workers (a
+/// pipelined one) wake a sleeper unless one searches and it is the only
+/// item.
 ///
 /// Why: with a crossbeam channel every idle worker spun and yielded before
 /// it slept (a quarter of the server's context switches were those yields);
