@@ -104,7 +104,7 @@ impl<T> Waiting<T> {
                 .is_some_and(|at| now.saturating_duration_since(at) < wake_after)
     }
 
-    /// Counts a sleeper woken: the caller notifies once the lock is dropped.
+    /// Counts a sleeper woken (by [`WorkQueue::wake_if`]).
     fn wake(&mut self) {
         self.sleeping -= 1;
         self.notified += 1;
@@ -186,13 +186,7 @@ impl<T> WorkQueue<T> {
         state.items.push_back((item, true, now));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.wakes_for_request(by, now, self.wake_after, self.cores);
-        if wake {
-            state.wake();
-        }
-        drop(state);
-        if wake {
-            self.ready.notify_one();
-        }
+        self.wake_if(state, wake);
         Ok(())
     }
 
@@ -202,6 +196,12 @@ impl<T> WorkQueue<T> {
         state.items.push_back((item, false, Instant::now()));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
+        self.wake_if(state, wake);
+    }
+
+    /// Wakes a sleeper if `wake`: counted under the lock, so that no other
+    /// thread wakes the same one, and notified once the lock is dropped.
+    fn wake_if(&self, mut state: MutexGuard<'_, Waiting<T>>, wake: bool) {
         if wake {
             state.wake();
         }
@@ -218,7 +218,7 @@ impl<T> WorkQueue<T> {
         if self.len.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let mut state = self.lock();
+        let state = self.lock();
         if state.sleeping == 0 {
             // Every worker is awake: one that comes back takes it.
             return None;
@@ -226,9 +226,7 @@ impl<T> WorkQueue<T> {
         let (_, _, at) = state.items.front()?;
         let at = *at;
         if state.overdue(now, self.wake_after, self.cores) {
-            state.wake();
-            drop(state);
-            self.ready.notify_one();
+            self.wake_if(state, true);
             return Some(now + self.wake_after);
         }
         // Not overdue: not old enough yet, or the busy workers are coming
@@ -267,13 +265,7 @@ impl<T> WorkQueue<T> {
                 let wake = state.sleeping > 0
                     && !state.items.is_empty()
                     && state.overdue(Instant::now(), self.wake_after, self.cores);
-                if wake {
-                    state.wake();
-                }
-                drop(state);
-                if wake {
-                    self.ready.notify_one();
-                }
+                self.wake_if(state, wake);
                 return item;
             }
             if !state.searching && !searched {
