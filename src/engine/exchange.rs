@@ -45,16 +45,16 @@ impl Exchange {
     /// here): then `None`. The worker that took it from the queue is busy
     /// until the exchange ends (see `WorkQueue::finished`).
     pub(super) fn start(conn: Box<Conn>) -> Option<Exchange> {
+        let now = Instant::now();
         let shared = conn.shared.clone();
-        let exchange = Exchange::begin(conn);
+        let exchange = Exchange::begin(conn, now);
         if exchange.is_none() {
-            shared.queue.finished();
+            shared.queue.finished(now);
         }
         exchange
     }
 
-    fn begin(mut conn: Box<Conn>) -> Option<Exchange> {
-        let now = Instant::now();
+    fn begin(mut conn: Box<Conn>, now: Instant) -> Option<Exchange> {
         let shared = conn.shared.clone();
         let waited = now.duration_since(conn.queued_at);
         if waited > shared.limits.queue_timeout {
@@ -145,7 +145,7 @@ impl Exchange {
             then();
             return Err(io::Error::other("the connection is gone"));
         };
-        conn.shared.queue.finished();
+        conn.shared.queue.finished(now);
         let handler_closes = headers
             .get_all("Connection")
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
@@ -194,9 +194,10 @@ impl Drop for Exchange {
     /// gets one, so that the client is not left waiting.
     fn drop(&mut self) {
         if let Some(mut conn) = self.conn.take() {
-            conn.shared.queue.finished();
+            let now = Instant::now();
+            conn.shared.queue.finished(now);
             let error = HttpError::new(500, "Internal Server Error").into_response();
-            let step = conn.refuse(error, Some(&self.head), Instant::now());
+            let step = conn.refuse(error, Some(&self.head), now);
             conn.resume(step);
         }
     }

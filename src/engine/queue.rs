@@ -238,10 +238,9 @@ impl<T> WorkQueue<T> {
         Some(next + self.wake_after)
     }
 
-    /// A worker is done with the counted item it took: it is no longer
-    /// counted busy.
-    pub(crate) fn finished(&self) {
-        let now = Instant::now();
+    /// A worker is done, at `now`, with the counted item it took: it is no
+    /// longer counted busy.
+    pub(crate) fn finished(&self, now: Instant) {
         let mut state = self.lock();
         state.busy = state.busy.saturating_sub(1);
         state.finished_at = Some(now);
@@ -464,8 +463,8 @@ mod tests {
         queue.lock().sleeping = 0;
         assert_eq!(queue.pop(), 1);
         assert_eq!(queue.lock().busy, 2);
-        queue.finished();
-        queue.finished();
+        queue.finished(Instant::now());
+        queue.finished(Instant::now());
         let state = queue.lock();
         assert_eq!(state.busy, 0);
         assert!(state.finished_at.is_some_and(|at| at >= t0));
