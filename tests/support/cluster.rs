@@ -73,14 +73,20 @@ impl Cluster {
                 .all(|n| c.info(n).contains("cluster_state:ok"))
         });
         if replicas > 0 {
+            // Seen from both sides: a node the create has not yet made a
+            // replica still says `role:master`, so each primary must count
+            // its replicas online too (as `WAIT` counts them).
             cluster.wait_until("every replica in sync", |c| {
                 c.nodes.iter().all(|n| {
                     let replication: String = cmd("INFO")
                         .arg("replication")
                         .query(&mut n.connection())
                         .unwrap_or_default();
-                    replication.contains("role:master")
-                        || replication.contains("master_link_status:up")
+                    if replication.contains("role:master") {
+                        replication.matches("state=online").count() == replicas
+                    } else {
+                        replication.contains("master_link_status:up")
+                    }
                 })
             });
         }
