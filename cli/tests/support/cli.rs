@@ -221,6 +221,21 @@ impl WorkerProcess {
         TestRequest::new(addr, "GET", "/metrics").send().text()
     }
 
+    /// Polls the worker's `/metrics` until it has the line `sample` (with
+    /// its newline): counters are updated after what they count is seen
+    /// elsewhere (a line written, a status in Redis). [`TEST_TIMEOUT`] guard.
+    pub fn wait_for_sample(&self, sample: &str) {
+        let deadline = Instant::now() + TEST_TIMEOUT;
+        loop {
+            let metrics = self.metrics_text();
+            if metrics.contains(sample) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{sample} never in\n{metrics}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The lines the worker's jobs appended to its log file.
     pub fn lines(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.file("log.txt"))
