@@ -63,6 +63,9 @@ pub(super) struct RedisBackend {
     cancel_versions: Vec<Option<String>>,
     /// Over a cluster: whose node the waiting read waits on, in turn.
     turn: usize,
+    /// The second handle, the consumer's fetching thread's: it leaves the
+    /// warnings about the deployment to the first.
+    fetch_only: bool,
 }
 
 impl RedisBackend {
@@ -78,6 +81,7 @@ impl RedisBackend {
             config,
             consumer,
             connection: None,
+            fetch_only: false,
         }
     }
 
@@ -170,9 +174,27 @@ impl Backend for RedisBackend {
         named
             .query::<()>(&mut connection)
             .map_err(|e| e.to_string())?;
-        self.warn_of_partitions_not_served(&mut connection);
+        if !self.fetch_only {
+            self.warn_of_partitions_not_served(&mut connection);
+        }
         self.connection = Some(connection);
         Ok(())
+    }
+
+    /// Another connection, for the fetching thread: on one connection, a
+    /// batch's read would wait behind the last batch's record.
+    fn fetcher(&self) -> Option<RedisBackend> {
+        Some(RedisBackend {
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            queues: self.queues.clone(),
+            consumer: self.consumer.clone(),
+            connection: None,
+            reclaim_cursors: self.reclaim_cursors.clone(),
+            cancel_versions: self.cancel_versions.clone(),
+            turn: 0,
+            fetch_only: true,
+        })
     }
 
     fn fetch(

@@ -176,6 +176,10 @@ impl WorkerBuilder {
 /// every worker of a prefix reads every job, and a job of a type it does not
 /// know is a dead letter at once.
 ///
+/// A worker keeps three connections to Redis: its I/O thread's (records,
+/// renewals, reclaims, promotions), its fetching thread's (so that reading
+/// the next batch overlaps recording the last) and its heartbeat's.
+///
 /// ```no_run
 /// # use afterward::{App, Job, JobContext, JobResult};
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail;

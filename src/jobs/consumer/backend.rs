@@ -92,6 +92,14 @@ pub(crate) trait Backend: Send + 'static {
     /// (Re)connects: before the first call, and after any error.
     fn connect(&mut self) -> Result<(), String>;
 
+    /// A second handle on the same store, not connected yet, for the
+    /// consumer's fetching thread (which calls only `connect` and `fetch`
+    /// on it): reading the next jobs then overlaps recording the last ones.
+    /// `None` keeps every call on the I/O thread.
+    fn fetcher(&self) -> Option<Self>
+    where
+        Self: Sized;
+
     /// New jobs, now held by this consumer: from each queue of `wants` in
     /// turn, up to its `max`, and `budget` in all. When `wait` and none is
     /// ready, waits a little (a tenth of a second) for one.

@@ -4,15 +4,22 @@
 //! [`IoLoop::budget`]), hands them to the runner threads, records their
 //! outcomes, renews what runs, reclaims what a silent consumer holds,
 //! promotes what is due, and reconnects with backoff when a call fails.
+//!
+//! Where the backend gives a second handle ([`Backend::fetcher`]), the
+//! fetch is the fetching thread's call (`fetcher.rs`): the I/O thread asks
+//! for the next batch *before* it records the last one, so that the two
+//! round trips overlap; it still decides what to fetch, one request at a
+//! time, and every job fetched comes back through it.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use super::backend::{Action, Announce, Backend, Delivery, Record, Want};
+use super::fetcher::{Fetcher, Reply, Request};
 use super::ready::Ready;
 use super::runner::{lock_slot, Finished, Outcome, Slots};
 use super::stats::{Shared, WorkerReport};
@@ -49,6 +56,10 @@ const PENDING_EVERY: Duration = Duration::from_secs(1);
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
+/// How long the stop waits for a fetch still out (the backend's own call
+/// returns within its timeout, well before this).
+const FETCH_DRAIN: Duration = Duration::from_secs(5);
+
 /// A running job whose `running` status is being written.
 struct Announced {
     lane: usize,
@@ -82,6 +93,9 @@ pub(super) struct IoLoop<B> {
     pub(super) shared: Arc<Shared>,
     /// The jobs asked to stop, as the store says (the runners look here).
     pub(super) cancels: Arc<Cancels>,
+    /// The fetching thread, where the backend gave a second handle; `None`:
+    /// this thread fetches.
+    pub(super) fetcher: Option<Fetcher>,
 }
 
 /// What the I/O thread keeps between turns.
@@ -107,6 +121,19 @@ struct LoopState {
     /// Jobs handed back unrun (the consumer is stopping): pending in the
     /// store.
     not_run: u64,
+    /// The fetching thread's replies (a channel that never sends when there
+    /// is none).
+    replies: Receiver<Reply>,
+    /// A reply taken while waiting, not handled yet.
+    fetched: Option<Reply>,
+    /// The fetching thread is gone (it panicked), not yet said.
+    fetcher_lost: bool,
+    /// Jobs asked of the fetching thread, not come back: 0 when no fetch is
+    /// out (there is one at most).
+    asked: usize,
+    /// After a failed fetch: none is asked before this, and the next wait.
+    fetch_again_at: Option<Instant>,
+    fetch_retry: Duration,
 }
 
 impl LoopState {
@@ -119,18 +146,35 @@ impl LoopState {
         }
     }
 
-    /// Waits up to `timeout` for a result, then takes those there are.
+    /// Waits up to `timeout` for a result or the fetching thread's reply,
+    /// then takes the results there are.
     fn wait(&mut self, results: &Receiver<Vec<Finished>>, timeout: Duration) {
-        match results.recv_timeout(timeout) {
-            Ok(finished) => {
-                if self.done.is_empty() {
-                    self.first_done = Some(Instant::now());
+        crossbeam_channel::select! {
+            recv(results) -> finished => {
+                if let Ok(finished) = finished {
+                    if self.done.is_empty() {
+                        self.first_done = Some(Instant::now());
+                    }
+                    self.done.extend(finished);
+                    self.collect(results);
                 }
-                self.done.extend(finished);
-                self.collect(results);
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            recv(self.replies) -> reply => match reply {
+                Ok(reply) => self.fetched = Some(reply),
+                // The fetching thread is gone (it panicked): `take_fetched`
+                // says so, and this thread fetches from now on.
+                Err(_) => {
+                    self.replies = crossbeam_channel::never();
+                    self.fetcher_lost = true;
+                }
+            },
+            default(timeout) => {}
         }
+    }
+
+    /// Jobs held and not finished, and asked for: what the budget counts.
+    fn holding(&self) -> usize {
+        self.held.len().saturating_sub(self.done.len()) + self.asked
     }
 }
 
@@ -152,6 +196,15 @@ impl<B: Backend> IoLoop<B> {
             last_pending: long_ago,
             last_cancels: long_ago,
             not_run: 0,
+            replies: self
+                .fetcher
+                .as_ref()
+                .map_or_else(crossbeam_channel::never, |f| f.replies.clone()),
+            fetched: None,
+            fetcher_lost: false,
+            asked: 0,
+            fetch_again_at: None,
+            fetch_retry: RECONNECT_FIRST,
         };
         let mut connected = false;
         let mut retry_delay = RECONNECT_FIRST;
@@ -187,6 +240,7 @@ impl<B: Backend> IoLoop<B> {
                 }
             }
         }
+        self.drain_fetch(&mut state);
         self.finish(&state)
     }
 
@@ -211,6 +265,8 @@ impl<B: Backend> IoLoop<B> {
     /// here waits for this consumer's runners even when another consumer is
     /// idle: so jobs of seconds are never held beyond the free runners,
     /// while jobs of microseconds come in batches of up to the capacity.
+    /// A job finished and not yet recorded no longer counts (it waits for
+    /// no runner), and one asked of the fetching thread already does.
     fn budget(&self, state: &LoopState) -> usize {
         let ahead = match state.mean_run {
             // Until an attempt has been timed: one per runner.
@@ -221,7 +277,7 @@ impl<B: Backend> IoLoop<B> {
         target
             .max(self.concurrency)
             .min(self.capacity)
-            .saturating_sub(state.held.len())
+            .saturating_sub(state.holding())
     }
 
     /// The report at the end: what was not recorded stays pending in the
@@ -282,6 +338,11 @@ impl<B: Backend> IoLoop<B> {
         stopping: bool,
     ) -> Result<bool, String> {
         let half = (self.capacity.min(self.batch) / 2).max(1);
+        self.take_fetched(state);
+        if !stopping {
+            // Before the record: the fetch's round trip overlaps it.
+            self.ask(state, half);
+        }
         let all_done = state.done.len() >= state.held.len();
         let waited = state
             .first_done
@@ -292,7 +353,7 @@ impl<B: Backend> IoLoop<B> {
         self.watch_deadlines();
         self.announce()?;
         if stopping {
-            if state.held.is_empty() || self.past_deadline() {
+            if (state.held.is_empty() && state.asked == 0) || self.past_deadline() {
                 self.flush(state)?;
                 return Ok(false);
             }
@@ -327,9 +388,23 @@ impl<B: Backend> IoLoop<B> {
                 .collect();
             self.backend.renew(&held, self.visibility)?;
         }
-        if now.duration_since(state.last_reclaim) >= self.visibility / 2 {
+        // With a fetch out, the reclaim waits for it to come back (no more
+        // is asked meanwhile): both take from the same budget.
+        if self.reclaim_due(state) && state.asked == 0 {
             state.last_reclaim = now;
             self.reclaim(state)?;
+        }
+        if self.fetcher.is_some() {
+            // The fetching thread reads: wait for results or its reply
+            // (with nothing held, no result comes: then until the next
+            // promotion is due, at most).
+            let timeout = if state.held.is_empty() {
+                PROMOTE_EVERY
+            } else {
+                RECORD_LINGER
+            };
+            state.wait(results, timeout);
+            return Ok(true);
         }
         let budget = self.budget(state);
         if budget == 0 || (budget < half && !state.held.is_empty() && !self.ready.has_idle_runner())
@@ -339,16 +414,7 @@ impl<B: Backend> IoLoop<B> {
             state.wait(results, RECORD_LINGER);
             return Ok(true);
         }
-        let wants: Vec<Want> = self
-            .ready
-            .fetch_order()
-            .into_iter()
-            .map(|lane| Want {
-                lane,
-                max: self.ready.room(lane).min(budget),
-            })
-            .filter(|want| want.max > 0)
-            .collect();
+        let wants = self.wants(budget);
         // Nothing held, so nothing to record meanwhile: the backend may wait
         // a little for a job.
         let fetched = if wants.is_empty() {
@@ -367,6 +433,141 @@ impl<B: Backend> IoLoop<B> {
         self.shared.update(|s| s.claimed += n);
         self.hand_out(fetched, &mut state.held);
         Ok(true)
+    }
+
+    /// Whether taking over jobs held too long by another consumer is due.
+    fn reclaim_due(&self, state: &LoopState) -> bool {
+        state.last_reclaim.elapsed() >= self.visibility / 2
+    }
+
+    /// What to fetch from each queue, in the order to read them, within
+    /// `budget` and each queue's room.
+    fn wants(&self, budget: usize) -> Vec<Want> {
+        self.ready
+            .fetch_order()
+            .into_iter()
+            .map(|lane| Want {
+                lane,
+                max: self.ready.room(lane).min(budget),
+            })
+            .filter(|want| want.max > 0)
+            .collect()
+    }
+
+    /// Asks the fetching thread for the next batch, when there is one, no
+    /// fetch is out, none failed just now, no reclaim waits, and the budget
+    /// is worth a call (at least half a batch, or a runner is idle).
+    fn ask(&mut self, state: &mut LoopState, half: usize) {
+        let Some(fetcher) = &self.fetcher else {
+            return;
+        };
+        if state.asked > 0
+            || state.fetch_again_at.is_some_and(|at| Instant::now() < at)
+            || self.reclaim_due(state)
+        {
+            return;
+        }
+        let budget = self.budget(state).min(self.batch);
+        let running = state.held.len() > state.done.len();
+        if budget == 0 || (budget < half && running && !self.ready.has_idle_runner()) {
+            return;
+        }
+        let wants = self.wants(budget);
+        if wants.is_empty() {
+            return;
+        }
+        // With none ready, the store waits a little for one: this thread
+        // goes on meanwhile, and the reply comes as soon as a job does.
+        if fetcher.ask(Request {
+            wants,
+            budget,
+            wait: true,
+        }) {
+            state.asked = budget;
+        } else {
+            self.fetcher_gone(state);
+        }
+    }
+
+    /// Hands out the jobs the fetching thread's reply brought (at the stop,
+    /// counts them left pending instead); after a failure, spaces the next
+    /// request.
+    fn take_fetched(&mut self, state: &mut LoopState) {
+        if state.fetcher_lost {
+            self.fetcher_gone(state);
+            return;
+        }
+        let Some(reply) = state
+            .fetched
+            .take()
+            .or_else(|| state.replies.try_recv().ok())
+        else {
+            return;
+        };
+        state.asked = 0;
+        match reply {
+            Ok(deliveries) => {
+                state.fetch_again_at = None;
+                state.fetch_retry = RECONNECT_FIRST;
+                if deliveries.is_empty() {
+                    return;
+                }
+                let n = deliveries.len() as u64;
+                self.shared.update(|s| s.claimed += n);
+                if state.closed {
+                    // Fetched as the stop began: pending in the store, for
+                    // another consumer.
+                    state.not_run += n;
+                    return;
+                }
+                self.hand_out(deliveries, &mut state.held);
+            }
+            Err(error) => {
+                self.failed(&error);
+                state.fetch_again_at = Some(Instant::now() + state.fetch_retry);
+                state.fetch_retry = (state.fetch_retry * 2).min(RECONNECT_MAX);
+            }
+        }
+    }
+
+    /// The fetching thread is gone (it panicked): this thread fetches from
+    /// now on.
+    fn fetcher_gone(&mut self, state: &mut LoopState) {
+        log::error!(
+            "worker {}: the fetching thread is gone; the I/O thread fetches",
+            self.name
+        );
+        self.fetcher = None;
+        state.replies = crossbeam_channel::never();
+        state.fetcher_lost = false;
+        state.asked = 0;
+    }
+
+    /// At the end: waits for a fetch still out, and counts what it took as
+    /// left pending.
+    fn drain_fetch(&mut self, state: &mut LoopState) {
+        if state.fetcher_lost {
+            self.fetcher_gone(state);
+        }
+        if state.asked == 0 {
+            return;
+        }
+        self.close_ready(state);
+        if state.fetched.is_none() {
+            match state.replies.recv_timeout(FETCH_DRAIN) {
+                Ok(reply) => state.fetched = Some(reply),
+                Err(_) => {
+                    log::warn!(
+                        "worker {}: a fetch of up to {} jobs did not come back by the stop: what it took stays pending in the store, for another worker",
+                        self.name,
+                        state.asked
+                    );
+                    state.asked = 0;
+                    return;
+                }
+            }
+        }
+        self.take_fetched(state);
     }
 
     /// Takes over, from one lane per turn in rotation, the jobs another

@@ -37,6 +37,12 @@ pub(crate) struct Inner {
     pub(crate) fail_calls: u32,
     /// Records to fail from now on, before any change.
     pub(crate) fail_records: u32,
+    /// While set, a fetch waits before it takes anything (one out at the
+    /// stop); how many wait so.
+    pub(crate) hold_fetches: bool,
+    pub(crate) fetches_held: u32,
+    /// Fetches to panic from now on (a fetching thread that dies).
+    pub(crate) panic_fetches: u32,
     /// `running` statuses written: (id, queue, name, attempt, last error).
     pub(crate) announced: Vec<(String, String, String, u32, Option<String>)>,
     /// Records made, each a list of entries.
@@ -83,6 +89,12 @@ impl MemoryStore {
             .changed
             .wait_timeout_while(inner, timeout, |inner| !condition(inner));
         !waited.unwrap_or_else(|e| e.into_inner()).1.timed_out()
+    }
+
+    /// Lets the fetches held by [`Inner::hold_fetches`] go on.
+    pub(crate) fn release_fetches(&self) {
+        self.lock().hold_fetches = false;
+        self.changed.notify_all();
     }
 
     /// Adds a job held by `owner` since `since` (a consumer that went quiet).
@@ -146,6 +158,15 @@ impl Backend for MemoryBackend {
         self.store.call(|_| Ok(()))
     }
 
+    fn fetcher(&self) -> Option<MemoryBackend> {
+        Some(MemoryBackend {
+            store: self.store.clone(),
+            name: self.name.clone(),
+            queues: self.queues.clone(),
+            cancel_version: 0,
+        })
+    }
+
     fn fetch(
         &mut self,
         wants: &[Want],
@@ -158,6 +179,25 @@ impl Backend for MemoryBackend {
                 .iter()
                 .any(|(q, ..)| wants.iter().any(|w| self.queues[w.lane] == *q))
         };
+        {
+            let mut inner = self.store.lock();
+            if inner.hold_fetches {
+                inner.fetches_held += 1;
+                self.store.changed.notify_all();
+                drop(inner);
+                self.store
+                    .wait_for(Duration::from_secs(10), |inner| !inner.hold_fetches);
+                self.store.lock().fetches_held -= 1;
+            }
+        }
+        {
+            let mut inner = self.store.lock();
+            if inner.panic_fetches > 0 {
+                inner.panic_fetches -= 1;
+                drop(inner);
+                panic!("a fetch panics, as the test asked");
+            }
+        }
         if wait {
             // A little, as Redis's `BLOCK` would.
             self.store.wait_for(Duration::from_millis(20), served);

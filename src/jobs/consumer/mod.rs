@@ -4,7 +4,9 @@
 //! renew, reclaim and promote); a [`Backend`] only does the I/O.
 //!
 //! Threads: `afterward-worker-io` (every call to the backend, so that all of
-//! them go in batches) and `afterward-worker-N` (runners).
+//! them go in batches), `afterward-worker-fetch` (the fetches, on a second
+//! handle on the store, where the backend has one) and `afterward-worker-N`
+//! (runners).
 //!
 //! Architecture invariant: a job handed out to this consumer ends in one of
 //! two ways, recorded once with what follows it (done, a retry, a dead
@@ -13,6 +15,7 @@
 //! has not finished (enforced in `io.rs`, `IoLoop::record` and `finish`).
 
 pub(crate) mod backend;
+mod fetcher;
 mod io;
 #[cfg(test)]
 mod memory;
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 pub use self::stats::{WorkerReport, WorkerStats};
 
 use self::backend::Backend;
+use self::fetcher::Fetcher;
 use self::io::IoLoop;
 use self::ready::Ready;
 use self::runner::{Finished, Runner, Slots};
@@ -98,6 +102,7 @@ impl Consumer {
             return Err(Error::Config("the worker registers no job".into()));
         }
         options.queues.check()?;
+        let fetcher = backend.fetcher().map(Fetcher::start).transpose()?;
         let shared = Arc::new(Shared::default());
         let capacity = options.prefetch.max(options.concurrency);
         let ready = Arc::new(Ready::new(&options.queues));
@@ -151,6 +156,7 @@ impl Consumer {
             slots,
             shared: shared.clone(),
             cancels: scope.cancels.clone(),
+            fetcher,
         };
         let io = thread::Builder::new()
             .name("afterward-worker-io".into())

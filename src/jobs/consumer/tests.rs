@@ -185,6 +185,21 @@ fn envelope(id: &str, name: &str, payload: &str) -> String {
     .to_json_text()
 }
 
+/// Queues `n` jobs that succeed at once: `j0`, `j1`, …
+fn push_jobs(store: &MemoryStore, n: usize) {
+    for i in 0..n {
+        store.push(flaky(&format!("j{i}"), 0, false));
+    }
+}
+
+/// Each of [`push_jobs`]'s `n` jobs is recorded done, once.
+fn assert_done_once(store: &MemoryStore, n: usize) {
+    let inner = store.lock();
+    for i in 0..n {
+        assert_eq!(inner.statuses[&format!("j{i}")], ["done"]);
+    }
+}
+
 fn flaky(id: &str, fail_first: u32, fatal: bool) -> String {
     envelope(
         id,
@@ -404,20 +419,56 @@ fn a_stop_leaves_what_has_not_finished_pending_in_the_store_and_says_so() {
 }
 
 #[test]
+fn a_fetch_still_out_at_the_stop_is_counted_and_its_jobs_stay_pending() {
+    let setup = Setup::new();
+    setup.store.lock().hold_fetches = true;
+    push_jobs(&setup.store, 3);
+    let consumer = setup.start();
+    // The fetching thread's first call waits in the store; the store
+    // answers it once the stop has begun.
+    assert!(setup
+        .store
+        .wait_for(PATIENCE, |inner| inner.fetches_held == 1));
+    let (store, shared) = (setup.store.clone(), consumer.shared.clone());
+    let release = std::thread::spawn(move || {
+        let began = Instant::now();
+        while !shared.stopping.load(Ordering::SeqCst) {
+            assert!(began.elapsed() < PATIENCE, "the stop never began");
+            std::thread::yield_now();
+        }
+        store.release_fetches();
+    });
+    let report = consumer.stop(Duration::ZERO);
+    release.join().unwrap();
+    // Taken by the fetch (one per runner, before any job is timed), never
+    // run: counted, and pending in the store.
+    let taken = report.stats.claimed;
+    assert!(taken > 0);
+    assert_eq!(report.left_pending, taken);
+    assert_eq!(report.stats.succeeded, 0);
+    assert_eq!(setup.store.lock().held.len() as u64, taken);
+}
+
+#[test]
+fn a_fetching_thread_that_dies_leaves_the_fetches_to_the_io_thread() {
+    let setup = Setup::new();
+    setup.store.lock().panic_fetches = 1;
+    push_jobs(&setup.store, 3);
+    let consumer = setup.start();
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 3 && s.in_flight == 0));
+    assert_done_once(&setup.store, 3);
+}
+
+#[test]
 fn a_store_that_fails_is_retried_and_nothing_is_lost_or_recorded_twice() {
     let setup = Setup::new();
     setup.store.lock().fail_calls = 3;
-    for i in 0..3 {
-        setup.store.push(flaky(&format!("j{i}"), 0, false));
-    }
+    push_jobs(&setup.store, 3);
     let consumer = setup.start();
     assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 3 && s.in_flight == 0));
     let stats = consumer.stats();
     assert_eq!(stats.redis_errors, 3);
-    let inner = setup.store.lock();
-    for i in 0..3 {
-        assert_eq!(inner.statuses[&format!("j{i}")], ["done"]);
-    }
+    assert_done_once(&setup.store, 3);
 }
 
 #[test]
