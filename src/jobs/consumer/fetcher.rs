@@ -1,19 +1,25 @@
 //! The consumer's fetching thread, `afterward-worker-fetch`: on a second
 //! handle on the store ([`Backend::fetcher`]), it reads the new jobs the I/O
-//! thread asks for, so that a batch's read overlaps the previous batch's
-//! record (each a round trip the other no longer waits behind).
+//! thread asks for and hands them to the runners ([`Held::hand_out`]), so
+//! that a batch's read, and its run, overlap the previous batch's record
+//! (a round trip the I/O thread waits for).
 //!
 //! It decides nothing: the I/O thread sends one request at a time (which
-//! queues, how many), waits for its reply before the next, and hands the
-//! jobs out or, at the stop, counts them as left pending. A call that fails
-//! drops the handle's connection; the next request connects again (the I/O
-//! thread spaces requests after a failure).
+//! queues, how many) and waits for its reply before the next; the reply
+//! says how many jobs came and how many the runners refused (the stop has
+//! begun: they stay pending in the store, and the I/O thread counts them).
+//! A call that fails drops the handle's connection; the next request
+//! connects again (the I/O thread spaces requests after a failure).
 
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::backend::{Backend, Delivery, Want};
+use super::backend::{Backend, Want};
+use super::held::Held;
+use super::ready::Ready;
+use super::stats::Shared;
 
 /// What the I/O thread asks for: [`Backend::fetch`]'s arguments.
 pub(super) struct Request {
@@ -22,9 +28,21 @@ pub(super) struct Request {
     pub(super) wait: bool,
 }
 
-/// A fetch's outcome: the jobs it took (now held by this consumer), or why
-/// it failed.
-pub(super) type Reply = Result<Vec<Delivery>, String>;
+/// A fetch's outcome, or why it failed.
+pub(super) type Reply = Result<Fetched, String>;
+
+/// A fetch's jobs the runners refused (the stop had begun: not held,
+/// pending in the store); the others are held and handed out.
+pub(super) struct Fetched {
+    pub(super) refused: usize,
+}
+
+/// Where the fetching thread hands its jobs.
+pub(super) struct Runners {
+    pub(super) ready: Arc<Ready>,
+    pub(super) held: Arc<Held>,
+    pub(super) shared: Arc<Shared>,
+}
 
 /// The I/O thread's side of the fetching thread.
 pub(super) struct Fetcher {
@@ -34,13 +52,14 @@ pub(super) struct Fetcher {
 }
 
 impl Fetcher {
-    /// Starts the thread on `backend` (not connected yet).
-    pub(super) fn start<B: Backend>(backend: B) -> std::io::Result<Fetcher> {
+    /// Starts the thread on `backend` (not connected yet), handing its jobs
+    /// to `runners`.
+    pub(super) fn start<B: Backend>(backend: B, runners: Runners) -> std::io::Result<Fetcher> {
         let (requests, incoming) = crossbeam_channel::bounded::<Request>(1);
         let (reply, replies) = crossbeam_channel::bounded::<Reply>(1);
         let thread = thread::Builder::new()
             .name("afterward-worker-fetch".into())
-            .spawn(move || serve(backend, &incoming, &reply))?;
+            .spawn(move || serve(backend, &runners, &incoming, &reply))?;
         Ok(Fetcher {
             requests: Some(requests),
             replies,
@@ -70,12 +89,17 @@ impl Drop for Fetcher {
     }
 }
 
-/// The thread: one request, one call, one reply, until the I/O thread is
-/// gone.
-fn serve<B: Backend>(mut backend: B, requests: &Receiver<Request>, replies: &Sender<Reply>) {
+/// The thread: one request, one call, its jobs handed out, one reply,
+/// until the I/O thread is gone.
+fn serve<B: Backend>(
+    mut backend: B,
+    runners: &Runners,
+    requests: &Receiver<Request>,
+    replies: &Sender<Reply>,
+) {
     let mut connected = false;
     for request in requests {
-        let reply = if !connected {
+        let fetched = if !connected {
             backend.connect()
         } else {
             Ok(())
@@ -84,9 +108,24 @@ fn serve<B: Backend>(mut backend: B, requests: &Receiver<Request>, replies: &Sen
             connected = true;
             backend.fetch(&request.wants, request.budget, request.wait)
         });
-        if reply.is_err() {
-            connected = false;
-        }
+        let reply = match fetched {
+            Ok(deliveries) => {
+                let taken = deliveries.len();
+                let mut refused = 0;
+                if taken > 0 {
+                    runners.shared.update(|s| s.claimed += taken as u64);
+                    refused = runners
+                        .held
+                        .hand_out(deliveries, &runners.ready, &runners.shared)
+                        .len();
+                }
+                Ok(Fetched { refused })
+            }
+            Err(error) => {
+                connected = false;
+                Err(error)
+            }
+        };
         if replies.send(reply).is_err() {
             return;
         }

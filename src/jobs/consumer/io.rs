@@ -7,11 +7,11 @@
 //!
 //! Where the backend gives a second handle ([`Backend::fetcher`]), the
 //! fetch is the fetching thread's call (`fetcher.rs`): the I/O thread asks
-//! for the next batch *before* it records the last one, so that the two
-//! round trips overlap; it still decides what to fetch, one request at a
-//! time, and every job fetched comes back through it.
+//! for the next batch *before* it records the last one, and the fetching
+//! thread hands the jobs to the runners, so that the read and the run
+//! overlap the record; the I/O thread still decides what to fetch, one
+//! request at a time.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crossbeam_channel::Receiver;
 
 use super::backend::{Action, Announce, Backend, Delivery, Record, Want};
 use super::fetcher::{Fetcher, Reply, Request};
+use super::held::Held;
 use super::ready::Ready;
 use super::runner::{lock_slot, Finished, Outcome, Slots};
 use super::stats::{Shared, WorkerReport};
@@ -84,6 +85,8 @@ pub(super) struct IoLoop<B> {
     pub(super) horizon: Duration,
     /// The jobs held and not started, for the runners.
     pub(super) ready: Arc<Ready>,
+    /// The jobs held: handed out, not yet recorded.
+    pub(super) held: Arc<Held>,
     /// How many queues (lanes) are served.
     pub(super) lanes: usize,
     pub(super) batch: usize,
@@ -100,8 +103,6 @@ pub(super) struct IoLoop<B> {
 
 /// What the I/O thread keeps between turns.
 struct LoopState {
-    /// The jobs held: handed out, not yet recorded: their lanes, by entry.
-    held: HashMap<String, usize>,
     /// How long an attempt runs, on average of late (an exponentially
     /// weighted mean, in seconds); `None` before the first.
     mean_run: Option<f64>,
@@ -171,11 +172,6 @@ impl LoopState {
             default(timeout) => {}
         }
     }
-
-    /// Jobs held and not finished, and asked for: what the budget counts.
-    fn holding(&self) -> usize {
-        self.held.len().saturating_sub(self.done.len()) + self.asked
-    }
 }
 
 impl<B: Backend> IoLoop<B> {
@@ -184,7 +180,6 @@ impl<B: Backend> IoLoop<B> {
             .checked_sub(Duration::from_secs(60))
             .unwrap_or_else(Instant::now);
         let mut state = LoopState {
-            held: HashMap::new(),
             mean_run: None,
             closed: false,
             next_reclaim_lane: 0,
@@ -251,11 +246,10 @@ impl<B: Backend> IoLoop<B> {
             return;
         }
         state.closed = true;
-        for delivery in self.ready.close() {
-            state.held.remove(&delivery.entry);
-            state.not_run += 1;
-        }
-        let in_flight = state.held.len() as u64;
+        let left = self.ready.close();
+        self.held.remove(left.iter().map(|d| d.entry.as_str()));
+        state.not_run += left.len() as u64;
+        let in_flight = self.held.len() as u64;
         self.shared.update(|s| s.in_flight = in_flight);
     }
 
@@ -277,13 +271,18 @@ impl<B: Backend> IoLoop<B> {
         target
             .max(self.concurrency)
             .min(self.capacity)
-            .saturating_sub(state.holding())
+            .saturating_sub(self.holding(state))
+    }
+
+    /// Jobs held and not finished, and asked for: what the budget counts.
+    fn holding(&self, state: &LoopState) -> usize {
+        self.held.len().saturating_sub(state.done.len()) + state.asked
     }
 
     /// The report at the end: what was not recorded stays pending in the
     /// store, counted and logged.
     fn finish(&self, state: &LoopState) -> WorkerReport {
-        let left = state.held.len() as u64 + state.not_run;
+        let left = self.held.len() as u64 + state.not_run;
         if left > 0 {
             log::warn!(
                 "worker {} stops with {left} jobs unfinished: left pending for other workers",
@@ -318,7 +317,7 @@ impl<B: Backend> IoLoop<B> {
     /// Records the results waiting, if any.
     fn flush(&mut self, state: &mut LoopState) -> Result<(), String> {
         if !state.done.is_empty() {
-            state.not_run += self.record(&state.done, &mut state.held, &mut state.mean_run)?;
+            state.not_run += self.record(&state.done, &mut state.mean_run)?;
             state.done.clear();
             state.first_done = None;
         }
@@ -343,7 +342,7 @@ impl<B: Backend> IoLoop<B> {
             // Before the record: the fetch's round trip overlaps it.
             self.ask(state, half);
         }
-        let all_done = state.done.len() >= state.held.len();
+        let all_done = state.done.len() >= self.held.len();
         let waited = state
             .first_done
             .is_some_and(|first| first.elapsed() >= RECORD_LINGER);
@@ -353,7 +352,7 @@ impl<B: Backend> IoLoop<B> {
         self.watch_deadlines();
         self.announce()?;
         if stopping {
-            if (state.held.is_empty() && state.asked == 0) || self.past_deadline() {
+            if (self.held.is_empty() && state.asked == 0) || self.past_deadline() {
                 self.flush(state)?;
                 return Ok(false);
             }
@@ -379,12 +378,12 @@ impl<B: Backend> IoLoop<B> {
             let pending = self.backend.pending()?;
             self.shared.update(|s| s.group_pending = pending);
         }
-        if !state.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
+        if !self.held.is_empty() && now.duration_since(state.last_renew) >= self.visibility / 3 {
             state.last_renew = now;
-            let held: Vec<(usize, &str)> = state
-                .held
+            let entries = self.held.entries();
+            let held: Vec<(usize, &str)> = entries
                 .iter()
-                .map(|(entry, lane)| (*lane, entry.as_str()))
+                .map(|(lane, entry)| (*lane, entry.as_str()))
                 .collect();
             self.backend.renew(&held, self.visibility)?;
         }
@@ -398,7 +397,7 @@ impl<B: Backend> IoLoop<B> {
             // The fetching thread reads: wait for results or its reply
             // (with nothing held, no result comes: then until the next
             // promotion is due, at most).
-            let timeout = if state.held.is_empty() {
+            let timeout = if self.held.is_empty() {
                 PROMOTE_EVERY
             } else {
                 RECORD_LINGER
@@ -407,7 +406,7 @@ impl<B: Backend> IoLoop<B> {
             return Ok(true);
         }
         let budget = self.budget(state);
-        if budget == 0 || (budget < half && !state.held.is_empty() && !self.ready.has_idle_runner())
+        if budget == 0 || (budget < half && !self.held.is_empty() && !self.ready.has_idle_runner())
         {
             // Enough to do: wait for results rather than fetch a few more
             // (unless a runner has nothing to do).
@@ -421,17 +420,17 @@ impl<B: Backend> IoLoop<B> {
             Vec::new()
         } else {
             self.backend
-                .fetch(&wants, budget.min(self.batch), state.held.is_empty())?
+                .fetch(&wants, budget.min(self.batch), self.held.is_empty())?
         };
         if fetched.is_empty() {
-            if !state.held.is_empty() {
+            if !self.held.is_empty() {
                 state.wait(results, RECORD_LINGER);
             }
             return Ok(true);
         }
         let n = fetched.len() as u64;
         self.shared.update(|s| s.claimed += n);
-        self.hand_out(fetched, &mut state.held);
+        self.hand_out(fetched, state);
         Ok(true)
     }
 
@@ -468,7 +467,7 @@ impl<B: Backend> IoLoop<B> {
             return;
         }
         let budget = self.budget(state).min(self.batch);
-        let running = state.held.len() > state.done.len();
+        let running = self.held.len() > state.done.len();
         if budget == 0 || (budget < half && running && !self.ready.has_idle_runner()) {
             return;
         }
@@ -506,21 +505,12 @@ impl<B: Backend> IoLoop<B> {
         };
         state.asked = 0;
         match reply {
-            Ok(deliveries) => {
+            Ok(fetched) => {
                 state.fetch_again_at = None;
                 state.fetch_retry = RECONNECT_FIRST;
-                if deliveries.is_empty() {
-                    return;
-                }
-                let n = deliveries.len() as u64;
-                self.shared.update(|s| s.claimed += n);
-                if state.closed {
-                    // Fetched as the stop began: pending in the store, for
-                    // another consumer.
-                    state.not_run += n;
-                    return;
-                }
-                self.hand_out(deliveries, &mut state.held);
+                // Fetched as the stop began: pending in the store, for
+                // another consumer.
+                state.not_run += fetched.refused as u64;
             }
             Err(error) => {
                 self.failed(&error);
@@ -589,20 +579,17 @@ impl<B: Backend> IoLoop<B> {
                     self.name
                 );
                 self.shared.update(|s| s.reclaimed += n);
-                self.hand_out(taken, &mut state.held);
+                self.hand_out(taken, state);
             }
         }
         Ok(())
     }
 
-    /// Gives the jobs to the runner threads, held until recorded.
-    fn hand_out(&self, deliveries: Vec<Delivery>, held: &mut HashMap<String, usize>) {
-        for delivery in &deliveries {
-            held.insert(delivery.entry.clone(), delivery.lane);
-        }
-        self.ready.push(deliveries);
-        let in_flight = held.len() as u64;
-        self.shared.update(|s| s.in_flight = in_flight);
+    /// Gives the jobs to the runner threads, held until recorded (those
+    /// refused, the stop having begun, are counted left pending).
+    fn hand_out(&self, deliveries: Vec<Delivery>, state: &mut LoopState) {
+        let refused = self.held.hand_out(deliveries, &self.ready, &self.shared);
+        state.not_run += refused.len() as u64;
     }
 
     /// Writes the `running` status of the jobs running for at least
@@ -678,12 +665,7 @@ impl<B: Backend> IoLoop<B> {
     /// Records finished attempts in one backend call: each with what the
     /// retry policy says follows it. Returns how many came back unrun
     /// (they stay pending, for another consumer).
-    fn record(
-        &mut self,
-        done: &[Finished],
-        held: &mut HashMap<String, usize>,
-        mean_run: &mut Option<f64>,
-    ) -> Result<u64, String> {
+    fn record(&mut self, done: &[Finished], mean_run: &mut Option<f64>) -> Result<u64, String> {
         let (mut succeeded, mut retried, mut dead, mut not_run) = (0, 0, 0, 0);
         let mut cancelled = 0;
         let mut records = Vec::with_capacity(done.len());
@@ -767,10 +749,8 @@ impl<B: Backend> IoLoop<B> {
         if !records.is_empty() {
             self.backend.record(&records)?;
         }
-        for finished in done {
-            held.remove(&finished.entry);
-        }
-        let in_flight = held.len() as u64;
+        self.held.remove(done.iter().map(|f| f.entry.as_str()));
+        let in_flight = self.held.len() as u64;
         self.shared.update(|s| {
             s.succeeded += succeeded;
             s.retried += retried;

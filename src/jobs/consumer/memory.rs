@@ -43,6 +43,13 @@ pub(crate) struct Inner {
     pub(crate) fetches_held: u32,
     /// Fetches to panic from now on (a fetching thread that dies).
     pub(crate) panic_fetches: u32,
+    /// While set, a record waits before it writes anything; how many wait
+    /// so.
+    pub(crate) hold_records: bool,
+    pub(crate) records_held: u32,
+    /// How long a fetch with nothing ready waits for a job (20 ms unless
+    /// set).
+    pub(crate) fetch_wait: Option<Duration>,
     /// `running` statuses written: (id, queue, name, attempt, last error).
     pub(crate) announced: Vec<(String, String, String, u32, Option<String>)>,
     /// Records made, each a list of entries.
@@ -95,6 +102,26 @@ impl MemoryStore {
     pub(crate) fn release_fetches(&self) {
         self.lock().hold_fetches = false;
         self.changed.notify_all();
+    }
+
+    /// Lets the records held by [`Inner::hold_records`] go on.
+    pub(crate) fn release_records(&self) {
+        self.lock().hold_records = false;
+        self.changed.notify_all();
+    }
+
+    /// While `held` says so, waits (counted in `count`, for the test to
+    /// see).
+    fn hold(&self, held: fn(&Inner) -> bool, count: fn(&mut Inner) -> &mut u32) {
+        let mut inner = self.lock();
+        if !held(&inner) {
+            return;
+        }
+        *count(&mut inner) += 1;
+        self.changed.notify_all();
+        drop(inner);
+        self.wait_for(Duration::from_secs(10), |inner| !held(inner));
+        *count(&mut self.lock()) -= 1;
     }
 
     /// Adds a job held by `owner` since `since` (a consumer that went quiet).
@@ -179,17 +206,8 @@ impl Backend for MemoryBackend {
                 .iter()
                 .any(|(q, ..)| wants.iter().any(|w| self.queues[w.lane] == *q))
         };
-        {
-            let mut inner = self.store.lock();
-            if inner.hold_fetches {
-                inner.fetches_held += 1;
-                self.store.changed.notify_all();
-                drop(inner);
-                self.store
-                    .wait_for(Duration::from_secs(10), |inner| !inner.hold_fetches);
-                self.store.lock().fetches_held -= 1;
-            }
-        }
+        self.store
+            .hold(|inner| inner.hold_fetches, |inner| &mut inner.fetches_held);
         {
             let mut inner = self.store.lock();
             if inner.panic_fetches > 0 {
@@ -200,7 +218,9 @@ impl Backend for MemoryBackend {
         }
         if wait {
             // A little, as Redis's `BLOCK` would.
-            self.store.wait_for(Duration::from_millis(20), served);
+            let wait = self.store.lock().fetch_wait;
+            self.store
+                .wait_for(wait.unwrap_or(Duration::from_millis(20)), served);
         }
         let (owner, queues) = (&self.name, &self.queues);
         self.store.call(|inner| {
@@ -276,6 +296,8 @@ impl Backend for MemoryBackend {
     }
 
     fn record(&mut self, finished: &[Record<'_>]) -> Result<(), String> {
+        self.store
+            .hold(|inner| inner.hold_records, |inner| &mut inner.records_held);
         let queues = &self.queues;
         self.store.call(|inner| {
             if inner.fail_records > 0 {

@@ -16,6 +16,7 @@
 
 pub(crate) mod backend;
 mod fetcher;
+mod held;
 mod io;
 #[cfg(test)]
 mod memory;
@@ -33,7 +34,8 @@ use std::time::{Duration, Instant};
 pub use self::stats::{WorkerReport, WorkerStats};
 
 use self::backend::Backend;
-use self::fetcher::Fetcher;
+use self::fetcher::{Fetcher, Runners};
+use self::held::Held;
 use self::io::IoLoop;
 use self::ready::Ready;
 use self::runner::{Finished, Runner, Slots};
@@ -102,10 +104,21 @@ impl Consumer {
             return Err(Error::Config("the worker registers no job".into()));
         }
         options.queues.check()?;
-        let fetcher = backend.fetcher().map(Fetcher::start).transpose()?;
         let shared = Arc::new(Shared::default());
         let capacity = options.prefetch.max(options.concurrency);
         let ready = Arc::new(Ready::new(&options.queues));
+        let held = Arc::new(Held::default());
+        let fetcher = backend
+            .fetcher()
+            .map(|second| {
+                let runners = Runners {
+                    ready: ready.clone(),
+                    held: held.clone(),
+                    shared: shared.clone(),
+                };
+                Fetcher::start(second, runners)
+            })
+            .transpose()?;
         let (finished, results) = crossbeam_channel::unbounded::<Vec<Finished>>();
         let registry = Arc::new(options.registry);
         let state = Arc::new(options.state);
@@ -150,6 +163,7 @@ impl Consumer {
             horizon: options.horizon,
             lanes: options.queues.names().count(),
             ready,
+            held,
             batch: options.batch.max(1),
             visibility: options.visibility,
             settings: options.settings,

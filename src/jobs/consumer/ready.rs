@@ -39,9 +39,13 @@ impl Ready {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Jobs to run, each in its queue.
-    pub(super) fn push(&self, deliveries: Vec<Delivery>) {
+    /// Jobs to run, each in its queue; once closed, none is taken: they
+    /// are returned.
+    pub(super) fn push(&self, deliveries: Vec<Delivery>) -> Vec<Delivery> {
         let mut state = self.lock();
+        if state.closed {
+            return deliveries;
+        }
         let n = deliveries.len();
         for delivery in deliveries {
             state.set.push(delivery.lane, delivery);
@@ -51,6 +55,7 @@ impl Ready {
         for _ in 0..wake {
             self.changed.notify_one();
         }
+        Vec::new()
     }
 
     /// The next job to run, by the queues' order; waits for one. `None` once

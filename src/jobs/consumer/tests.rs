@@ -115,6 +115,19 @@ struct Probe {
 #[derive(Default)]
 struct ProbeLog {
     state: Mutex<ProbeState>,
+    /// Notified when a probe starts.
+    started: std::sync::Condvar,
+}
+
+impl ProbeLog {
+    /// Waits until a probe tagged `tag` has started; whether one did.
+    fn wait_for_start(&self, tag: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        let waited = self.started.wait_timeout_while(state, PATIENCE, |state| {
+            !state.order.iter().any(|t| t == tag)
+        });
+        !waited.unwrap().1.timed_out()
+    }
 }
 
 #[derive(Default)]
@@ -138,6 +151,7 @@ impl Job for Probe {
             let now = *running;
             let most = state.most.entry(self.tag.clone()).or_default();
             *most = (*most).max(now);
+            log.started.notify_all();
         }
         if self.gated {
             let gate = job.state::<Arc<Gate>>().expect("the gate is in the state");
@@ -447,6 +461,42 @@ fn a_fetch_still_out_at_the_stop_is_counted_and_its_jobs_stay_pending() {
     assert_eq!(report.left_pending, taken);
     assert_eq!(report.stats.succeeded, 0);
     assert_eq!(setup.store.lock().held.len() as u64, taken);
+}
+
+#[test]
+fn the_next_batch_runs_while_the_last_one_is_recorded() {
+    let setup = Setup::new();
+    {
+        let mut inner = setup.store.lock();
+        inner.hold_records = true;
+        // A fetch with nothing ready waits for a job as long as the test.
+        inner.fetch_wait = Some(PATIENCE);
+    }
+    setup
+        .store
+        .push(probe("first", "default", "first", false, 0));
+    let consumer = setup.start();
+    // The first job's record waits in the store; a job queued meanwhile is
+    // fetched and runs before that record is done.
+    assert!(setup
+        .store
+        .wait_for(PATIENCE, |inner| inner.records_held == 1));
+    setup
+        .store
+        .push(probe("second", "default", "second", false, 0));
+    assert!(
+        setup.log.wait_for_start("second"),
+        "the second job waited for the record"
+    );
+    assert_eq!(setup.store.lock().records_held, 1);
+    assert_eq!(consumer.stats().succeeded, 0);
+    setup.store.lock().fetch_wait = None;
+    setup.store.release_records();
+    // The fetch out now waits for a job: one ends it.
+    setup
+        .store
+        .push(probe("third", "default", "third", false, 0));
+    assert!(consumer.wait_for(PATIENCE, |s| s.succeeded == 3 && s.in_flight == 0));
 }
 
 #[test]
