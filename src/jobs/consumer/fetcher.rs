@@ -6,8 +6,8 @@
 //!
 //! It decides nothing: the I/O thread sends one request at a time (which
 //! queues, how many) and waits for its reply before the next; the reply
-//! says how many jobs came and how many the runners refused (the stop has
-//! begun: they stay pending in the store, and the I/O thread counts them).
+//! says how many of the jobs the runners refused (the stop has begun: they
+//! stay pending in the store, and the I/O thread counts them).
 //! A call that fails drops the handle's connection; the next request
 //! connects again (the I/O thread spaces requests after a failure).
 

@@ -488,9 +488,9 @@ impl<B: Backend> IoLoop<B> {
         }
     }
 
-    /// Hands out the jobs the fetching thread's reply brought (at the stop,
-    /// counts them left pending instead); after a failure, spaces the next
-    /// request.
+    /// Takes the fetching thread's reply: counts the jobs the runners
+    /// refused (the stop had begun) left pending; after a failure, spaces
+    /// the next request.
     fn take_fetched(&mut self, state: &mut LoopState) {
         if state.fetcher_lost {
             self.fetcher_gone(state);
@@ -533,8 +533,8 @@ impl<B: Backend> IoLoop<B> {
         state.asked = 0;
     }
 
-    /// At the end: waits for a fetch still out, and counts what it took as
-    /// left pending.
+    /// At the end: closes the runners' queue, waits for a fetch still out,
+    /// and counts what it took (refused by the closed queue) left pending.
     fn drain_fetch(&mut self, state: &mut LoopState) {
         if state.fetcher_lost {
             self.fetcher_gone(state);
