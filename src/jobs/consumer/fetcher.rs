@@ -42,6 +42,8 @@ pub(super) struct Runners {
     pub(super) ready: Arc<Ready>,
     pub(super) held: Arc<Held>,
     pub(super) shared: Arc<Shared>,
+    /// The worker's name, for the log.
+    pub(super) worker: String,
 }
 
 /// The I/O thread's side of the fetching thread.
@@ -77,8 +79,9 @@ impl Fetcher {
 }
 
 impl Drop for Fetcher {
-    /// Ends the thread: no more requests. It is joined when idle; one busy
-    /// with a call ends once the call returns (within the store's timeout).
+    /// Ends the thread: no more requests. It is joined if it has already
+    /// ended; otherwise it ends on its own once its call returns (within
+    /// the store's timeout) and it finds no further request.
     fn drop(&mut self) {
         self.requests = None;
         if let Some(thread) = self.thread.take() {
@@ -126,7 +129,17 @@ fn serve<B: Backend>(
                 Err(error)
             }
         };
-        if replies.send(reply).is_err() {
+        if let Err(unread) = replies.send(reply) {
+            // The I/O thread gave up on this fetch at the stop: what it took
+            // is pending in the store, and only this thread knows how much.
+            if let Ok(Fetched { refused }) = unread.into_inner() {
+                if refused > 0 {
+                    log::warn!(
+                        "worker {}: {refused} jobs fetched after it stopped stay pending in the store, for another worker",
+                        runners.worker
+                    );
+                }
+            }
             return;
         }
     }

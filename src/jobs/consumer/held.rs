@@ -8,14 +8,17 @@
 //! Architecture invariant: a job is held before any runner can take it
 //! ([`Held::hand_out`] adds it, then gives it to the runners), so a result
 //! never comes for a job that is not held; one the runners refuse (the stop
-//! has begun) is not held, and is returned to be counted.
+//! has begun) is not held, and is returned to be counted. The `in_flight`
+//! gauge is written under this map's lock, by whichever thread changed it
+//! last, so it never keeps an older count than the map's.
+//! Lock order: this map, then the counters (`Shared`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::backend::Delivery;
 use super::ready::Ready;
-use super::stats::Shared;
+use super::stats::{Shared, WorkerStats};
 
 #[derive(Default)]
 pub(super) struct Held {
@@ -30,6 +33,16 @@ impl Held {
 
     pub(super) fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Writes how many jobs are held to `shared`'s `in_flight`, then
+    /// `more` (other counters changed with it).
+    pub(super) fn publish(&self, shared: &Shared, more: impl FnOnce(&mut WorkerStats)) {
+        let jobs = self.lock();
+        shared.update(|s| {
+            s.in_flight = jobs.len() as u64;
+            more(s);
+        });
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -51,13 +64,12 @@ impl Held {
         }
         drop(jobs);
         let refused = ready.push(deliveries);
-        let mut jobs = self.lock();
-        for delivery in &refused {
-            jobs.remove(&delivery.entry);
+        if refused.is_empty() {
+            self.publish(shared, |_| {});
+        } else {
+            // The stop has begun: the I/O thread owns the gauge from now on.
+            self.remove(refused.iter().map(|d| d.entry.as_str()));
         }
-        let in_flight = jobs.len() as u64;
-        drop(jobs);
-        shared.update(|s| s.in_flight = in_flight);
         refused
     }
 

@@ -57,8 +57,10 @@ const PENDING_EVERY: Duration = Duration::from_secs(1);
 const RECONNECT_FIRST: Duration = Duration::from_millis(50);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// How long the stop waits for a fetch still out (the backend's own call
-/// returns within its timeout, well before this).
+/// How long the stop waits for a fetch still out. Each of the backend's
+/// calls returns within its own timeout, but a fetch may make several; one
+/// still out after this is left to the fetching thread, which logs how many
+/// jobs it took (they stay pending in the store, for another worker).
 const FETCH_DRAIN: Duration = Duration::from_secs(5);
 
 /// A running job whose `running` status is being written.
@@ -129,6 +131,9 @@ struct LoopState {
     fetched: Option<Reply>,
     /// The fetching thread is gone (it panicked), not yet said.
     fetcher_lost: bool,
+    /// Every runner has ended (the stop): the results channel is
+    /// disconnected, so always ready, and is no longer waited on.
+    runners_gone: bool,
     /// Jobs asked of the fetching thread, not come back: 0 when no fetch is
     /// out (there is one at most).
     asked: usize,
@@ -150,16 +155,19 @@ impl LoopState {
     /// Waits up to `timeout` for a result or the fetching thread's reply,
     /// then takes the results there are.
     fn wait(&mut self, results: &Receiver<Vec<Finished>>, timeout: Duration) {
+        let none = crossbeam_channel::never();
+        let results = if self.runners_gone { &none } else { results };
         crossbeam_channel::select! {
-            recv(results) -> finished => {
-                if let Ok(finished) = finished {
+            recv(results) -> finished => match finished {
+                Ok(finished) => {
                     if self.done.is_empty() {
                         self.first_done = Some(Instant::now());
                     }
                     self.done.extend(finished);
                     self.collect(results);
                 }
-            }
+                Err(_) => self.runners_gone = true,
+            },
             recv(self.replies) -> reply => match reply {
                 Ok(reply) => self.fetched = Some(reply),
                 // The fetching thread is gone (it panicked): `take_fetched`
@@ -197,6 +205,7 @@ impl<B: Backend> IoLoop<B> {
                 .map_or_else(crossbeam_channel::never, |f| f.replies.clone()),
             fetched: None,
             fetcher_lost: false,
+            runners_gone: false,
             asked: 0,
             fetch_again_at: None,
             fetch_retry: RECONNECT_FIRST,
@@ -211,10 +220,7 @@ impl<B: Backend> IoLoop<B> {
             }
             if !connected {
                 match self.backend.connect() {
-                    Ok(()) => {
-                        connected = true;
-                        retry_delay = RECONNECT_FIRST;
-                    }
+                    Ok(()) => connected = true,
                     Err(error) => {
                         self.failed(&error);
                         if stopping && self.past_deadline() {
@@ -227,11 +233,19 @@ impl<B: Backend> IoLoop<B> {
                 }
             }
             match self.step(results, &mut state, stopping) {
-                Ok(true) => {}
+                Ok(true) => retry_delay = RECONNECT_FIRST,
                 Ok(false) => break,
                 Err(error) => {
                     self.failed(&error);
                     connected = false;
+                    // A store that takes connections but fails calls (one
+                    // out of memory, a replica) must not hold the stop past
+                    // its deadline, nor make this thread spin.
+                    if stopping && self.past_deadline() {
+                        break;
+                    }
+                    state.wait(results, retry_delay);
+                    retry_delay = (retry_delay * 2).min(RECONNECT_MAX);
                 }
             }
         }
@@ -249,8 +263,7 @@ impl<B: Backend> IoLoop<B> {
         let left = self.ready.close();
         self.held.remove(left.iter().map(|d| d.entry.as_str()));
         state.not_run += left.len() as u64;
-        let in_flight = self.held.len() as u64;
-        self.shared.update(|s| s.in_flight = in_flight);
+        self.held.publish(&self.shared, |_| {});
     }
 
     /// How many more jobs to hold now: no more than the runners will start
@@ -548,10 +561,14 @@ impl<B: Backend> IoLoop<B> {
                 Ok(reply) => state.fetched = Some(reply),
                 Err(_) => {
                     log::warn!(
-                        "worker {}: a fetch of up to {} jobs did not come back by the stop: what it took stays pending in the store, for another worker",
+                        "worker {}: a fetch of up to {} jobs did not come back by the stop: what it takes stays pending in the store, for another worker",
                         self.name,
                         state.asked
                     );
+                    // Its reply now has no one to read it: the fetching
+                    // thread logs how many jobs it took instead.
+                    self.fetcher = None;
+                    state.replies = crossbeam_channel::never();
                     state.asked = 0;
                     return;
                 }
@@ -750,13 +767,11 @@ impl<B: Backend> IoLoop<B> {
             self.backend.record(&records)?;
         }
         self.held.remove(done.iter().map(|f| f.entry.as_str()));
-        let in_flight = self.held.len() as u64;
-        self.shared.update(|s| {
+        self.held.publish(&self.shared, |s| {
             s.succeeded += succeeded;
             s.retried += retried;
             s.dead += dead;
             s.cancelled += cancelled;
-            s.in_flight = in_flight;
         });
         Ok(not_run)
     }

@@ -115,6 +115,7 @@ impl Consumer {
                     ready: ready.clone(),
                     held: held.clone(),
                     shared: shared.clone(),
+                    worker: options.name.clone(),
                 };
                 Fetcher::start(second, runners)
             })

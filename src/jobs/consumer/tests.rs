@@ -537,6 +537,26 @@ fn a_record_that_fails_is_made_again_whole() {
 }
 
 #[test]
+fn a_stop_ends_by_its_deadline_while_every_record_fails() {
+    let setup = Setup::new();
+    // A store that takes connections but fails every record (one out of
+    // memory, a replica).
+    setup.store.lock().fail_records = u32::MAX;
+    push_jobs(&setup.store, 3);
+    let consumer = setup.start();
+    assert!(consumer.wait_for(PATIENCE, |s| s.claimed == 3 && s.redis_errors >= 2));
+    let (stopped, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = stopped.send(consumer.stop(Duration::from_millis(100)));
+    });
+    let report = stop.recv_timeout(PATIENCE).expect("the stop ends");
+    // Run, never recorded: counted, and pending in the store.
+    assert_eq!(report.left_pending, 3);
+    assert_eq!(report.stats.succeeded, 0);
+    assert_eq!(setup.store.lock().held.len(), 3);
+}
+
+#[test]
 fn settings_out_of_range_are_refused() {
     let store = Arc::new(MemoryStore::default());
     let options = |concurrency, visibility, registry| ConsumerOptions {
