@@ -211,3 +211,49 @@ fn a_status_is_read_from_the_jobs_own_queue() {
     assert_eq!(status["queue"], "reports");
     assert_eq!(status["status"], "done");
 }
+
+#[test]
+fn jobs_a_fetch_took_before_one_of_its_reads_failed_run_at_once() {
+    // User `jobs` may read (`XREADGROUP`) queue `default` only: every fetch
+    // reads it, then fails on queue `other`, with the jobs it took from
+    // `default` claimed in Redis by then.
+    let redis = RedisServer::start_with(&[
+        "--appendonly",
+        "no",
+        "--user",
+        "jobs",
+        "on",
+        ">reader",
+        "~*",
+        "&*",
+        "+@all",
+        "-xreadgroup",
+        "(+xreadgroup ~{afterward:default}:jobs)",
+    ]);
+    let log = Arc::new(Log::default());
+    let server = TestServer::with_builder(Server::builder().redis(redis.config()), app(&log));
+    for _ in 0..3 {
+        probe::post(&server, "/probe?tag=taken");
+    }
+    let sent = |stats: &afterward::Stats| stats.jobs_sent == 3;
+    assert!(server.handle().wait_for(TEST_TIMEOUT, sent));
+    let mut config =
+        afterward::redis::RedisConfig::new(&format!("{}?user=jobs&pass=reader", redis.url()))
+            .unwrap();
+    config.timeout = Duration::from_millis(500);
+    // Dropped, they would wait for a reclaim: past the visibility timeout.
+    let worker = Worker::builder(config)
+        .app(&app(&log))
+        .queues(Queues::strict(["default", "other"]))
+        .visibility_timeout(Duration::from_secs(600))
+        .start()
+        .expect("the worker starts");
+    assert!(
+        worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 3),
+        "{:?}",
+        worker.stats()
+    );
+    let stats = worker.stop(TEST_TIMEOUT).stats;
+    assert_eq!(stats.reclaimed, 0);
+    assert!(stats.redis_errors > 0, "the failed reads are counted");
+}

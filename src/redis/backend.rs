@@ -66,6 +66,10 @@ pub(super) struct RedisBackend {
     /// The second handle, the consumer's fetching thread's: it leaves the
     /// warnings about the deployment to the first.
     fetch_only: bool,
+    /// A fetch's read that failed after the same fetch's earlier reads had
+    /// claimed jobs: those were returned (claimed, they would otherwise
+    /// wait for a reclaim), and the failure is the next fetch's answer.
+    failed_fetch: Option<String>,
 }
 
 impl RedisBackend {
@@ -82,6 +86,7 @@ impl RedisBackend {
             consumer,
             connection: None,
             fetch_only: false,
+            failed_fetch: None,
         }
     }
 
@@ -194,6 +199,7 @@ impl Backend for RedisBackend {
             cancel_versions: self.cancel_versions.clone(),
             turn: 0,
             fetch_only: true,
+            failed_fetch: None,
         })
     }
 
@@ -203,6 +209,9 @@ impl Backend for RedisBackend {
         budget: usize,
         wait: bool,
     ) -> Result<Vec<Delivery>, String> {
+        if let Some(error) = self.failed_fetch.take() {
+            return Err(error);
+        }
         let mut out = Vec::new();
         for want in wants {
             let left = budget.saturating_sub(out.len()).min(want.max);
@@ -222,7 +231,17 @@ impl Backend for RedisBackend {
                     .arg(stream)
                     .arg(">")
                     .query(con)
-            })?;
+            });
+            let reply = match reply {
+                Ok(reply) => reply,
+                // The queues read before this one gave jobs, now this
+                // consumer's in Redis: they go to the runners.
+                Err(error) if !out.is_empty() => {
+                    self.failed_fetch = Some(error);
+                    return Ok(out);
+                }
+                Err(error) => return Err(error),
+            };
             for (_, entries) in read_entries(reply) {
                 out.extend(entries.into_iter().map(|(entry, text)| Delivery {
                     lane: want.lane,
