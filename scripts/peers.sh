@@ -3,7 +3,10 @@
 #   scripts/peers.sh [SECS] [ROUNDS]      (defaults: 5 s, 3 rounds)
 #
 # Servers (each started once, on loopback, and killed by pid at the end):
-#   afterward          target/release/afterward, the repo's binary (built here)
+#   afterward          target/release/afterward, the repo's binary (built here),
+#                      with its access lines (RUST_LOG=info, as the binary runs)
+#   afterward-nolog    the same binary with RUST_LOG=warn: no access line, as
+#                      the peers and nginx run here (they log nothing per request)
 #   NAME               each of AFTERWARD_VS="name1=/path/to/bin name2=/path/..."
 #                      (other afterward binaries, same flags: before/after runs)
 #   actix, axum        benches/peers/, the background append on the blocking
@@ -26,7 +29,8 @@
 # its threads; nginx: master and workers), context switches per request
 # (`perf stat -e context-switches`; "n/a" without perf), afterward's
 # requests/s over the server's (the median of the per-round ratios), and the
-# errors wrk saw (non-2xx answers and socket errors, summed over the rounds).
+# errors wrk saw (non-2xx answers and socket errors, summed over the rounds),
+# and the same ratio for afterward-nolog.
 # Markdown to target/bench-peers.md, printed at the end.
 #
 # Environment:
@@ -37,7 +41,8 @@
 #   PEERS_IDLE=1                              also: 10,000 idle keep-alive
 #                                             connections held while 200 fresh clients
 #                                             make one request each (each server fresh)
-#   PEERS_RUST_LOG=info                       RUST_LOG of the afterward servers (the
+#   PEERS_RUST_LOG=info                       RUST_LOG of the afterward servers but
+#                                             afterward-nolog (the
 #                                             binary's default, access lines included,
 #                                             written to /dev/null)
 # Needs wrk, python3, nginx (installed with apt-get when missing and run as
@@ -58,7 +63,7 @@ done
 
 # The servers: afterward, the AFTERWARD_VS binaries, then the peers.
 declare -A vs_bin=()
-all=(afterward)
+all=(afterward afterward-nolog)
 for pair in ${AFTERWARD_VS:-}; do
     name=${pair%%=*} bin=${pair#*=}
     [[ $pair == *=* && -n $name && $name =~ ^[A-Za-z0-9._-]+$ ]] || { echo "AFTERWARD_VS: expected name=/path, not $pair" >&2; exit 2; }
@@ -89,7 +94,7 @@ if has nginx-return200 && ! command -v nginx >/dev/null; then
         echo "needs nginx (Debian package nginx-light), or leave nginx-return200 out of PEERS_ONLY" >&2; exit 1
     fi
 fi
-if has afterward; then cargo build --release --quiet -p afterward-cli; fi
+if has afterward || has afterward-nolog; then cargo build --release --quiet -p afterward-cli; fi
 if has actix || has actix-inline || has axum || has axum-inline; then
     (cd benches/peers && cargo build --release --quiet)
 fi
@@ -161,6 +166,8 @@ start() {
     case $name in
         afterward)
             RUST_LOG=${PEERS_RUST_LOG:-info} target/release/afterward --port "$port" --log-file "$log" >"$out" 2>/dev/null & ;;
+        afterward-nolog)
+            RUST_LOG=warn target/release/afterward --port "$port" --log-file "$log" >"$out" 2>/dev/null & ;;
         actix) benches/peers/target/release/actix "$port" "$log" spawn-blocking >"$out" 2>&1 & ;;
         actix-inline) benches/peers/target/release/actix "$port" "$log" inline >"$out" 2>&1 & ;;
         axum) benches/peers/target/release/axum "$port" "$log" spawn-blocking >"$out" 2>&1 & ;;
@@ -302,13 +309,25 @@ for round in $(seq 1 "$rounds"); do
 done
 for name in "${servers[@]}"; do stop "${pid_of[$name]}"; done
 
+# ratio BASE NAME: BASE's requests/s over NAME's, the median of the per-round
+# ratios, for the workload $w at $c connections ("n/a" without BASE).
+ratio() {
+    local base=$1 name=$2 round
+    if ! has "$base"; then echo "n/a"; return; fi
+    if [ "$name" = "$base" ]; then echo "1.00"; return; fi
+    for round in $(seq 1 "$rounds"); do
+        awk -v a="${rps_in["$round $w $c $base"]}" -v b="${rps_in["$round $w $c $name"]}" \
+            'BEGIN {if (b > 0) printf "%.2f\n", a / b}'
+    done | median %.2f
+}
+
 md="target/bench-peers.md"
 mkdir -p target
 {
     echo "scripts/peers.sh $secs $rounds at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load average $load at the start; wrk -t1, ${warmup} s warm-up, medians of $rounds rounds of $secs s."
     echo
-    echo "| workload | c | server | requests/s | p99 ms | CPU µs/request | context switches/request | afterward ÷ server (requests/s) | errors |"
-    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | c | server | requests/s | p99 ms | CPU µs/request | context switches/request | afterward ÷ server (requests/s) | afterward-nolog ÷ server | errors |"
+    echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     for w in "${workloads[@]}"; do
         for c in "${connections[@]}"; do
             for name in "${servers[@]}"; do
@@ -319,16 +338,7 @@ mkdir -p target
                     cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median "${formats[i - 1]}")")
                 done
                 errors=$(echo -n "$rows" | awk 'NF {e += $5} END {print e + 0}')
-                ratio="n/a"
-                if has afterward && [ "$name" != afterward ]; then
-                    ratio=$(for round in $(seq 1 "$rounds"); do
-                        awk -v a="${rps_in["$round $w $c afterward"]}" -v b="${rps_in["$round $w $c $name"]}" \
-                            'BEGIN {if (b > 0) printf "%.2f\n", a / b}'
-                    done | median %.2f)
-                elif [ "$name" = afterward ]; then
-                    ratio="1.00"
-                fi
-                echo "| $w | $c | $name | ${cols[0]} | ${cols[1]} | ${cols[2]} | ${cols[3]} | $ratio | $errors |"
+                echo "| $w | $c | $name | ${cols[0]} | ${cols[1]} | ${cols[2]} | ${cols[3]} | $(ratio afterward "$name") | $(ratio afterward-nolog "$name") | $errors |"
             done
         done
     done
