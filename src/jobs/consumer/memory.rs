@@ -43,6 +43,8 @@ pub(crate) struct Inner {
     pub(crate) fetches_held: u32,
     /// Fetches to panic from now on (a fetching thread that dies).
     pub(crate) panic_fetches: u32,
+    /// Fetches begun so far.
+    pub(crate) fetches: u32,
     /// While set, a record waits before it writes anything; how many wait
     /// so.
     pub(crate) hold_records: bool,
@@ -210,6 +212,8 @@ impl Backend for MemoryBackend {
             .hold(|inner| inner.hold_fetches, |inner| &mut inner.fetches_held);
         {
             let mut inner = self.store.lock();
+            inner.fetches += 1;
+            self.store.changed.notify_all();
             if inner.panic_fetches > 0 {
                 inner.panic_fetches -= 1;
                 drop(inner);

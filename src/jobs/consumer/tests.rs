@@ -474,8 +474,13 @@ fn the_next_batch_runs_while_the_last_one_is_recorded() {
     }
     setup
         .store
-        .push(probe("first", "default", "first", false, 0));
+        .push(probe("first", "default", "first", true, 0));
     let consumer = setup.start();
+    // While the first job runs, the next fetch is out, waiting in the store
+    // for a job (one fetch at a time: the first one's reply was taken).
+    assert!(setup.log.wait_for_start("first"));
+    assert!(setup.store.wait_for(PATIENCE, |inner| inner.fetches >= 2));
+    setup.gate.open();
     // The first job's record waits in the store; a job queued meanwhile is
     // fetched and runs before that record is done.
     assert!(setup
