@@ -248,12 +248,11 @@ fn jobs_a_fetch_took_before_one_of_its_reads_failed_run_at_once() {
         .visibility_timeout(Duration::from_secs(600))
         .start()
         .expect("the worker starts");
+    // The failed reads are counted (the first as the next fetch's answer).
     assert!(
-        worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 3),
+        worker.wait_for(TEST_TIMEOUT, |s| s.succeeded == 3 && s.redis_errors > 0),
         "{:?}",
         worker.stats()
     );
-    let stats = worker.stop(TEST_TIMEOUT).stats;
-    assert_eq!(stats.reclaimed, 0);
-    assert!(stats.redis_errors > 0, "the failed reads are counted");
+    assert_eq!(worker.stop(TEST_TIMEOUT).stats.reclaimed, 0);
 }

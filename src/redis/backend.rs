@@ -154,6 +154,9 @@ impl Backend for RedisBackend {
 
     fn connect(&mut self) -> Result<(), String> {
         self.connection = None;
+        // A failure kept for the next fetch is told by whatever made this
+        // handle connect again.
+        self.failed_fetch = None;
         let mut connection = self.config.connect().map_err(|e| e.to_string())?;
         // The groups are created on every connect: a Redis restarted without
         // its data has none, and reading would fail with NOGROUP forever.
