@@ -218,29 +218,24 @@ impl<B: Backend> IoLoop<B> {
             if stopping {
                 self.close_ready(&mut state);
             }
-            if !connected {
-                match self.backend.connect() {
-                    Ok(()) => connected = true,
-                    Err(error) => {
-                        self.failed(&error);
-                        if stopping && self.past_deadline() {
-                            break;
-                        }
-                        state.wait(results, retry_delay);
-                        retry_delay = (retry_delay * 2).min(RECONNECT_MAX);
-                        continue;
-                    }
-                }
+            let turn = if connected {
+                Ok(())
+            } else {
+                self.backend.connect()
             }
-            match self.step(results, &mut state, stopping) {
+            .and_then(|()| {
+                connected = true;
+                self.step(results, &mut state, stopping)
+            });
+            match turn {
                 Ok(true) => retry_delay = RECONNECT_FIRST,
                 Ok(false) => break,
                 Err(error) => {
                     self.failed(&error);
                     connected = false;
-                    // A store that takes connections but fails calls (one
-                    // out of memory, a replica) must not hold the stop past
-                    // its deadline, nor make this thread spin.
+                    // A store that is down, or takes connections but fails
+                    // calls (one out of memory, a replica), must not hold
+                    // the stop past its deadline, nor make this thread spin.
                     if stopping && self.past_deadline() {
                         break;
                     }
