@@ -27,7 +27,11 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let redis = RedisServer::start();
+        Setup::on(RedisServer::start())
+    }
+
+    /// The web server and the probes' app on `redis`.
+    fn on(redis: RedisServer) -> Setup {
         let log = Arc::new(Log::default());
         let builder = Server::builder()
             .background_workers(2)
@@ -217,7 +221,7 @@ fn jobs_a_fetch_took_before_one_of_its_reads_failed_run_at_once() {
     // User `jobs` may read (`XREADGROUP`) queue `default` only: every fetch
     // reads it, then fails on queue `other`, with the jobs it took from
     // `default` claimed in Redis by then.
-    let redis = RedisServer::start_with(&[
+    let setup = Setup::on(RedisServer::start_with(&[
         "--appendonly",
         "no",
         "--user",
@@ -229,21 +233,14 @@ fn jobs_a_fetch_took_before_one_of_its_reads_failed_run_at_once() {
         "+@all",
         "-xreadgroup",
         "(+xreadgroup ~{afterward:default}:jobs)",
-    ]);
-    let log = Arc::new(Log::default());
-    let server = TestServer::with_builder(Server::builder().redis(redis.config()), app(&log));
+    ]));
     for _ in 0..3 {
-        probe::post(&server, "/probe?tag=taken");
+        setup.post("/probe?tag=taken");
     }
-    let sent = |stats: &afterward::Stats| stats.jobs_sent == 3;
-    assert!(server.handle().wait_for(TEST_TIMEOUT, sent));
-    let mut config =
-        afterward::redis::RedisConfig::new(&format!("{}?user=jobs&pass=reader", redis.url()))
-            .unwrap();
-    config.timeout = Duration::from_millis(500);
+    setup.wait_sent(3);
     // Dropped, they would wait for a reclaim: past the visibility timeout.
-    let worker = Worker::builder(config)
-        .app(&app(&log))
+    let worker = Worker::builder(setup.redis.config_as("jobs", "reader"))
+        .app(&setup.app)
         .queues(Queues::strict(["default", "other"]))
         .visibility_timeout(Duration::from_secs(600))
         .start()

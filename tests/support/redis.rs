@@ -122,9 +122,12 @@ impl RedisServer {
 
     /// The deployment's configuration, with short timeouts for tests.
     pub fn config(&self) -> RedisConfig {
-        let mut config = RedisConfig::new(&self.url()).expect("a valid URL");
-        config.timeout = Duration::from_millis(500);
-        config
+        with_test_timeouts(&self.url())
+    }
+
+    /// [`config`](Self::config), as ACL user `user` with password `pass`.
+    pub fn config_as(&self, user: &str, pass: &str) -> RedisConfig {
+        with_test_timeouts(&format!("{}?user={user}&pass={pass}", self.url()))
     }
 
     /// Starts (again) on the same socket and directory (so an AOF file, if
@@ -245,4 +248,11 @@ pub fn acl_flags() -> Vec<String> {
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// The configuration of `url`, with short timeouts for tests.
+fn with_test_timeouts(url: &str) -> RedisConfig {
+    let mut config = RedisConfig::new(url).expect("a valid URL");
+    config.timeout = Duration::from_millis(500);
+    config
 }
