@@ -4,7 +4,8 @@
 //! whose client has gone is dropped before a handler runs (counted, as
 //! nginx's 499), not answered into the void. A request queued behind a
 //! busy worker is not left to it: a sleeping worker is woken for it within
-//! `worker_wake_after`.
+//! `worker_wake_after`. While every worker is held, the event loop still
+//! turns.
 
 mod support;
 
@@ -248,4 +249,32 @@ fn a_burst_of_dead_requests_leaves_nothing_held_behind() {
         server.stats()
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn the_event_loop_keeps_turning_while_every_worker_is_held() {
+    // A worker with nothing to serve runs the event loop's turns; here the
+    // only one is in a handler that does not return. The loop must turn all
+    // the same (the watcher runs it): a new request is read and queued, and
+    // a head that never ends is cut off at its deadline, while the handler
+    // still holds the worker. However long requests may wait for a busy
+    // worker (here longer than the test), the loop waits 1 ms at most.
+    let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
+    let builder = support::hardened()
+        .workers(1)
+        .worker_wake_after(Duration::from_secs(3600))
+        .header_timeout(PROMPT);
+    let server = TestServer::with_builder(builder, app(&release, &calls));
+    let mut busy = hold_the_worker(&server);
+    let mut queued = ask_to_count(&server, 1);
+    let mut slow = Raw::connect(server.addr());
+    slow.send(b"GET /count HTTP/1.1\r\nHost: t\r\n").unwrap();
+    assert!(server
+        .handle()
+        .wait_for(TEST_TIMEOUT, |s| s.requests_queued == 1));
+    assert!(slow.closed_within(TEST_TIMEOUT), "the head's deadline held");
+    assert_eq!(server.stats().requests_in_flight, 1, "still held");
+    release.open();
+    assert_eq!(busy.response().text(), "done");
+    assert_eq!(queued[0].response().text(), "counted");
 }

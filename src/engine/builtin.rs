@@ -1,12 +1,15 @@
-//! Our engine's listener: it binds, starts the event loop's thread
-//! (`event_loop.rs`), and hands request workers the requests the loop has
-//! read whole, as [`Exchange`]s.
+//! Our engine's listener: it binds, starts the watcher's thread
+//! (`watcher.rs`), and hands request workers the requests the event loop
+//! (`event_loop.rs`) has read whole, as [`Exchange`]s. A worker with
+//! nothing to serve runs the loop's turns itself, while it has the lead
+//! (leader/followers: `WorkQueue`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use mio::{Interest, Poll, Waker};
 
@@ -15,7 +18,9 @@ use super::descriptors;
 use super::event_loop::{EventLoop, LISTENER, WAKER};
 use super::exchange::Exchange;
 use super::limits::ConnectionLimits;
+use super::queue::Popped;
 use super::state::{listen, EngineState, Incoming, Settings};
+use super::watcher::{self, lock};
 use crate::access::RequestIds;
 use crate::stats::Counters;
 
@@ -23,7 +28,8 @@ use crate::stats::Counters;
 pub(crate) struct BuiltinListener {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    io_thread: Option<JoinHandle<()>>,
+    event_loop: Arc<Mutex<EventLoop>>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl BuiltinListener {
@@ -53,14 +59,16 @@ impl BuiltinListener {
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let shared = Arc::new(EngineState::new(settings, registry, waker));
-        let event_loop = EventLoop::new(poll, listener, shared.clone());
-        let io_thread = thread::Builder::new()
+        let event_loop = Arc::new(Mutex::new(EventLoop::new(poll, listener, shared.clone())));
+        let (for_watcher, loop_for_watcher) = (shared.clone(), event_loop.clone());
+        let watcher = thread::Builder::new()
             .name("afterward-io".into())
-            .spawn(move || event_loop.run())?;
+            .spawn(move || watcher::watch(&for_watcher, &loop_for_watcher))?;
         Ok(BuiltinListener {
             local_addr,
             shared,
-            io_thread: Some(io_thread),
+            event_loop,
+            watcher: Some(watcher),
         })
     }
 
@@ -70,18 +78,23 @@ impl BuiltinListener {
     }
 
     /// Blocks until a request arrives (`Some`) or [`wake_one`](Self::wake_one)
-    /// is called (`None`). On the way, answers requests that are refused and
-    /// runs what follows responses the event loop finished sending.
+    /// is called (`None`). On the way, answers requests that are refused,
+    /// runs what follows responses the event loop finished sending, and
+    /// runs the loop's turns while it has the lead.
     pub(crate) fn next(&self) -> Option<Exchange> {
         loop {
             match self.shared.queue.pop() {
-                Incoming::Ready(conn) => {
+                Popped::Item(Incoming::Ready(conn)) => {
                     if let Some(exchange) = Exchange::start(conn) {
                         return Some(exchange);
                     }
                 }
-                Incoming::Run(then) => then(),
-                Incoming::Wake => return None,
+                Popped::Item(Incoming::Run(then)) => then(),
+                Popped::Item(Incoming::Wake) => return None,
+                Popped::Lead => {
+                    lock(&self.event_loop).turn(true);
+                    self.shared.queue.release_lead(Instant::now(), true);
+                }
             }
         }
     }
@@ -106,9 +119,10 @@ impl Drop for BuiltinListener {
     fn drop(&mut self) {
         self.shared.draining.store(true, Ordering::SeqCst);
         self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.queue.close_lead();
         let _ = self.shared.waker.wake();
-        if let Some(io_thread) = self.io_thread.take() {
-            let _ = io_thread.join();
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
         }
         // Connections and what was to run after responses, still queued:
         // they hold the engine's state, so they go now (workers have ended).

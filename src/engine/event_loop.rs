@@ -1,9 +1,16 @@
-//! The event loop: one thread (`afterward-io`) waits on the readiness of the
-//! listening socket and of every connection not with a request worker. It
-//! accepts, reads request heads, sends the rest of responses a worker could
-//! not write at once, closes connections gracefully, and keeps their
-//! deadlines (idle, header, body drain, write) in a timer heap. It never
-//! blocks on a client, and never runs a handler or a task.
+//! The event loop: it waits on the readiness of the listening socket and of
+//! every connection not with a request worker. It accepts, reads request
+//! heads, sends the rest of responses a worker could not write at once,
+//! closes connections gracefully, and keeps their deadlines (idle, header,
+//! body drain, write) in a timer heap. It never blocks on a client, and
+//! never runs a handler or a task.
+//!
+//! It has no thread of its own: its turns are run, one at a time, by
+//! whichever thread has the lead (the work queue hands it out): a request
+//! worker with nothing to serve, which may block in the poll, or, while
+//! every worker is busy, the watcher (`watcher.rs`), which only looks. The
+//! requests a turn reads go to the work queue, and the worker that ran it
+//! takes the first once it gives the lead back.
 //!
 //! Readiness is edge-triggered (`mio`): a connection is read or written until
 //! the socket would block, until it leaves the loop (to a worker, which
@@ -47,6 +54,7 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// The event loop's own state; everything else is in [`EngineState`].
 pub(super) struct EventLoop {
     poll: Poll,
+    events: Events,
     listener: TcpListener,
     shared: Arc<Shared>,
     timers: Timers,
@@ -54,12 +62,15 @@ pub(super) struct EventLoop {
     /// When to accept again, after running out of descriptors.
     accept_again: Option<Instant>,
     backoff: Duration,
+    /// When a request queued may need a sleeping worker woken for it.
+    spread: Option<Instant>,
 }
 
 impl EventLoop {
     pub(super) fn new(poll: Poll, listener: TcpListener, shared: Arc<Shared>) -> EventLoop {
         EventLoop {
             poll,
+            events: Events::with_capacity(1024),
             listener,
             timers: Timers {
                 heap: BinaryHeap::new(),
@@ -68,55 +79,79 @@ impl EventLoop {
             generation: 0,
             accept_again: None,
             backoff: ACCEPT_BACKOFF,
+            spread: None,
         }
     }
 
-    /// Runs until the engine stops; then closes every connection it holds.
-    pub(super) fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
-        // When a request queued may need a sleeping worker woken for it.
-        let mut spread = None;
-        loop {
+    /// Runs one turn: waits for readiness, then acts on what is ready and
+    /// on every deadline that has passed. It waits only if `may_block` and
+    /// nothing is queued for the workers, and then until the next deadline
+    /// at most (an item queued meanwhile that no worker takes ends the wait:
+    /// `WorkQueue::poll_begins`); otherwise it only looks.
+    pub(super) fn turn(&mut self, may_block: bool) {
+        let shared = self.shared.clone();
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.queue.close_lead();
+            return;
+        }
+        let block = may_block && shared.queue.poll_begins();
+        let timeout = if block {
             let next = self.timers.heap.peek().map(|Reverse((at, _, _))| *at);
             let next = next
                 .into_iter()
                 .chain(self.accept_again)
-                .chain(spread)
+                .chain(self.spread)
                 .min();
-            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != ErrorKind::Interrupted {
-                    log::error!("the event loop cannot wait for readiness: {e}; closing");
-                    self.shared.stopping.store(true, Ordering::SeqCst);
-                    break;
-                }
-            }
-            if self.shared.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            let sooner =
-                std::mem::take(&mut *self.shared.sooner.lock().unwrap_or_else(|e| e.into_inner()));
-            self.timers.heap.extend(sooner);
-            let now = Instant::now();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(now),
-                    WAKER => {}
-                    Token(slot) => self.ready(slot, now),
-                }
-            }
-            let now = Instant::now();
-            if self.accept_again.is_some_and(|at| at <= now) {
-                self.accept_again = None;
-                self.accept(now);
-            }
-            self.expire(now);
-            // Architecture invariant: a request the loop queued waits for
-            // a busy worker `worker_wake_after` at most while another
-            // sleeps: the loop looks at the queue at every turn, and wakes
-            // by that time if nothing else wakes it first.
-            spread = self.shared.queue.spread(now);
+            next.map(|at| at.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, timeout);
+        if block {
+            shared.queue.poll_ended();
         }
+        if let Err(e) = polled {
+            if e.kind() != ErrorKind::Interrupted {
+                log::error!("the event loop cannot wait for readiness: {e}; closing");
+                shared.stopping.store(true, Ordering::SeqCst);
+                shared.queue.close_lead();
+                self.events = events;
+                return;
+            }
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            shared.queue.close_lead();
+            self.events = events;
+            return;
+        }
+        let sooner = std::mem::take(&mut *shared.sooner.lock().unwrap_or_else(|e| e.into_inner()));
+        self.timers.heap.extend(sooner);
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept(now),
+                WAKER => {}
+                Token(slot) => self.ready(slot, now),
+            }
+        }
+        self.events = events;
+        let now = Instant::now();
+        if self.accept_again.is_some_and(|at| at <= now) {
+            self.accept_again = None;
+            self.accept(now);
+        }
+        self.expire(now);
+        // Architecture invariant: a request queued waits for a busy worker
+        // `worker_wake_after` at most while another sleeps: every turn
+        // looks at the queue, and one that blocks wakes by that time if
+        // nothing else wakes it first; while nobody leads, the watcher
+        // looks (`WorkQueue::watch`).
+        self.spread = shared.queue.spread(now);
+    }
+
+    /// Closes every connection it holds: the engine has stopped.
+    pub(super) fn close_all(&self) {
         self.shared.slots.clear();
     }
 

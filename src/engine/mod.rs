@@ -5,8 +5,10 @@
 //!
 //! - **builtin** (the default; `builtin.rs`, `event_loop.rs`, `conn.rs`,
 //!   `head.rs`, `body.rs`, `wire.rs`, `slots.rs`, `buffer.rs`, `limits.rs`):
-//!   our own, on the `httparse` parser and `mio`. One event-loop thread
-//!   (`afterward-io`) accepts connections, up to `max_connections`, and waits
+//!   our own, on the `httparse` parser and `mio`. One event loop, run by
+//!   whichever thread has the lead (a request worker with nothing to serve,
+//!   or the watcher, `afterward-io`, while all are busy: leader/followers),
+//!   accepts connections, up to `max_connections`, and waits
 //!   on the readiness of every connection not being served: it reads request
 //!   heads (idle and header timeouts, size limit) and hands connections with a
 //!   whole head to the request workers. A worker parses and checks the head,
@@ -48,6 +50,7 @@ mod slots;
 mod state;
 #[cfg(feature = "tiny-http")]
 mod tiny;
+mod watcher;
 mod wire;
 
 use std::io;

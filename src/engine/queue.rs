@@ -4,7 +4,7 @@
 //! (bounded, and reported in `requests_queued`), the others never refused.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,16 +46,39 @@ use crate::stats::Counters;
 /// Counted items (connections with a whole request) are bounded: one more
 /// than `capacity` is given back, for the caller to refuse. The others
 /// (what runs after a response, wake-ups) are never refused.
+///
+/// The lead (leader/followers, made by [`with_lead`](Self::with_lead)):
+/// a queue may also hand out, to one thread at a time, the right to poll
+/// an event loop and run its turn. A worker that finds no item takes the
+/// lead when it is free, and polls; the requests its turn reads are
+/// queued, and it takes the first of them itself once it gives the lead
+/// back ([`release_lead`](Self::release_lead)). So under a stream of
+/// requests the thread that read a request serves it, on the same core,
+/// with no other thread woken. While every worker is busy, nobody would
+/// poll: the *watcher* (a thread of its own, in [`watch`](Self::watch))
+/// then wakes a sleeping worker for the lead once it has been free
+/// `wake_after` (at most [`LEAD_AFTER_MAX`]), or, with none asleep, takes
+/// it itself for a turn that does not block. A worker blocked in the poll (with nothing queued when
+/// it began) is roused by whoever queues an item that no other worker
+/// will take.
 pub(crate) struct WorkQueue<T> {
     state: Mutex<Waiting<T>>,
     ready: Condvar,
+    /// Where the watcher waits.
+    watching: Condvar,
     /// `state.items.len()`, for the searcher to watch without the lock.
     len: AtomicUsize,
+    /// Whether the lead is free, for the searcher to watch without the lock.
+    lead_free: AtomicBool,
+    /// Wakes the thread blocked in the event loop's poll.
+    rouse: Box<dyn Fn() + Send + Sync>,
     /// The most counted items it holds.
     capacity: usize,
     /// How long a counted item waits for a busy worker before a sleeping
     /// one is woken for it.
     wake_after: Duration,
+    /// How long the lead stays free before the watcher acts.
+    lead_after: Duration,
     /// Where counted items are reported (`requests_queued`).
     counters: Arc<Counters>,
     /// The cores this process may run on: more busy workers than that do
@@ -79,6 +102,47 @@ struct Waiting<T> {
     finished_at: Option<Instant>,
     /// Whether a worker is searching.
     searching: bool,
+    /// Who may poll the event loop.
+    lead: Lead,
+    /// How many times the lead was taken: the watcher tells a leader that
+    /// has polled since it last looked from one still in the same poll.
+    turns: u64,
+    /// Whether the leader is blocked in the poll, to be roused for an item.
+    polling: bool,
+    /// Whether the watcher waits with no timeout, to be woken when the
+    /// lead is given back.
+    watcher_parked: bool,
+}
+
+/// Who may poll the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    /// A thread has it: a request worker (`worker`), or the watcher.
+    Held { worker: bool },
+    /// Nobody has had it since then.
+    Free(Instant),
+    /// Nobody may take it: there is no loop, or it has stopped.
+    Closed,
+}
+
+/// What [`WorkQueue::pop`] gives a worker.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Popped<T> {
+    /// The first item.
+    Item(T),
+    /// The lead: run a turn of the event loop, then
+    /// [`release_lead`](WorkQueue::release_lead).
+    Lead,
+}
+
+/// What [`WorkQueue::watch`] tells the watcher.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Watch {
+    /// It has taken the lead: run a turn that does not block, then
+    /// [`release_lead`](WorkQueue::release_lead).
+    Lead,
+    /// The lead is closed: the loop has stopped.
+    Closed,
 }
 
 impl<T> Waiting<T> {
@@ -120,6 +184,13 @@ impl<T> Waiting<T> {
     ) -> bool {
         self.sleeping > 0
             && match by {
+                // A worker that leads takes the first request of its turn
+                // itself, once it gives the lead back.
+                Pusher::Loop
+                    if self.lead == (Lead::Held { worker: true }) && self.items.len() == 1 =>
+                {
+                    false
+                }
                 // Nobody will look soon, or the first waits too long.
                 Pusher::Loop => {
                     (!self.searching && !self.coming_back(now, wake_after))
@@ -134,11 +205,19 @@ impl<T> Waiting<T> {
 const SPIN: Duration = Duration::from_micros(2);
 /// How long the searcher looks before it sleeps.
 const SEARCH: Duration = Duration::from_micros(20);
+/// The longest the lead stays free before the watcher acts, whatever
+/// `wake_after` is: the loop's deadlines and accepts wait that long at most
+/// while every worker is busy.
+pub(crate) const LEAD_AFTER_MAX: Duration = Duration::from_millis(1);
+/// The shortest wait between two looks of the watcher (with a `wake_after`
+/// of zero, it would spin).
+const WATCH_MIN: Duration = Duration::from_micros(50);
 
 /// Who queues an item, which decides whether it may wait for a busy worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pusher {
-    /// The event loop, which calls [`WorkQueue::spread`] at every turn.
+    /// A turn of the event loop: every turn calls [`WorkQueue::spread`],
+    /// and the watcher does while nobody leads.
     Loop,
     /// Any other thread: nothing would wake a worker for it later.
     Other,
@@ -159,14 +238,32 @@ impl<T> WorkQueue<T> {
                 busy: 0,
                 finished_at: None,
                 searching: false,
+                lead: Lead::Closed,
+                turns: 0,
+                polling: false,
+                watcher_parked: false,
             }),
             ready: Condvar::new(),
+            watching: Condvar::new(),
             len: AtomicUsize::new(0),
+            lead_free: AtomicBool::new(false),
+            rouse: Box::new(|| {}),
             capacity,
             wake_after,
+            lead_after: wake_after.min(LEAD_AFTER_MAX),
             counters,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
+    }
+
+    /// Hands out the lead of an event loop too (see the type's doc), free
+    /// from now; `rouse` wakes a thread blocked in its poll.
+    pub(crate) fn with_lead(mut self, rouse: impl Fn() + Send + Sync + 'static) -> WorkQueue<T> {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.lead = Lead::Free(Instant::now());
+        self.lead_free.store(true, Ordering::SeqCst);
+        self.rouse = Box::new(rouse);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Waiting<T>> {
@@ -186,7 +283,7 @@ impl<T> WorkQueue<T> {
         state.items.push_back((item, true, now));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.wakes_for_request(by, now, self.wake_after, self.cores);
-        self.wake_if(state, wake);
+        self.wake_if(state, wake, by == Pusher::Other);
         Ok(())
     }
 
@@ -196,29 +293,47 @@ impl<T> WorkQueue<T> {
         state.items.push_back((item, false, Instant::now()));
         self.len.store(state.items.len(), Ordering::SeqCst);
         let wake = state.sleeping > 0 && (!state.searching || state.items.len() > 1);
-        self.wake_if(state, wake);
+        self.wake_if(state, wake, true);
     }
 
     /// Wakes a sleeper if `wake`: counted under the lock, so that no other
     /// thread wakes the same one, and notified once the lock is dropped.
-    fn wake_if(&self, mut state: MutexGuard<'_, Waiting<T>>, wake: bool) {
+    /// `or_poller`: if no worker is woken and none searches, the leader
+    /// blocked in the poll is roused to take the item.
+    fn wake_if(&self, mut state: MutexGuard<'_, Waiting<T>>, wake: bool, or_poller: bool) {
         if wake {
             state.wake();
+        }
+        let rouse = or_poller && !wake && !state.searching && state.polling;
+        if rouse {
+            state.polling = false;
         }
         drop(state);
         if wake {
             self.ready.notify_one();
         }
+        if rouse {
+            (self.rouse)();
+        }
     }
 
     /// Wakes a sleeping worker when the first item has waited `wake_after`;
     /// returns when to look again (`None`: nothing waits that a sleeper
-    /// could take). The event loop calls it at every turn.
+    /// could take). Every turn of the event loop calls it, and the watcher
+    /// while nobody leads.
     pub(crate) fn spread(&self, now: Instant) -> Option<Instant> {
         if self.len.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let state = self.lock();
+        let mut state = self.lock();
+        let next = self.spread_locked(&mut state, now);
+        drop(state);
+        next
+    }
+
+    /// [`spread`](Self::spread), with the lock held (a wake-up is notified
+    /// under it).
+    fn spread_locked(&self, state: &mut Waiting<T>, now: Instant) -> Option<Instant> {
         if state.sleeping == 0 {
             // Every worker is awake: one that comes back takes it.
             return None;
@@ -226,7 +341,8 @@ impl<T> WorkQueue<T> {
         let (_, _, at) = state.items.front()?;
         let at = *at;
         if state.overdue(now, self.wake_after, self.cores) {
-            self.wake_if(state, true);
+            state.wake();
+            self.ready.notify_one();
             return Some(now + self.wake_after);
         }
         // Not overdue: not old enough yet, or the busy workers are coming
@@ -246,9 +362,11 @@ impl<T> WorkQueue<T> {
         state.finished_at = Some(now);
     }
 
-    /// The first item, waiting for one. A counted item makes the worker
-    /// busy until it calls [`finished`](Self::finished).
-    pub(crate) fn pop(&self) -> T {
+    /// The first item, waiting for one, or, with none, the lead when it is
+    /// free. A counted item makes the worker busy until it calls
+    /// [`finished`](Self::finished); so does the lead, until
+    /// [`release_lead`](Self::release_lead).
+    pub(crate) fn pop(&self) -> Popped<T> {
         let mut state = self.lock();
         let mut searched = false;
         loop {
@@ -264,15 +382,22 @@ impl<T> WorkQueue<T> {
                 let wake = state.sleeping > 0
                     && !state.items.is_empty()
                     && state.overdue(Instant::now(), self.wake_after, self.cores);
-                self.wake_if(state, wake);
-                return item;
+                self.wake_if(state, wake, false);
+                return Popped::Item(item);
+            }
+            if let Lead::Free(_) = state.lead {
+                self.take_lead(&mut state, true);
+                return Popped::Lead;
             }
             if !state.searching && !searched {
                 state.searching = true;
                 searched = true;
                 drop(state);
                 let started = Instant::now();
-                while self.len.load(Ordering::SeqCst) == 0 && started.elapsed() < SEARCH {
+                while self.len.load(Ordering::SeqCst) == 0
+                    && !self.lead_free.load(Ordering::SeqCst)
+                    && started.elapsed() < SEARCH
+                {
                     if started.elapsed() < SPIN {
                         for _ in 0..16 {
                             std::hint::spin_loop();
@@ -297,6 +422,109 @@ impl<T> WorkQueue<T> {
         }
     }
 
+    fn take_lead(&self, state: &mut Waiting<T>, worker: bool) {
+        state.lead = Lead::Held { worker };
+        state.turns += 1;
+        self.lead_free.store(false, Ordering::SeqCst);
+        if worker {
+            state.busy += 1;
+        }
+    }
+
+    /// The leader is about to poll: whether it may block (nothing is
+    /// queued; then an item queued that no worker takes rouses it). Ended
+    /// by [`poll_ended`](Self::poll_ended).
+    pub(crate) fn poll_begins(&self) -> bool {
+        let mut state = self.lock();
+        state.polling = state.items.is_empty();
+        state.polling
+    }
+
+    /// The leader's poll has returned.
+    pub(crate) fn poll_ended(&self) {
+        self.lock().polling = false;
+    }
+
+    /// The thread that took the lead (a worker: `worker`) has run its turn,
+    /// at `now`: the lead is free for the next.
+    pub(crate) fn release_lead(&self, now: Instant, worker: bool) {
+        let mut state = self.lock();
+        if let Lead::Held { .. } = state.lead {
+            state.lead = Lead::Free(now);
+            self.lead_free.store(true, Ordering::SeqCst);
+        }
+        if worker {
+            state.busy = state.busy.saturating_sub(1);
+            state.finished_at = Some(now);
+        }
+        let parked = std::mem::take(&mut state.watcher_parked);
+        drop(state);
+        if parked {
+            self.watching.notify_one();
+        }
+    }
+
+    /// Nobody takes the lead from now on (the turn under way ends); the
+    /// watcher is told.
+    pub(crate) fn close_lead(&self) {
+        let mut state = self.lock();
+        state.lead = Lead::Closed;
+        self.lead_free.store(false, Ordering::SeqCst);
+        drop(state);
+        self.watching.notify_all();
+    }
+
+    /// The watcher's wait: returns once it has taken the lead, free for
+    /// `lead_after` with no worker asleep to wake for it, or once the lead
+    /// is closed. Meanwhile it wakes a sleeping worker for a lead free that
+    /// long, and for a request that has waited `wake_after`
+    /// ([`spread`](Self::spread)), and sleeps with no timeout while a
+    /// leader is in the same poll as at its last look and nothing is
+    /// queued (an idle server): giving the lead back wakes it.
+    pub(crate) fn watch(&self) -> Watch {
+        let mut state = self.lock();
+        let mut seen = None;
+        loop {
+            let now = Instant::now();
+            let lead_at = match state.lead {
+                Lead::Closed => return Watch::Closed,
+                Lead::Free(since) if now.saturating_duration_since(since) >= self.lead_after => {
+                    if state.sleeping > 0 {
+                        // It takes the lead if nothing is queued, else an item.
+                        state.wake();
+                        self.ready.notify_one();
+                    } else if state.notified == 0 {
+                        // Every worker is busy, and none is on its way.
+                        self.take_lead(&mut state, false);
+                        return Watch::Lead;
+                    }
+                    Some(now + self.lead_after)
+                }
+                Lead::Free(since) => Some(since + self.lead_after),
+                Lead::Held { .. } if seen == Some(state.turns) && state.items.is_empty() => None,
+                Lead::Held { .. } => {
+                    seen = Some(state.turns);
+                    Some(now + self.lead_after)
+                }
+            };
+            let next = match (self.spread_locked(&mut state, now), lead_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let next = next.map(|at| at.max(now + WATCH_MIN));
+            state.watcher_parked = next.is_none();
+            state = match next {
+                None => self.watching.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let wait = at.saturating_duration_since(now);
+                    let waited = self.watching.wait_timeout(state, wait);
+                    waited.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+            state.watcher_parked = false;
+        }
+    }
+
     /// Takes every item queued, without waiting.
     pub(crate) fn take_all(&self) -> Vec<T> {
         let mut state = self.lock();
@@ -313,10 +541,108 @@ impl<T> WorkQueue<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Pusher, WorkQueue};
+    use super::{Lead, Popped, Pusher, Watch, WorkQueue};
     use crate::stats::Counters;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
     use std::time::{Duration, Instant};
+
+    /// A queue with a lead, and how many times it roused the poller.
+    fn with_lead(wake_after: Duration) -> (Arc<WorkQueue<u32>>, Arc<AtomicUsize>) {
+        let roused = Arc::new(AtomicUsize::new(0));
+        let count = roused.clone();
+        let queue = WorkQueue::new(8, wake_after, Arc::default()).with_lead(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        (Arc::new(queue), roused)
+    }
+
+    /// Waits until `done` holds of the queue's state (30 s at most).
+    fn wait_until(queue: &WorkQueue<u32>, what: &str, done: impl Fn(&super::Waiting<u32>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(&queue.lock()) {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_worker_with_nothing_queued_takes_the_lead_and_serves_its_turns_first_request() {
+        let (queue, roused) = with_lead(Duration::from_secs(3600));
+        // Items before the lead: what was read is served first.
+        queue.push(1);
+        assert_eq!(queue.pop(), Popped::Item(1));
+        assert_eq!(queue.pop(), Popped::Lead);
+        assert_eq!(queue.lock().lead, Lead::Held { worker: true });
+        assert_eq!(queue.lock().busy, 1, "a leader counts as busy");
+        // Its turn's first request wakes no sleeper: it takes it itself.
+        let now = Instant::now();
+        queue.lock().sleeping = 1;
+        queue.push_counted(2, Pusher::Loop, now).unwrap();
+        assert_eq!(queue.lock().sleeping, 1, "nobody woken for the first");
+        queue.lock().sleeping = 0;
+        queue.release_lead(now, true);
+        let state = queue.lock();
+        assert_eq!(state.lead, Lead::Free(now));
+        assert_eq!((state.busy, state.finished_at), (0, Some(now)));
+        drop(state);
+        assert_eq!(queue.pop(), Popped::Item(2));
+        assert_eq!(roused.load(Ordering::SeqCst), 0);
+        // A queue without a lead never hands it out.
+        let plain = WorkQueue::<u32>::new(8, Duration::ZERO, Arc::default());
+        assert_eq!(plain.lock().lead, Lead::Closed);
+    }
+
+    #[test]
+    fn a_leader_blocked_in_the_poll_is_roused_for_an_item_no_worker_takes() {
+        let (queue, roused) = with_lead(Duration::from_secs(3600));
+        assert_eq!(queue.pop(), Popped::Lead);
+        assert!(queue.poll_begins(), "nothing queued: it may block");
+        // A sleeper takes the first item; nobody takes the second but the
+        // leader.
+        queue.lock().sleeping = 1;
+        queue.push(1);
+        assert_eq!(roused.load(Ordering::SeqCst), 0, "a sleeper was woken");
+        queue.push(2);
+        assert_eq!(roused.load(Ordering::SeqCst), 1);
+        assert!(!queue.lock().polling, "roused once");
+        queue.push(3);
+        assert_eq!(roused.load(Ordering::SeqCst), 1);
+        queue.poll_ended();
+        assert!(!queue.poll_begins(), "items queued: it only looks");
+    }
+
+    #[test]
+    fn the_watcher_wakes_a_sleeper_for_a_free_lead_or_runs_a_turn_when_every_worker_is_busy() {
+        let (queue, _) = with_lead(Duration::from_millis(1));
+        assert_eq!(queue.pop(), Popped::Lead);
+        let watcher = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.watch())
+        };
+        // A leader in the same poll, nothing queued: an idle server, for
+        // which the watcher sleeps with no timeout.
+        wait_until(&queue, "the watcher parks", |state| state.watcher_parked);
+        // A worker goes to sleep; the lead is given back and nobody takes
+        // it: the watcher, woken, wakes the sleeper for it.
+        let worker = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.pop())
+        };
+        wait_until(&queue, "the worker sleeps", |state| state.sleeping == 1);
+        queue.release_lead(Instant::now(), true);
+        assert_eq!(worker.join().unwrap(), Popped::Lead);
+        // That worker is busy now, and none sleeps: once the lead is given
+        // back and left free, the watcher takes it itself.
+        queue.release_lead(Instant::now(), true);
+        assert_eq!(watcher.join().unwrap(), Watch::Lead);
+        assert_eq!(queue.lock().lead, Lead::Held { worker: false });
+        queue.release_lead(Instant::now(), false);
+        assert_eq!(queue.lock().busy, 0, "the watcher is no worker");
+        queue.close_lead();
+        assert_eq!(queue.watch(), Watch::Closed);
+        assert!(!queue.lead_free.load(Ordering::SeqCst), "nobody takes it");
+    }
 
     #[test]
     fn a_burst_pushed_while_a_worker_searches_reaches_every_sleeping_worker() {
@@ -329,7 +655,7 @@ mod tests {
             .map(|_| {
                 let (queue, taken) = (queue.clone(), taken.clone());
                 std::thread::spawn(move || {
-                    let _item: u32 = queue.pop();
+                    let _item: Popped<u32> = queue.pop();
                     let (count, changed) = &*taken;
                     let mut count = count.lock().unwrap();
                     *count += 1;
@@ -388,7 +714,7 @@ mod tests {
         );
         queue.push(4);
         assert_eq!(counters.snapshot().requests_queued, 2);
-        assert_eq!(queue.pop(), 1);
+        assert_eq!(queue.pop(), Popped::Item(1));
         assert_eq!(counters.snapshot().requests_queued, 1);
         assert_eq!(
             queue.push_counted(5, Pusher::Loop, now),
@@ -461,7 +787,7 @@ mod tests {
         queue.lock().busy = 1;
         // A worker that takes a request is busy until it is finished with it.
         queue.lock().sleeping = 0;
-        assert_eq!(queue.pop(), 1);
+        assert_eq!(queue.pop(), Popped::Item(1));
         assert_eq!(queue.lock().busy, 2);
         queue.finished(Instant::now());
         queue.finished(Instant::now());

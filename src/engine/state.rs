@@ -47,14 +47,16 @@ pub(super) struct EngineState<C> {
     pub(super) buffers: Pool,
     /// The event loop's registry: workers re-arm the connections they put back.
     pub(super) registry: Registry,
-    /// To the request workers.
+    /// To the request workers; it also hands out the lead: the right to
+    /// run the event loop's turn (`builtin.rs`).
     pub(super) queue: WorkQueue<Incoming<C>>,
     /// Timer entries for connections workers put back with a deadline sooner
     /// than the loop's entry for them (a short write timeout, a close), or
     /// whose entry fired while the worker had them; taken by the loop when
     /// `waker` wakes it.
     pub(super) sooner: Mutex<Vec<Timer>>,
-    pub(super) waker: Waker,
+    /// Wakes the thread blocked in the loop's poll.
+    pub(super) waker: Arc<Waker>,
 }
 
 /// What travels to the request workers.
@@ -87,12 +89,17 @@ impl<C> EngineState<C> {
             counters,
             ids,
         } = settings;
+        let waker = Arc::new(waker);
+        let rouse = waker.clone();
         EngineState {
             queue: WorkQueue::new(
                 limits.max_pending_requests,
                 limits.worker_wake_after,
                 counters.clone(),
-            ),
+            )
+            .with_lead(move || {
+                let _ = rouse.wake();
+            }),
             slots: Slots::new(slots),
             limits,
             max_connections,

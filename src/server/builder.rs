@@ -277,8 +277,11 @@ impl ServerBuilder {
     /// worker takes it; a request waiting longer wakes nobody only while as
     /// many workers as cores are busy and coming back (the server is short
     /// of CPU, not of workers). Zero wakes a sleeping worker for every
-    /// request queued while the others are busy. (tiny_http has its own
-    /// queue.)
+    /// request queued while the others are busy. The same wait, 1 ms at
+    /// most, bounds how long the event loop goes unturned while every
+    /// worker is busy: a worker with nothing to serve runs the loop, and
+    /// when none comes back for it, a thread of the engine's own does.
+    /// (tiny_http has its own queue.)
     pub fn worker_wake_after(mut self, wait: Duration) -> ServerBuilder {
         self.config.connection.worker_wake_after = wait;
         self
