@@ -258,7 +258,7 @@ fn the_event_loop_keeps_turning_while_every_worker_is_held() {
     // the same (the watcher runs it): a new request is read and queued, and
     // a head that never ends is cut off at its deadline, while the handler
     // still holds the worker. However long requests may wait for a busy
-    // worker (here longer than the test), the loop waits 1 ms at most.
+    // worker (here longer than the test), the loop waits 2 ms at most.
     let (release, calls) = (Gate::new(), Arc::new(AtomicUsize::new(0)));
     let builder = support::hardened()
         .workers(1)

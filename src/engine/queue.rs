@@ -54,13 +54,17 @@ use crate::stats::Counters;
 /// queued, and it takes the first of them itself once it gives the lead
 /// back ([`release_lead`](Self::release_lead)). So under a stream of
 /// requests the thread that read a request serves it, on the same core,
-/// with no other thread woken. While every worker is busy, nobody would
-/// poll: the *watcher* (a thread of its own, in [`watch`](Self::watch))
-/// then wakes a sleeping worker for the lead once it has been free
-/// `wake_after` (at most [`LEAD_AFTER_MAX`]), or, with none asleep, takes
-/// it itself for a turn that does not block. A worker blocked in the poll (with nothing queued when
-/// it began) is roused by whoever queues an item that no other worker
-/// will take.
+/// with no other thread woken. A worker coming back takes a lead left free
+/// `lead_after / 2` (`wake_after`, at most [`LEAD_AFTER_MAX`]) before the
+/// items queued. While every worker is busy, nobody would poll: the
+/// *watcher* (a thread of its own, in [`watch`](Self::watch)), which looks
+/// each [`HELD_LOOK`] while a worker leads, then acts on a lead it sees
+/// free `lead_after`: with nothing queued, it wakes a sleeping worker for
+/// it; with items queued (the workers are busy with them) or none asleep,
+/// it takes the lead itself for a turn that does not block. So the loop
+/// goes unturned `HELD_LOOK + lead_after` at most. A worker blocked in the
+/// poll (with nothing queued when it began) is roused by whoever queues an
+/// item that no other worker will take.
 pub(crate) struct WorkQueue<T> {
     state: Mutex<Waiting<T>>,
     ready: Condvar,
@@ -209,6 +213,10 @@ const SEARCH: Duration = Duration::from_micros(20);
 /// `wake_after` is: the loop's deadlines and accepts wait that long at most
 /// while every worker is busy.
 pub(crate) const LEAD_AFTER_MAX: Duration = Duration::from_millis(1);
+/// How often the watcher looks while a worker leads and polls again and
+/// again (a busy server): each look costs a wake-up, and a worker that
+/// comes back takes a lead left free `lead_after / 2` first.
+const HELD_LOOK: Duration = LEAD_AFTER_MAX;
 /// The shortest wait between two looks of the watcher (with a `wake_after`
 /// of zero, it would spin).
 const WATCH_MIN: Duration = Duration::from_micros(50);
@@ -370,6 +378,14 @@ impl<T> WorkQueue<T> {
         let mut state = self.lock();
         let mut searched = false;
         loop {
+            if let Lead::Free(since) = state.lead {
+                // Left free a while with items queued (the workers are busy
+                // serving them): the loop's next turn comes first.
+                if !state.items.is_empty() && since.elapsed() >= self.lead_after / 2 {
+                    self.take_lead(&mut state, true);
+                    return Popped::Lead;
+                }
+            }
             if let Some((item, counted, _)) = state.items.pop_front() {
                 self.len.store(state.items.len(), Ordering::SeqCst);
                 if counted {
@@ -489,12 +505,15 @@ impl<T> WorkQueue<T> {
             let lead_at = match state.lead {
                 Lead::Closed => return Watch::Closed,
                 Lead::Free(since) if now.saturating_duration_since(since) >= self.lead_after => {
-                    if state.sleeping > 0 {
-                        // It takes the lead if nothing is queued, else an item.
+                    if state.items.is_empty() && state.sleeping > 0 {
+                        // Every worker awake is in a handler: a sleeper
+                        // woken takes the lead (nothing else is queued).
                         state.wake();
                         self.ready.notify_one();
-                    } else if state.notified == 0 {
-                        // Every worker is busy, and none is on its way.
+                    } else if state.notified == 0 || !state.items.is_empty() {
+                        // Every worker is busy (with the items queued, or in
+                        // handlers), and none is on its way: a turn that
+                        // does not block, here.
                         self.take_lead(&mut state, false);
                         return Watch::Lead;
                     }
@@ -503,8 +522,10 @@ impl<T> WorkQueue<T> {
                 Lead::Free(since) => Some(since + self.lead_after),
                 Lead::Held { .. } if seen == Some(state.turns) && state.items.is_empty() => None,
                 Lead::Held { .. } => {
+                    // Only to see the lead given back: a worker that comes
+                    // back takes it, so the watcher looks seldom.
                     seen = Some(state.turns);
-                    Some(now + self.lead_after)
+                    Some(now + HELD_LOOK)
                 }
             };
             let next = match (self.spread_locked(&mut state, now), lead_at) {
@@ -591,6 +612,32 @@ mod tests {
         // A queue without a lead never hands it out.
         let plain = WorkQueue::<u32>::new(8, Duration::ZERO, Arc::default());
         assert_eq!(plain.lock().lead, Lead::Closed);
+    }
+
+    #[test]
+    fn a_lead_left_free_while_workers_serve_what_is_queued_is_taken_before_the_items() {
+        let (queue, _) = with_lead(Duration::from_secs(3600));
+        let lead_after = queue.lead_after;
+        assert_eq!(lead_after, super::LEAD_AFTER_MAX, "capped");
+        assert_eq!(queue.pop(), Popped::Lead);
+        queue.push(1);
+        // Given back just now (a time to come: never overdue here): the
+        // worker coming back serves what is queued.
+        queue.release_lead(Instant::now() + Duration::from_secs(3600), true);
+        assert_eq!(queue.pop(), Popped::Item(1));
+        // Given back `lead_after / 2` ago, with items queued: the loop's
+        // next turn comes first.
+        queue.push(2);
+        queue.lock().lead = Lead::Free(Instant::now() - lead_after / 2);
+        assert_eq!(queue.pop(), Popped::Lead);
+        // Left free `lead_after` with items queued and a worker asleep: the
+        // watcher runs a turn itself (the sleeper would take an item).
+        queue.release_lead(Instant::now() - lead_after, true);
+        queue.lock().sleeping = 1;
+        assert_eq!(queue.watch(), Watch::Lead);
+        let state = queue.lock();
+        assert_eq!(state.lead, Lead::Held { worker: false });
+        assert_eq!((state.sleeping, state.notified), (1, 0), "nobody woken");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! worker. While a worker leads, it sleeps; while the lead is free and
 //! every worker is busy (in a slow handler, say), it runs the event loop's
 //! turns itself, without blocking, each `worker_wake_after` (1 ms at most:
-//! `LEAD_AFTER_MAX`), so that
+//! `LEAD_AFTER_MAX`; see `WorkQueue` for when it looks), so that
 //! connections are still accepted, read, refused at their limits and
 //! closed at their deadlines. Once the engine stops, it closes every
 //! connection the loop holds.

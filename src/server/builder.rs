@@ -277,10 +277,12 @@ impl ServerBuilder {
     /// worker takes it; a request waiting longer wakes nobody only while as
     /// many workers as cores are busy and coming back (the server is short
     /// of CPU, not of workers). Zero wakes a sleeping worker for every
-    /// request queued while the others are busy. The same wait, 1 ms at
-    /// most, bounds how long the event loop goes unturned while every
-    /// worker is busy: a worker with nothing to serve runs the loop, and
-    /// when none comes back for it, a thread of the engine's own does.
+    /// request queued while the others are busy. A worker with nothing to
+    /// serve runs the event loop; while every worker is busy, a thread of
+    /// the engine's own runs it, once it has seen it left unturned this
+    /// long (1 ms at most), and it looks each millisecond: so the loop goes
+    /// unturned 2 ms at most, and a request queued by a worker that then
+    /// turns slow may wait up to a millisecond longer than this wait.
     /// (tiny_http has its own queue.)
     pub fn worker_wake_after(mut self, wait: Duration) -> ServerBuilder {
         self.config.connection.worker_wake_after = wait;
