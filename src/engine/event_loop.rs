@@ -89,10 +89,22 @@ impl EventLoop {
     /// at most (an item queued meanwhile that no worker takes ends the wait:
     /// `WorkQueue::poll_begins`); otherwise it only looks.
     pub(super) fn turn(&mut self, may_block: bool) {
-        let shared = self.shared.clone();
+        // Kept across turns (no allocation per turn), out of `self` while
+        // the turn acts on it.
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if self.wait(&mut events, may_block) {
+            self.act(&events);
+        }
+        self.events = events;
+    }
+
+    /// Waits for readiness (see [`turn`](Self::turn)); `false`: the engine
+    /// has stopped, and nobody takes the lead again.
+    fn wait(&mut self, events: &mut Events, may_block: bool) -> bool {
+        let shared = &self.shared;
         if shared.stopping.load(Ordering::SeqCst) {
             shared.queue.close_lead();
-            return;
+            return false;
         }
         let block = may_block && shared.queue.poll_begins();
         let timeout = if block {
@@ -106,8 +118,7 @@ impl EventLoop {
         } else {
             Some(Duration::ZERO)
         };
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
-        let polled = self.poll.poll(&mut events, timeout);
+        let polled = self.poll.poll(events, timeout);
         if block {
             shared.queue.poll_ended();
         }
@@ -115,17 +126,19 @@ impl EventLoop {
             if e.kind() != ErrorKind::Interrupted {
                 log::error!("the event loop cannot wait for readiness: {e}; closing");
                 shared.stopping.store(true, Ordering::SeqCst);
-                shared.queue.close_lead();
-                self.events = events;
-                return;
             }
         }
         if shared.stopping.load(Ordering::SeqCst) {
             shared.queue.close_lead();
-            self.events = events;
-            return;
+            return false;
         }
-        let sooner = std::mem::take(&mut *shared.sooner.lock().unwrap_or_else(|e| e.into_inner()));
+        true
+    }
+
+    /// Acts on what the poll found ready, then on every deadline passed.
+    fn act(&mut self, events: &Events) {
+        let sooner =
+            std::mem::take(&mut *self.shared.sooner.lock().unwrap_or_else(|e| e.into_inner()));
         self.timers.heap.extend(sooner);
         let now = Instant::now();
         for event in events.iter() {
@@ -135,7 +148,6 @@ impl EventLoop {
                 Token(slot) => self.ready(slot, now),
             }
         }
-        self.events = events;
         let now = Instant::now();
         if self.accept_again.is_some_and(|at| at <= now) {
             self.accept_again = None;
@@ -147,7 +159,7 @@ impl EventLoop {
         // looks at the queue, and one that blocks wakes by that time if
         // nothing else wakes it first; while nobody leads, the watcher
         // looks (`WorkQueue::watch`).
-        self.spread = shared.queue.spread(now);
+        self.spread = self.shared.queue.spread(now);
     }
 
     /// Closes every connection it holds: the engine has stopped.

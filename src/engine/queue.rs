@@ -172,6 +172,13 @@ impl<T> Waiting<T> {
                 .is_some_and(|at| now.saturating_duration_since(at) < wake_after)
     }
 
+    /// A busy worker is done, at `now`, with what it took (an item or the
+    /// lead).
+    fn came_back(&mut self, now: Instant) {
+        self.busy = self.busy.saturating_sub(1);
+        self.finished_at = Some(now);
+    }
+
     /// Counts a sleeper woken (by [`WorkQueue::wake_if`]).
     fn wake(&mut self) {
         self.sleeping -= 1;
@@ -212,7 +219,7 @@ const SEARCH: Duration = Duration::from_micros(20);
 /// The longest the lead stays free before the watcher acts, whatever
 /// `wake_after` is: the loop's deadlines and accepts wait that long at most
 /// while every worker is busy.
-pub(crate) const LEAD_AFTER_MAX: Duration = Duration::from_millis(1);
+const LEAD_AFTER_MAX: Duration = Duration::from_millis(1);
 /// How often the watcher looks while a worker leads and polls again and
 /// again (a busy server): each look costs a wake-up, and a worker that
 /// comes back takes a lead left free `lead_after / 2` first.
@@ -333,25 +340,24 @@ impl<T> WorkQueue<T> {
         if self.len.load(Ordering::SeqCst) == 0 {
             return None;
         }
-        let mut state = self.lock();
-        let next = self.spread_locked(&mut state, now);
-        drop(state);
+        let state = self.lock();
+        let (next, wake) = self.spread_locked(&state, now);
+        self.wake_if(state, wake, false);
         next
     }
 
-    /// [`spread`](Self::spread), with the lock held (a wake-up is notified
-    /// under it).
-    fn spread_locked(&self, state: &mut Waiting<T>, now: Instant) -> Option<Instant> {
+    /// [`spread`](Self::spread), with the lock held: when to look again,
+    /// and whether to wake a sleeper now (the caller does).
+    fn spread_locked(&self, state: &Waiting<T>, now: Instant) -> (Option<Instant>, bool) {
         if state.sleeping == 0 {
             // Every worker is awake: one that comes back takes it.
-            return None;
+            return (None, false);
         }
-        let (_, _, at) = state.items.front()?;
-        let at = *at;
+        let Some(&(_, _, at)) = state.items.front() else {
+            return (None, false);
+        };
         if state.overdue(now, self.wake_after, self.cores) {
-            state.wake();
-            self.ready.notify_one();
-            return Some(now + self.wake_after);
+            return (Some(now + self.wake_after), true);
         }
         // Not overdue: not old enough yet, or the busy workers are coming
         // back (then look again when the last one back is not recent).
@@ -359,15 +365,13 @@ impl<T> WorkQueue<T> {
             Some(back) if state.coming_back(now, self.wake_after) => at.max(back),
             _ => at,
         };
-        Some(next + self.wake_after)
+        (Some(next + self.wake_after), false)
     }
 
     /// A worker is done, at `now`, with the counted item it took: it is no
     /// longer counted busy.
     pub(crate) fn finished(&self, now: Instant) {
-        let mut state = self.lock();
-        state.busy = state.busy.saturating_sub(1);
-        state.finished_at = Some(now);
+        self.lock().came_back(now);
     }
 
     /// The first item, waiting for one, or, with none, the lead when it is
@@ -470,8 +474,7 @@ impl<T> WorkQueue<T> {
             self.lead_free.store(true, Ordering::SeqCst);
         }
         if worker {
-            state.busy = state.busy.saturating_sub(1);
-            state.finished_at = Some(now);
+            state.came_back(now);
         }
         let parked = std::mem::take(&mut state.watcher_parked);
         drop(state);
@@ -528,7 +531,12 @@ impl<T> WorkQueue<T> {
                     Some(now + HELD_LOOK)
                 }
             };
-            let next = match (self.spread_locked(&mut state, now), lead_at) {
+            let (spread_at, wake) = self.spread_locked(&state, now);
+            if wake {
+                state.wake();
+                self.ready.notify_one();
+            }
+            let next = match (spread_at, lead_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
