@@ -41,6 +41,12 @@
 #   PEERS_IDLE=1                              also: 10,000 idle keep-alive
 #                                             connections held while 200 fresh clients
 #                                             make one request each (each server fresh)
+#   PEERS_SYSCALLS=1                          also: system calls per request, all of
+#                                             them and the ones that wait or hand work
+#                                             over (futex, sched_yield, epoll_wait,
+#                                             epoll_ctl), from perf's tracepoints (needs
+#                                             perf with access to them, as root), in a
+#                                             second table
 #   PEERS_RUST_LOG=info                       RUST_LOG of the afterward servers but
 #                                             afterward-nolog (the
 #                                             binary's default, access lines included,
@@ -232,14 +238,31 @@ use_perf=0
 if command -v perf >/dev/null && perf stat -e context-switches -p $$ -o /dev/null -- true >/dev/null 2>&1; then
     use_perf=1
 fi
+# The system calls counted with PEERS_SYSCALLS=1: every one, then the ones a
+# server makes to wait or to hand work to another thread.
+syscall_events=(raw_syscalls:sys_enter syscalls:sys_enter_futex syscalls:sys_enter_sched_yield
+    syscalls:sys_enter_epoll_wait syscalls:sys_enter_epoll_ctl)
+use_syscalls=0
+if [ "${PEERS_SYSCALLS:-0}" = 1 ]; then
+    events=$(IFS=,; echo "${syscall_events[*]}")
+    if [ "$use_perf" = 1 ] && perf stat -e "$events" -p $$ -o /dev/null -- true >/dev/null 2>&1; then
+        use_syscalls=1
+    else
+        echo "PEERS_SYSCALLS=1: perf cannot count system calls here (run as root, with perf installed)" >&2; exit 1
+    fi
+fi
 # measure PID PORT WORKLOAD CONNECTIONS: one wrk run of SECS; prints
-# "rps p99_ms cpu_us_per_request cs_per_request errors".
+# "rps p99_ms cpu_us_per_request cs_per_request errors", then, with
+# PEERS_SYSCALLS=1, the system calls per request of `syscall_events`.
 measure() {
     local pid=$1 port=$2 workload=$3 c=$4
-    local all_pids before after out n rps p99 errors cs="n/a" perf=()
+    local all_pids before after out n rps p99 errors cs="n/a" perf=() events=context-switches calls=""
     all_pids=$(procs "$pid")
+    if [ "$use_syscalls" = 1 ]; then
+        events+=$(printf ',%s' "${syscall_events[@]}")
+    fi
     if [ "$use_perf" = 1 ]; then
-        perf=(perf stat -e context-switches -p "$all_pids" -o "$work/perf.txt" --)
+        perf=(perf stat -e "$events" -p "$all_pids" -o "$work/perf.txt" --)
     fi
     before=$(cpu_ticks "$all_pids")
     # shellcheck disable=SC2046
@@ -251,13 +274,20 @@ measure() {
         [ -n "$cs" ] || cs="n/a"
     fi
     n=$(echo "$out" | awk '/requests in/ {print $1}')
+    if [ "$use_syscalls" = 1 ]; then
+        local event count
+        for event in "${syscall_events[@]}"; do
+            count=$(awk -v e="$event" '$2 == e {gsub(",", "", $1); print $1}' "$work/perf.txt")
+            calls+=$(awk -v k="$count" -v n="$n" 'BEGIN {printf " %s", (k == "" || n + 0 == 0) ? "n/a" : sprintf("%.3f", k / n)}')
+        done
+    fi
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1 == "99%" {v = $2; if (v ~ /us$/) {sub(/us/, "", v); v = v / 1000} else if (v ~ /ms$/) {sub(/ms/, "", v)} else if (v ~ /s$/) {sub(/s/, "", v); v = v * 1000}; print v}')
     errors=$(echo "$out" | awk '/Non-2xx/ {e += $NF} /Socket errors/ {gsub(",", ""); e += $4 + $6 + $8 + $10} END {print e + 0}')
-    awk -v r="$rps" -v p="$p99" -v t=$((after - before)) -v n="$n" -v hz="$hz" -v cs="$cs" -v e="$errors" \
+    awk -v r="$rps" -v p="$p99" -v t=$((after - before)) -v n="$n" -v hz="$hz" -v cs="$cs" -v e="$errors" -v calls="$calls" \
         'BEGIN {
-            if (n + 0 == 0) { printf "0 0 0 n/a %d\n", e + 1; exit }
-            printf "%.0f %.2f %.1f %s %d\n", r, p, t * 1e6 / hz / n, (cs == "n/a" ? "n/a" : sprintf("%.2f", cs / n)), e
+            if (n + 0 == 0) { printf "0 0 0 n/a %d%s\n", e + 1, calls; exit }
+            printf "%.0f %.2f %.1f %s %d%s\n", r, p, t * 1e6 / hz / n, (cs == "n/a" ? "n/a" : sprintf("%.2f", cs / n)), e, calls
         }'
 }
 
@@ -342,6 +372,25 @@ mkdir -p target
             done
         done
     done
+    if [ "$use_syscalls" = 1 ]; then
+        echo
+        echo "System calls per request (perf's tracepoints, over the same wrk runs; medians):"
+        echo
+        echo "| workload | c | server | all | futex | sched_yield | epoll_wait | epoll_ctl |"
+        echo "|---|---:|---|---:|---:|---:|---:|---:|"
+        for w in "${workloads[@]}"; do
+            for c in "${connections[@]}"; do
+                for name in "${servers[@]}"; do
+                    rows=${results["$name $w $c"]}
+                    cols=()
+                    for i in $(seq 6 $((5 + ${#syscall_events[@]}))); do
+                        cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median %.2f)")
+                    done
+                    echo "| $w | $c | $name | $(IFS='|'; echo "${cols[*]}" | sed 's/|/ | /g') |"
+                done
+            done
+        done
+    fi
 } > "$md.tmp"
 
 if [ "${PEERS_IDLE:-0}" = 1 ]; then
