@@ -351,6 +351,12 @@ ratio() {
     done | median %.2f
 }
 
+# column_median ROWS I FORMAT: the median of column I of ROWS (lines of
+# `measure`), its "n/a" left out, printed with FORMAT.
+column_median() {
+    echo -n "$1" | awk -v i="$2" 'NF && $i != "n/a" {print $i}' | median "$3"
+}
+
 md="target/bench-peers.md"
 mkdir -p target
 {
@@ -365,7 +371,7 @@ mkdir -p target
                 cols=()
                 formats=(%.0f %.2f %.1f %.2f)
                 for i in 1 2 3 4; do
-                    cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median "${formats[i - 1]}")")
+                    cols+=("$(column_median "$rows" "$i" "${formats[i - 1]}")")
                 done
                 errors=$(echo -n "$rows" | awk 'NF {e += $5} END {print e + 0}')
                 echo "| $w | $c | $name | ${cols[0]} | ${cols[1]} | ${cols[2]} | ${cols[3]} | $(ratio afterward "$name") | $(ratio afterward-nolog "$name") | $errors |"
@@ -376,17 +382,27 @@ mkdir -p target
         echo
         echo "System calls per request (perf's tracepoints, over the same wrk runs; medians):"
         echo
-        echo "| workload | c | server | all | futex | sched_yield | epoll_wait | epoll_ctl |"
-        echo "|---|---:|---|---:|---:|---:|---:|---:|"
+        # Named after the events: `raw_syscalls:sys_enter` is every call.
+        header="| workload | c | server |" rule="|---|---:|---|"
+        for event in "${syscall_events[@]}"; do
+            case $event in
+                raw_syscalls:sys_enter) header+=" all |" ;;
+                *) header+=" ${event#*sys_enter_} |" ;;
+            esac
+            rule+="---:|"
+        done
+        echo "$header"
+        echo "$rule"
         for w in "${workloads[@]}"; do
             for c in "${connections[@]}"; do
                 for name in "${servers[@]}"; do
                     rows=${results["$name $w $c"]}
-                    cols=()
+                    line="| $w | $c | $name |"
+                    # measure's columns 6 on: one per event, in their order.
                     for i in $(seq 6 $((5 + ${#syscall_events[@]}))); do
-                        cols+=("$(echo -n "$rows" | awk -v i=$i 'NF && $i != "n/a" {print $i}' | median %.2f)")
+                        line+=" $(column_median "$rows" "$i" %.2f) |"
                     done
-                    echo "| $w | $c | $name | $(IFS='|'; echo "${cols[*]}" | sed 's/|/ | /g') |"
+                    echo "$line"
                 done
             done
         done
